@@ -1,0 +1,418 @@
+//! The filter's configuration: the plugin configuration JSON (Envoy `configuration`, Istio
+//! `pluginConfig`), parsed and validated as a whole before anything is applied. Every error
+//! names the exact path of the value at fault, e.g. `routes[2].prefix: must start with '/'`.
+
+use core::fmt;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::keys::RotationMonths;
+use std::sync::Arc;
+
+use crate::policy::moesif::{MoesifOptions, MoesifRules};
+
+/// A configuration error: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_DEPTH: usize = 128;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    keyservice: RawKeyservice,
+    #[serde(default)]
+    rotation_months: Option<u16>,
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    max_depth: Option<usize>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyservice {
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    token_env: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    refresh_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: String,
+    #[serde(default)]
+    seal: Option<RawSeal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeal {
+    profile: ProfileName,
+    #[serde(default)]
+    options: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileName {
+    Moesif,
+}
+
+/// How the filter reaches the keyservice.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyserviceConfig {
+    /// Envoy cluster name for `dispatch_http_call`. Default `veil_keyservice`.
+    pub cluster: String,
+    /// `:authority` of callouts. Default `veil-keyservice`.
+    pub authority: String,
+    /// Bearer token (never logged).
+    pub token: String,
+    /// Callout timeout. Default 2000 ms.
+    pub timeout_ms: u64,
+    /// How often the current keys are refreshed from `on_tick`. Default 60 s.
+    pub refresh_secs: u64,
+}
+
+impl fmt::Debug for KeyserviceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyserviceConfig")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("token", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("refresh_secs", &self.refresh_secs)
+            .finish()
+    }
+}
+
+/// What a route does to bodies under its prefix.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    Seal(SealProfile),
+}
+
+#[derive(Debug, Clone)]
+pub enum SealProfile {
+    Moesif(Arc<MoesifRules>),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    /// Path prefix, matched on segment boundaries (`/collector` matches `/collector/v1/x`,
+    /// not `/collectors`).
+    pub prefix: String,
+    pub action: RouteAction,
+}
+
+impl RouteRule {
+    /// The rest of `path` after this rule's prefix (always starting with `/`), if it matches.
+    pub fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let prefix = self.prefix.trim_end_matches('/');
+        let rest = path.strip_prefix(prefix)?;
+        if rest.is_empty() {
+            Some("/")
+        } else if rest.starts_with(['/', '?']) {
+            Some(rest)
+        } else {
+            None
+        }
+    }
+}
+
+/// The validated filter configuration.
+#[derive(Debug, Clone)]
+pub struct FilterConfig {
+    pub keyservice: KeyserviceConfig,
+    pub rotation: RotationMonths,
+    pub max_body_bytes: usize,
+    pub max_depth: usize,
+    /// Longest prefix first.
+    pub routes: Vec<RouteRule>,
+}
+
+impl FilterConfig {
+    /// Parses and validates the plugin configuration. `env` looks up environment variables
+    /// (for `keyservice.token_env`); the filter passes the VM's environment.
+    pub fn parse(json: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { "$".to_string() } else { path };
+            ConfigError::at(path, strip_position(&e.inner().to_string()))
+        })?;
+
+        let ks = raw.keyservice;
+        let token = match (ks.token, ks.token_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::at(
+                    "keyservice",
+                    "set either `token` or `token_env`, not both",
+                ))
+            }
+            (Some(t), None) => t,
+            (None, Some(var)) => env(&var).ok_or_else(|| {
+                ConfigError::at(
+                    "keyservice.token_env",
+                    format!("environment variable {var} is not set in the VM"),
+                )
+            })?,
+            (None, None) => {
+                return Err(ConfigError::at(
+                    "keyservice",
+                    "a bearer token is required: set `token` or `token_env`",
+                ))
+            }
+        };
+        if token.trim().len() < 32 {
+            return Err(ConfigError::at(
+                "keyservice.token",
+                "must be at least 32 characters",
+            ));
+        }
+        let timeout_ms = ks.timeout_ms.unwrap_or(2000);
+        if !(10..=60_000).contains(&timeout_ms) {
+            return Err(ConfigError::at(
+                "keyservice.timeout_ms",
+                "must be from 10 to 60000",
+            ));
+        }
+        let refresh_secs = ks.refresh_secs.unwrap_or(60);
+        if !(1..=86_400).contains(&refresh_secs) {
+            return Err(ConfigError::at(
+                "keyservice.refresh_secs",
+                "must be from 1 to 86400",
+            ));
+        }
+        let cluster = ks.cluster.unwrap_or_else(|| "veil_keyservice".into());
+        if cluster.is_empty() {
+            return Err(ConfigError::at("keyservice.cluster", "must not be empty"));
+        }
+        let keyservice = KeyserviceConfig {
+            cluster,
+            authority: ks.authority.unwrap_or_else(|| "veil-keyservice".into()),
+            token,
+            timeout_ms,
+            refresh_secs,
+        };
+
+        let rotation = match raw.rotation_months {
+            None => RotationMonths::DEFAULT,
+            Some(n) => RotationMonths::new(n)
+                .map_err(|e| ConfigError::at("rotation_months", e.to_string()))?,
+        };
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if !(1..=MAX_MAX_BODY_BYTES).contains(&max_body_bytes) {
+            return Err(ConfigError::at(
+                "max_body_bytes",
+                format!("must be from 1 to {MAX_MAX_BODY_BYTES}"),
+            ));
+        }
+        let max_depth = raw.max_depth.unwrap_or(DEFAULT_MAX_DEPTH);
+        if !(1..=1024).contains(&max_depth) {
+            return Err(ConfigError::at("max_depth", "must be from 1 to 1024"));
+        }
+
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let at = |field: &str| format!("routes[{i}].{field}");
+            if !r.prefix.starts_with('/') {
+                return Err(ConfigError::at(at("prefix"), "must start with '/'"));
+            }
+            if r.prefix.contains(['?', '#', '*']) {
+                return Err(ConfigError::at(
+                    at("prefix"),
+                    "must be a plain path prefix (no '?', '#' or '*')",
+                ));
+            }
+            if routes
+                .iter()
+                .any(|x: &RouteRule| x.prefix.trim_end_matches('/') == r.prefix.trim_end_matches('/'))
+            {
+                return Err(ConfigError::at(
+                    at("prefix"),
+                    format!("duplicate prefix {:?}", r.prefix),
+                ));
+            }
+            let action = match r.seal {
+                Some(seal) => {
+                    let options_path = at("seal.options");
+                    let profile = match seal.profile {
+                        ProfileName::Moesif => {
+                            let o: MoesifOptions = if seal.options.is_null() {
+                                MoesifOptions::default()
+                            } else {
+                                serde_path_to_error::deserialize(seal.options).map_err(|e| {
+                                    ConfigError::at(
+                                        format!("{options_path}.{}", e.path()),
+                                        strip_position(&e.inner().to_string()),
+                                    )
+                                })?
+                            };
+                            SealProfile::Moesif(Arc::new(MoesifRules::new(&o)))
+                        }
+                    };
+                    RouteAction::Seal(profile)
+                }
+                None => {
+                    return Err(ConfigError::at(
+                        format!("routes[{i}]"),
+                        "a route needs an action: `seal`",
+                    ))
+                }
+            };
+            routes.push(RouteRule {
+                prefix: r.prefix,
+                action,
+            });
+        }
+        routes.sort_by_key(|r| core::cmp::Reverse(r.prefix.trim_end_matches('/').len()));
+        Ok(FilterConfig {
+            keyservice,
+            rotation,
+            max_body_bytes,
+            max_depth,
+            routes,
+        })
+    }
+
+    /// The rule for `path` (longest prefix wins) and the path after its prefix.
+    pub fn route<'p>(&self, path: &'p str) -> Option<(&RouteRule, &'p str)> {
+        self.routes
+            .iter()
+            .find_map(|r| r.strip(path).map(|rest| (r, rest)))
+    }
+}
+
+/// serde_json appends " at line L column C"; the path already says where.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(p) => msg.get(..p).unwrap_or(msg).to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    fn parse(v: serde_json::Value) -> Result<FilterConfig, ConfigError> {
+        let env = |k: &str| (k == "VEIL_TOKEN").then(|| TOKEN.to_string());
+        FilterConfig::parse(v.to_string().as_bytes(), &env)
+    }
+
+    fn err(v: serde_json::Value) -> String {
+        match parse(v) {
+            Ok(_) => "accepted".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal_and_defaults() {
+        let c = parse(serde_json::json!({"keyservice": {"token": TOKEN}})).unwrap();
+        assert_eq!(c.keyservice.cluster, "veil_keyservice");
+        assert_eq!(c.keyservice.timeout_ms, 2000);
+        assert_eq!(c.rotation.get(), 12);
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(c.routes.is_empty());
+        assert!(!format!("{c:?}").contains(TOKEN));
+    }
+
+    #[test]
+    fn token_from_env() {
+        let c = parse(serde_json::json!({"keyservice": {"token_env": "VEIL_TOKEN"}})).unwrap();
+        assert_eq!(c.keyservice.token, TOKEN);
+        assert_eq!(
+            err(serde_json::json!({"keyservice": {"token_env": "NOPE"}})),
+            "keyservice.token_env: environment variable NOPE is not set in the VM"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let ks = serde_json::json!({"token": TOKEN});
+        assert_eq!(
+            err(serde_json::json!({"keyservice": ks, "routes": [
+                {"prefix": "/a", "seal": {"profile": "moesif"}},
+                {"prefix": "/b", "seal": {"profile": "moesif"}},
+                {"prefix": "c", "seal": {"profile": "moesif"}}]})),
+            "routes[2].prefix: must start with '/'"
+        );
+        let e = err(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/a", "seal": {"profile": "moesif", "options": {"encrypt_numerics": "yes"}}}]}));
+        assert!(
+            e.starts_with("routes[0].seal.options.encrypt_numerics: invalid type"),
+            "{e}"
+        );
+        let e = err(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/a", "seal": {"profile": "moesif", "options": {"encrypt_numbers": true}}}]}));
+        assert!(e.contains("unknown field `encrypt_numbers`"), "{e}");
+        let e = err(serde_json::json!({"keyservice": ks, "routes": [{"prefix": "/a", "seal": {"profile": "nope"}}]}));
+        assert!(e.starts_with("routes[0].seal.profile: unknown variant `nope`"), "{e}");
+        assert_eq!(
+            err(serde_json::json!({"keyservice": {"token": "short"}})),
+            "keyservice.token: must be at least 32 characters"
+        );
+        assert_eq!(
+            err(serde_json::json!({"keyservice": ks, "rotation_months": 0})),
+            "rotation_months: rotation months must be a whole number from 1 to 120, got \"0\""
+        );
+        assert_eq!(
+            err(serde_json::json!({"keyservice": ks, "routes": [{"prefix": "/a"}]})),
+            "routes[0]: a route needs an action: `seal`"
+        );
+        let e = err(serde_json::json!({"keyservice": ks, "routez": []}));
+        assert!(e.contains("unknown field `routez`"), "{e}");
+        assert!(err(serde_json::json!({})).contains("missing field `keyservice`"));
+        assert_eq!(
+            err(serde_json::json!({"keyservice": ks, "routes": [
+                {"prefix": "/a/", "seal": {"profile": "moesif"}},
+                {"prefix": "/a", "seal": {"profile": "moesif"}}]})),
+            "routes[1].prefix: duplicate prefix \"/a\""
+        );
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundaries() {
+        let c = parse(serde_json::json!({"keyservice": {"token": TOKEN}, "routes": [
+            {"prefix": "/c", "seal": {"profile": "moesif"}},
+            {"prefix": "/c/deeper", "seal": {"profile": "moesif"}}]}))
+        .unwrap();
+        let (r, rest) = c.route("/c/deeper/v1/events").unwrap();
+        assert_eq!((r.prefix.as_str(), rest), ("/c/deeper", "/v1/events"));
+        let (r, rest) = c.route("/c/v1/events?x=1").unwrap();
+        assert_eq!((r.prefix.as_str(), rest), ("/c", "/v1/events?x=1"));
+        assert!(c.route("/cx/v1/events").is_none());
+        assert_eq!(c.route("/c").map(|x| x.1), Some("/"));
+    }
+}

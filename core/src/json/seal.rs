@@ -1,0 +1,469 @@
+//! The streaming sealer: one pass over the body, structure bytes copied through in runs,
+//! only the leaves the policy seals replaced. No tree, no per-value allocation beyond the
+//! output buffer; nesting is handled with an explicit stack (no recursion, so a body nested
+//! 10,000 deep is a clean error, not a stack overflow).
+
+use thiserror::Error;
+
+use super::scan::{self, JsonError, Literal};
+use crate::cipher::{CipherError, SealingKey, ValueType};
+use crate::value::Mode;
+
+/// A leaf value as the policy sees it: strings decoded, numbers as their exact text.
+#[derive(Debug, Clone, Copy)]
+pub enum Leaf<'a> {
+    Str(&'a str),
+    Number(&'a str),
+    Bool(bool),
+    Null,
+}
+
+/// What to do with one leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafAction {
+    Keep,
+    Seal(Mode),
+    /// A URL string: keep scheme, host and path readable; seal each query value and the
+    /// fragment.
+    SealUriQuery(Mode),
+}
+
+/// A policy is an automaton over the document's path: one `Node` per open container, moved
+/// by field names and array elements, asked once per leaf. Nodes are small `Copy` values so
+/// the walker's stack stays cheap.
+pub trait Policy {
+    type Node: Copy;
+    fn root(&self) -> Self::Node;
+    fn field(&self, parent: Self::Node, key: &str) -> Self::Node;
+    fn element(&self, parent: Self::Node) -> Self::Node;
+    fn leaf(&self, node: Self::Node, leaf: Leaf<'_>) -> LeafAction;
+    /// A field whose string value the policy needs before walking this object's members
+    /// (e.g. Moesif's `transfer_encoding`, which may come after `body`).
+    fn lookahead(&self, _node: Self::Node) -> Option<&'static str> {
+        None
+    }
+    /// Called with the look-ahead field's string value (None if absent or not a string).
+    fn with_lookahead(&self, node: Self::Node, _value: Option<&str>) -> Self::Node {
+        node
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error("sealing failed: {0}")]
+    Cipher(#[from] CipherError),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealStats {
+    /// Values replaced by a Veil value (each sealed query value counts).
+    pub sealed: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Frame<N> {
+    node: N,
+    object: bool,
+}
+
+/// Reused buffers, so a VM seals many bodies without reallocating.
+#[derive(Default)]
+pub struct Scratch {
+    text: Vec<u8>,
+    key: Vec<u8>,
+    uri: Vec<u8>,
+}
+
+/// Seals `input` (a whole JSON document) into `out` per `policy` under `key`.
+/// On error `out` holds a partial document and must be discarded.
+pub fn seal_document<P: Policy>(
+    input: &[u8],
+    policy: &P,
+    key: &SealingKey,
+    max_depth: usize,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Result<SealStats, SealError> {
+    scan::check_text(input)?;
+    let mut w = Walker {
+        input,
+        policy,
+        key,
+        out,
+        copied: 0,
+        stats: SealStats::default(),
+        scratch,
+    };
+    w.out.reserve(input.len() * 2 + 64);
+    w.walk(max_depth)?;
+    let rest = input.get(w.copied..).unwrap_or_default();
+    w.out.extend_from_slice(rest);
+    Ok(w.stats)
+}
+
+struct Walker<'a, 'p, 'k, 's, P: Policy> {
+    input: &'a [u8],
+    policy: &'p P,
+    key: &'k SealingKey,
+    out: &'s mut Vec<u8>,
+    /// Input bytes before this index are already in `out`.
+    copied: usize,
+    stats: SealStats,
+    scratch: &'s mut Scratch,
+}
+
+const EXPECT_VALUE: &str = "a JSON value";
+
+impl<P: Policy> Walker<'_, '_, '_, '_, P> {
+    fn walk(&mut self, max_depth: usize) -> Result<(), SealError> {
+        let input = self.input;
+        let mut stack: Vec<Frame<P::Node>> = Vec::with_capacity(16);
+        let mut i = scan::skip_ws(input, 0);
+        if i >= input.len() {
+            return Err(JsonError::Empty.into());
+        }
+        let mut node = self.policy.root();
+        'value: loop {
+            // A value starts at `i`, governed by `node`.
+            match input.get(i) {
+                Some(&open @ (b'{' | b'[')) => {
+                    if stack.len() >= max_depth {
+                        return Err(JsonError::TooDeep {
+                            offset: i,
+                            limit: max_depth,
+                        }
+                        .into());
+                    }
+                    let object = open == b'{';
+                    let close = if object { b'}' } else { b']' };
+                    if object {
+                        if let Some(name) = self.policy.lookahead(node) {
+                            let v = self.lookahead(i, name, max_depth)?;
+                            node = self.policy.with_lookahead(node, v.as_deref());
+                        }
+                    }
+                    i = scan::skip_ws(input, i + 1);
+                    if input.get(i) == Some(&close) {
+                        i += 1;
+                    } else {
+                        stack.push(Frame { node, object });
+                        node = if object {
+                            let (n, next) = self.member(node, i)?;
+                            i = next;
+                            n
+                        } else {
+                            self.policy.element(node)
+                        };
+                        continue 'value;
+                    }
+                }
+                Some(b'"') => {
+                    let (span, next) = scan::scan_string(input, i)?;
+                    self.string_leaf(node, i, span, next)?;
+                    i = next;
+                }
+                Some(b'-' | b'0'..=b'9') => {
+                    let next = scan::scan_number(input, i)?;
+                    let text = str_at(input, i, next);
+                    let action = self.policy.leaf(node, Leaf::Number(text));
+                    self.apply(action, ValueType::Number, text.as_bytes(), i, next)?;
+                    i = next;
+                }
+                Some(b't' | b'f' | b'n') => {
+                    let (lit, next) = scan::scan_literal(input, i)?;
+                    let leaf = match lit {
+                        Literal::True => Leaf::Bool(true),
+                        Literal::False => Leaf::Bool(false),
+                        Literal::Null => Leaf::Null,
+                    };
+                    let action = self.policy.leaf(node, leaf);
+                    if lit != Literal::Null {
+                        let text = str_at(input, i, next);
+                        self.apply(action, ValueType::Bool, text.as_bytes(), i, next)?;
+                    }
+                    i = next;
+                }
+                Some(_) => {
+                    return Err(JsonError::Unexpected {
+                        offset: i,
+                        expected: EXPECT_VALUE,
+                    }
+                    .into())
+                }
+                None => {
+                    return Err(JsonError::Eof {
+                        offset: i,
+                        expected: EXPECT_VALUE,
+                    }
+                    .into())
+                }
+            }
+            // After a value: close containers until one has another member.
+            loop {
+                i = scan::skip_ws(input, i);
+                let Some(top) = stack.last().copied() else {
+                    break 'value;
+                };
+                let close = if top.object { b'}' } else { b']' };
+                match input.get(i) {
+                    Some(b',') => {
+                        i = scan::skip_ws(input, i + 1);
+                        node = if top.object {
+                            let (n, next) = self.member(top.node, i)?;
+                            i = next;
+                            n
+                        } else {
+                            self.policy.element(top.node)
+                        };
+                        continue 'value;
+                    }
+                    Some(&c) if c == close => {
+                        i += 1;
+                        stack.pop();
+                    }
+                    Some(_) => {
+                        return Err(JsonError::Unexpected {
+                            offset: i,
+                            expected: if top.object {
+                                "',' or '}'"
+                            } else {
+                                "',' or ']'"
+                            },
+                        }
+                        .into())
+                    }
+                    None => {
+                        return Err(JsonError::Eof {
+                            offset: i,
+                            expected: "a closing bracket",
+                        }
+                        .into())
+                    }
+                }
+            }
+        }
+        if i != input.len() {
+            return Err(JsonError::Trailing { offset: i }.into());
+        }
+        Ok(())
+    }
+
+    /// `i` is at a member's key. Returns the member's node and the index of its value.
+    fn member(&mut self, parent: P::Node, i: usize) -> Result<(P::Node, usize), SealError> {
+        let input = self.input;
+        if input.get(i) != Some(&b'"') {
+            return Err(JsonError::Unexpected {
+                offset: i,
+                expected: "'\"' starting an object key",
+            }
+            .into());
+        }
+        let (span, after) = scan::scan_string(input, i)?;
+        let node = if span.escaped {
+            self.scratch.key.clear();
+            scan::unescape(
+                input.get(span.start..span.end).unwrap_or_default(),
+                span.start,
+                &mut self.scratch.key,
+            )?;
+            let key = core::str::from_utf8(&self.scratch.key).unwrap_or_default();
+            self.policy.field(parent, key)
+        } else {
+            self.policy.field(parent, str_at(input, span.start, span.end))
+        };
+        let k = scan::skip_ws(input, after);
+        if input.get(k) != Some(&b':') {
+            return Err(JsonError::Unexpected {
+                offset: k,
+                expected: "':' after an object key",
+            }
+            .into());
+        }
+        Ok((node, scan::skip_ws(input, k + 1)))
+    }
+
+    fn string_leaf(
+        &mut self,
+        node: P::Node,
+        start: usize,
+        span: scan::StrSpan,
+        end: usize,
+    ) -> Result<(), SealError> {
+        let input = self.input;
+        let raw = input.get(span.start..span.end).unwrap_or_default();
+        if !span.escaped {
+            let text = str_at(input, span.start, span.end);
+            let action = self.policy.leaf(node, Leaf::Str(text));
+            return self.apply(action, ValueType::String, raw, start, end);
+        }
+        let mut text = core::mem::take(&mut self.scratch.text);
+        text.clear();
+        let result = scan::unescape(raw, span.start, &mut text)
+            .map_err(SealError::from)
+            .and_then(|()| {
+                let s = core::str::from_utf8(&text).unwrap_or_default();
+                let action = self.policy.leaf(node, Leaf::Str(s));
+                self.apply(action, ValueType::String, &text, start, end)
+            });
+        self.scratch.text = text;
+        result
+    }
+
+    /// Replaces input `start..end` (a whole JSON value) per `action`.
+    fn apply(
+        &mut self,
+        action: LeafAction,
+        ty: ValueType,
+        value: &[u8],
+        start: usize,
+        end: usize,
+    ) -> Result<(), SealError> {
+        if action == LeafAction::Keep {
+            return Ok(());
+        }
+        let before = self.input.get(self.copied..start).unwrap_or_default();
+        self.out.extend_from_slice(before);
+        self.copied = end;
+        self.out.push(b'"');
+        match action {
+            LeafAction::Keep => {}
+            LeafAction::Seal(mode) => {
+                self.key.seal_into(mode, ty, value, self.out)?;
+                self.stats.sealed += 1;
+            }
+            LeafAction::SealUriQuery(mode) => {
+                let mut uri = core::mem::take(&mut self.scratch.uri);
+                uri.clear();
+                let r = seal_uri_query(value, self.key, mode, &mut uri);
+                if let Ok(n) = r {
+                    self.stats.sealed += n;
+                    scan::escape_into(&uri, self.out);
+                }
+                self.scratch.uri = uri;
+                r?;
+            }
+        }
+        self.out.push(b'"');
+        Ok(())
+    }
+
+    /// Finds the string value of direct member `name` of the object starting at `i`.
+    fn lookahead(
+        &mut self,
+        i: usize,
+        name: &str,
+        max_depth: usize,
+    ) -> Result<Option<String>, SealError> {
+        let input = self.input;
+        let mut j = scan::skip_ws(input, i + 1);
+        if input.get(j) == Some(&b'}') {
+            return Ok(None);
+        }
+        loop {
+            if input.get(j) != Some(&b'"') {
+                return Err(JsonError::Unexpected {
+                    offset: j,
+                    expected: "'\"' starting an object key",
+                }
+                .into());
+            }
+            let (kspan, after) = scan::scan_string(input, j)?;
+            let mut key = Vec::new();
+            scan::unescape(
+                input.get(kspan.start..kspan.end).unwrap_or_default(),
+                kspan.start,
+                &mut key,
+            )?;
+            let k = scan::skip_ws(input, after);
+            if input.get(k) != Some(&b':') {
+                return Err(JsonError::Unexpected {
+                    offset: k,
+                    expected: "':' after an object key",
+                }
+                .into());
+            }
+            let v = scan::skip_ws(input, k + 1);
+            if key == name.as_bytes() && input.get(v) == Some(&b'"') {
+                let (vspan, _) = scan::scan_string(input, v)?;
+                let mut val = Vec::new();
+                scan::unescape(
+                    input.get(vspan.start..vspan.end).unwrap_or_default(),
+                    vspan.start,
+                    &mut val,
+                )?;
+                return Ok(String::from_utf8(val).ok());
+            }
+            let after_v = scan::skip_value(input, v, max_depth)?;
+            let n = scan::skip_ws(input, after_v);
+            match input.get(n) {
+                Some(b',') => j = scan::skip_ws(input, n + 1),
+                _ => return Ok(None),
+            }
+        }
+    }
+}
+
+/// The input is checked UTF-8 and spans end on ASCII delimiters, so this never fails;
+/// an empty string stands in rather than a panic if that invariant were ever broken.
+#[inline]
+fn str_at(input: &[u8], start: usize, end: usize) -> &str {
+    input
+        .get(start..end)
+        .and_then(|b| core::str::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+/// Seals each query value and the fragment of a URL, keeping scheme, host, path and query
+/// keys readable (analytics group by route). A query piece without `=` is sealed whole.
+/// Writes the new URL (unescaped text) to `out`; returns how many values were sealed.
+pub fn seal_uri_query(
+    uri: &[u8],
+    key: &SealingKey,
+    mode: Mode,
+    out: &mut Vec<u8>,
+) -> Result<u32, CipherError> {
+    let mut sealed = 0;
+    let (main, fragment) = match uri.iter().position(|&b| b == b'#') {
+        Some(p) => (uri.get(..p).unwrap_or_default(), uri.get(p + 1..)),
+        None => (uri, None),
+    };
+    match main.iter().position(|&b| b == b'?') {
+        None => out.extend_from_slice(main),
+        Some(q) => {
+            out.extend_from_slice(main.get(..=q).unwrap_or_default());
+            let query = main.get(q + 1..).unwrap_or_default();
+            for (n, piece) in query.split(|&b| b == b'&').enumerate() {
+                if n > 0 {
+                    out.push(b'&');
+                }
+                if piece.is_empty() {
+                    continue;
+                }
+                match piece.iter().position(|&b| b == b'=') {
+                    Some(eq) => {
+                        out.extend_from_slice(piece.get(..=eq).unwrap_or_default());
+                        let v = piece.get(eq + 1..).unwrap_or_default();
+                        if !v.is_empty() {
+                            key.seal_into(mode, ValueType::String, v, out)?;
+                            sealed += 1;
+                        }
+                    }
+                    None => {
+                        key.seal_into(mode, ValueType::String, piece, out)?;
+                        sealed += 1;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(f) = fragment {
+        out.push(b'#');
+        if !f.is_empty() {
+            key.seal_into(mode, ValueType::String, f, out)?;
+            sealed += 1;
+        }
+    }
+    Ok(sealed)
+}

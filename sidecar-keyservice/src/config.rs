@@ -1,0 +1,647 @@
+//! Configuration: environment variables (and a few command-line flags), each with a default,
+//! validated before anything else happens. Every error names the variable, flag or file at
+//! fault, and never echoes a secret value.
+//!
+//! Precedence: command-line flag, then environment variable, then default. An environment
+//! variable set to the empty string counts as unset (compose files often pass `VAR=`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use thiserror::Error;
+use veil_core::keys::RotationMonths;
+use zeroize::Zeroizing;
+
+pub const ENV_KEYRING: &str = "VEIL_KEYRING";
+pub const ENV_KMS_PROVIDER: &str = "KMS_PROVIDER";
+pub const ENV_LOCAL_KEK_FILE: &str = "VEIL_LOCAL_KEK_FILE";
+pub const ENV_LISTEN: &str = "VEIL_KEYSERVICE_LISTEN";
+pub const ENV_ALLOW_NON_LOOPBACK: &str = "VEIL_KEYSERVICE_ALLOW_NON_LOOPBACK";
+pub const ENV_TOKEN: &str = "VEIL_KEYSERVICE_TOKEN";
+pub const ENV_TOKEN_FILE: &str = "VEIL_KEYSERVICE_TOKEN_FILE";
+pub const ENV_ROTATION: &str = "ENCRYPTION_ROTATION_MONTHS";
+pub const ENV_ROTATION_ALIAS: &str = "MOESIF_ENCRYPTION_ROTATION_MONTHS";
+pub const ENV_LOG: &str = "VEIL_LOG";
+pub const ENV_LOG_FORMAT: &str = "VEIL_LOG_FORMAT";
+
+pub const DEFAULT_KEYRING: &str = "veil-keyring.json";
+pub const DEFAULT_LOCAL_KEK_FILE: &str = "veil-local-kek.key";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
+pub const DEFAULT_LOG: &str = "info";
+/// The shortest bearer token accepted.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// A configuration error: `what` is the variable, flag or file at fault.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{what}: {message}")]
+pub struct ConfigError {
+    pub what: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(what: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where configuration values come from: the process environment, or a map in tests.
+pub trait Vars {
+    /// The value of `name`; `Err` if it is set but not valid UTF-8.
+    fn var(&self, name: &str) -> Result<Option<String>, ConfigError>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Vars for ProcessEnv {
+    fn var(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        match std::env::var(name) {
+            Ok(v) => Ok(Some(v)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(ConfigError::new(name, "is not valid UTF-8"))
+            }
+        }
+    }
+}
+
+impl Vars for HashMap<String, String> {
+    fn var(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.get(name).cloned())
+    }
+}
+
+impl Vars for HashMap<&str, &str> {
+    fn var(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.get(name).map(|v| (*v).to_string()))
+    }
+}
+
+/// A value with the name of where it came from (flag, variable or "default"), for errors.
+struct Sourced {
+    value: String,
+    from: String,
+}
+
+/// Flag, then variable (empty = unset), then nothing.
+fn lookup(
+    vars: &dyn Vars,
+    flag: Option<(&str, &str)>,
+    env: &str,
+) -> Result<Option<Sourced>, ConfigError> {
+    if let Some((name, value)) = flag {
+        return Ok(Some(Sourced {
+            value: value.to_string(),
+            from: name.to_string(),
+        }));
+    }
+    Ok(vars
+        .var(env)?
+        .filter(|v| !v.is_empty())
+        .map(|value| Sourced {
+            value,
+            from: env.to_string(),
+        }))
+}
+
+/// Which key provider wraps the roots (`KMS_PROVIDER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    Local,
+    AwsKms,
+    AwsCloudHsm,
+    AzureKeyVault,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::Local,
+        ProviderKind::AwsKms,
+        ProviderKind::AwsCloudHsm,
+        ProviderKind::AzureKeyVault,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::AwsKms => "aws-kms",
+            ProviderKind::AwsCloudHsm => "aws-cloudhsm",
+            ProviderKind::AzureKeyVault => "azure-keyvault",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ProviderKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let valid: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown provider {s:?}; valid values are: {}",
+                    valid.join(", ")
+                )
+            })
+    }
+}
+
+/// Log output format (`VEIL_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Logging settings. The filter directive is validated when the subscriber is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let filter = lookup(vars, None, ENV_LOG)?
+            .map(|s| s.value)
+            .unwrap_or_else(|| DEFAULT_LOG.to_string());
+        let format = match lookup(vars, None, ENV_LOG_FORMAT)? {
+            None => LogFormat::Json,
+            Some(s) => match s.value.as_str() {
+                "json" => LogFormat::Json,
+                "text" => LogFormat::Text,
+                other => {
+                    return Err(ConfigError::new(
+                        ENV_LOG_FORMAT,
+                        format!("must be \"json\" or \"text\", got {other:?}"),
+                    ))
+                }
+            },
+        };
+        Ok(LogConfig { filter, format })
+    }
+}
+
+/// Command-line flags that override environment variables. `None` = not given.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub keyring: Option<PathBuf>,
+    pub kms_provider: Option<String>,
+    pub local_kek_file: Option<PathBuf>,
+    pub rotation_months: Option<String>,
+    pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// The local provider's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalProviderConfig {
+    pub kek_file: PathBuf,
+    /// `VEIL_LOCAL_KEK_FILE` or `--local-kek-file`, for errors.
+    pub kek_file_from: String,
+}
+
+/// Settings every command needs: where the keyring is and how roots are wrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringConfig {
+    pub keyring: PathBuf,
+    pub provider: ProviderKind,
+    pub local: LocalProviderConfig,
+    pub rotation: RotationMonths,
+}
+
+fn path_flag(p: &Option<PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.to_string_lossy().into_owned())
+}
+
+impl KeyringConfig {
+    pub fn from_vars(vars: &dyn Vars, flags: &Flags) -> Result<Self, ConfigError> {
+        let keyring_flag = path_flag(&flags.keyring);
+        let keyring = lookup(
+            vars,
+            keyring_flag.as_deref().map(|v| ("--keyring", v)),
+            ENV_KEYRING,
+        )?
+        .map(|s| PathBuf::from(s.value))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
+
+        let provider = match lookup(
+            vars,
+            flags.kms_provider.as_deref().map(|v| ("--kms-provider", v)),
+            ENV_KMS_PROVIDER,
+        )? {
+            None => ProviderKind::Local,
+            Some(s) => s
+                .value
+                .trim()
+                .parse::<ProviderKind>()
+                .map_err(|m| ConfigError::new(&s.from, m))?,
+        };
+
+        let kek_flag = path_flag(&flags.local_kek_file);
+        let local = match lookup(
+            vars,
+            kek_flag.as_deref().map(|v| ("--local-kek-file", v)),
+            ENV_LOCAL_KEK_FILE,
+        )? {
+            Some(s) => LocalProviderConfig {
+                kek_file: PathBuf::from(s.value),
+                kek_file_from: s.from,
+            },
+            None => LocalProviderConfig {
+                kek_file: PathBuf::from(DEFAULT_LOCAL_KEK_FILE),
+                kek_file_from: ENV_LOCAL_KEK_FILE.to_string(),
+            },
+        };
+
+        let rotation = rotation_from_vars(vars, flags)?;
+        Ok(KeyringConfig {
+            keyring,
+            provider,
+            local,
+            rotation,
+        })
+    }
+}
+
+/// `ENCRYPTION_ROTATION_MONTHS`, alias `MOESIF_ENCRYPTION_ROTATION_MONTHS`; both set to
+/// different values is an error rather than a silent choice.
+fn rotation_from_vars(vars: &dyn Vars, flags: &Flags) -> Result<RotationMonths, ConfigError> {
+    let parse = |s: Sourced| -> Result<RotationMonths, ConfigError> {
+        RotationMonths::from_str(&s.value).map_err(|e| ConfigError::new(s.from, e.to_string()))
+    };
+    if let Some(v) = flags.rotation_months.as_deref() {
+        return parse(Sourced {
+            value: v.to_string(),
+            from: "--rotation-months".to_string(),
+        });
+    }
+    let primary = lookup(vars, None, ENV_ROTATION)?;
+    let alias = lookup(vars, None, ENV_ROTATION_ALIAS)?;
+    match (primary, alias) {
+        (None, None) => Ok(RotationMonths::DEFAULT),
+        (Some(p), None) => parse(p),
+        (None, Some(a)) => parse(a),
+        (Some(p), Some(a)) => {
+            let (pv, av) = (parse(p)?, parse(a)?);
+            if pv == av {
+                Ok(pv)
+            } else {
+                Err(ConfigError::new(
+                    format!("{ENV_ROTATION} / {ENV_ROTATION_ALIAS}"),
+                    format!(
+                        "both are set and disagree ({} vs {}); set only one",
+                        pv.get(),
+                        av.get()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// The bearer token the filter presents. Zeroized on drop; Debug is redacted.
+#[derive(Clone)]
+pub struct Token(Zeroizing<String>);
+
+impl Token {
+    /// Validates length and characters. The error never contains the token.
+    pub fn new(value: String, from: &str) -> Result<Token, ConfigError> {
+        let value = Zeroizing::new(value);
+        let n = value.chars().count();
+        if n < MIN_TOKEN_LEN {
+            return Err(ConfigError::new(
+                from,
+                format!("the token must be at least {MIN_TOKEN_LEN} characters, got {n}"),
+            ));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::new(
+                from,
+                "the token must be printable ASCII with no spaces",
+            ));
+        }
+        Ok(Token(value))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Settings of `serve` beyond the keyring ones.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub token: Token,
+}
+
+impl ServeConfig {
+    pub fn from_vars(vars: &dyn Vars, flags: &Flags) -> Result<Self, ConfigError> {
+        let listen_src = lookup(
+            vars,
+            flags.listen.as_deref().map(|v| ("--listen", v)),
+            ENV_LISTEN,
+        )?
+        .unwrap_or_else(|| Sourced {
+            value: DEFAULT_LISTEN.to_string(),
+            from: ENV_LISTEN.to_string(),
+        });
+        let listen: SocketAddr = listen_src.value.trim().parse().map_err(|_| {
+            ConfigError::new(
+                &listen_src.from,
+                format!(
+                    "{:?} is not an IP:PORT address (e.g. 127.0.0.1:9911 or [::1]:9911)",
+                    listen_src.value
+                ),
+            )
+        })?;
+        let allow = match lookup(vars, None, ENV_ALLOW_NON_LOOPBACK)? {
+            None => false,
+            Some(s) => parse_bool(&s.value).ok_or_else(|| {
+                ConfigError::new(
+                    ENV_ALLOW_NON_LOOPBACK,
+                    format!("must be \"true\" or \"false\", got {:?}", s.value),
+                )
+            })?,
+        };
+        if !listen.ip().is_loopback() && !allow {
+            return Err(ConfigError::new(
+                &listen_src.from,
+                format!(
+                    "{listen} is not a loopback address; the keyservice hands out data keys and \
+                     listens on loopback only unless {ENV_ALLOW_NON_LOOPBACK}=true"
+                ),
+            ));
+        }
+
+        let token = token_from_vars(vars, flags)?;
+        Ok(ServeConfig { listen, token })
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn token_from_vars(vars: &dyn Vars, flags: &Flags) -> Result<Token, ConfigError> {
+    // Read the value into a zeroizing buffer straight away.
+    let inline = vars.var(ENV_TOKEN)?.map(Zeroizing::new);
+    let inline = inline.filter(|v| !v.is_empty());
+    let file_flag = path_flag(&flags.token_file);
+    let file = lookup(
+        vars,
+        file_flag.as_deref().map(|v| ("--token-file", v)),
+        ENV_TOKEN_FILE,
+    )?;
+    match (inline, file) {
+        (Some(_), Some(f)) => Err(ConfigError::new(
+            format!("{ENV_TOKEN} / {}", f.from),
+            "both are set; set only one",
+        )),
+        (None, None) => Err(ConfigError::new(
+            ENV_TOKEN,
+            format!(
+                "a bearer token is required to serve: set {ENV_TOKEN} or {ENV_TOKEN_FILE} \
+                 (at least {MIN_TOKEN_LEN} characters, e.g. `openssl rand -hex 32`)"
+            ),
+        )),
+        (Some(v), None) => Token::new(v.to_string(), ENV_TOKEN),
+        (None, Some(f)) => {
+            let what = format!("{} {}", f.from, f.value);
+            let raw = Zeroizing::new(
+                std::fs::read(Path::new(&f.value))
+                    .map_err(|e| ConfigError::new(&what, io_reason(&e)))?,
+            );
+            let text = std::str::from_utf8(&raw)
+                .map_err(|_| ConfigError::new(&what, "the token file is not UTF-8"))?;
+            Token::new(text.trim().to_string(), &what)
+        }
+    }
+}
+
+/// A short reason for an I/O error, e.g. "not found" or "permission denied".
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "not found".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+        pairs.iter().copied().collect()
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn defaults() {
+        let c = KeyringConfig::from_vars(&vars(&[]), &Flags::default()).unwrap();
+        assert_eq!(c.keyring, PathBuf::from("veil-keyring.json"));
+        assert_eq!(c.provider, ProviderKind::Local);
+        assert_eq!(c.local.kek_file, PathBuf::from("veil-local-kek.key"));
+        assert_eq!(c.rotation.get(), 12);
+        let s = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, TOKEN)]), &Flags::default()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9911".parse().unwrap());
+        let l = LogConfig::from_vars(&vars(&[])).unwrap();
+        assert_eq!(l.filter, "info");
+        assert_eq!(l.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn flags_override_env_and_empty_env_is_unset() {
+        let v = vars(&[(ENV_KEYRING, "/env/k.json"), (ENV_KMS_PROVIDER, "")]);
+        let flags = Flags {
+            keyring: Some(PathBuf::from("/flag/k.json")),
+            ..Flags::default()
+        };
+        let c = KeyringConfig::from_vars(&v, &flags).unwrap();
+        assert_eq!(c.keyring, PathBuf::from("/flag/k.json"));
+        assert_eq!(c.provider, ProviderKind::Local);
+        let c = KeyringConfig::from_vars(&v, &Flags::default()).unwrap();
+        assert_eq!(c.keyring, PathBuf::from("/env/k.json"));
+    }
+
+    #[test]
+    fn unknown_provider_lists_valid_values() {
+        let e = KeyringConfig::from_vars(&vars(&[(ENV_KMS_PROVIDER, "gcp")]), &Flags::default())
+            .unwrap_err();
+        assert_eq!(e.what, "KMS_PROVIDER");
+        assert!(e.message.contains("\"gcp\""), "{e}");
+        assert!(
+            e.message
+                .contains("local, aws-kms, aws-cloudhsm, azure-keyvault"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cloud_providers_parse() {
+        for (s, k) in [
+            ("aws-kms", ProviderKind::AwsKms),
+            ("aws-cloudhsm", ProviderKind::AwsCloudHsm),
+            ("azure-keyvault", ProviderKind::AzureKeyVault),
+        ] {
+            let c = KeyringConfig::from_vars(&vars(&[(ENV_KMS_PROVIDER, s)]), &Flags::default())
+                .unwrap();
+            assert_eq!(c.provider, k);
+        }
+    }
+
+    #[test]
+    fn rotation_months_and_alias() {
+        let f = Flags::default();
+        let r = |p: &[(&'static str, &'static str)]| KeyringConfig::from_vars(&vars(p), &f);
+        assert_eq!(r(&[(ENV_ROTATION, "3")]).unwrap().rotation.get(), 3);
+        assert_eq!(r(&[(ENV_ROTATION_ALIAS, "6")]).unwrap().rotation.get(), 6);
+        assert_eq!(
+            r(&[(ENV_ROTATION, "6"), (ENV_ROTATION_ALIAS, "6")])
+                .unwrap()
+                .rotation
+                .get(),
+            6
+        );
+        let e = r(&[(ENV_ROTATION, "3"), (ENV_ROTATION_ALIAS, "6")]).unwrap_err();
+        assert!(e.what.contains(ENV_ROTATION) && e.what.contains(ENV_ROTATION_ALIAS));
+        let e = r(&[(ENV_ROTATION, "0")]).unwrap_err();
+        assert_eq!(e.what, ENV_ROTATION);
+        assert!(e.message.contains("1 to 120"), "{e}");
+        let e = r(&[(ENV_ROTATION_ALIAS, "abc")]).unwrap_err();
+        assert_eq!(e.what, ENV_ROTATION_ALIAS);
+    }
+
+    #[test]
+    fn listen_must_parse_and_be_loopback() {
+        let f = Flags::default();
+        let e = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, TOKEN), (ENV_LISTEN, "localhost")]), &f)
+            .unwrap_err();
+        assert_eq!(e.what, ENV_LISTEN);
+        assert!(e.message.contains("IP:PORT"), "{e}");
+
+        let e = ServeConfig::from_vars(
+            &vars(&[(ENV_TOKEN, TOKEN), (ENV_LISTEN, "0.0.0.0:9911")]),
+            &f,
+        )
+        .unwrap_err();
+        assert_eq!(e.what, ENV_LISTEN);
+        assert!(e.message.contains(ENV_ALLOW_NON_LOOPBACK), "{e}");
+
+        let ok = ServeConfig::from_vars(
+            &vars(&[
+                (ENV_TOKEN, TOKEN),
+                (ENV_LISTEN, "0.0.0.0:9911"),
+                (ENV_ALLOW_NON_LOOPBACK, "true"),
+            ]),
+            &f,
+        )
+        .unwrap();
+        assert_eq!(ok.listen, "0.0.0.0:9911".parse().unwrap());
+        let ok = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, TOKEN), (ENV_LISTEN, "[::1]:1")]), &f)
+            .unwrap();
+        assert!(ok.listen.ip().is_loopback());
+
+        let e = ServeConfig::from_vars(
+            &vars(&[(ENV_TOKEN, TOKEN), (ENV_ALLOW_NON_LOOPBACK, "maybe")]),
+            &f,
+        )
+        .unwrap_err();
+        assert_eq!(e.what, ENV_ALLOW_NON_LOOPBACK);
+
+        let flags = Flags {
+            listen: Some("10.0.0.1:80".into()),
+            ..Flags::default()
+        };
+        let e = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, TOKEN)]), &flags).unwrap_err();
+        assert_eq!(e.what, "--listen");
+    }
+
+    #[test]
+    fn token_required_long_enough_and_never_echoed() {
+        let f = Flags::default();
+        let e = ServeConfig::from_vars(&vars(&[]), &f).unwrap_err();
+        assert_eq!(e.what, ENV_TOKEN);
+        assert!(e.message.contains(ENV_TOKEN_FILE), "{e}");
+
+        let short = "short-token-value";
+        let e = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, short)]), &f).unwrap_err();
+        assert_eq!(e.what, ENV_TOKEN);
+        assert!(e.message.contains("at least 32"), "{e}");
+        assert!(!e.to_string().contains(short));
+
+        let spaced = "0123456789abcdef 0123456789abcdef";
+        let e = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, spaced)]), &f).unwrap_err();
+        assert!(e.message.contains("printable ASCII"), "{e}");
+
+        let e = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, TOKEN), (ENV_TOKEN_FILE, "/x")]), &f)
+            .unwrap_err();
+        assert!(e.message.contains("only one"), "{e}");
+
+        let s = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, TOKEN)]), &f).unwrap();
+        assert_eq!(s.token.as_bytes(), TOKEN.as_bytes());
+        assert!(!format!("{s:?}").contains(TOKEN));
+    }
+
+    #[test]
+    fn token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, format!("{TOKEN}\n")).unwrap();
+        let ps = p.to_str().unwrap().to_string();
+        let mut v: HashMap<String, String> = HashMap::new();
+        v.insert(ENV_TOKEN_FILE.into(), ps.clone());
+        let s = ServeConfig::from_vars(&v, &Flags::default()).unwrap();
+        assert_eq!(s.token.as_bytes(), TOKEN.as_bytes());
+
+        v.insert(ENV_TOKEN_FILE.into(), format!("{ps}.missing"));
+        let e = ServeConfig::from_vars(&v, &Flags::default()).unwrap_err();
+        assert!(e.what.starts_with(ENV_TOKEN_FILE), "{e}");
+        assert!(e.what.contains(".missing"), "{e}");
+        assert_eq!(e.message, "not found");
+
+        std::fs::write(&p, "too-short\n").unwrap();
+        v.insert(ENV_TOKEN_FILE.into(), ps);
+        let e = ServeConfig::from_vars(&v, &Flags::default()).unwrap_err();
+        assert!(e.message.contains("at least 32"), "{e}");
+        assert!(!e.to_string().contains("too-short"));
+    }
+
+    #[test]
+    fn log_format() {
+        let l =
+            LogConfig::from_vars(&vars(&[(ENV_LOG_FORMAT, "text"), (ENV_LOG, "debug")])).unwrap();
+        assert_eq!(l.format, LogFormat::Text);
+        assert_eq!(l.filter, "debug");
+        let e = LogConfig::from_vars(&vars(&[(ENV_LOG_FORMAT, "yaml")])).unwrap_err();
+        assert_eq!(e.what, ENV_LOG_FORMAT);
+    }
+}

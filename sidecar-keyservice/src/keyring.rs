@@ -1,0 +1,508 @@
+//! The keyring: a small JSON document listing root versions, each wrapped under a named KEK.
+//!
+//! ```json
+//! {"format":"veil-keyring/1","roots":[{"version":1,"state":"active",
+//!   "created_at":"2026-11-22T23:00:00Z",
+//!   "kek":{"provider":"local","key_id":"local:<hex>"},
+//!   "wrapped":"<base64>","check":"<hex of RootKey::check_value()>"}]}
+//! ```
+//!
+//! The file holds no secret in the clear (roots are wrapped), but it is the only way to
+//! read data sealed under its roots: it is written atomically (temp file, fsync, rename or
+//! link) with mode 0600, and never replaced by `init`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use veil_core::keys::{Dek, Epoch, Kid, RootKey};
+
+use crate::config::io_reason;
+use crate::provider::{KeyProvider, ProviderError, WrapContext};
+
+/// The `format` of the keyring documents this build reads and writes.
+pub const FORMAT: &str = "veil-keyring/1";
+
+/// Errors loading, validating, writing or unwrapping a keyring. Each names the file and,
+/// where there is one, the field at fault.
+#[derive(Debug, Error)]
+pub enum KeyringError {
+    #[error(
+        "keyring {path}: not found; create one with `veil-keyservice keyring init` \
+         (the keyservice never creates a root by itself: a new root would make data sealed \
+         under the old one unreadable)"
+    )]
+    Missing { path: String },
+    #[error("keyring {path}: already exists; refusing to replace it (a new root would make data sealed under the existing one unreadable)")]
+    Exists { path: String },
+    #[error("keyring {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("keyring {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("keyring {path}: roots[{index}] (r{version}): {message}")]
+    Root {
+        path: String,
+        index: usize,
+        version: u32,
+        message: String,
+    },
+    #[error("{0}")]
+    Provider(#[from] ProviderError),
+}
+
+/// State of a root version. Only `active` roots are unwrapped and served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootState {
+    /// Unwrapped at start; its data keys are served; the highest active version is current.
+    Active,
+    /// Kept in the file but not unwrapped or served (its data keys are unavailable).
+    Disabled,
+}
+
+impl fmt::Display for RootState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            RootState::Active => "active",
+            RootState::Disabled => "disabled",
+        })
+    }
+}
+
+/// Which KEK wrapped a root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KekRef {
+    pub provider: String,
+    pub key_id: String,
+}
+
+/// One root version as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootEntry {
+    pub version: u32,
+    pub state: RootState,
+    pub created_at: String,
+    pub kek: KekRef,
+    /// Base64 (standard, padded) of the provider's wrapped bytes.
+    pub wrapped: String,
+    /// Hex of `RootKey::check_value()`.
+    pub check: String,
+}
+
+/// The keyring document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keyring {
+    pub format: String,
+    pub roots: Vec<RootEntry>,
+}
+
+impl Keyring {
+    /// Reads and validates the keyring at `path`. A missing file is [`KeyringError::Missing`].
+    pub fn load(path: &Path) -> Result<Keyring, KeyringError> {
+        let p = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(KeyringError::Missing { path: p })
+            }
+            Err(e) => {
+                return Err(KeyringError::Io {
+                    path: p,
+                    message: io_reason(&e),
+                })
+            }
+        };
+        Keyring::parse(&text, &p)
+    }
+
+    /// Parses and validates a keyring document; `path` is used in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Keyring, KeyringError> {
+        let invalid = |message: String| KeyringError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        let k: Keyring =
+            serde_json::from_str(text).map_err(|e| invalid(format!("not a valid keyring: {e}")))?;
+        if k.format != FORMAT {
+            return Err(invalid(format!(
+                "format: expected {FORMAT:?}, got {:?}",
+                k.format
+            )));
+        }
+        if k.roots.is_empty() {
+            return Err(invalid(
+                "roots: empty; a keyring has at least one root".into(),
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (index, r) in k.roots.iter().enumerate() {
+            let root_err = |message: String| KeyringError::Root {
+                path: path.to_string(),
+                index,
+                version: r.version,
+                message,
+            };
+            if r.version == 0 {
+                return Err(root_err("version: must be 1 or more".into()));
+            }
+            if let Some(prev) = seen.insert(r.version, index) {
+                return Err(root_err(format!(
+                    "version: {} already used by roots[{prev}]",
+                    r.version
+                )));
+            }
+            r.wrapped_bytes()
+                .map_err(|m| root_err(format!("wrapped: {m}")))?;
+            r.check_bytes()
+                .map_err(|m| root_err(format!("check: {m}")))?;
+            if r.kek.provider.is_empty() || r.kek.key_id.is_empty() {
+                return Err(root_err("kek: provider and key_id must be set".into()));
+            }
+        }
+        Ok(k)
+    }
+
+    /// The document as written to disk (pretty JSON, trailing newline).
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// Writes a new keyring at `path`; fails with [`KeyringError::Exists`] if there is one.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyringError> {
+        write_atomic(path, self.to_json().as_bytes(), false)
+    }
+
+    /// Replaces the keyring at `path` atomically (for later commands: rotate, rewrap).
+    pub fn replace(&self, path: &Path) -> Result<(), KeyringError> {
+        write_atomic(path, self.to_json().as_bytes(), true)
+    }
+
+    /// The highest active version, if any.
+    pub fn current_version(&self) -> Option<u32> {
+        self.roots
+            .iter()
+            .filter(|r| r.state == RootState::Active)
+            .map(|r| r.version)
+            .max()
+    }
+}
+
+impl RootEntry {
+    /// Builds an entry by wrapping `root` with `provider`.
+    pub async fn wrap(
+        version: u32,
+        root: &RootKey,
+        provider: &dyn KeyProvider,
+        created_at: String,
+    ) -> Result<RootEntry, ProviderError> {
+        let wrapped = provider
+            .wrap(
+                root,
+                WrapContext {
+                    root_version: version,
+                },
+            )
+            .await?;
+        Ok(RootEntry {
+            version,
+            state: RootState::Active,
+            created_at,
+            kek: KekRef {
+                provider: provider.kind().as_str().to_string(),
+                key_id: provider.key_id().to_string(),
+            },
+            wrapped: base64::engine::general_purpose::STANDARD.encode(wrapped),
+            check: hex::encode(root.check_value()),
+        })
+    }
+
+    fn wrapped_bytes(&self) -> Result<Vec<u8>, String> {
+        base64::engine::general_purpose::STANDARD
+            .decode(self.wrapped.trim())
+            .map_err(|e| format!("not standard base64: {e}"))
+    }
+
+    fn check_bytes(&self) -> Result<[u8; 16], String> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(self.check.trim(), &mut out)
+            .map_err(|_| format!("must be 32 hex characters, got {:?}", self.check))?;
+        Ok(out)
+    }
+
+    /// Unwraps this root with `provider` and verifies its check value. The error says why,
+    /// without key material: another KEK, provider failure, or a check-value mismatch.
+    pub async fn unwrap(&self, provider: &dyn KeyProvider) -> Result<RootKey, String> {
+        if self.kek.provider != provider.kind().as_str() || self.kek.key_id != provider.key_id() {
+            return Err(format!(
+                "wrapped under {} {}, but the configured KEK is {} {}",
+                self.kek.provider,
+                self.kek.key_id,
+                provider.kind(),
+                provider.key_id()
+            ));
+        }
+        let wrapped = self.wrapped_bytes().map_err(|m| format!("wrapped: {m}"))?;
+        let check = self.check_bytes().map_err(|m| format!("check: {m}"))?;
+        let root = provider
+            .unwrap(
+                &wrapped,
+                WrapContext {
+                    root_version: self.version,
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if !bool::from(root.check_value().ct_eq(&check)) {
+            return Err("check: the unwrapped root does not match its check value \
+                        (tampered or mixed-up keyring)"
+                .to_string());
+        }
+        Ok(root)
+    }
+}
+
+/// The unwrapped active roots, by version. What `serve` holds in memory.
+pub struct Roots {
+    roots: BTreeMap<u32, RootKey>,
+}
+
+impl fmt::Debug for Roots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Roots")
+            .field("versions", &self.roots.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Roots {
+    /// Unwraps every active root of `keyring` and verifies each check value; the first
+    /// failure is an error naming the root. Fails if there is no active root.
+    pub async fn unwrap_all(
+        keyring: &Keyring,
+        provider: &dyn KeyProvider,
+        path: &Path,
+    ) -> Result<Roots, KeyringError> {
+        let mut roots = BTreeMap::new();
+        for (index, r) in keyring.roots.iter().enumerate() {
+            if r.state != RootState::Active {
+                continue;
+            }
+            let root = r
+                .unwrap(provider)
+                .await
+                .map_err(|message| KeyringError::Root {
+                    path: path.display().to_string(),
+                    index,
+                    version: r.version,
+                    message,
+                })?;
+            roots.insert(r.version, root);
+        }
+        if roots.is_empty() {
+            return Err(KeyringError::Invalid {
+                path: path.display().to_string(),
+                message: "no active root".into(),
+            });
+        }
+        Ok(Roots { roots })
+    }
+
+    /// Builds from already unwrapped roots (tests, tools).
+    pub fn from_map(roots: BTreeMap<u32, RootKey>) -> Roots {
+        Roots { roots }
+    }
+
+    /// The current root version: the highest active one.
+    pub fn current(&self) -> u32 {
+        self.roots.keys().next_back().copied().unwrap_or(0)
+    }
+
+    pub fn versions(&self) -> Vec<u32> {
+        self.roots.keys().copied().collect()
+    }
+
+    /// The data key named by `kid`, if its root version is active here.
+    pub fn dek(&self, kid: &Kid) -> Option<Dek> {
+        self.roots
+            .get(&kid.root_version)
+            .map(|r| r.derive_dek(kid.epoch))
+    }
+
+    /// The data key of `epoch` under the current root, with its kid.
+    pub fn current_dek(&self, epoch: Epoch) -> Option<(Kid, Dek)> {
+        let kid = Kid::new(self.current(), epoch);
+        self.dek(&kid).map(|d| (kid, d))
+    }
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600: a temp file in the same directory,
+/// fsync, then rename (`overwrite`) or hard link (no clobber), then fsync of the directory.
+fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), KeyringError> {
+    let p = path.display().to_string();
+    let io = |what: &str, e: std::io::Error| KeyringError::Io {
+        path: p.clone(),
+        message: format!("{what}: {}", io_reason(&e)),
+    };
+    if !overwrite && path.symlink_metadata().is_ok() {
+        return Err(KeyringError::Exists { path: p });
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "keyring".into());
+    let suffix = crate::provider::random_bytes::<6>()
+        .map(|b| hex::encode(b.as_ref()))
+        .unwrap_or_else(|_| std::process::id().to_string());
+    let tmp = dir.join(format!(".{name}.tmp-{suffix}"));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io("cannot create temp file", e))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io("cannot write temp file", e))?;
+        drop(f);
+        if overwrite {
+            std::fs::rename(&tmp, path).map_err(|e| io("cannot rename temp file", e))?;
+        } else {
+            match std::fs::hard_link(&tmp, path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(KeyringError::Exists { path: p.clone() })
+                }
+                Err(e) => return Err(io("cannot link temp file into place", e)),
+            }
+            let _ = std::fs::remove_file(&tmp);
+        }
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for a Unix time (UTC).
+pub fn rfc3339_utc(unix_secs: i64) -> String {
+    // Year and month from the core's calendar (a one-month epoch is the calendar month).
+    let month = Epoch::containing(
+        unix_secs,
+        veil_core::keys::RotationMonths::new(1).unwrap_or_default(),
+    );
+    let since = unix_secs - month.start_unix();
+    let (day, rem) = (since / 86_400 + 1, since % 86_400);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        month.year(),
+        month.month(),
+        day,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_795_388_400), "2026-11-22T23:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    fn doc(roots: &str) -> String {
+        format!("{{\"format\":\"veil-keyring/1\",\"roots\":[{roots}]}}")
+    }
+
+    const R1: &str = r#"{"version":1,"state":"active","created_at":"2026-11-22T23:00:00Z",
+        "kek":{"provider":"local","key_id":"local:00"},"wrapped":"AAAA","check":"00112233445566778899aabbccddeeff"}"#;
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        assert!(Keyring::parse(&doc(R1), "k.json").is_ok());
+        let e = Keyring::parse(&doc(""), "k.json").unwrap_err().to_string();
+        assert!(e.contains("roots: empty"), "{e}");
+        let e = Keyring::parse(r#"{"format":"x","roots":[]}"#, "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("keyring k.json: format"), "{e}");
+        let e = Keyring::parse(&doc(&format!("{R1},{R1}")), "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("roots[1] (r1): version: 1 already used by roots[0]"),
+            "{e}"
+        );
+        let e = Keyring::parse(&doc(&R1.replace("AAAA", "A!")), "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("roots[0] (r1): wrapped"), "{e}");
+        let e = Keyring::parse(&doc(&R1.replace("eeff\"", "ee\"")), "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("roots[0] (r1): check"), "{e}");
+        let e = Keyring::parse(&doc(&R1.replace("active", "retired")), "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant"), "{e}");
+        let e = Keyring::parse(&doc(&R1.replace("\"version\"", "\"versoin\"")), "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("versoin"), "{e}");
+    }
+
+    #[test]
+    fn write_new_never_clobbers_and_is_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        let k = Keyring::parse(&doc(R1), "k.json").unwrap();
+        k.write_new(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(Keyring::load(&path).unwrap(), k);
+        assert!(matches!(
+            k.write_new(&path).unwrap_err(),
+            KeyringError::Exists { .. }
+        ));
+        k.replace(&path).unwrap();
+        // No temp files left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(matches!(
+            Keyring::load(&dir.path().join("nope.json")).unwrap_err(),
+            KeyringError::Missing { .. }
+        ));
+    }
+}

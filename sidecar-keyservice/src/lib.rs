@@ -1,0 +1,27 @@
+//! `veil-keyservice`: Veil's native sidecar. It holds the keyring's roots (unwrapped from
+//! their key-encryption key at start) and hands per-epoch data keys to the filter over a
+//! loopback HTTP API authenticated by a bearer token.
+//!
+//! - [`config`]: environment variables and flags, validated at start.
+//! - [`provider`]: the [`provider::KeyProvider`] trait (wrap/unwrap a root under a KEK) and
+//!   the development-only local provider; cloud providers plug in here.
+//! - [`keyring`]: the keyring file (format, atomic writes, unwrapping and check values).
+//! - [`server`]: the HTTP API, metrics, graceful shutdown.
+//! - [`cli`]: `serve`, `keyring init`, `keyring status`.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
+pub mod cli;
+pub mod config;
+pub mod keyring;
+pub mod logging;
+pub mod provider;
+pub mod server;

@@ -1,0 +1,468 @@
+//! The HTTP API the filter calls over its loopback cluster.
+//!
+//! | route | auth | answer |
+//! |---|---|---|
+//! | `GET /v1/data-keys/current` | bearer | current and next epoch's data keys under the current root |
+//! | `GET /v1/data-keys/{kid}` | bearer | one data key |
+//! | `GET /healthz` | none | `{"status":"ok"}` while the process runs |
+//! | `GET /readyz` | none | 200 while roots are loaded and the server is not draining, else 503 |
+//! | `GET /metrics` | none | Prometheus text |
+//!
+//! Errors are RFC 9457 `application/problem+json`. Request logs carry method, path, status
+//! and latency only: never headers, query strings, bodies or keys.
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use veil_core::keys::{Dek, Epoch, Kid, RotationMonths};
+use zeroize::Zeroizing;
+
+use crate::config::Token;
+use crate::keyring::{now_unix, Roots};
+
+/// Log target of the per-request access log.
+pub const ACCESS_TARGET: &str = "veil_keyservice::access";
+
+/// Counters behind `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub data_key_current: AtomicU64,
+    pub data_key_kid: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub ready: AtomicBool,
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub roots: Roots,
+    pub rotation: RotationMonths,
+    pub token: Token,
+    pub metrics: Metrics,
+    /// Seconds since the Unix epoch; the system clock except in tests.
+    pub clock: fn() -> i64,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("roots", &self.roots)
+            .field("rotation", &self.rotation)
+            .field("token", &self.token)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+impl AppState {
+    pub fn new(roots: Roots, rotation: RotationMonths, token: Token) -> AppState {
+        AppState {
+            roots,
+            rotation,
+            token,
+            metrics: Metrics::default(),
+            clock: now_unix,
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.metrics.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.metrics.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// The application's routes and middleware.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/data-keys/current", get(current_keys))
+        .route("/v1/data-keys/{kid}", get(key_by_kid))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then stops accepting, marks the service not ready and
+/// drains for at most [`DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stop_wait = stop.clone();
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move { stop_wait.notified().await })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r,
+        () = shutdown => {}
+    }
+    state.set_ready(false);
+    tracing::info!("shutdown signal received; draining connections");
+    stop.notify_one();
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                timeout_secs = DRAIN_TIMEOUT.as_secs(),
+                "drain timeout; closing remaining connections"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT will stop the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+// ---- problems ----
+
+/// An RFC 9457 problem response.
+pub fn problem(status: StatusCode, code: &str, title: &str, detail: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct Problem<'a> {
+        #[serde(rename = "type")]
+        kind: String,
+        title: &'a str,
+        status: u16,
+        detail: String,
+    }
+    let body = serde_json::to_vec(&Problem {
+        kind: format!("urn:veil:problem:{code}"),
+        title,
+        status: status.as_u16(),
+        detail: detail.into(),
+    })
+    .unwrap_or_default();
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        "no such endpoint",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this endpoint only answers GET",
+    )
+}
+
+// ---- middleware ----
+
+/// Every `/v1/*` request must carry `Authorization: Bearer <token>`, compared in constant time.
+async fn require_token(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path != "/v1" && !path.starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim_start())
+        })
+        .map(|presented| bool::from(presented.as_bytes().ct_eq(state.token.as_bytes())))
+        .unwrap_or(false);
+    if ok {
+        return next.run(req).await;
+    }
+    state.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+    let mut resp = problem(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        "a valid `Authorization: Bearer <token>` header is required",
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"veil-keyservice\""),
+    );
+    resp
+}
+
+/// One structured log line per request: method, path, status, latency. Nothing else.
+async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let mut path = req.uri().path().to_string();
+    if path.len() > 200 {
+        let mut cut = 200;
+        while !path.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        path.truncate(cut);
+        path.push('…');
+    }
+    let resp = next.run(req).await;
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(
+        target: ACCESS_TARGET,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        latency_ms = (latency_ms * 1000.0).round() / 1000.0,
+        "request"
+    );
+    resp
+}
+
+// ---- handlers ----
+
+/// One data key as served. `dek` is base64url without padding.
+struct KeyOut {
+    kid: Kid,
+    /// base64url (no padding) of the data key; zeroized on drop.
+    dek_b64: Zeroizing<String>,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl KeyOut {
+    fn new(kid: Kid, dek: Dek, rotation: RotationMonths) -> KeyOut {
+        KeyOut {
+            kid,
+            dek_b64: Zeroizing::new(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(dek.as_bytes()),
+            ),
+            not_before: kid.epoch.start_unix(),
+            not_after: kid.epoch.next(rotation).start_unix(),
+        }
+    }
+}
+
+impl Serialize for KeyOut {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("KeyOut", 4)?;
+        st.serialize_field("kid", &self.kid.to_string())?;
+        st.serialize_field("dek", self.dek_b64.as_str())?;
+        st.serialize_field("not_before", &self.not_before)?;
+        st.serialize_field("not_after", &self.not_after)?;
+        st.end()
+    }
+}
+
+#[derive(Serialize)]
+struct CurrentOut {
+    current_root: u32,
+    rotation_months: u16,
+    keys: Vec<KeyOut>,
+}
+
+/// A JSON answer that must not be cached anywhere. (The response buffer itself is handed to
+/// hyper and is not zeroized; every intermediate copy here is.)
+fn secret_json<T: Serialize>(value: &T) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn not_ready() -> Response {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+        "Not ready",
+        "the keyservice is not ready (starting or shutting down)",
+    )
+}
+
+async fn current_keys(State(state): State<Arc<AppState>>) -> Response {
+    state
+        .metrics
+        .data_key_current
+        .fetch_add(1, Ordering::Relaxed);
+    if !state.is_ready() {
+        return not_ready();
+    }
+    let now = (state.clock)();
+    let epoch = Epoch::containing(now, state.rotation);
+    let mut keys = Vec::with_capacity(2);
+    for e in [epoch, epoch.next(state.rotation)] {
+        match state.roots.current_dek(e) {
+            Some((kid, dek)) => keys.push(KeyOut::new(kid, dek, state.rotation)),
+            None => return not_ready(),
+        }
+    }
+    secret_json(&CurrentOut {
+        current_root: state.roots.current(),
+        rotation_months: state.rotation.get(),
+        keys,
+    })
+}
+
+async fn key_by_kid(
+    State(state): State<Arc<AppState>>,
+    kid: Result<Path<String>, PathRejection>,
+) -> Response {
+    state.metrics.data_key_kid.fetch_add(1, Ordering::Relaxed);
+    if !state.is_ready() {
+        return not_ready();
+    }
+    let Ok(Path(kid)) = kid else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "bad-kid",
+            "Bad key id",
+            "the key id is not valid UTF-8",
+        );
+    };
+    let kid: Kid = match kid.parse() {
+        Ok(k) => k,
+        Err(_) => {
+            let shown: String = kid.chars().take(64).collect();
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "bad-kid",
+                "Bad key id",
+                format!("{shown:?} is not a key id (r<version>.<YYYY-MM>, e.g. r1.2026-01)"),
+            );
+        }
+    };
+    // Data keys exist for every past epoch, the current and the next one; later ones are
+    // not issued (nothing legitimate can carry them yet).
+    let now = (state.clock)();
+    let next = Epoch::containing(now, state.rotation).next(state.rotation);
+    if kid.epoch.start_unix() > next.start_unix() {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "kid-not-issued",
+            "Key not issued yet",
+            format!(
+                "{kid}: epoch {} starts after the next epoch ({next})",
+                kid.epoch
+            ),
+        );
+    }
+    match state.roots.dek(&kid) {
+        Some(dek) => secret_json(&KeyOut::new(kid, dek, state.rotation)),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "unknown-root",
+            "Unknown root version",
+            format!(
+                "{kid}: root version {} is not an active root of this keyring",
+                kid.root_version
+            ),
+        ),
+    }
+}
+
+async fn healthz() -> Response {
+    secret_json(&serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        secret_json(&serde_json::json!({"status": "ready"}))
+    } else {
+        not_ready()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let m = &state.metrics;
+    let body = format!(
+        "# HELP veil_keyservice_data_key_requests_total Authenticated data key requests, by endpoint.\n\
+         # TYPE veil_keyservice_data_key_requests_total counter\n\
+         veil_keyservice_data_key_requests_total{{endpoint=\"current\"}} {}\n\
+         veil_keyservice_data_key_requests_total{{endpoint=\"kid\"}} {}\n\
+         # HELP veil_keyservice_auth_failures_total Requests to /v1/* refused for a missing or wrong bearer token.\n\
+         # TYPE veil_keyservice_auth_failures_total counter\n\
+         veil_keyservice_auth_failures_total {}\n\
+         # HELP veil_keyservice_ready 1 while the keyring is loaded, roots are unwrapped and the server is not draining.\n\
+         # TYPE veil_keyservice_ready gauge\n\
+         veil_keyservice_ready {}\n\
+         # HELP veil_keyservice_current_root_version The current (highest active) root version.\n\
+         # TYPE veil_keyservice_current_root_version gauge\n\
+         veil_keyservice_current_root_version {}\n\
+         # HELP veil_keyservice_active_roots Active root versions held in memory.\n\
+         # TYPE veil_keyservice_active_roots gauge\n\
+         veil_keyservice_active_roots {}\n",
+        m.data_key_current.load(Ordering::Relaxed),
+        m.data_key_kid.load(Ordering::Relaxed),
+        m.auth_failures.load(Ordering::Relaxed),
+        u8::from(state.is_ready()),
+        state.roots.current(),
+        state.roots.versions().len(),
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
