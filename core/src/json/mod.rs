@@ -1,7 +1,9 @@
-//! JSON on the hot path: strict lexing and the streaming sealer.
+//! JSON on the hot path: strict lexing, the streaming sealer and the unsealer.
 
 pub mod scan;
 pub mod seal;
+pub mod unseal;
 
 pub use scan::JsonError;
 pub use seal::{seal_document, Leaf, LeafAction, Policy, Scratch, SealError, SealStats};
+pub use unseal::{unseal_document, KeyLookup, UnsealStats};

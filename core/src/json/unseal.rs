@@ -1,0 +1,258 @@
+//! The streaming unsealer: every string *value* that is a Veil value (or, inside a string
+//! such as a URL, contains Veil values) with a known kid is replaced by what was sealed —
+//! its original JSON type and exact text — wherever it sits. Object keys are never touched.
+//!
+//! A value that does not authenticate, or whose kid is unknown, stays as it is and is
+//! counted: the response still arrives.
+
+use super::scan::{self, JsonError, Literal};
+use crate::cipher::{SealingKey, ValueType};
+use crate::keys::Kid;
+use crate::value::{SealedValue, PREFIX};
+
+/// Finds the cipher state for a kid.
+pub trait KeyLookup {
+    fn key(&self, kid: Kid) -> Option<&SealingKey>;
+}
+
+impl KeyLookup for Vec<SealingKey> {
+    fn key(&self, kid: Kid) -> Option<&SealingKey> {
+        self.iter().find(|k| k.kid() == kid)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnsealStats {
+    pub opened: u32,
+    /// Parsed as a Veil value but failed to authenticate (tampered, or the key is wrong).
+    pub failed: u32,
+    /// Parsed as a Veil value whose kid is not held.
+    pub unknown_kid: u32,
+}
+
+/// Unseals `input` into `out`. Errors only if `input` is not JSON.
+pub fn unseal_document(
+    input: &[u8],
+    keys: &dyn KeyLookup,
+    max_depth: usize,
+    out: &mut Vec<u8>,
+) -> Result<UnsealStats, JsonError> {
+    scan::check_text(input)?;
+    let mut stats = UnsealStats::default();
+    let mut copied = 0;
+    // true = object, false = array
+    let mut stack: Vec<bool> = Vec::with_capacity(16);
+    let mut i = scan::skip_ws(input, 0);
+    if i >= input.len() {
+        return Err(JsonError::Empty);
+    }
+    out.reserve(input.len());
+    let mut text = Vec::new();
+    'value: loop {
+        match input.get(i) {
+            Some(&open @ (b'{' | b'[')) => {
+                if stack.len() >= max_depth {
+                    return Err(JsonError::TooDeep {
+                        offset: i,
+                        limit: max_depth,
+                    });
+                }
+                let object = open == b'{';
+                let close = if object { b'}' } else { b']' };
+                i = scan::skip_ws(input, i + 1);
+                if input.get(i) == Some(&close) {
+                    i += 1;
+                } else {
+                    stack.push(object);
+                    if object {
+                        i = key(input, i)?;
+                    }
+                    continue 'value;
+                }
+            }
+            Some(b'"') => {
+                let (span, next) = scan::scan_string(input, i)?;
+                let raw = input.get(span.start..span.end).unwrap_or_default();
+                if contains_prefix(raw) {
+                    text.clear();
+                    if span.escaped {
+                        scan::unescape(raw, span.start, &mut text)?;
+                    } else {
+                        text.extend_from_slice(raw);
+                    }
+                    let s = core::str::from_utf8(&text).unwrap_or_default();
+                    out.extend_from_slice(input.get(copied..i).unwrap_or_default());
+                    unseal_string(s, keys, &mut stats, out);
+                    copied = next;
+                }
+                i = next;
+            }
+            Some(b'-' | b'0'..=b'9') => i = scan::scan_number(input, i)?,
+            Some(b't' | b'f' | b'n') => {
+                let (_, next): (Literal, usize) = scan::scan_literal(input, i)?;
+                i = next;
+            }
+            Some(_) => {
+                return Err(JsonError::Unexpected {
+                    offset: i,
+                    expected: "a JSON value",
+                })
+            }
+            None => {
+                return Err(JsonError::Eof {
+                    offset: i,
+                    expected: "a JSON value",
+                })
+            }
+        }
+        loop {
+            i = scan::skip_ws(input, i);
+            let Some(&object) = stack.last() else {
+                break 'value;
+            };
+            let close = if object { b'}' } else { b']' };
+            match input.get(i) {
+                Some(b',') => {
+                    i = scan::skip_ws(input, i + 1);
+                    if object {
+                        i = key(input, i)?;
+                    }
+                    continue 'value;
+                }
+                Some(&c) if c == close => {
+                    i += 1;
+                    stack.pop();
+                }
+                Some(_) => {
+                    return Err(JsonError::Unexpected {
+                        offset: i,
+                        expected: "',' or a closing bracket",
+                    })
+                }
+                None => {
+                    return Err(JsonError::Eof {
+                        offset: i,
+                        expected: "a closing bracket",
+                    })
+                }
+            }
+        }
+    }
+    if i != input.len() {
+        return Err(JsonError::Trailing { offset: i });
+    }
+    out.extend_from_slice(input.get(copied..).unwrap_or_default());
+    Ok(stats)
+}
+
+/// Skips an object key and its colon; returns the index of the member's value.
+fn key(input: &[u8], i: usize) -> Result<usize, JsonError> {
+    if input.get(i) != Some(&b'"') {
+        return Err(JsonError::Unexpected {
+            offset: i,
+            expected: "'\"' starting an object key",
+        });
+    }
+    let (_, after) = scan::scan_string(input, i)?;
+    let k = scan::skip_ws(input, after);
+    if input.get(k) != Some(&b':') {
+        return Err(JsonError::Unexpected {
+            offset: k,
+            expected: "':' after an object key",
+        });
+    }
+    Ok(scan::skip_ws(input, k + 1))
+}
+
+fn contains_prefix(raw: &[u8]) -> bool {
+    raw.windows(PREFIX.len()).any(|w| w == PREFIX.as_bytes())
+}
+
+/// The characters a Veil value is made of (prefix, kid, mode, base64url payload).
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'-' | b'_')
+}
+
+/// Writes the JSON value for string `s`: the original value if `s` is exactly one Veil
+/// value; otherwise a JSON string with every embedded Veil value (e.g. URL query values)
+/// replaced by its string plaintext.
+fn unseal_string(s: &str, keys: &dyn KeyLookup, stats: &mut UnsealStats, out: &mut Vec<u8>) {
+    if let Some(v) = SealedValue::parse(s) {
+        match open(&v, keys, stats) {
+            Some((ValueType::String, plain)) => {
+                out.push(b'"');
+                scan::escape_into(&plain, out);
+                out.push(b'"');
+            }
+            Some((_, plain)) => out.extend_from_slice(&plain),
+            None => {
+                out.push(b'"');
+                scan::escape_into(s.as_bytes(), out);
+                out.push(b'"');
+            }
+        }
+        return;
+    }
+    // Embedded values: each starts at PREFIX and runs over token characters.
+    let b = s.as_bytes();
+    let mut result: Vec<u8> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let at = b
+            .get(i..)
+            .and_then(|rest| rest.windows(PREFIX.len()).position(|w| w == PREFIX.as_bytes()));
+        let Some(p) = at else {
+            result.extend_from_slice(b.get(i..).unwrap_or_default());
+            break;
+        };
+        let start = i + p;
+        result.extend_from_slice(b.get(i..start).unwrap_or_default());
+        let mut end = start;
+        while b.get(end).copied().is_some_and(is_token_char) {
+            end += 1;
+        }
+        let token = s.get(start..end).unwrap_or_default();
+        match SealedValue::parse(token).and_then(|v| open(&v, keys, stats)) {
+            Some((ValueType::String, plain)) => result.extend_from_slice(&plain),
+            _ => result.extend_from_slice(token.as_bytes()),
+        }
+        i = end.max(start + 1);
+    }
+    out.push(b'"');
+    scan::escape_into(&result, out);
+    out.push(b'"');
+}
+
+fn open(
+    v: &SealedValue<'_>,
+    keys: &dyn KeyLookup,
+    stats: &mut UnsealStats,
+) -> Option<(ValueType, zeroize::Zeroizing<Vec<u8>>)> {
+    let Some(key) = keys.key(v.kid) else {
+        stats.unknown_kid += 1;
+        return None;
+    };
+    match key.open(v) {
+        Ok(o) => {
+            // Never emit invalid JSON, even for a value that authenticated.
+            let valid = match o.ty {
+                ValueType::String => core::str::from_utf8(&o.value).is_ok(),
+                ValueType::Number => {
+                    !o.value.is_empty() && scan::scan_number(&o.value, 0) == Ok(o.value.len())
+                }
+                ValueType::Bool => o.value.as_slice() == b"true" || o.value.as_slice() == b"false",
+            };
+            if valid {
+                stats.opened += 1;
+                Some((o.ty, o.value))
+            } else {
+                stats.failed += 1;
+                None
+            }
+        }
+        Err(_) => {
+            stats.failed += 1;
+            None
+        }
+    }
+}

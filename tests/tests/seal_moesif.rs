@@ -1,0 +1,288 @@
+//! Moesif collector events through real Envoy with the Veil filter: what reaches the
+//! upstream is sealed per policy, nothing sealed leaks, and unsealing gives back the
+//! original bytes exactly.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use veil_core::cipher::SealingKey;
+use veil_core::json::unseal_document;
+use veil_core::value::SealedValue;
+use veil_e2e::{fixture, wait_for, Stack, StackOptions};
+
+/// The plaintext fields of an event (DESIGN.md, "Seal: policies"): paths relative to the
+/// event, `*` = any array element.
+const EVENT_PLAINTEXT: &[&str] = &[
+    "request.time",
+    "request.verb",
+    "request.api_version",
+    "response.time",
+    "response.status",
+    "user_id",
+    "company_id",
+    "direction",
+    "weight",
+    "transaction_id",
+    "api_version",
+];
+
+/// What a walk found: originals of sealed values, and the text that stays readable.
+#[derive(Default)]
+struct Found {
+    sealed: Vec<String>,
+    plaintext: Vec<String>,
+}
+
+/// Walks original and forwarded documents together: same structure and keys; a leaf is
+/// either plaintext (listed) and unchanged, or a Veil value.
+fn check_event(orig: &Value, fwd: &Value, path: &str, found: &mut Found) {
+    match (orig, fwd) {
+        (Value::Object(a), Value::Object(b)) => {
+            let ka: Vec<_> = a.keys().collect();
+            let kb: Vec<_> = b.keys().collect();
+            assert_eq!(ka, kb, "keys differ at {path:?}");
+            found.plaintext.extend(a.keys().cloned());
+            for (k, v) in a {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                check_event(v, &b[k], &p, found);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len(), "array length differs at {path}");
+            for (x, y) in a.iter().zip(b) {
+                check_event(x, y, &format!("{path}.*"), found);
+            }
+        }
+        (Value::Null, _) => assert_eq!(fwd, &Value::Null, "null at {path}"),
+        (leaf, fwd_leaf) => {
+            if path == "request.uri" {
+                let (o, f) = (leaf.as_str().unwrap(), fwd_leaf.as_str().unwrap());
+                let (o_base, o_query) = o.split_once('?').unwrap_or((o, ""));
+                let (f_base, f_query) = f.split_once('?').unwrap_or((f, ""));
+                assert_eq!(o_base, f_base, "uri path stays readable");
+                found.plaintext.push(o_base.to_string());
+                for (op, fp) in o_query.split('&').zip(f_query.split('&')) {
+                    let (ok, ov) = op.split_once('=').unwrap();
+                    let (fk, fv) = fp.split_once('=').unwrap();
+                    assert_eq!(ok, fk, "query key stays readable");
+                    assert!(SealedValue::parse(fv).is_some(), "query value sealed: {fv}");
+                    found.sealed.push(ov.to_string());
+                }
+            } else if EVENT_PLAINTEXT.contains(&path) {
+                assert_eq!(leaf, fwd_leaf, "{path} stays plaintext");
+                found.plaintext.push(leaf.to_string());
+            } else {
+                let s = fwd_leaf.as_str().unwrap_or_else(|| panic!("{path} not sealed: {fwd_leaf}"));
+                assert!(SealedValue::parse(s).is_some(), "{path} not a Veil value: {s}");
+                found.sealed.push(match leaf {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Checks sealed plaintexts long enough that a chance match in base64 is negligible
+/// (64^-6), except those that also stand in a readable field (e.g. the `Host` header's value
+/// is part of the readable URI).
+fn assert_no_leak(haystack: &[u8], found: &Found, what: &str) {
+    let hay = String::from_utf8_lossy(haystack);
+    let public = |s: &str| found.plaintext.iter().any(|p| p.contains(s));
+    for s in found.sealed.iter().filter(|s| s.len() >= 6 && !public(s)) {
+        let escaped = serde_json::to_string(s).unwrap();
+        let escaped = &escaped[1..escaped.len() - 1];
+        assert!(!hay.contains(s.as_str()), "{what} contains sealed plaintext {s:?}");
+        assert!(!hay.contains(escaped), "{what} contains sealed plaintext (escaped) {s:?}");
+    }
+}
+
+fn kids_in(doc: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(doc);
+    let mut kids: Vec<String> = text
+        .match_indices("veil:v1:")
+        .filter_map(|(i, _)| text[i + 8..].split(':').next().map(str::to_string))
+        .collect();
+    kids.sort();
+    kids.dedup();
+    kids
+}
+
+fn unseal(stack: &Stack, body: &[u8]) -> Vec<u8> {
+    let keys: Vec<SealingKey> = kids_in(body).iter().map(|k| stack.sealing_key(k)).collect();
+    let mut out = Vec::new();
+    let stats = unseal_document(body, &keys, 128, &mut out).unwrap();
+    assert_eq!((stats.failed, stats.unknown_kid), (0, 0));
+    out
+}
+
+fn seal_and_check(stack: &Stack, route: &str, fixture_name: &str) {
+    stack.clear_recorded();
+    let original = fixture(fixture_name);
+    let resp = stack.post_json(&format!("/collector{route}"), &original);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    let fwd = &rec[0];
+    assert_eq!((fwd.method.as_str(), fwd.path.as_str()), ("POST", route));
+    if let Some(len) = fwd.header("content-length") {
+        assert_eq!(len.parse::<usize>().unwrap(), fwd.body.len());
+    }
+
+    let orig_v: Value = serde_json::from_slice(&original).unwrap();
+    let fwd_v: Value = serde_json::from_slice(&fwd.body).expect("forwarded body is JSON");
+    let mut found = Found::default();
+    match (&orig_v, &fwd_v) {
+        (Value::Array(a), Value::Array(b)) => {
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                check_event(x, y, "", &mut found);
+            }
+        }
+        _ => check_event(&orig_v, &fwd_v, "", &mut found),
+    }
+    assert!(found.sealed.len() >= 25, "only {} values sealed", found.sealed.len());
+    assert_no_leak(&fwd.body, &found, "forwarded body");
+    // The request's own content-type header is the client's, not event data.
+    found.plaintext.push("application/json".into());
+    assert_no_leak(
+        serde_json::to_string(&fwd.headers).unwrap().as_bytes(),
+        &found,
+        "forwarded headers",
+    );
+    assert_eq!(unseal(stack, &fwd.body), original, "unseal gives back the exact bytes");
+    assert_no_leak(stack.all_logs().as_bytes(), &found, "logs");
+}
+
+#[test]
+fn events_are_sealed_per_policy_and_unseal_exactly() {
+    let stack = Stack::start();
+    seal_and_check(&stack, "/v1/events", "event.json");
+    seal_and_check(&stack, "/v1/events/batch", "events-batch.json");
+    assert!(stack.stat("wasmcustom.veil.seal.requests") >= 2);
+    assert!(stack.stat("wasmcustom.veil.seal.values_sealed") >= 31);
+}
+
+#[test]
+fn deterministic_values_are_equal_within_an_epoch() {
+    let stack = Stack::start();
+    let body = br#"[{"request":{"time":"2026-11-22T10:00:00Z","ip_address":"203.0.113.7"},"user_id":"u1"},
+                    {"request":{"time":"2026-11-22T10:00:01Z","ip_address":"203.0.113.7"},"user_id":"u2"},
+                    {"request":{"time":"2026-11-22T10:00:02Z","ip_address":"203.0.113.8"},"user_id":"u3"}]"#;
+    assert_eq!(stack.post_json("/collector/v1/events/batch", body).status, 200);
+    let v: Value = serde_json::from_slice(&stack.recorded()[0].body).unwrap();
+    let ip = |i: usize| v[i]["request"]["ip_address"].as_str().unwrap().to_string();
+    assert_eq!(ip(0), ip(1), "equal plaintexts, equal ciphertexts");
+    assert_ne!(ip(0), ip(2), "different plaintexts differ");
+}
+
+#[test]
+fn no_keyservice_call_per_event_in_steady_state() {
+    let stack = Stack::start();
+    let event = fixture("event.json");
+    // Let every worker settle its first fetch.
+    std::thread::sleep(Duration::from_millis(500));
+    let ks_before = stack.keyservice_metric("veil_keyservice_data_key_requests_total", "");
+    let callouts_before = stack.stat("cluster.veil_keyservice.upstream_rq_total");
+    for _ in 0..100 {
+        assert_eq!(stack.post_json("/collector/v1/events", &event).status, 200);
+    }
+    let ks_after = stack.keyservice_metric("veil_keyservice_data_key_requests_total", "");
+    let callouts_after = stack.stat("cluster.veil_keyservice.upstream_rq_total");
+    assert!(ks_before >= 1, "the filter fetched its key from the keyservice");
+    assert_eq!(ks_after, ks_before, "keyservice saw key requests during 100 events");
+    assert_eq!(callouts_after, callouts_before, "filter made callouts during 100 events");
+    assert_eq!(stack.stat("wasmcustom.veil.seal.requests"), 100);
+}
+
+fn assert_problem(resp: &veil_e2e::Response, status: u16, code: &str) {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    assert_eq!(resp.header("content-type"), Some("application/problem+json"));
+    let p = resp.json();
+    assert_eq!(p["status"], status);
+    assert_eq!(p["code"], code);
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_forwarded() {
+    let mut config = veil_e2e::demo_filter_config();
+    config["max_body_bytes"] = json!(4096);
+    let stack = Stack::start_with(StackOptions {
+        filter_config: config,
+        ..Default::default()
+    });
+    let secret = br#"{"request":{"time":"2026-11-22T10:00:00Z","body":{"ssn":"078-05-1120"}},"#;
+    assert_problem(&stack.post_json("/collector/v1/events", secret), 400, "bad-json");
+    assert_problem(
+        &stack.post_json("/collector/v1/events", b"{\"a\":1} trailing"),
+        400,
+        "bad-json",
+    );
+    assert_problem(
+        &stack.post_json("/collector/v1/events/batch", &fixture("events-batch.json")),
+        413,
+        "body-too-large",
+    );
+    // Without content-length (chunked), the limit is enforced on the buffered body.
+    assert_problem(
+        &stack.send(
+            "POST",
+            "/collector/v1/events/batch",
+            &[("transfer-encoding", "chunked")],
+            &fixture("events-batch.json"),
+        ),
+        413,
+        "body-too-large",
+    );
+    assert_problem(
+        &stack.send("POST", "/collector/v1/events", &[("content-encoding", "br")], b"{}"),
+        415,
+        "unsupported-content-encoding",
+    );
+    assert_problem(&stack.post_json("/collector/v1/unknown", b"{}"), 404, "route-not-sealed");
+    assert!(stack.recorded().is_empty(), "nothing reached the upstream");
+
+    // Reads on the collector prefix pass untouched.
+    assert_eq!(stack.send("GET", "/collector/v1/config", &[], b"").status, 200);
+    let rec = stack.recorded();
+    assert_eq!((rec.len(), rec[0].path.as_str()), (1, "/v1/config"));
+    assert!(!stack.all_logs().contains("078-05-1120"));
+}
+
+#[test]
+fn without_a_data_key_requests_get_503_and_nothing_is_forwarded() {
+    let mut config = veil_e2e::demo_filter_config();
+    // The keyservice refuses this token, so the filter never gets a key.
+    config["keyservice"] = json!({"token": "wrong-token-wrong-token-wrong-token-0000"});
+    let stack = Stack::start_with(StackOptions {
+        filter_config: config,
+        wait_for_keys: false,
+        ..Default::default()
+    });
+    wait_for("a failed key fetch", Duration::from_secs(10), || {
+        (stack.stat("wasmcustom.veil.keys.fetch_failed") >= 1).then_some(())
+    });
+    assert_problem(
+        &stack.post_json("/collector/v1/events", &fixture("event.json")),
+        503,
+        "key-unavailable",
+    );
+    assert!(stack.recorded().is_empty());
+    assert!(stack.keyservice_metric("veil_keyservice_auth_failures_total", "") >= 1);
+}
+
+#[test]
+fn an_invalid_filter_config_is_refused_by_envoy_naming_the_path() {
+    let mut config = veil_e2e::demo_filter_config();
+    config["routes"][0]["prefix"] = json!("collector");
+    let err = Stack::try_start_with(StackOptions {
+        filter_config: config,
+        ..Default::default()
+    })
+    .err()
+    .expect("Envoy must refuse the configuration");
+    assert!(
+        err.contains("routes[0].prefix: must start with '/'"),
+        "Envoy's log names the path:\n{err}"
+    );
+}
