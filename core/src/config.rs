@@ -252,10 +252,9 @@ impl FilterConfig {
                     "must be a plain path prefix (no '?', '#' or '*')",
                 ));
             }
-            if routes
-                .iter()
-                .any(|x: &RouteRule| x.prefix.trim_end_matches('/') == r.prefix.trim_end_matches('/'))
-            {
+            if routes.iter().any(|x: &RouteRule| {
+                x.prefix.trim_end_matches('/') == r.prefix.trim_end_matches('/')
+            }) {
                 return Err(ConfigError::at(
                     at("prefix"),
                     format!("duplicate prefix {:?}", r.prefix),
@@ -377,8 +376,13 @@ mod tests {
         let e = err(serde_json::json!({"keyservice": ks, "routes": [
             {"prefix": "/a", "seal": {"profile": "moesif", "options": {"encrypt_numbers": true}}}]}));
         assert!(e.contains("unknown field `encrypt_numbers`"), "{e}");
-        let e = err(serde_json::json!({"keyservice": ks, "routes": [{"prefix": "/a", "seal": {"profile": "nope"}}]}));
-        assert!(e.starts_with("routes[0].seal.profile: unknown variant `nope`"), "{e}");
+        let e = err(
+            serde_json::json!({"keyservice": ks, "routes": [{"prefix": "/a", "seal": {"profile": "nope"}}]}),
+        );
+        assert!(
+            e.starts_with("routes[0].seal.profile: unknown variant `nope`"),
+            "{e}"
+        );
         assert_eq!(
             err(serde_json::json!({"keyservice": {"token": "short"}})),
             "keyservice.token: must be at least 32 characters"
@@ -404,9 +408,11 @@ mod tests {
 
     #[test]
     fn longest_prefix_on_segment_boundaries() {
-        let c = parse(serde_json::json!({"keyservice": {"token": TOKEN}, "routes": [
+        let c = parse(
+            serde_json::json!({"keyservice": {"token": TOKEN}, "routes": [
             {"prefix": "/c", "seal": {"profile": "moesif"}},
-            {"prefix": "/c/deeper", "seal": {"profile": "moesif"}}]}))
+            {"prefix": "/c/deeper", "seal": {"profile": "moesif"}}]}),
+        )
         .unwrap();
         let (r, rest) = c.route("/c/deeper/v1/events").unwrap();
         assert_eq!((r.prefix.as_str(), rest), ("/c/deeper", "/v1/events"));

@@ -43,8 +43,11 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
-    fn proxy_remove_header_map_value(map_type: MapType, key_data: *const u8, key_size: usize)
-        -> u32;
+    fn proxy_remove_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+    ) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -139,8 +142,9 @@ pub fn set_buffer(kind: BufferType, start: usize, size: usize, value: &[u8]) -> 
 pub fn get_header(map: MapType, name: &str) -> HostResult<Option<String>> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
-    match unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) }
-    {
+    match unsafe {
+        proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size)
+    } {
         0 => {
             let bytes = unsafe { take(data, size) };
             Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))

@@ -171,7 +171,10 @@ impl Root {
             if let Err(e) = host::set_shared(SHARED_KEY, &shared, None) {
                 host::log(
                     LogLevel::Warn,
-                    &format!("veil: could not publish keys to shared data (status {})", e.0),
+                    &format!(
+                        "veil: could not publish keys to shared data (status {})",
+                        e.0
+                    ),
                 );
             }
         }
@@ -212,7 +215,10 @@ impl RootContext for Root {
             Err(e) => {
                 host::log(
                     LogLevel::Error,
-                    &format!("veil: cannot read the plugin configuration (host status {})", e.0),
+                    &format!(
+                        "veil: cannot read the plugin configuration (host status {})",
+                        e.0
+                    ),
                 );
                 return false;
             }
@@ -236,7 +242,10 @@ impl RootContext for Root {
                 true
             }
             Err(e) => {
-                host::log(LogLevel::Error, &format!("veil: invalid configuration: {e}"));
+                host::log(
+                    LogLevel::Error,
+                    &format!("veil: invalid configuration: {e}"),
+                );
                 false
             }
         }

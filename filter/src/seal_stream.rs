@@ -120,7 +120,11 @@ impl SealStream {
         if let Some(len) = host::get_header(req, "content-length")
             .map_err(|e| Refusal::hostcall("reading content-length", e))?
         {
-            if len.trim().parse::<usize>().is_ok_and(|n| n > self.vm.config.max_body_bytes) {
+            if len
+                .trim()
+                .parse::<usize>()
+                .is_ok_and(|n| n > self.vm.config.max_body_bytes)
+            {
                 Metrics::add(self.vm.metrics.rejected_too_large, 1);
                 return Err(self.too_large());
             }
@@ -128,7 +132,10 @@ impl SealStream {
         // The sealed body has another length; Envoy frames it anew.
         host::remove_header(req, "content-length")
             .map_err(|e| Refusal::hostcall("removing content-length", e))?;
-        Ok(State::Buffering(MoesifPolicy::new(route, Arc::clone(rules))))
+        Ok(State::Buffering(MoesifPolicy::new(
+            route,
+            Arc::clone(rules),
+        )))
     }
 
     fn too_large(&self) -> Refusal {
@@ -195,7 +202,10 @@ impl SealStream {
         let status = u32::from(r.kind.status());
         if let Err(e) = host::send_local_response(
             status,
-            &[("content-type", CONTENT_TYPE), ("cache-control", "no-store")],
+            &[
+                ("content-type", CONTENT_TYPE),
+                ("cache-control", "no-store"),
+            ],
             &body,
         ) {
             Metrics::add(self.vm.metrics.hostcall_failed, 1);
@@ -267,7 +277,10 @@ impl Context for Unconfigured {}
 
 impl HttpContext for Unconfigured {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let body = problem_json(ProblemKind::KeyUnavailable, "the Veil filter is not configured");
+        let body = problem_json(
+            ProblemKind::KeyUnavailable,
+            "the Veil filter is not configured",
+        );
         let _ = host::send_local_response(503, &[("content-type", CONTENT_TYPE)], &body);
         Action::Pause
     }

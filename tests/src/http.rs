@@ -114,7 +114,10 @@ pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
     resp.body = if let Some(len) = resp.header("content-length") {
         let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
         if rest.len() != len {
-            return Err(bad(format!("body has {} bytes, content-length {len}", rest.len())));
+            return Err(bad(format!(
+                "body has {} bytes, content-length {len}",
+                rest.len()
+            )));
         }
         rest.to_vec()
     } else if resp.header("transfer-encoding") == Some("chunked") {

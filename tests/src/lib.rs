@@ -239,10 +239,15 @@ impl Stack {
             Command::new(upstream_bin()).args(["--listen", "127.0.0.1:0"]),
         );
         let upstream = wait_for("upstream address", Duration::from_secs(20), || {
-            listening_addr(&upstream_proc.log_text(), "veil-demo-upstream listening on ")
+            listening_addr(
+                &upstream_proc.log_text(),
+                "veil-demo-upstream listening on ",
+            )
         });
         wait_for("keyservice /readyz", Duration::from_secs(20), || {
-            http::get(keyservice, "/readyz").ok().filter(|r| r.status == 200)
+            http::get(keyservice, "/readyz")
+                .ok()
+                .filter(|r| r.status == 200)
         });
 
         let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -276,7 +281,10 @@ impl Stack {
         let mut envoy = Proc::spawn("envoy", &dir, &mut cmd);
         let started = wait_for("Envoy /ready", Duration::from_secs(30), || {
             if let Ok(Some(status)) = envoy.child.try_wait() {
-                return Some(Err(format!("Envoy exited ({status}):\n{}", envoy.log_text())));
+                return Some(Err(format!(
+                    "Envoy exited ({status}):\n{}",
+                    envoy.log_text()
+                )));
             }
             http::get(admin, "/ready")
                 .ok()
@@ -298,15 +306,23 @@ impl Stack {
             upstream_proc,
         };
         if opts.wait_for_keys {
-            wait_for("the filter's first key fetch", Duration::from_secs(15), || {
-                (stack.stat("wasmcustom.veil.keys.fetch_ok") >= 1).then_some(())
-            });
+            wait_for(
+                "the filter's first key fetch",
+                Duration::from_secs(15),
+                || (stack.stat("wasmcustom.veil.keys.fetch_ok") >= 1).then_some(()),
+            );
         }
         Ok(stack)
     }
 
     /// Sends a request through Envoy.
-    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         http::request(self.listen, method, path, headers, body)
             .unwrap_or_else(|e| panic!("{method} {path} through Envoy: {e}"))
     }
@@ -317,7 +333,8 @@ impl Stack {
 
     /// What the upstream received, oldest first.
     pub fn recorded(&self) -> Vec<Recorded> {
-        let r = http::get(self.upstream, "/_recorded").unwrap_or_else(|e| panic!("/_recorded: {e}"));
+        let r =
+            http::get(self.upstream, "/_recorded").unwrap_or_else(|e| panic!("/_recorded: {e}"));
         let v: Vec<Value> = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}"));
         v.into_iter().map(Recorded::from_json).collect()
     }
@@ -328,12 +345,18 @@ impl Stack {
 
     /// An Envoy counter or gauge from the admin API (0 if absent).
     pub fn stat(&self, name: &str) -> u64 {
-        let Ok(r) = http::get(self.admin, &format!("/stats?filter=^{}$", name.replace('.', "\\."))) else {
+        let Ok(r) = http::get(
+            self.admin,
+            &format!("/stats?filter=^{}$", name.replace('.', "\\.")),
+        ) else {
             return 0;
         };
         String::from_utf8_lossy(&r.body)
             .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name}: "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or(0)
     }
 
@@ -362,13 +385,21 @@ impl Stack {
             b"",
         )
         .unwrap_or_else(|e| panic!("data key {kid}: {e}"));
-        assert_eq!(r.status, 200, "data key {kid}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            200,
+            "data key {kid}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let v: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}"));
         let dek = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(v["dek"].as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("dek: {e}"));
         let kid: Kid = kid.parse().unwrap_or_else(|e| panic!("{e}"));
-        SealingKey::new(kid, &Dek::from_slice(&dek).unwrap_or_else(|e| panic!("{e}")))
+        SealingKey::new(
+            kid,
+            &Dek::from_slice(&dek).unwrap_or_else(|e| panic!("{e}")),
+        )
     }
 
     /// All log text of the stack (Envoy, keyservice, upstream).

@@ -43,7 +43,11 @@ fn check_event(orig: &Value, fwd: &Value, path: &str, found: &mut Found) {
             assert_eq!(ka, kb, "keys differ at {path:?}");
             found.plaintext.extend(a.keys().cloned());
             for (k, v) in a {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 check_event(v, &b[k], &p, found);
             }
         }
@@ -72,8 +76,13 @@ fn check_event(orig: &Value, fwd: &Value, path: &str, found: &mut Found) {
                 assert_eq!(leaf, fwd_leaf, "{path} stays plaintext");
                 found.plaintext.push(leaf.to_string());
             } else {
-                let s = fwd_leaf.as_str().unwrap_or_else(|| panic!("{path} not sealed: {fwd_leaf}"));
-                assert!(SealedValue::parse(s).is_some(), "{path} not a Veil value: {s}");
+                let s = fwd_leaf
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{path} not sealed: {fwd_leaf}"));
+                assert!(
+                    SealedValue::parse(s).is_some(),
+                    "{path} not a Veil value: {s}"
+                );
                 found.sealed.push(match leaf {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
@@ -92,8 +101,14 @@ fn assert_no_leak(haystack: &[u8], found: &Found, what: &str) {
     for s in found.sealed.iter().filter(|s| s.len() >= 6 && !public(s)) {
         let escaped = serde_json::to_string(s).unwrap();
         let escaped = &escaped[1..escaped.len() - 1];
-        assert!(!hay.contains(s.as_str()), "{what} contains sealed plaintext {s:?}");
-        assert!(!hay.contains(escaped), "{what} contains sealed plaintext (escaped) {s:?}");
+        assert!(
+            !hay.contains(s.as_str()),
+            "{what} contains sealed plaintext {s:?}"
+        );
+        assert!(
+            !hay.contains(escaped),
+            "{what} contains sealed plaintext (escaped) {s:?}"
+        );
     }
 }
 
@@ -141,7 +156,11 @@ fn seal_and_check(stack: &Stack, route: &str, fixture_name: &str) {
         }
         _ => check_event(&orig_v, &fwd_v, "", &mut found),
     }
-    assert!(found.sealed.len() >= 25, "only {} values sealed", found.sealed.len());
+    assert!(
+        found.sealed.len() >= 25,
+        "only {} values sealed",
+        found.sealed.len()
+    );
     assert_no_leak(&fwd.body, &found, "forwarded body");
     // The request's own content-type header is the client's, not event data.
     found.plaintext.push("application/json".into());
@@ -150,7 +169,11 @@ fn seal_and_check(stack: &Stack, route: &str, fixture_name: &str) {
         &found,
         "forwarded headers",
     );
-    assert_eq!(unseal(stack, &fwd.body), original, "unseal gives back the exact bytes");
+    assert_eq!(
+        unseal(stack, &fwd.body),
+        original,
+        "unseal gives back the exact bytes"
+    );
     assert_no_leak(stack.all_logs().as_bytes(), &found, "logs");
 }
 
@@ -169,7 +192,10 @@ fn deterministic_values_are_equal_within_an_epoch() {
     let body = br#"[{"request":{"time":"2026-11-22T10:00:00Z","ip_address":"203.0.113.7"},"user_id":"u1"},
                     {"request":{"time":"2026-11-22T10:00:01Z","ip_address":"203.0.113.7"},"user_id":"u2"},
                     {"request":{"time":"2026-11-22T10:00:02Z","ip_address":"203.0.113.8"},"user_id":"u3"}]"#;
-    assert_eq!(stack.post_json("/collector/v1/events/batch", body).status, 200);
+    assert_eq!(
+        stack.post_json("/collector/v1/events/batch", body).status,
+        200
+    );
     let v: Value = serde_json::from_slice(&stack.recorded()[0].body).unwrap();
     let ip = |i: usize| v[i]["request"]["ip_address"].as_str().unwrap().to_string();
     assert_eq!(ip(0), ip(1), "equal plaintexts, equal ciphertexts");
@@ -189,15 +215,27 @@ fn no_keyservice_call_per_event_in_steady_state() {
     }
     let ks_after = stack.keyservice_metric("veil_keyservice_data_key_requests_total", "");
     let callouts_after = stack.stat("cluster.veil_keyservice.upstream_rq_total");
-    assert!(ks_before >= 1, "the filter fetched its key from the keyservice");
-    assert_eq!(ks_after, ks_before, "keyservice saw key requests during 100 events");
-    assert_eq!(callouts_after, callouts_before, "filter made callouts during 100 events");
+    assert!(
+        ks_before >= 1,
+        "the filter fetched its key from the keyservice"
+    );
+    assert_eq!(
+        ks_after, ks_before,
+        "keyservice saw key requests during 100 events"
+    );
+    assert_eq!(
+        callouts_after, callouts_before,
+        "filter made callouts during 100 events"
+    );
     assert_eq!(stack.stat("wasmcustom.veil.seal.requests"), 100);
 }
 
 fn assert_problem(resp: &veil_e2e::Response, status: u16, code: &str) {
     assert_eq!(resp.status, status, "{}", resp.text());
-    assert_eq!(resp.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/problem+json")
+    );
     let p = resp.json();
     assert_eq!(p["status"], status);
     assert_eq!(p["code"], code);
@@ -212,7 +250,11 @@ fn bad_input_is_refused_and_nothing_is_forwarded() {
         ..Default::default()
     });
     let secret = br#"{"request":{"time":"2026-11-22T10:00:00Z","body":{"ssn":"078-05-1120"}},"#;
-    assert_problem(&stack.post_json("/collector/v1/events", secret), 400, "bad-json");
+    assert_problem(
+        &stack.post_json("/collector/v1/events", secret),
+        400,
+        "bad-json",
+    );
     assert_problem(
         &stack.post_json("/collector/v1/events", b"{\"a\":1} trailing"),
         400,
@@ -235,15 +277,27 @@ fn bad_input_is_refused_and_nothing_is_forwarded() {
         "body-too-large",
     );
     assert_problem(
-        &stack.send("POST", "/collector/v1/events", &[("content-encoding", "br")], b"{}"),
+        &stack.send(
+            "POST",
+            "/collector/v1/events",
+            &[("content-encoding", "br")],
+            b"{}",
+        ),
         415,
         "unsupported-content-encoding",
     );
-    assert_problem(&stack.post_json("/collector/v1/unknown", b"{}"), 404, "route-not-sealed");
+    assert_problem(
+        &stack.post_json("/collector/v1/unknown", b"{}"),
+        404,
+        "route-not-sealed",
+    );
     assert!(stack.recorded().is_empty(), "nothing reached the upstream");
 
     // Reads on the collector prefix pass untouched.
-    assert_eq!(stack.send("GET", "/collector/v1/config", &[], b"").status, 200);
+    assert_eq!(
+        stack.send("GET", "/collector/v1/config", &[], b"").status,
+        200
+    );
     let rec = stack.recorded();
     assert_eq!((rec.len(), rec[0].path.as_str()), (1, "/v1/config"));
     assert!(!stack.all_logs().contains("078-05-1120"));

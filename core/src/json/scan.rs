@@ -144,7 +144,10 @@ pub fn unescape(raw: &[u8], base: usize, out: &mut Vec<u8>) -> Result<(), JsonEr
             i = run_end;
             continue;
         }
-        let esc = raw.get(i + 1).copied().ok_or(JsonError::Escape { offset: base + i })?;
+        let esc = raw
+            .get(i + 1)
+            .copied()
+            .ok_or(JsonError::Escape { offset: base + i })?;
         let simple = match esc {
             b'"' => Some(b'"'),
             b'\\' => Some(b'\\'),
@@ -239,7 +242,13 @@ pub fn scan_number(input: &[u8], i: usize) -> Result<usize, JsonError> {
         j += 1;
     }
     match input.get(j) {
-        Some(b'0') => j += 1,
+        Some(b'0') => {
+            j += 1;
+            // No leading zeros: `01` is not a JSON number.
+            if input.get(j).is_some_and(u8::is_ascii_digit) {
+                return Err(err(i));
+            }
+        }
         Some(b'1'..=b'9') => j = digits(j).0,
         _ => return Err(err(i)),
     }

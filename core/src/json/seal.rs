@@ -271,7 +271,8 @@ impl<P: Policy> Walker<'_, '_, '_, '_, P> {
             let key = core::str::from_utf8(&self.scratch.key).unwrap_or_default();
             self.policy.field(parent, key)
         } else {
-            self.policy.field(parent, str_at(input, span.start, span.end))
+            self.policy
+                .field(parent, str_at(input, span.start, span.end))
         };
         let k = scan::skip_ws(input, after);
         if input.get(k) != Some(&b':') {

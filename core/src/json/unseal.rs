@@ -198,9 +198,10 @@ fn unseal_string(s: &str, keys: &dyn KeyLookup, stats: &mut UnsealStats, out: &m
     let mut result: Vec<u8> = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let at = b
-            .get(i..)
-            .and_then(|rest| rest.windows(PREFIX.len()).position(|w| w == PREFIX.as_bytes()));
+        let at = b.get(i..).and_then(|rest| {
+            rest.windows(PREFIX.len())
+                .position(|w| w == PREFIX.as_bytes())
+        });
         let Some(p) = at else {
             result.extend_from_slice(b.get(i..).unwrap_or_default());
             break;

@@ -250,8 +250,13 @@ impl MoesifPolicy {
             }
             (
                 Entity::Subscription,
-                "subscription_id" | "company_id" | "status" | "current_period_start"
-                | "current_period_end" | "start_date" | "created",
+                "subscription_id"
+                | "company_id"
+                | "status"
+                | "current_period_start"
+                | "current_period_end"
+                | "start_date"
+                | "created",
             ) => Node::PlainScalar,
             (Entity::Subscription, "items") => Node::SubscriptionItems,
             (
@@ -445,7 +450,10 @@ mod tests {
                 batch: true
             })
         );
-        assert_eq!(r("/v1/subscriptions?x=1").map(|r| r.entity), Some(Entity::Subscription));
+        assert_eq!(
+            r("/v1/subscriptions?x=1").map(|r| r.entity),
+            Some(Entity::Subscription)
+        );
         assert_eq!(r("/v1/config"), None);
         assert_eq!(r("/v1/rules"), None);
         assert_eq!(r("/v2/events"), None);

@@ -1,0 +1,36 @@
+# Veil: entry points. Every target installs what it is missing first (scripts/setup.sh).
+# Addresses for up/demo: VEIL_LISTEN, VEIL_ADMIN, VEIL_KEYSERVICE, VEIL_UPSTREAM (README).
+SHELL := bash
+.DEFAULT_GOAL := help
+.PHONY: help demo up down status test lint wasm bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+demo: ## start the stack (local key) and show a Moesif event before and after Veil
+	scripts/demo.sh
+
+up: ## build what is missing and start the stack in the background; returns when ready
+	scripts/setup.sh
+	scripts/stack.sh up
+
+down: ## stop the stack
+	scripts/stack.sh down
+
+status: ## show whether the stack runs
+	scripts/stack.sh status
+
+test: ## install what is missing, build, lint and run every test
+	scripts/test.sh
+
+lint: ## rustfmt and clippy (unwrap/expect/panic/indexing denied in core and filter)
+	cargo fmt --all -- --check
+	cargo clippy -q -p veil-core -p veil-keyservice -p veil-e2e --all-targets -- -D warnings
+	cargo clippy -q -p veil-filter --target wasm32-wasip1 -- -D warnings
+
+wasm: ## build the filter (target/wasm32-wasip1/release/veil_filter.wasm)
+	cargo build -p veil-filter --target wasm32-wasip1 --release
+
+bench: ## load benchmark with and without the filter: make bench [SCENARIO=seal] [DURATION=5]
+	scripts/setup.sh bench
+	.venv/bin/python bench/run.py $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(DURATION),--duration $(DURATION))

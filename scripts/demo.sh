@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The demo: start the stack (local key, in-memory state), send Moesif's sample event
+# through Veil's collector route, and show what left the company.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VEIL_LISTEN=${VEIL_LISTEN:-127.0.0.1:10000}
+VEIL_UPSTREAM=${VEIL_UPSTREAM:-127.0.0.1:18080}
+RUN=${VEIL_RUN_DIR:-.run}
+
+scripts/setup.sh
+scripts/stack.sh up
+
+echo "==> sending fixtures/moesif/event.json to http://$VEIL_LISTEN/collector/v1/events"
+curl -fsS -X DELETE "http://$VEIL_UPSTREAM/_recorded" >/dev/null
+status=$(curl -sS -o "$RUN/demo-response.json" -w '%{http_code}' -X POST \
+  -H 'content-type: application/json' --data-binary @fixtures/moesif/event.json \
+  "http://$VEIL_LISTEN/collector/v1/events")
+echo "==> Envoy answered $status: $(cat "$RUN/demo-response.json")"
+curl -fsS "http://$VEIL_UPSTREAM/_recorded" | python3 -c '
+import base64, json, sys
+rec = json.load(sys.stdin)
+if not rec:
+    sys.exit("error: the upstream received nothing")
+print("==> the upstream received", rec[-1]["method"], rec[-1]["path"])
+json.dump(json.loads(base64.b64decode(rec[-1]["body_base64"])), open(sys.argv[1], "w"))
+' "$RUN/demo-received.json"
+echo
+python3 scripts/show-side-by-side.py fixtures/moesif/event.json "$RUN/demo-received.json"
+echo
+echo "Field names, timestamps, verb, status, ids and the URI path stay readable; everything"
+echo "else left as veil:v1:<kid>:<mode>:<ciphertext>. The stack is still running:"
+echo "  curl http://$VEIL_UPSTREAM/_recorded     # everything the vendor received"
+echo "  make down                                   # stop it"

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Everything `make test` does: install what is missing, build, lint, run every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '==> %s\n' "$*"; }
+
+scripts/setup.sh
+step "building the filter (wasm32-wasip1, release)"
+cargo build -q -p veil-filter --target wasm32-wasip1 --release
+step "building the native binaries"
+cargo build -q -p veil-keyservice -p veil-e2e --bins
+step "lint"
+make -s lint
+step "tests (unit, property, standards vectors, end to end through Envoy)"
+cargo test -q --workspace --exclude veil-filter
