@@ -18,6 +18,7 @@
 
 pub mod cipher;
 pub mod config;
+pub mod encoding;
 pub mod json;
 pub mod keys;
 pub mod policy;

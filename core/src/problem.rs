@@ -14,6 +14,8 @@ pub enum ProblemKind {
     TooLarge,
     /// 415: a content encoding the filter cannot decode.
     UnsupportedEncoding,
+    /// 400: a gzip/deflate body that does not decompress.
+    BadEncoding,
     /// 404: a body-carrying request on a sealed prefix that no policy route covers.
     RouteNotSealed,
     /// 503: no data key is available (keyservice unreachable, still starting).
@@ -28,6 +30,7 @@ impl ProblemKind {
             ProblemKind::BadJson => 400,
             ProblemKind::TooLarge => 413,
             ProblemKind::UnsupportedEncoding => 415,
+            ProblemKind::BadEncoding => 400,
             ProblemKind::RouteNotSealed => 404,
             ProblemKind::KeyUnavailable => 503,
             ProblemKind::SealFailed => 500,
@@ -39,6 +42,7 @@ impl ProblemKind {
             ProblemKind::BadJson => "bad-json",
             ProblemKind::TooLarge => "body-too-large",
             ProblemKind::UnsupportedEncoding => "unsupported-content-encoding",
+            ProblemKind::BadEncoding => "bad-content-encoding",
             ProblemKind::RouteNotSealed => "route-not-sealed",
             ProblemKind::KeyUnavailable => "key-unavailable",
             ProblemKind::SealFailed => "seal-failed",
@@ -50,6 +54,7 @@ impl ProblemKind {
             ProblemKind::BadJson => "Body is not valid JSON",
             ProblemKind::TooLarge => "Body too large",
             ProblemKind::UnsupportedEncoding => "Unsupported content encoding",
+            ProblemKind::BadEncoding => "Body does not decompress",
             ProblemKind::RouteNotSealed => "No seal policy for this route",
             ProblemKind::KeyUnavailable => "Encryption key unavailable",
             ProblemKind::SealFailed => "Sealing failed",

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use veil_core::config::{RouteAction, SealProfile};
+use veil_core::encoding::{self, ContentEncoding, DecodeError};
 use veil_core::json::{seal_document, SealError};
 use veil_core::policy::moesif::{MoesifPolicy, Route};
 use veil_core::problem::{problem_json, ProblemKind, CONTENT_TYPE};
@@ -26,11 +27,17 @@ use crate::host;
 use crate::metrics::Metrics;
 use crate::vm::VmState;
 
+/// What a sealed route's body needs once it is complete.
+struct Pending {
+    policy: MoesifPolicy,
+    encoding: ContentEncoding,
+}
+
 enum State {
     /// Nothing for Veil to do on this request.
     Passing,
     /// Collecting the body of a sealed route.
-    Buffering(MoesifPolicy),
+    Buffering(Pending),
     /// The sealed body was handed back to Envoy.
     Forwarded,
     /// A problem was answered; the request goes no further.
@@ -106,17 +113,12 @@ impl SealStream {
         if end_of_stream {
             return Ok(State::Passing);
         }
-        if let Some(enc) = host::get_header(req, "content-encoding")
-            .map_err(|e| Refusal::hostcall("reading content-encoding", e))?
-        {
-            if !enc.trim().eq_ignore_ascii_case("identity") && !enc.trim().is_empty() {
-                Metrics::add(self.vm.metrics.rejected_encoding, 1);
-                return Err(Refusal::new(
-                    ProblemKind::UnsupportedEncoding,
-                    "only identity-encoded bodies are sealed by this build",
-                ));
-            }
-        }
+        let header = host::get_header(req, "content-encoding")
+            .map_err(|e| Refusal::hostcall("reading content-encoding", e))?;
+        let encoding = ContentEncoding::from_header(header.as_deref()).map_err(|e| {
+            Metrics::add(self.vm.metrics.rejected_encoding, 1);
+            Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string())
+        })?;
         if let Some(len) = host::get_header(req, "content-length")
             .map_err(|e| Refusal::hostcall("reading content-length", e))?
         {
@@ -129,13 +131,18 @@ impl SealStream {
                 return Err(self.too_large());
             }
         }
-        // The sealed body has another length; Envoy frames it anew.
+        // The sealed body has another length; Envoy frames it anew. A compressed body is
+        // forwarded decompressed (sealed values do not compress anyway).
         host::remove_header(req, "content-length")
             .map_err(|e| Refusal::hostcall("removing content-length", e))?;
-        Ok(State::Buffering(MoesifPolicy::new(
-            route,
-            Arc::clone(rules),
-        )))
+        if encoding != ContentEncoding::Identity {
+            host::remove_header(req, "content-encoding")
+                .map_err(|e| Refusal::hostcall("removing content-encoding", e))?;
+        }
+        Ok(State::Buffering(Pending {
+            policy: MoesifPolicy::new(route, Arc::clone(rules)),
+            encoding,
+        }))
     }
 
     fn too_large(&self) -> Refusal {
@@ -149,7 +156,7 @@ impl SealStream {
     }
 
     /// Seals the whole buffered body in place.
-    fn seal_body(&self, policy: &MoesifPolicy) -> Result<(), Refusal> {
+    fn seal_body(&self, pending: &Pending) -> Result<(), Refusal> {
         let vm = &self.vm;
         let limit = vm.config.max_body_bytes;
         let body = host::get_buffer(BufferType::HttpRequestBody, 0, limit.saturating_add(1))
@@ -159,6 +166,20 @@ impl SealStream {
             return Err(self.too_large());
         }
         let size = body.len();
+        let body = encoding::decode(pending.encoding, &body, limit).map_err(|e| {
+            let kind = match e {
+                DecodeError::TooLarge { .. } => {
+                    Metrics::add(vm.metrics.rejected_too_large, 1);
+                    ProblemKind::TooLarge
+                }
+                DecodeError::Corrupt(_) => {
+                    Metrics::add(vm.metrics.rejected_encoding, 1);
+                    ProblemKind::BadEncoding
+                }
+                DecodeError::Unsupported(_) => ProblemKind::UnsupportedEncoding,
+            };
+            Refusal::new(kind, e.to_string())
+        })?;
         let now = host::now().map_err(|e| Refusal::hostcall("reading the clock", e))?;
         let Some(key) = vm.sealing_key(host::unix_secs(now)) else {
             Metrics::add(vm.metrics.rejected_no_key, 1);
@@ -168,7 +189,7 @@ impl SealStream {
             ));
         };
         let sealed = vm.with_buffers(|scratch, out| {
-            seal_document(&body, policy, &key, vm.config.max_depth, scratch, out).map(|stats| {
+            seal_document(&body, &pending.policy, &key, vm.config.max_depth, scratch, out).map(|stats| {
                 let r = host::set_buffer(BufferType::HttpRequestBody, 0, size, out);
                 (stats, r)
             })
@@ -219,10 +240,10 @@ impl SealStream {
     }
 
     fn finish(&mut self) -> Action {
-        let State::Buffering(policy) = &self.state else {
+        let State::Buffering(pending) = &self.state else {
             return Action::Continue;
         };
-        match self.seal_body(policy) {
+        match self.seal_body(pending) {
             Ok(()) => {
                 self.state = State::Forwarded;
                 Action::Continue

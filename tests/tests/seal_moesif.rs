@@ -340,3 +340,62 @@ fn an_invalid_filter_config_is_refused_by_envoy_naming_the_path() {
         "Envoy's log names the path:\n{err}"
     );
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn compressed_bodies_are_decoded_sealed_and_forwarded_identity() {
+    let stack = Stack::start();
+    let batch = fixture("events-batch.json");
+    for (encoding, body) in [("gzip", gzip(&batch)), ("deflate", zlib(&batch))] {
+        stack.clear_recorded();
+        let resp = stack.send(
+            "POST",
+            "/collector/v1/events/batch",
+            &[("content-type", "application/json"), ("content-encoding", encoding)],
+            &body,
+        );
+        assert_eq!(resp.status, 200, "{encoding}: {}", resp.text());
+        let rec = stack.recorded();
+        assert_eq!(rec[0].header("content-encoding"), None, "{encoding}: forwarded as identity");
+        let fwd: Value = serde_json::from_slice(&rec[0].body).expect("forwarded body is JSON");
+        let ssn = fwd[0]["request"]["body"]["patient"]["ssn"].as_str().unwrap();
+        assert!(SealedValue::parse(ssn).is_some(), "{encoding}: sealed");
+        assert_eq!(unseal(&stack, &rec[0].body), batch, "{encoding}: round trip");
+    }
+    stack.clear_recorded();
+    // 64 MiB of JSON whitespace compress to ~64 KiB: refused at the 1 MiB limit, no OOM.
+    let mut bomb_doc = b"[".to_vec();
+    bomb_doc.resize(64 << 20, b' ');
+    bomb_doc.push(b']');
+    let bomb = gzip(&bomb_doc);
+    assert!(bomb.len() < 1 << 20);
+    let resp = stack.send(
+        "POST",
+        "/collector/v1/events/batch",
+        &[("content-encoding", "gzip")],
+        &bomb,
+    );
+    assert_problem(&resp, 413, "body-too-large");
+    let resp = stack.send(
+        "POST",
+        "/collector/v1/events",
+        &[("content-encoding", "gzip")],
+        b"not gzip at all",
+    );
+    assert_problem(&resp, 400, "bad-content-encoding");
+    assert!(stack.recorded().is_empty());
+    assert_eq!(stack.stat("wasm.veil.vm_reload_success"), 0);
+}
