@@ -37,7 +37,9 @@ if [ ! -x .venv/bin/python ]; then
   step "creating .venv"
   python3 -m venv .venv
 fi
-if .venv/bin/pip install -q --disable-pip-version-check --dry-run -r requirements.txt 2>/dev/null | grep -q "Would install"; then
+# Reinstall whenever requirements.txt changed since the last install.
+if [ ! -f .venv/.requirements-installed ] || [ requirements.txt -nt .venv/.requirements-installed ]; then
   step "installing Python requirements into .venv (requirements.txt)"
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  touch .venv/.requirements-installed
 fi

@@ -65,7 +65,9 @@ pub fn decode(
 
 fn is_zlib_header(b: &[u8]) -> bool {
     match (b.first(), b.get(1)) {
-        (Some(&cmf), Some(&flg)) => cmf & 0x0F == 8 && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0,
+        (Some(&cmf), Some(&flg)) => {
+            cmf & 0x0F == 8 && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0
+        }
         _ => false,
     }
 }
@@ -111,7 +113,10 @@ mod tests {
     #[test]
     fn gzip_zlib_and_raw_deflate_decode() {
         let data = br#"{"a":"b"}"#;
-        assert_eq!(&*decode(ContentEncoding::Gzip, &gz(data), 100).unwrap(), data);
+        assert_eq!(
+            &*decode(ContentEncoding::Gzip, &gz(data), 100).unwrap(),
+            data
+        );
         let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
         z.write_all(data).unwrap();
         let z = z.finish().unwrap();

@@ -189,7 +189,15 @@ impl SealStream {
             ));
         };
         let sealed = vm.with_buffers(|scratch, out| {
-            seal_document(&body, &pending.policy, &key, vm.config.max_depth, scratch, out).map(|stats| {
+            seal_document(
+                &body,
+                &pending.policy,
+                &key,
+                vm.config.max_depth,
+                scratch,
+                out,
+            )
+            .map(|stats| {
                 let r = host::set_buffer(BufferType::HttpRequestBody, 0, size, out);
                 (stats, r)
             })

@@ -364,16 +364,29 @@ fn compressed_bodies_are_decoded_sealed_and_forwarded_identity() {
         let resp = stack.send(
             "POST",
             "/collector/v1/events/batch",
-            &[("content-type", "application/json"), ("content-encoding", encoding)],
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", encoding),
+            ],
             &body,
         );
         assert_eq!(resp.status, 200, "{encoding}: {}", resp.text());
         let rec = stack.recorded();
-        assert_eq!(rec[0].header("content-encoding"), None, "{encoding}: forwarded as identity");
+        assert_eq!(
+            rec[0].header("content-encoding"),
+            None,
+            "{encoding}: forwarded as identity"
+        );
         let fwd: Value = serde_json::from_slice(&rec[0].body).expect("forwarded body is JSON");
-        let ssn = fwd[0]["request"]["body"]["patient"]["ssn"].as_str().unwrap();
+        let ssn = fwd[0]["request"]["body"]["patient"]["ssn"]
+            .as_str()
+            .unwrap();
         assert!(SealedValue::parse(ssn).is_some(), "{encoding}: sealed");
-        assert_eq!(unseal(&stack, &rec[0].body), batch, "{encoding}: round trip");
+        assert_eq!(
+            unseal(&stack, &rec[0].body),
+            batch,
+            "{encoding}: round trip"
+        );
     }
     stack.clear_recorded();
     // 64 MiB of JSON whitespace compress to ~64 KiB: refused at the 1 MiB limit, no OOM.
