@@ -2,7 +2,8 @@
 //!
 //! - [`Root`] validates the configuration in `on_configure` and keeps data keys fresh from
 //!   `on_tick` (callouts to the keyservice cluster; shared data between workers).
-//! - [`seal_stream::SealStream`] is one request's state machine.
+//! - [`stream::Stream`] is one HTTP stream: it finds the route rule and hands the stream to
+//!   that rule's role ([`seal_stream::SealRequest`], ...), each a state machine of its own.
 //!
 //! No panics: hostcalls go through [`host`], which returns every status as a value.
 #![deny(
@@ -18,7 +19,9 @@
 mod host;
 mod keycache;
 mod metrics;
+mod reply;
 mod seal_stream;
+mod stream;
 mod vm;
 
 use std::rc::Rc;
@@ -257,8 +260,8 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(match &self.vm {
-            Some(vm) => Box::new(seal_stream::SealStream::new(Rc::clone(vm))),
-            None => Box::new(seal_stream::Unconfigured),
+            Some(vm) => Box::new(stream::Stream::new(Rc::clone(vm))),
+            None => Box::new(stream::Unconfigured),
         })
     }
 

@@ -1,5 +1,5 @@
-//! One request on a sealed route: a small state machine between Envoy's callbacks and
-//! `veil_core::json::seal_document`.
+//! The seal role: one request on a sealed route, a small state machine between Envoy's
+//! request callbacks and `veil_core::json::seal_document`.
 //!
 //! ```text
 //! headers ──(no rule / no body / policy off)──► Passing
@@ -12,19 +12,18 @@
 //! Fail closed: every failure after `Buffering` answers a problem and stops the request, so
 //! a body the policy seals never reaches the upstream in plaintext.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
-use veil_core::config::{RouteAction, SealProfile};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use veil_core::config::{RouteRule, SealProfile};
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
 use veil_core::json::{seal_document, SealError};
 use veil_core::policy::moesif::{MoesifPolicy, Route};
-use veil_core::problem::{problem_json, ProblemKind, CONTENT_TYPE};
+use veil_core::problem::ProblemKind;
 
 use crate::host;
 use crate::metrics::Metrics;
+use crate::reply::{refuse, Refusal};
 use crate::vm::VmState;
 
 /// What a sealed route's body needs once it is complete.
@@ -44,52 +43,43 @@ enum State {
     Refused,
 }
 
-pub struct SealStream {
-    vm: Rc<VmState>,
+/// One request on a sealed route.
+pub struct SealRequest {
     state: State,
 }
 
-/// A refusal: the problem to answer and, for the log, what caused it (never content).
-struct Refusal {
-    kind: ProblemKind,
-    detail: String,
-}
-
-impl Refusal {
-    fn new(kind: ProblemKind, detail: impl Into<String>) -> Refusal {
-        Refusal {
-            kind,
-            detail: detail.into(),
+impl SealRequest {
+    /// Starts on the request headers of a route sealed with `profile`; `rest` is the path
+    /// after the rule's prefix.
+    pub fn start(
+        vm: &VmState,
+        rule: &RouteRule,
+        profile: &SealProfile,
+        rest: &str,
+        end_of_stream: bool,
+    ) -> (SealRequest, Action) {
+        match Self::on_headers(vm, rule, profile, rest, end_of_stream) {
+            Ok(state) => (SealRequest { state }, Action::Continue),
+            Err(r) => (
+                SealRequest {
+                    state: State::Refused,
+                },
+                refuse(&vm.metrics, &r),
+            ),
         }
     }
 
-    fn hostcall(what: &str, e: host::HostError) -> Refusal {
-        Refusal::new(
-            ProblemKind::SealFailed,
-            format!("{what} failed with host status {}", e.0),
-        )
-    }
-}
-
-impl SealStream {
-    pub fn new(vm: Rc<VmState>) -> SealStream {
-        SealStream {
-            vm,
-            state: State::Passing,
-        }
-    }
-
-    fn on_headers(&mut self, end_of_stream: bool) -> Result<State, Refusal> {
+    fn on_headers(
+        vm: &VmState,
+        rule: &RouteRule,
+        profile: &SealProfile,
+        rest: &str,
+        end_of_stream: bool,
+    ) -> Result<State, Refusal> {
         let req = MapType::HttpRequestHeaders;
-        let path = host::get_header(req, ":path")
-            .map_err(|e| Refusal::hostcall("reading :path", e))?
-            .unwrap_or_default();
-        let Some((rule, rest)) = self.vm.config.route(&path) else {
-            return Ok(State::Passing);
-        };
-        let RouteAction::Seal(SealProfile::Moesif(rules)) = &rule.action;
+        let SealProfile::Moesif(rules) = profile;
         if !rules.enabled {
-            Metrics::add(self.vm.metrics.seal_passthrough, 1);
+            Metrics::add(vm.metrics.seal_passthrough, 1);
             return Ok(State::Passing);
         }
         let Some(route) = Route::from_path(rest) else {
@@ -101,7 +91,7 @@ impl SealStream {
             if end_of_stream || matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
                 return Ok(State::Passing);
             }
-            Metrics::add(self.vm.metrics.rejected_route, 1);
+            Metrics::add(vm.metrics.rejected_route, 1);
             return Err(Refusal::new(
                 ProblemKind::RouteNotSealed,
                 format!(
@@ -116,7 +106,7 @@ impl SealStream {
         let header = host::get_header(req, "content-encoding")
             .map_err(|e| Refusal::hostcall("reading content-encoding", e))?;
         let encoding = ContentEncoding::from_header(header.as_deref()).map_err(|e| {
-            Metrics::add(self.vm.metrics.rejected_encoding, 1);
+            Metrics::add(vm.metrics.rejected_encoding, 1);
             Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string())
         })?;
         if let Some(len) = host::get_header(req, "content-length")
@@ -125,10 +115,10 @@ impl SealStream {
             if len
                 .trim()
                 .parse::<usize>()
-                .is_ok_and(|n| n > self.vm.config.max_body_bytes)
+                .is_ok_and(|n| n > vm.config.max_body_bytes)
             {
-                Metrics::add(self.vm.metrics.rejected_too_large, 1);
-                return Err(self.too_large());
+                Metrics::add(vm.metrics.rejected_too_large, 1);
+                return Err(too_large(vm));
             }
         }
         // The sealed body has another length; Envoy frames it anew. A compressed body is
@@ -145,25 +135,14 @@ impl SealStream {
         }))
     }
 
-    fn too_large(&self) -> Refusal {
-        Refusal::new(
-            ProblemKind::TooLarge,
-            format!(
-                "the body exceeds max_body_bytes ({})",
-                self.vm.config.max_body_bytes
-            ),
-        )
-    }
-
     /// Seals the whole buffered body in place.
-    fn seal_body(&self, pending: &Pending) -> Result<(), Refusal> {
-        let vm = &self.vm;
+    fn seal_body(vm: &VmState, pending: &Pending) -> Result<(), Refusal> {
         let limit = vm.config.max_body_bytes;
         let body = host::get_buffer(BufferType::HttpRequestBody, 0, limit.saturating_add(1))
             .map_err(|e| Refusal::hostcall("reading the body", e))?;
         if body.len() > limit {
             Metrics::add(vm.metrics.rejected_too_large, 1);
-            return Err(self.too_large());
+            return Err(too_large(vm));
         }
         let size = body.len();
         let body = encoding::decode(pending.encoding, &body, limit).map_err(|e| {
@@ -217,100 +196,57 @@ impl SealStream {
         }
     }
 
-    /// Answers the problem and stops the request. If even the answer fails, the request
-    /// stays stopped: nothing is forwarded.
-    fn refuse(&mut self, r: Refusal) -> Action {
-        if r.kind == ProblemKind::SealFailed {
-            Metrics::add(self.vm.metrics.seal_failed, 1);
-        }
-        host::log(
-            LogLevel::Info,
-            &format!("veil: refused request: {} ({})", r.kind.code(), r.detail),
-        );
-        let body = problem_json(r.kind, &r.detail);
-        let status = u32::from(r.kind.status());
-        if let Err(e) = host::send_local_response(
-            status,
-            &[
-                ("content-type", CONTENT_TYPE),
-                ("cache-control", "no-store"),
-            ],
-            &body,
-        ) {
-            Metrics::add(self.vm.metrics.hostcall_failed, 1);
-            host::log(
-                LogLevel::Error,
-                &format!("veil: could not send the refusal (host status {})", e.0),
-            );
-        }
-        self.state = State::Refused;
-        Action::Pause
-    }
-
-    fn finish(&mut self) -> Action {
+    fn finish(&mut self, vm: &VmState) -> Action {
         let State::Buffering(pending) = &self.state else {
             return Action::Continue;
         };
-        match self.seal_body(pending) {
+        match Self::seal_body(vm, pending) {
             Ok(()) => {
                 self.state = State::Forwarded;
                 Action::Continue
             }
-            Err(r) => self.refuse(r),
-        }
-    }
-}
-
-impl Context for SealStream {}
-
-impl HttpContext for SealStream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        match self.on_headers(end_of_stream) {
-            Ok(state) => {
-                self.state = state;
-                Action::Continue
+            Err(r) => {
+                self.state = State::Refused;
+                refuse(&vm.metrics, &r)
             }
-            Err(r) => self.refuse(r),
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    pub fn on_request_body(
+        &mut self,
+        vm: &VmState,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
         match self.state {
-            State::Buffering(_) if body_size > self.vm.config.max_body_bytes => {
-                Metrics::add(self.vm.metrics.rejected_too_large, 1);
-                let r = self.too_large();
-                self.refuse(r)
+            State::Buffering(_) if body_size > vm.config.max_body_bytes => {
+                Metrics::add(vm.metrics.rejected_too_large, 1);
+                self.state = State::Refused;
+                refuse(&vm.metrics, &too_large(vm))
             }
             State::Buffering(_) if !end_of_stream => Action::Pause,
-            State::Buffering(_) => self.finish(),
+            State::Buffering(_) => self.finish(vm),
             State::Refused => Action::Pause,
             State::Passing | State::Forwarded => Action::Continue,
         }
     }
 
     /// HTTP/2 requests with trailers never see `end_of_stream` in the body callback.
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+    pub fn on_request_trailers(&mut self, vm: &VmState) -> Action {
         match self.state {
-            State::Buffering(_) => self.finish(),
+            State::Buffering(_) => self.finish(vm),
             State::Refused => Action::Pause,
             State::Passing | State::Forwarded => Action::Continue,
         }
     }
 }
 
-/// Stands in when the plugin has no valid configuration: every request is refused, so a
-/// broken deployment fails closed rather than forwarding plaintext.
-pub struct Unconfigured;
-
-impl Context for Unconfigured {}
-
-impl HttpContext for Unconfigured {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let body = problem_json(
-            ProblemKind::KeyUnavailable,
-            "the Veil filter is not configured",
-        );
-        let _ = host::send_local_response(503, &[("content-type", CONTENT_TYPE)], &body);
-        Action::Pause
-    }
+fn too_large(vm: &VmState) -> Refusal {
+    Refusal::new(
+        ProblemKind::TooLarge,
+        format!(
+            "the body exceeds max_body_bytes ({})",
+            vm.config.max_body_bytes
+        ),
+    )
 }

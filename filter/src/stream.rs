@@ -1,0 +1,93 @@
+//! One HTTP stream: finds the route rule on the request headers and hands the stream to
+//! that rule's role. Each role is its own state machine in its own module.
+
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+use veil_core::config::RouteAction;
+use veil_core::problem::ProblemKind;
+
+use crate::host;
+use crate::reply::{refuse, Refusal};
+use crate::seal_stream::SealRequest;
+use crate::vm::VmState;
+
+enum Role {
+    /// No rule matched (or not decided yet): Veil stays out of the way.
+    Idle,
+    Seal(SealRequest),
+    /// Refused before any role started.
+    Refused,
+}
+
+pub struct Stream {
+    vm: Rc<VmState>,
+    role: Role,
+}
+
+impl Stream {
+    pub fn new(vm: Rc<VmState>) -> Stream {
+        Stream {
+            vm,
+            role: Role::Idle,
+        }
+    }
+}
+
+impl Context for Stream {}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let vm = Rc::clone(&self.vm);
+        let path = match host::get_header(MapType::HttpRequestHeaders, ":path") {
+            Ok(p) => p.unwrap_or_default(),
+            Err(e) => {
+                self.role = Role::Refused;
+                return refuse(&vm.metrics, &Refusal::hostcall("reading :path", e));
+            }
+        };
+        let Some((rule, rest)) = vm.config.route(&path) else {
+            return Action::Continue;
+        };
+        match &rule.action {
+            RouteAction::Seal(profile) => {
+                let (seal, action) = SealRequest::start(&vm, rule, profile, rest, end_of_stream);
+                self.role = Role::Seal(seal);
+                action
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &mut self.role {
+            Role::Seal(s) => s.on_request_body(&self.vm, body_size, end_of_stream),
+            Role::Refused => Action::Pause,
+            Role::Idle => Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match &mut self.role {
+            Role::Seal(s) => s.on_request_trailers(&self.vm),
+            Role::Refused => Action::Pause,
+            Role::Idle => Action::Continue,
+        }
+    }
+}
+
+/// Stands in when the plugin has no valid configuration: every request is refused, so a
+/// broken deployment fails closed rather than forwarding plaintext.
+pub struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let r = Refusal::new(
+            ProblemKind::KeyUnavailable,
+            "the Veil filter is not configured",
+        );
+        refuse(&crate::metrics::Metrics::default(), &r)
+    }
+}
