@@ -36,17 +36,14 @@
 //! [`SealingKey::new`] derives both subkeys and builds the keyed ciphers once (AES-256-GCM:
 //! AES key schedule + GHASH key; AES-SIV: CMAC key schedule + subkeys). Sealing does no heap
 //! allocation other than growing `out`: the plaintext is copied into `out`, encrypted there in
-//! place, base64-encoded behind it and moved down. (aes-siv 0.8 keeps the raw CTR key and
-//! expands it on every call; that one AES-256 key expansion per deterministic value is inside
-//! the crate.)
+//! place, base64-encoded behind it and moved down. Deterministic mode uses [`crate::siv::PreparedSiv`]: RFC 5297
+//! with the S2V prefix of the fixed AD computed once per kid.
 
 use core::fmt;
-use std::sync::{Mutex, TryLockError};
 
 use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
-use aes_siv::siv::Aes256Siv;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hkdf::Hkdf;
@@ -55,6 +52,7 @@ use thiserror::Error;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::keys::{Dek, Kid};
+use crate::siv::PreparedSiv;
 use crate::value::{Mode, SealedValue, GCM_NONCE_LEN, GCM_TAG_LEN, PREFIX, SIV_TAG_LEN, TYPE_LEN};
 
 /// HKDF info for the 64-byte AES-SIV (CMAC-AES-256 + CTR-AES-256) key.
@@ -130,18 +128,13 @@ impl fmt::Debug for Opened {
 
 /// The keyed ciphers of one kid.
 struct Ciphers {
-    /// Kept to build a fresh AES-SIV instance when the cached one is busy (another thread).
-    siv_key: Zeroizing<[u8; 64]>,
-    /// aes-siv 0.8 needs `&mut` (its CMAC state) for every call. The prepared instance is
-    /// borrowed with `try_lock`, which never blocks and never panics; if it is busy (only
-    /// possible with concurrent callers, never in the single-threaded filter) or poisoned,
-    /// the call uses a fresh instance instead.
-    siv: Mutex<Aes256Siv>,
+    /// AES-SIV with the deterministic header as its one AD, prepared once (crate::siv).
+    siv: PreparedSiv,
     gcm: Aes256Gcm,
 }
 
 impl Ciphers {
-    fn new(dek: &Dek) -> Result<Ciphers, CipherError> {
+    fn new(dek: &Dek, ad_d: &[u8]) -> Result<Ciphers, CipherError> {
         let hk = Hkdf::<Sha256>::from_prk(dek.as_bytes()).map_err(|_| CipherError::KeySetup)?;
         let mut siv_key = Zeroizing::new([0u8; 64]);
         hk.expand(SIV_KEY_INFO, &mut siv_key[..])
@@ -149,27 +142,10 @@ impl Ciphers {
         let mut gcm_key = Zeroizing::new([0u8; 32]);
         hk.expand(GCM_KEY_INFO, &mut gcm_key[..])
             .map_err(|_| CipherError::KeySetup)?;
-        let siv = Mutex::new(new_siv(&siv_key));
+        let siv = PreparedSiv::new(&siv_key, ad_d);
         let gcm = Aes256Gcm::new(&(*gcm_key).into());
-        Ok(Ciphers { siv_key, siv, gcm })
+        Ok(Ciphers { siv, gcm })
     }
-
-    /// Runs `f` with an AES-SIV instance (the cached one if free).
-    fn with_siv<R>(&self, f: impl FnOnce(&mut Aes256Siv) -> R) -> R {
-        match self.siv.try_lock() {
-            Ok(mut guard) => f(&mut guard),
-            Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => {
-                f(&mut new_siv(&self.siv_key))
-            }
-        }
-    }
-}
-
-fn new_siv(key: &[u8; 64]) -> Aes256Siv {
-    let mut k = aes_siv::Key::<Aes256Siv>::from(*key);
-    let siv = Aes256Siv::new(&k);
-    k.zeroize();
-    siv
 }
 
 /// Cipher state for one kid, built once (key schedules computed once) and reused for every
@@ -205,14 +181,15 @@ impl SealingKey {
                 .into_bytes()
                 .into_boxed_slice()
         };
+        let ad_d = ad(Mode::Deterministic.as_char());
         let ciphers = if canonical {
-            Ciphers::new(dek)
+            Ciphers::new(dek, &ad_d)
         } else {
             Err(CipherError::UnencodableKid)
         };
         SealingKey {
             kid,
-            ad_d: ad(Mode::Deterministic.as_char()),
+            ad_d,
             ad_r: ad(Mode::Randomized.as_char()),
             ciphers,
         }
@@ -285,14 +262,12 @@ impl SealingKey {
                 raw.push(ty.as_byte());
                 raw.extend_from_slice(value);
             },
-            |ad, raw| {
+            |_ad, raw| {
+                // The AD (the `d` header) is built into the prepared SIV state.
                 let (tag, pt) = raw
                     .split_at_mut_checked(SIV_TAG_LEN)
                     .ok_or(CipherError::TooLarge)?;
-                let v = ciphers
-                    .with_siv(|siv| siv.encrypt_inout_detached([ad], InOutBuf::from(pt)))
-                    .map_err(|_| CipherError::TooLarge)?;
-                tag.copy_from_slice(&v);
+                tag.copy_from_slice(&ciphers.siv.encrypt(pt));
                 Ok(())
             },
         )
@@ -419,9 +394,11 @@ impl SealingKey {
                 let (tag, ct) = buf
                     .split_at_mut_checked(SIV_TAG_LEN)
                     .ok_or(CipherError::Malformed)?;
-                let tag = aes_siv::Tag::try_from(&*tag).map_err(|_| CipherError::Malformed)?;
+                let tag: [u8; SIV_TAG_LEN] =
+                    (&*tag).try_into().map_err(|_| CipherError::Malformed)?;
                 ciphers
-                    .with_siv(|siv| siv.decrypt_inout_detached([ad], InOutBuf::from(ct), &tag))
+                    .siv
+                    .decrypt(&tag, ct)
                     .map_err(|_| CipherError::Authentication)?;
                 (SIV_TAG_LEN, n)
             }
@@ -476,24 +453,6 @@ mod tests {
         assert!(dbg.contains("SealingKey"), "{dbg}");
         assert!(!dbg.to_lowercase().contains("ab, ab"), "{dbg}");
         assert!(!dbg.contains("171"), "{dbg}");
-    }
-
-    #[test]
-    fn busy_cached_siv_falls_back_to_a_fresh_instance() {
-        let kid: Kid = "r1.2026-01".parse().unwrap();
-        let key = SealingKey::new(kid, &Dek::from_bytes([7; 32]));
-        let mut a = Vec::new();
-        key.seal_into(Mode::Deterministic, ValueType::String, b"x", &mut a)
-            .unwrap();
-        let c = key.ciphers().unwrap();
-        let _held = c.siv.try_lock().unwrap();
-        let mut b = Vec::new();
-        key.seal_into(Mode::Deterministic, ValueType::String, b"x", &mut b)
-            .unwrap();
-        assert_eq!(a, b);
-        let s = String::from_utf8(b).unwrap();
-        let opened = key.open(&SealedValue::parse(&s).unwrap()).unwrap();
-        assert_eq!(&opened.value[..], b"x");
     }
 
     #[test]

@@ -23,4 +23,5 @@ pub mod json;
 pub mod keys;
 pub mod policy;
 pub mod problem;
+pub mod siv;
 pub mod value;
