@@ -56,7 +56,7 @@ impl PreparedSiv {
 
     /// S2V over the message (RFC 5297 §2.4, last step).
     fn s2v(&self, msg: &[u8]) -> Block {
-        let mut state = self.d_ad.clone();
+        let mut state = self.d_ad;
         let mut mac = self.mac.clone();
         if let Some(n) = msg.len().checked_sub(16) {
             let (head, tail) = msg.split_at(n);
@@ -74,7 +74,7 @@ impl PreparedSiv {
     }
 
     fn ctr(&self, v: &Block, buf: &mut [u8]) {
-        let mut iv = v.clone();
+        let mut iv = *v;
         for i in [8, 12] {
             if let Some(b) = iv.get_mut(i) {
                 *b &= 0x7f;
