@@ -276,7 +276,7 @@ proptest::proptest! {
         let k: [u8; 64] = key.clone().try_into().unwrap();
         let mut buf = msg.clone();
         let tag = PreparedSiv::new(&k, &ad).encrypt(&mut buf);
-        let reference = Siv.seal(&key, &[ad.clone()], &msg);
+        let reference = Siv.seal(&key, std::slice::from_ref(&ad), &msg);
         proptest::prop_assert_eq!([&tag[..], &buf[..]].concat(), reference);
     }
 }
