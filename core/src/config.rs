@@ -32,6 +32,7 @@ impl ConfigError {
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_DEPTH: usize = 128;
+pub const DEFAULT_SEAL_MEMO_ENTRIES: usize = 8192;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +44,10 @@ struct RawConfig {
     max_body_bytes: Option<usize>,
     #[serde(default)]
     max_depth: Option<usize>,
+    #[serde(default)]
+    seal_memo_entries: Option<usize>,
+    #[serde(default)]
+    seal_memo_max_value_bytes: Option<usize>,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -154,6 +159,10 @@ pub struct FilterConfig {
     pub rotation: RotationMonths,
     pub max_body_bytes: usize,
     pub max_depth: usize,
+    /// Deterministic seals remembered per worker (0 = off). Default 8192.
+    pub seal_memo_entries: usize,
+    /// Longest value the memo keeps. Default 128 bytes.
+    pub seal_memo_max_value_bytes: usize,
     /// Longest prefix first.
     pub routes: Vec<RouteRule>,
 }
@@ -239,6 +248,20 @@ impl FilterConfig {
         if !(1..=1024).contains(&max_depth) {
             return Err(ConfigError::at("max_depth", "must be from 1 to 1024"));
         }
+        let seal_memo_entries = raw.seal_memo_entries.unwrap_or(DEFAULT_SEAL_MEMO_ENTRIES);
+        if seal_memo_entries > 1_000_000 {
+            return Err(ConfigError::at(
+                "seal_memo_entries",
+                "must be from 0 (off) to 1000000",
+            ));
+        }
+        let seal_memo_max_value_bytes = raw.seal_memo_max_value_bytes.unwrap_or(128);
+        if !(1..=4096).contains(&seal_memo_max_value_bytes) {
+            return Err(ConfigError::at(
+                "seal_memo_max_value_bytes",
+                "must be from 1 to 4096",
+            ));
+        }
 
         let mut routes = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
@@ -298,6 +321,8 @@ impl FilterConfig {
             rotation,
             max_body_bytes,
             max_depth,
+            seal_memo_entries,
+            seal_memo_max_value_bytes,
             routes,
         })
     }

@@ -21,6 +21,7 @@ pub mod config;
 pub mod encoding;
 pub mod json;
 pub mod keys;
+pub mod memo;
 pub mod policy;
 pub mod problem;
 pub mod siv;

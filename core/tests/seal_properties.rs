@@ -8,8 +8,11 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use serde_json::Value;
 use veil_core::cipher::SealingKey;
-use veil_core::json::{seal_document, unseal_document, Leaf, LeafAction, Policy, Scratch};
+use veil_core::json::{
+    seal_document, seal_document_with, unseal_document, Leaf, LeafAction, Memoized, Policy, Scratch,
+};
 use veil_core::keys::{Dek, Epoch, Kid};
+use veil_core::memo::SealMemo;
 use veil_core::policy::moesif::{MoesifOptions, MoesifPolicy, MoesifRules, Route};
 use veil_core::value::Mode;
 
@@ -29,6 +32,22 @@ impl Policy for SealAll {
     fn leaf(&self, _: (), leaf: Leaf<'_>) -> LeafAction {
         match leaf {
             Leaf::Bool(_) => LeafAction::Seal(Mode::Randomized),
+            Leaf::Null => LeafAction::Keep,
+            _ => LeafAction::Seal(Mode::Deterministic),
+        }
+    }
+}
+
+/// Seals every non-null leaf deterministically.
+struct DetAll;
+
+impl Policy for DetAll {
+    type Node = ();
+    fn root(&self) {}
+    fn field(&self, _: (), _: &str) {}
+    fn element(&self, _: ()) {}
+    fn leaf(&self, _: (), leaf: Leaf<'_>) -> LeafAction {
+        match leaf {
             Leaf::Null => LeafAction::Keep,
             _ => LeafAction::Seal(Mode::Deterministic),
         }
@@ -100,6 +119,23 @@ proptest! {
         let route = Route::from_path(if batch { "/v1/events/batch" } else { "/v1/events" }).unwrap();
         let policy = MoesifPolicy::new(route, Arc::new(MoesifRules::new(&MoesifOptions::default())));
         round_trip(&serde_json::to_vec(&v).unwrap(), &policy);
+    }
+
+    /// The deterministic memo never changes a result: memoized sealing (cold, then warm, with
+    /// a memo small enough to evict) is byte-identical to direct sealing.
+    #[test]
+    fn memoized_sealing_is_identical(v in json_value()) {
+        let doc = serde_json::to_vec(&v).unwrap();
+        let k = key();
+        let mut direct = Vec::new();
+        seal_document(&doc, &DetAll, &k, 128, &mut Scratch::default(), &mut direct).unwrap();
+        let mut memo = SealMemo::new(8, 64);
+        for _ in 0..2 {
+            let mut memoized = Vec::new();
+            let mut sealer = Memoized { key: &k, memo: &mut memo };
+            seal_document_with(&doc, &DetAll, &mut sealer, 128, &mut Scratch::default(), &mut memoized).unwrap();
+            prop_assert_eq!(&memoized, &direct);
+        }
     }
 
     /// Byte-level mutations of valid JSON: the sealer accepts exactly what serde_json accepts.

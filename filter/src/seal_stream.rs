@@ -17,7 +17,7 @@ use std::sync::Arc;
 use proxy_wasm::types::{Action, BufferType, MapType};
 use veil_core::config::{RouteRule, SealProfile};
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
-use veil_core::json::{seal_document, SealError};
+use veil_core::json::{seal_document_with, Memoized, SealError};
 use veil_core::policy::moesif::{MoesifPolicy, Route};
 use veil_core::problem::ProblemKind;
 
@@ -167,17 +167,21 @@ impl SealRequest {
                 "no data key for the current epoch yet (keyservice unreachable or starting)",
             ));
         };
-        let sealed = vm.with_buffers(|scratch, out| {
-            seal_document(
+        let sealed = vm.with_buffers(|b| {
+            let mut sealer = Memoized {
+                key: &key,
+                memo: &mut b.memo,
+            };
+            seal_document_with(
                 &body,
                 &pending.policy,
-                &key,
+                &mut sealer,
                 vm.config.max_depth,
-                scratch,
-                out,
+                &mut b.scratch,
+                &mut b.out,
             )
             .map(|stats| {
-                let r = host::set_buffer(BufferType::HttpRequestBody, 0, size, out);
+                let r = host::set_buffer(BufferType::HttpRequestBody, 0, size, &b.out);
                 (stats, r)
             })
         });

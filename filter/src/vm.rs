@@ -7,6 +7,7 @@ use std::rc::Rc;
 use veil_core::cipher::SealingKey;
 use veil_core::config::FilterConfig;
 use veil_core::json::Scratch;
+use veil_core::memo::SealMemo;
 
 use crate::keycache::KeyCache;
 use crate::metrics::Metrics;
@@ -15,16 +16,28 @@ pub struct VmState {
     pub config: FilterConfig,
     pub keys: RefCell<KeyCache>,
     pub metrics: Metrics,
-    buffers: RefCell<(Scratch, Vec<u8>)>,
+    buffers: RefCell<Buffers>,
+}
+
+/// Reusable per-VM working memory of the seal path.
+pub struct Buffers {
+    pub scratch: Scratch,
+    pub out: Vec<u8>,
+    pub memo: SealMemo,
 }
 
 impl VmState {
     pub fn new(config: FilterConfig, metrics: Metrics) -> VmState {
+        let memo = SealMemo::new(config.seal_memo_entries, config.seal_memo_max_value_bytes);
         VmState {
             config,
             keys: RefCell::new(KeyCache::default()),
             metrics,
-            buffers: RefCell::new((Scratch::default(), Vec::new())),
+            buffers: RefCell::new(Buffers {
+                scratch: Scratch::default(),
+                out: Vec::new(),
+                memo,
+            }),
         }
     }
 
@@ -40,21 +53,24 @@ impl VmState {
         keys.sealing_key(now_unix, rotation)
     }
 
-    /// Runs `f` with the VM's reusable scratch and output buffers (fresh ones if they are
-    /// in use, which re-entrancy would cause: never a borrow panic).
-    pub fn with_buffers<R>(&self, f: impl FnOnce(&mut Scratch, &mut Vec<u8>) -> R) -> R {
+    /// Runs `f` with the VM's reusable buffers and seal memo (fresh, memo-less ones if they
+    /// are in use, which re-entrancy would cause: never a borrow panic).
+    pub fn with_buffers<R>(&self, f: impl FnOnce(&mut Buffers) -> R) -> R {
         match self.buffers.try_borrow_mut() {
             Ok(mut b) => {
-                let (scratch, out) = &mut *b;
-                out.clear();
-                let r = f(scratch, out);
+                b.out.clear();
+                let r = f(&mut b);
                 // Keep the capacity for the next body, within reason.
-                if out.capacity() > 4 * self.config.max_body_bytes {
-                    *out = Vec::new();
+                if b.out.capacity() > 4 * self.config.max_body_bytes {
+                    b.out = Vec::new();
                 }
                 r
             }
-            Err(_) => f(&mut Scratch::default(), &mut Vec::new()),
+            Err(_) => f(&mut Buffers {
+                scratch: Scratch::default(),
+                out: Vec::new(),
+                memo: SealMemo::new(0, 0),
+            }),
         }
     }
 }

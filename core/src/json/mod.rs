@@ -5,5 +5,8 @@ pub mod seal;
 pub mod unseal;
 
 pub use scan::JsonError;
-pub use seal::{seal_document, Leaf, LeafAction, Policy, Scratch, SealError, SealStats};
+pub use seal::{
+    seal_document, seal_document_with, Leaf, LeafAction, Memoized, Policy, Scratch, SealError,
+    SealStats, ValueSealer,
+};
 pub use unseal::{unseal_document, KeyLookup, UnsealStats};

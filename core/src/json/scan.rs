@@ -41,15 +41,15 @@ pub enum JsonError {
     Trailing { offset: usize },
 }
 
-/// Checks that the whole body is UTF-8 without a BOM. Call once before walking.
-pub fn check_text(input: &[u8]) -> Result<(), JsonError> {
+/// Checks that the whole body is UTF-8 without a BOM. Call once before walking; slices of
+/// the returned text between ASCII delimiters need no further validation.
+pub fn check_text(input: &[u8]) -> Result<&str, JsonError> {
     if input.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return Err(JsonError::Bom);
     }
     core::str::from_utf8(input).map_err(|e| JsonError::Utf8 {
         offset: e.valid_up_to(),
-    })?;
-    Ok(())
+    })
 }
 
 #[inline]

@@ -7,7 +7,54 @@ use thiserror::Error;
 
 use super::scan::{self, JsonError, Literal};
 use crate::cipher::{CipherError, SealingKey, ValueType};
+use crate::memo::SealMemo;
 use crate::value::Mode;
+
+/// Seals one value. `&SealingKey` seals directly; [`Memoized`] adds the deterministic memo.
+pub trait ValueSealer {
+    fn seal(
+        &mut self,
+        mode: Mode,
+        ty: ValueType,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CipherError>;
+}
+
+impl ValueSealer for &SealingKey {
+    #[inline]
+    fn seal(
+        &mut self,
+        mode: Mode,
+        ty: ValueType,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CipherError> {
+        self.seal_into(mode, ty, value, out)
+    }
+}
+
+/// A key plus the memo of its deterministic seals (see [`crate::memo`]).
+pub struct Memoized<'a> {
+    pub key: &'a SealingKey,
+    pub memo: &'a mut SealMemo,
+}
+
+impl ValueSealer for Memoized<'_> {
+    #[inline]
+    fn seal(
+        &mut self,
+        mode: Mode,
+        ty: ValueType,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CipherError> {
+        match mode {
+            Mode::Deterministic => self.memo.seal(self.key, ty, value, out),
+            Mode::Randomized => self.key.seal_into(mode, ty, value, out),
+        }
+    }
+}
 
 /// A leaf value as the policy sees it: strings decoded, numbers as their exact text.
 #[derive(Debug, Clone, Copy)]
@@ -86,11 +133,24 @@ pub fn seal_document<P: Policy>(
     scratch: &mut Scratch,
     out: &mut Vec<u8>,
 ) -> Result<SealStats, SealError> {
-    scan::check_text(input)?;
+    seal_document_with(input, policy, &mut &*key, max_depth, scratch, out)
+}
+
+/// [`seal_document`] with any [`ValueSealer`] (e.g. [`Memoized`]).
+pub fn seal_document_with<P: Policy, S: ValueSealer>(
+    input: &[u8],
+    policy: &P,
+    sealer: &mut S,
+    max_depth: usize,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> Result<SealStats, SealError> {
+    let text = scan::check_text(input)?;
     let mut w = Walker {
         input,
+        text,
         policy,
-        key,
+        sealer,
         out,
         copied: 0,
         stats: SealStats::default(),
@@ -103,10 +163,12 @@ pub fn seal_document<P: Policy>(
     Ok(w.stats)
 }
 
-struct Walker<'a, 'p, 'k, 's, P: Policy> {
+struct Walker<'a, 'p, 'k, 's, P: Policy, S: ValueSealer> {
     input: &'a [u8],
+    /// `input` as text (validated once).
+    text: &'a str,
     policy: &'p P,
-    key: &'k SealingKey,
+    sealer: &'k mut S,
     out: &'s mut Vec<u8>,
     /// Input bytes before this index are already in `out`.
     copied: usize,
@@ -116,7 +178,7 @@ struct Walker<'a, 'p, 'k, 's, P: Policy> {
 
 const EXPECT_VALUE: &str = "a JSON value";
 
-impl<P: Policy> Walker<'_, '_, '_, '_, P> {
+impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
     fn walk(&mut self, max_depth: usize) -> Result<(), SealError> {
         let input = self.input;
         let mut stack: Vec<Frame<P::Node>> = Vec::with_capacity(16);
@@ -166,7 +228,7 @@ impl<P: Policy> Walker<'_, '_, '_, '_, P> {
                 }
                 Some(b'-' | b'0'..=b'9') => {
                     let next = scan::scan_number(input, i)?;
-                    let text = str_at(input, i, next);
+                    let text = str_at(self.text, i, next);
                     let action = self.policy.leaf(node, Leaf::Number(text));
                     self.apply(action, ValueType::Number, text.as_bytes(), i, next)?;
                     i = next;
@@ -180,7 +242,7 @@ impl<P: Policy> Walker<'_, '_, '_, '_, P> {
                     };
                     let action = self.policy.leaf(node, leaf);
                     if lit != Literal::Null {
-                        let text = str_at(input, i, next);
+                        let text = str_at(self.text, i, next);
                         self.apply(action, ValueType::Bool, text.as_bytes(), i, next)?;
                     }
                     i = next;
@@ -272,7 +334,7 @@ impl<P: Policy> Walker<'_, '_, '_, '_, P> {
             self.policy.field(parent, key)
         } else {
             self.policy
-                .field(parent, str_at(input, span.start, span.end))
+                .field(parent, str_at(self.text, span.start, span.end))
         };
         let k = scan::skip_ws(input, after);
         if input.get(k) != Some(&b':') {
@@ -295,7 +357,7 @@ impl<P: Policy> Walker<'_, '_, '_, '_, P> {
         let input = self.input;
         let raw = input.get(span.start..span.end).unwrap_or_default();
         if !span.escaped {
-            let text = str_at(input, span.start, span.end);
+            let text = str_at(self.text, span.start, span.end);
             let action = self.policy.leaf(node, Leaf::Str(text));
             return self.apply(action, ValueType::String, raw, start, end);
         }
@@ -331,13 +393,13 @@ impl<P: Policy> Walker<'_, '_, '_, '_, P> {
         match action {
             LeafAction::Keep => {}
             LeafAction::Seal(mode) => {
-                self.key.seal_into(mode, ty, value, self.out)?;
+                self.sealer.seal(mode, ty, value, self.out)?;
                 self.stats.sealed += 1;
             }
             LeafAction::SealUriQuery(mode) => {
                 let mut uri = core::mem::take(&mut self.scratch.uri);
                 uri.clear();
-                let r = seal_uri_query(value, self.key, mode, &mut uri);
+                let r = seal_uri_query(value, &mut *self.sealer, mode, &mut uri);
                 if let Ok(n) = r {
                     self.stats.sealed += n;
                     scan::escape_into(&uri, self.out);
@@ -406,22 +468,19 @@ impl<P: Policy> Walker<'_, '_, '_, '_, P> {
     }
 }
 
-/// The input is checked UTF-8 and spans end on ASCII delimiters, so this never fails;
-/// an empty string stands in rather than a panic if that invariant were ever broken.
+/// Spans end on ASCII delimiters of validated text, so this is an O(1) boundary check
+/// that never fails; an empty string stands in rather than a panic if it ever did.
 #[inline]
-fn str_at(input: &[u8], start: usize, end: usize) -> &str {
-    input
-        .get(start..end)
-        .and_then(|b| core::str::from_utf8(b).ok())
-        .unwrap_or_default()
+fn str_at(text: &str, start: usize, end: usize) -> &str {
+    text.get(start..end).unwrap_or_default()
 }
 
 /// Seals each query value and the fragment of a URL, keeping scheme, host, path and query
 /// keys readable (analytics group by route). A query piece without `=` is sealed whole.
 /// Writes the new URL (unescaped text) to `out`; returns how many values were sealed.
-pub fn seal_uri_query(
+pub fn seal_uri_query<S: ValueSealer>(
     uri: &[u8],
-    key: &SealingKey,
+    key: &mut S,
     mode: Mode,
     out: &mut Vec<u8>,
 ) -> Result<u32, CipherError> {
@@ -447,12 +506,12 @@ pub fn seal_uri_query(
                         out.extend_from_slice(piece.get(..=eq).unwrap_or_default());
                         let v = piece.get(eq + 1..).unwrap_or_default();
                         if !v.is_empty() {
-                            key.seal_into(mode, ValueType::String, v, out)?;
+                            key.seal(mode, ValueType::String, v, out)?;
                             sealed += 1;
                         }
                     }
                     None => {
-                        key.seal_into(mode, ValueType::String, piece, out)?;
+                        key.seal(mode, ValueType::String, piece, out)?;
                         sealed += 1;
                     }
                 }
@@ -462,7 +521,7 @@ pub fn seal_uri_query(
     if let Some(f) = fragment {
         out.push(b'#');
         if !f.is_empty() {
-            key.seal_into(mode, ValueType::String, f, out)?;
+            key.seal(mode, ValueType::String, f, out)?;
             sealed += 1;
         }
     }

@@ -37,7 +37,7 @@ pub fn unseal_document(
     max_depth: usize,
     out: &mut Vec<u8>,
 ) -> Result<UnsealStats, JsonError> {
-    scan::check_text(input)?;
+    let _text = scan::check_text(input)?;
     let mut stats = UnsealStats::default();
     let mut copied = 0;
     // true = object, false = array
