@@ -10,6 +10,7 @@ use thiserror::Error;
 use crate::keys::RotationMonths;
 use std::sync::Arc;
 
+use crate::policy::json::{JsonOptions, JsonRules};
 use crate::policy::moesif::{MoesifOptions, MoesifRules};
 
 /// A configuration error: where, and what is wrong.
@@ -75,6 +76,34 @@ struct RawRoute {
     prefix: String,
     #[serde(default)]
     seal: Option<RawSeal>,
+    #[serde(default)]
+    unseal: Option<RawUnseal>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnseal {
+    #[serde(default)]
+    on_unseal_error: Option<OnUnsealError>,
+    #[serde(default)]
+    unknown_kid_cache_secs: Option<u64>,
+    #[serde(default)]
+    search: Option<RawSearch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSearch {
+    #[serde(default)]
+    seal_route: Option<String>,
+    #[serde(default)]
+    profile: Option<ProfileName>,
+    #[serde(default)]
+    options: serde_json::Value,
+    #[serde(default)]
+    default_from: Option<String>,
+    #[serde(default)]
+    max_epochs: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +118,7 @@ struct RawSeal {
 #[serde(rename_all = "lowercase")]
 pub enum ProfileName {
     Moesif,
+    Json,
 }
 
 /// How the filter reaches the keyservice.
@@ -122,11 +152,39 @@ impl fmt::Debug for KeyserviceConfig {
 #[derive(Debug, Clone)]
 pub enum RouteAction {
     Seal(SealProfile),
+    /// The management-API path: responses are unsealed, searches rewritten.
+    Unseal(UnsealAction),
+}
+
+/// What an unseal route does with a value it cannot open (fails to authenticate, or its kid
+/// is unknown to the keyservice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnsealError {
+    /// The value stays as it is (sealed); the response still arrives. Counted.
+    #[default]
+    Keep,
+    /// The response becomes a `502 unseal-failed` problem.
+    Reject,
+}
+
+pub const DEFAULT_UNKNOWN_KID_CACHE_SECS: u64 = 30;
+
+/// The `unseal` action of a route.
+#[derive(Debug, Clone)]
+pub struct UnsealAction {
+    pub on_error: OnUnsealError,
+    /// How long a kid the keyservice does not know (404) is remembered as unknown.
+    pub unknown_kid_cache_secs: u64,
+    /// Plaintext search rewriting; `None` = search bodies pass untouched.
+    pub search: Option<Arc<crate::search::SearchConfig>>,
 }
 
 #[derive(Debug, Clone)]
 pub enum SealProfile {
     Moesif(Arc<MoesifRules>),
+    /// The `json` profile: include/exclude selectors over any JSON body.
+    Json(Arc<JsonRules>),
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +322,7 @@ impl FilterConfig {
         }
 
         let mut routes = Vec::with_capacity(raw.routes.len());
+        let mut pending_search: Vec<(usize, PendingSearch)> = Vec::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
             let at = |field: &str| format!("routes[{i}].{field}");
             if !r.prefix.starts_with('/') {
@@ -283,30 +342,45 @@ impl FilterConfig {
                     format!("duplicate prefix {:?}", r.prefix),
                 ));
             }
-            let action = match r.seal {
-                Some(seal) => {
+            let action = match (r.seal, r.unseal) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::at(
+                        format!("routes[{i}]"),
+                        "a route has one action: `seal` or `unseal`, not both",
+                    ))
+                }
+                (None, Some(unseal)) => {
+                    let (action, search_route) = unseal_action(unseal, &at)?;
+                    if let Some(pending) = search_route {
+                        pending_search.push((routes.len(), pending));
+                    }
+                    RouteAction::Unseal(action)
+                }
+                (Some(seal), None) => {
                     let options_path = at("seal.options");
                     let profile = match seal.profile {
                         ProfileName::Moesif => {
-                            let o: MoesifOptions = if seal.options.is_null() {
-                                MoesifOptions::default()
-                            } else {
-                                serde_path_to_error::deserialize(seal.options).map_err(|e| {
-                                    ConfigError::at(
-                                        format!("{options_path}.{}", e.path()),
-                                        strip_position(&e.inner().to_string()),
-                                    )
-                                })?
-                            };
+                            let o: MoesifOptions = profile_options(seal.options, &options_path)?;
                             SealProfile::Moesif(Arc::new(MoesifRules::new(&o)))
+                        }
+                        ProfileName::Json => {
+                            let o: JsonOptions = profile_options(seal.options, &options_path)?;
+                            let rules = JsonRules::new(&o).map_err(|e| {
+                                let at = match e.index {
+                                    Some(j) => format!("{options_path}.{}[{j}]", e.field),
+                                    None => format!("{options_path}.{}", e.field),
+                                };
+                                ConfigError::at(at, e.message)
+                            })?;
+                            SealProfile::Json(Arc::new(rules))
                         }
                     };
                     RouteAction::Seal(profile)
                 }
-                None => {
+                (None, None) => {
                     return Err(ConfigError::at(
                         format!("routes[{i}]"),
-                        "a route needs an action: `seal`",
+                        "a route needs an action: `seal` or `unseal`",
                     ))
                 }
             };
@@ -315,6 +389,7 @@ impl FilterConfig {
                 action,
             });
         }
+        resolve_search_routes(&mut routes, pending_search)?;
         routes.sort_by_key(|r| core::cmp::Reverse(r.prefix.trim_end_matches('/').len()));
         Ok(FilterConfig {
             keyservice,
@@ -333,6 +408,146 @@ impl FilterConfig {
             .iter()
             .find_map(|r| r.strip(path).map(|rest| (r, rest)))
     }
+}
+
+/// A profile's options (`null` or absent: all defaults), errors naming the exact path.
+fn profile_options<T: serde::de::DeserializeOwned + Default>(
+    options: serde_json::Value,
+    options_path: &str,
+) -> Result<T, ConfigError> {
+    if options.is_null() {
+        return Ok(T::default());
+    }
+    serde_path_to_error::deserialize(options).map_err(|e| {
+        ConfigError::at(
+            format!("{options_path}.{}", e.path()),
+            strip_position(&e.inner().to_string()),
+        )
+    })
+}
+
+/// An unseal route's `search.seal_route`, resolved once every route is parsed.
+struct PendingSearch {
+    /// `routes[i].unseal.search.seal_route`, for errors.
+    path: String,
+    seal_route: String,
+    default_from: String,
+    max_epochs: usize,
+}
+
+/// Parses `routes[i].unseal` (`at` builds `routes[i].<field>` paths).
+fn unseal_action(
+    raw: RawUnseal,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(UnsealAction, Option<PendingSearch>), ConfigError> {
+    let unknown_kid_cache_secs = raw
+        .unknown_kid_cache_secs
+        .unwrap_or(DEFAULT_UNKNOWN_KID_CACHE_SECS);
+    if !(1..=3600).contains(&unknown_kid_cache_secs) {
+        return Err(ConfigError::at(
+            at("unseal.unknown_kid_cache_secs"),
+            "must be from 1 to 3600",
+        ));
+    }
+    let mut action = UnsealAction {
+        on_error: raw.on_unseal_error.unwrap_or_default(),
+        unknown_kid_cache_secs,
+        search: None,
+    };
+    let Some(search) = raw.search else {
+        return Ok((action, None));
+    };
+    let default_from = search
+        .default_from
+        .unwrap_or_else(|| crate::search::DEFAULT_FROM.to_string());
+    if crate::search::parse_time(&default_from, 0).is_none() {
+        return Err(ConfigError::at(
+            at("unseal.search.default_from"),
+            "not a time (RFC 3339, `now`, or relative like `-1y`, `-30d`)",
+        ));
+    }
+    let max_epochs = search
+        .max_epochs
+        .unwrap_or(crate::search::DEFAULT_MAX_EPOCHS);
+    if !(1..=crate::search::MAX_MAX_EPOCHS).contains(&max_epochs) {
+        return Err(ConfigError::at(
+            at("unseal.search.max_epochs"),
+            format!("must be from 1 to {}", crate::search::MAX_MAX_EPOCHS),
+        ));
+    }
+    if let Some(seal_route) = search.seal_route {
+        if search.profile.is_some() || !search.options.is_null() {
+            return Err(ConfigError::at(
+                at("unseal.search"),
+                "set either `seal_route` or `profile`/`options`, not both",
+            ));
+        }
+        let pending = PendingSearch {
+            path: at("unseal.search.seal_route"),
+            seal_route,
+            default_from,
+            max_epochs,
+        };
+        return Ok((action, Some(pending)));
+    }
+    let rules = match search.profile.unwrap_or(ProfileName::Moesif) {
+        ProfileName::Moesif => {
+            let o: MoesifOptions = profile_options(search.options, &at("unseal.search.options"))?;
+            Arc::new(MoesifRules::new(&o))
+        }
+        #[allow(unreachable_patterns)]
+        _ => {
+            return Err(ConfigError::at(
+                at("unseal.search.profile"),
+                "search rewriting supports the `moesif` profile only",
+            ))
+        }
+    };
+    action.search = Some(Arc::new(crate::search::SearchConfig {
+        rules,
+        default_from,
+        max_epochs,
+    }));
+    Ok((action, None))
+}
+
+/// Gives each unseal route whose search names a `seal_route` that route's moesif rules.
+fn resolve_search_routes(
+    routes: &mut [RouteRule],
+    pending: Vec<(usize, PendingSearch)>,
+) -> Result<(), ConfigError> {
+    for (index, p) in pending {
+        let wanted = p.seal_route.trim_end_matches('/');
+        let rules = routes
+            .iter()
+            .find(|r| r.prefix.trim_end_matches('/') == wanted)
+            .and_then(|r| match &r.action {
+                RouteAction::Seal(SealProfile::Moesif(rules)) => Some(Arc::clone(rules)),
+                #[allow(unreachable_patterns)]
+                _ => None,
+            })
+            .ok_or_else(|| {
+                ConfigError::at(
+                    p.path.clone(),
+                    format!(
+                        "no route with prefix {:?} seals with the `moesif` profile",
+                        p.seal_route
+                    ),
+                )
+            })?;
+        if let Some(RouteRule {
+            action: RouteAction::Unseal(u),
+            ..
+        }) = routes.get_mut(index)
+        {
+            u.search = Some(Arc::new(crate::search::SearchConfig {
+                rules,
+                default_from: p.default_from,
+                max_epochs: p.max_epochs,
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// serde_json appends " at line L column C"; the path already says where.
@@ -418,7 +633,7 @@ mod tests {
         );
         assert_eq!(
             err(serde_json::json!({"keyservice": ks, "routes": [{"prefix": "/a"}]})),
-            "routes[0]: a route needs an action: `seal`"
+            "routes[0]: a route needs an action: `seal` or `unseal`"
         );
         let e = err(serde_json::json!({"keyservice": ks, "routez": []}));
         assert!(e.contains("unknown field `routez`"), "{e}");
@@ -428,6 +643,62 @@ mod tests {
                 {"prefix": "/a/", "seal": {"profile": "moesif"}},
                 {"prefix": "/a", "seal": {"profile": "moesif"}}]})),
             "routes[1].prefix: duplicate prefix \"/a\""
+        );
+    }
+
+    #[test]
+    fn json_profile_options_and_selector_errors() {
+        let ks = serde_json::json!({"token": TOKEN});
+        let c = parse(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/api", "seal": {"profile": "json"}},
+            {"prefix": "/pii", "seal": {"profile": "json", "options": {
+                "include": ["$..email", "$.items[*].card", "$['odd key']"],
+                "exclude": ["$.items[*].card.last4"],
+                "mode": "randomized", "encrypt_numerics": false}}}]}))
+        .unwrap();
+        assert!(matches!(
+            c.route("/api/v1/x").map(|(r, _)| &r.action),
+            Some(RouteAction::Seal(SealProfile::Json(_)))
+        ));
+        assert_eq!(
+            err(serde_json::json!({"keyservice": ks, "routes": [
+                {"prefix": "/a", "seal": {"profile": "moesif"}},
+                {"prefix": "/b", "seal": {"profile": "json", "options": {
+                    "include": ["$.a", "$..b", "$.item[]"]}}}]})),
+            "routes[1].seal.options.include[2]: unexpected ']' at 7"
+        );
+        assert_eq!(
+            err(serde_json::json!({"keyservice": ks, "routes": [
+                {"prefix": "/b", "seal": {"profile": "json", "options": {
+                    "exclude": ["$.items[0]"]}}}]})),
+            "routes[0].seal.options.exclude[0]: array indices and slices are not supported (use [*]) at 8"
+        );
+        assert_eq!(
+            err(serde_json::json!({"keyservice": ks, "routes": [
+                {"prefix": "/b", "seal": {"profile": "json", "options": {"include": []}}}]})),
+            "routes[0].seal.options.include: must hold at least one selector (leave it out to seal the whole document)"
+        );
+        let e = err(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/b", "seal": {"profile": "json", "options": {"include": "$.a"}}}]}));
+        assert!(
+            e.starts_with("routes[0].seal.options.include: invalid type"),
+            "{e}"
+        );
+        let e = err(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/b", "seal": {"profile": "json", "options": {"include": ["$", 7]}}}]}));
+        assert!(
+            e.starts_with("routes[0].seal.options.include[1]: invalid type"),
+            "{e}"
+        );
+        let e = err(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/b", "seal": {"profile": "json", "options": {"metadata_skip": []}}}]}));
+        assert!(e.contains("unknown field `metadata_skip`"), "{e}");
+        let many: Vec<String> = (0..65).map(|i| format!("$.f{i}")).collect();
+        let e = err(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/b", "seal": {"profile": "json", "options": {"exclude": many}}}]}));
+        assert!(
+            e.starts_with("routes[0].seal.options.exclude[64]: too many selector steps"),
+            "{e}"
         );
     }
 
@@ -445,5 +716,78 @@ mod tests {
         assert_eq!((r.prefix.as_str(), rest), ("/c", "/v1/events?x=1"));
         assert!(c.route("/cx/v1/events").is_none());
         assert_eq!(c.route("/c").map(|x| x.1), Some("/"));
+    }
+
+    #[test]
+    fn unseal_routes_and_their_errors() {
+        let ks = serde_json::json!({"token": TOKEN});
+        let c = parse(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/collector", "seal": {"profile": "moesif", "options": {"encrypt_numerics": false}}},
+            {"prefix": "/api", "unseal": {"search": {"seal_route": "/collector", "max_epochs": 6}}},
+            {"prefix": "/api2", "unseal": {"on_unseal_error": "reject", "unknown_kid_cache_secs": 5,
+                "search": {"options": {"mode": "randomized"}, "default_from": "-30d"}}},
+            {"prefix": "/api3", "unseal": {}}]}))
+        .unwrap();
+        let unseal = |p: &str| match c.route(p).map(|(r, _)| &r.action) {
+            Some(RouteAction::Unseal(u)) => u.clone(),
+            other => panic!("{other:?}"),
+        };
+        let a = unseal("/api/search/~/search/events");
+        assert_eq!(a.on_error, OnUnsealError::Keep);
+        assert_eq!(a.unknown_kid_cache_secs, DEFAULT_UNKNOWN_KID_CACHE_SECS);
+        let s = a.search.unwrap();
+        assert_eq!((s.max_epochs, s.default_from.as_str()), (6, "-1y"));
+        let b = unseal("/api2/x");
+        assert_eq!(
+            (b.on_error, b.unknown_kid_cache_secs),
+            (OnUnsealError::Reject, 5)
+        );
+        assert_eq!(b.search.unwrap().default_from, "-30d");
+        assert!(unseal("/api3").search.is_none());
+
+        let e = |routes: serde_json::Value| {
+            err(serde_json::json!({"keyservice": ks, "routes": routes}))
+        };
+        assert_eq!(
+            e(serde_json::json!([{"prefix": "/a", "seal": {"profile": "moesif"}, "unseal": {}}])),
+            "routes[0]: a route has one action: `seal` or `unseal`, not both"
+        );
+        assert_eq!(
+            e(serde_json::json!([{"prefix": "/a", "unseal": {"search": {"seal_route": "/nope"}}}])),
+            "routes[0].unseal.search.seal_route: no route with prefix \"/nope\" seals with the `moesif` profile"
+        );
+        assert_eq!(
+            e(
+                serde_json::json!([{"prefix": "/c", "seal": {"profile": "moesif"}},
+                {"prefix": "/a", "unseal": {"search": {"seal_route": "/c", "options": {}}}}])
+            ),
+            "routes[1].unseal.search: set either `seal_route` or `profile`/`options`, not both"
+        );
+        assert_eq!(
+            e(serde_json::json!([{"prefix": "/a", "unseal": {"search": {"default_from": "yesterday"}}}])),
+            "routes[0].unseal.search.default_from: not a time (RFC 3339, `now`, or relative like `-1y`, `-30d`)"
+        );
+        assert_eq!(
+            e(serde_json::json!([{"prefix": "/a", "unseal": {"search": {"max_epochs": 0}}}])),
+            "routes[0].unseal.search.max_epochs: must be from 1 to 240"
+        );
+        assert_eq!(
+            e(serde_json::json!([{"prefix": "/a", "unseal": {"unknown_kid_cache_secs": 0}}])),
+            "routes[0].unseal.unknown_kid_cache_secs: must be from 1 to 3600"
+        );
+        let m = e(serde_json::json!([{"prefix": "/a", "unseal": {"on_unseal_error": "drop"}}]));
+        assert!(
+            m.starts_with("routes[0].unseal.on_unseal_error: unknown variant `drop`"),
+            "{m}"
+        );
+        let m = e(
+            serde_json::json!([{"prefix": "/a", "unseal": {"search": {"options": {"nope": 1}}}}]),
+        );
+        assert!(
+            m.starts_with("routes[0].unseal.search.options.nope: unknown field"),
+            "{m}"
+        );
+        let m = e(serde_json::json!([{"prefix": "/a", "unseal": {"searchh": {}}}]));
+        assert!(m.contains("unknown field `searchh`"), "{m}");
     }
 }

@@ -181,7 +181,7 @@ fn month_index(year: i32, month: u8) -> i64 {
 }
 
 /// Days since 1970-01-01 → (year, month, day). Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i32, u8, u8) {
+pub(crate) fn civil_from_days(z: i64) -> (i32, u8, u8) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -24,5 +24,6 @@ pub mod keys;
 pub mod memo;
 pub mod policy;
 pub mod problem;
+pub mod search;
 pub mod siv;
 pub mod value;

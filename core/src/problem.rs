@@ -22,6 +22,12 @@ pub enum ProblemKind {
     KeyUnavailable,
     /// 500: sealing failed for another reason (never forwards plaintext).
     SealFailed,
+    /// 400: a plaintext search on an unseal route that cannot be rewritten to ciphertexts
+    /// (bad `from`/`to`, range too wide, a term on a randomized field, ...).
+    BadSearch,
+    /// 502: an unseal route's response held a value that could not be opened, and the
+    /// route says `on_unseal_error: reject`.
+    UnsealFailed,
 }
 
 impl ProblemKind {
@@ -34,6 +40,8 @@ impl ProblemKind {
             ProblemKind::RouteNotSealed => 404,
             ProblemKind::KeyUnavailable => 503,
             ProblemKind::SealFailed => 500,
+            ProblemKind::BadSearch => 400,
+            ProblemKind::UnsealFailed => 502,
         }
     }
 
@@ -46,6 +54,8 @@ impl ProblemKind {
             ProblemKind::RouteNotSealed => "route-not-sealed",
             ProblemKind::KeyUnavailable => "key-unavailable",
             ProblemKind::SealFailed => "seal-failed",
+            ProblemKind::BadSearch => "bad-search",
+            ProblemKind::UnsealFailed => "unseal-failed",
         }
     }
 
@@ -58,6 +68,8 @@ impl ProblemKind {
             ProblemKind::RouteNotSealed => "No seal policy for this route",
             ProblemKind::KeyUnavailable => "Encryption key unavailable",
             ProblemKind::SealFailed => "Sealing failed",
+            ProblemKind::BadSearch => "Search cannot be run on sealed data",
+            ProblemKind::UnsealFailed => "Response could not be unsealed",
         }
     }
 }

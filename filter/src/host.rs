@@ -7,7 +7,7 @@
 use std::ptr::{null, null_mut};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, StreamType};
 
 /// A non-Ok hostcall status (the raw ABI value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,15 @@ extern "C" {
         key_data: *const u8,
         key_size: usize,
     ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_continue_stream(stream_type: StreamType) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_send_local_response(
         status_code: u32,
         status_code_details_data: *const u8,
@@ -156,6 +165,26 @@ pub fn get_header(map: MapType, name: &str) -> HostResult<Option<String>> {
 
 pub fn remove_header(map: MapType, name: &str) -> HostResult<()> {
     check(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
+}
+
+/// Sets header `name` to `value` (adds it if absent).
+pub fn replace_header(map: MapType, name: &str, value: &str) -> HostResult<()> {
+    check(unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Resumes a stream paused by a callback's `Action::Pause` (`proxy_continue_stream`), for
+/// the effective context. Envoy runs the continuation after the current VM call returns.
+pub fn continue_stream(stream: StreamType) -> HostResult<()> {
+    check(unsafe { proxy_continue_stream(stream) })
+}
+
+/// Makes `context_id` the context later hostcalls of this VM call act on (its buffers,
+/// headers, local replies, `continue_stream`). Until the VM call returns or this is called
+/// again; a context that no longer exists is an error (BadArgument).
+pub fn set_effective_context(context_id: u32) -> HostResult<()> {
+    check(unsafe { proxy_set_effective_context(context_id) })
 }
 
 /// Serializes a header map in the proxy-wasm wire form: count, (key len, value len)*,

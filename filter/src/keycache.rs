@@ -2,12 +2,14 @@
 //! data so every worker VM uses the same fetch, and turned into cipher state once per kid.
 //! The request path only looks keys up here; it never waits for a callout.
 
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use veil_core::cipher::SealingKey;
+use veil_core::json::KeyLookup;
 use veil_core::keys::{Dek, Epoch, Kid, RotationMonths};
 
 use crate::host;
@@ -25,11 +27,18 @@ pub struct CurrentKeys {
     pub fetched_at: Option<i64>,
 }
 
-#[derive(Deserialize)]
+/// One key of an answer: `keys[]` of `/v1/data-keys/current`, or the whole answer of
+/// `/v1/data-keys/{kid}` (its other fields are ignored).
+#[derive(Deserialize, Serialize, Clone)]
 pub struct KeyEntry {
     pub kid: String,
     pub dek: String,
 }
+
+/// Most keys fetched on demand that one VM keeps (older epochs and roots), oldest evicted.
+pub const MAX_EXTRA_KEYS: usize = 256;
+/// Most kids one VM remembers as unknown.
+pub const MAX_UNKNOWN_KIDS: usize = 256;
 
 /// Why keys could not be taken from an answer. Never contains key material.
 #[derive(Debug)]
@@ -69,6 +78,12 @@ pub struct KeyCache {
     shared_version: Option<u32>,
     /// When the shared record was fetched from the keyservice (unix seconds).
     fetched_at: Option<i64>,
+    /// Keys fetched on demand, and current keys an answer no longer lists.
+    extra: HashMap<Kid, Rc<SealingKey>>,
+    /// Insertion order of `extra`, for eviction.
+    extra_order: VecDeque<Kid>,
+    /// Kids the keyservice does not know (404), until unix ms.
+    unknown: HashMap<Kid, i64>,
 }
 
 impl KeyCache {
@@ -104,10 +119,80 @@ impl KeyCache {
             let dek = Dek::from_slice(&bytes).map_err(|_| KeysError::Dek(entry.kid.clone()))?;
             keys.push(Rc::new(SealingKey::new(kid, &dek)));
         }
-        self.keys = keys;
+        // Keys the answer no longer lists (the epoch before a boundary) stay usable for
+        // unsealing.
+        for old in std::mem::replace(&mut self.keys, keys) {
+            if !self.keys.iter().any(|k| k.kid() == old.kid()) {
+                self.keep_extra(old);
+            }
+        }
         self.current_root = Some(answer.current_root);
         self.fetched_at = answer.fetched_at;
         Ok(())
+    }
+
+    /// The current root version, once keys were fetched.
+    pub fn current_root(&self) -> Option<u32> {
+        self.current_root
+    }
+
+    /// The key of `kid`, if this VM holds it (current or fetched on demand).
+    pub fn key_for(&self, kid: Kid) -> Option<Rc<SealingKey>> {
+        self.keys
+            .iter()
+            .find(|k| k.kid() == kid)
+            .or_else(|| self.extra.get(&kid))
+            .cloned()
+    }
+
+    pub fn holds(&self, kid: Kid) -> bool {
+        self.keys.iter().any(|k| k.kid() == kid) || self.extra.contains_key(&kid)
+    }
+
+    /// Is `kid` remembered as unknown to the keyservice at `now_ms`?
+    pub fn is_unknown(&self, kid: Kid, now_ms: i64) -> bool {
+        self.unknown.get(&kid).is_some_and(|until| *until > now_ms)
+    }
+
+    /// Remembers `kid` as unknown until `until_ms`.
+    pub fn add_unknown(&mut self, kid: Kid, until_ms: i64, now_ms: i64) {
+        if self.unknown.len() >= MAX_UNKNOWN_KIDS {
+            self.unknown.retain(|_, until| *until > now_ms);
+        }
+        if self.unknown.len() < MAX_UNKNOWN_KIDS || self.unknown.contains_key(&kid) {
+            self.unknown.insert(kid, until_ms);
+        }
+    }
+
+    /// Adds a key fetched on demand (a no-op if held). The entry's kid must be `kid`.
+    pub fn add_key(&mut self, kid: Kid, entry: &KeyEntry) -> Result<(), KeysError> {
+        if entry.kid.parse::<Kid>().ok() != Some(kid) {
+            return Err(KeysError::Kid(entry.kid.clone()));
+        }
+        if self.holds(kid) {
+            return Ok(());
+        }
+        let bytes = zeroize::Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(entry.dek.as_bytes())
+                .map_err(|_| KeysError::Dek(entry.kid.clone()))?,
+        );
+        let dek = Dek::from_slice(&bytes).map_err(|_| KeysError::Dek(entry.kid.clone()))?;
+        self.unknown.remove(&kid);
+        self.keep_extra(Rc::new(SealingKey::new(kid, &dek)));
+        Ok(())
+    }
+
+    fn keep_extra(&mut self, key: Rc<SealingKey>) {
+        let kid = key.kid();
+        if self.extra.insert(kid, key).is_none() {
+            self.extra_order.push_back(kid);
+        }
+        while self.extra_order.len() > MAX_EXTRA_KEYS {
+            if let Some(old) = self.extra_order.pop_front() {
+                self.extra.remove(&old);
+            }
+        }
     }
 
     /// Loads the shared-data record if it changed since this VM last read it.
@@ -125,6 +210,73 @@ impl KeyCache {
         self.install(&answer).map_err(|e| e.to_string())?;
         self.shared_version = Some(version);
         Ok(true)
+    }
+}
+
+impl KeyLookup for KeyCache {
+    fn key(&self, kid: Kid) -> Option<&SealingKey> {
+        self.keys
+            .iter()
+            .find(|k| k.kid() == kid)
+            .or_else(|| self.extra.get(&kid))
+            .map(|k| &**k)
+    }
+}
+
+/// Shared-data key of the on-demand record: keys fetched by kid, kids known to be unknown,
+/// and which kids some VM is fetching right now (claims), so that concurrent requests on
+/// all workers share one callout per kid.
+pub const SHARED_ONDEMAND: &str = "veil.keys.ondemand.v1";
+/// Bounds of the shared record's lists (the oldest entries go first).
+pub const SHARED_MAX_KEYS: usize = 64;
+pub const SHARED_MAX_MARKS: usize = 128;
+
+/// A kid with a deadline (unix ms): an unknown kid, or a claim on a fetch.
+#[derive(Deserialize, Serialize, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub kid: String,
+    pub until: i64,
+}
+
+/// The on-demand record in shared data. Never logged (it holds data keys).
+#[derive(Deserialize, Serialize, Default)]
+pub struct OnDemandRecord {
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    #[serde(default)]
+    pub unknown: Vec<Mark>,
+    #[serde(default)]
+    pub claims: Vec<Mark>,
+}
+
+impl OnDemandRecord {
+    pub fn parse(bytes: &[u8]) -> Result<OnDemandRecord, KeysError> {
+        if bytes.is_empty() {
+            return Ok(OnDemandRecord::default());
+        }
+        serde_json::from_slice(bytes).map_err(|e| KeysError::Json(e.to_string()))
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Drops expired marks and keeps every list within its bound.
+    pub fn prune(&mut self, now_ms: i64) {
+        self.unknown.retain(|m| m.until > now_ms);
+        self.claims.retain(|m| m.until > now_ms);
+        let cut = |n: usize, max: usize| n.saturating_sub(max);
+        self.keys.drain(..cut(self.keys.len(), SHARED_MAX_KEYS));
+        self.unknown
+            .drain(..cut(self.unknown.len(), SHARED_MAX_MARKS));
+        self.claims
+            .drain(..cut(self.claims.len(), SHARED_MAX_MARKS));
+    }
+
+    pub fn claim_of(&self, kid: &str, now_ms: i64) -> Option<&Mark> {
+        self.claims
+            .iter()
+            .find(|m| m.kid == kid && m.until > now_ms)
     }
 }
 

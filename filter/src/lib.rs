@@ -19,9 +19,11 @@
 mod host;
 mod keycache;
 mod metrics;
+mod ondemand;
 mod reply;
 mod seal_stream;
 mod stream;
+mod unseal_stream;
 mod vm;
 
 use std::rc::Rc;
@@ -36,7 +38,12 @@ use crate::metrics::Metrics;
 use crate::vm::VmState;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root {
+            id: context_id,
+            ..Root::default()
+        })
+    });
 }}
 
 const TICK: Duration = Duration::from_millis(200);
@@ -59,11 +66,13 @@ enum Fetch {
 
 #[derive(Default)]
 struct Root {
+    /// The root context's id (on-demand key fetches may be dispatched from it).
+    id: u32,
     vm: Option<Rc<VmState>>,
     fetch: Fetch,
 }
 
-fn now_ms() -> Option<i64> {
+pub(crate) fn now_ms() -> Option<i64> {
     let t = host::now().ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(d.as_millis()).ok()
@@ -195,6 +204,10 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         if !matches!(self.fetch, Fetch::InFlight { token, .. } if token == token_id) {
+            if let Some(vm) = &self.vm {
+                let now = now_ms().unwrap_or(0);
+                ondemand::on_answer(vm, token_id, body_size, self.id, now);
+            }
             return;
         }
         self.fetch = Fetch::Idle;
@@ -231,6 +244,7 @@ impl RootContext for Root {
                 let routes = config.routes.len();
                 self.vm = Some(Rc::new(VmState::new(config, Metrics::define())));
                 self.fetch = Fetch::Idle;
+                ondemand::init_shared();
                 if let Err(e) = host::set_tick_period(TICK) {
                     host::log(
                         LogLevel::Error,
@@ -256,11 +270,14 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.refresh_keys();
+        if let (Some(vm), Some(now)) = (&self.vm, now_ms()) {
+            ondemand::tick(vm, self.id, now);
+        }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(match &self.vm {
-            Some(vm) => Box::new(stream::Stream::new(Rc::clone(vm))),
+            Some(vm) => Box::new(stream::Stream::new(Rc::clone(vm), context_id)),
             None => Box::new(stream::Unconfigured),
         })
     }

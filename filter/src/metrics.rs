@@ -18,6 +18,20 @@ pub struct Metrics {
     pub key_fetch_ok: Option<u32>,
     pub key_fetch_failed: Option<u32>,
     pub hostcall_failed: Option<u32>,
+    pub unseal_responses: Option<u32>,
+    pub unseal_values: Option<u32>,
+    pub unseal_failed: Option<u32>,
+    pub unseal_unknown_kid: Option<u32>,
+    pub unseal_passthrough: Option<u32>,
+    pub unseal_too_large: Option<u32>,
+    pub unseal_rejected: Option<u32>,
+    pub search_rewritten: Option<u32>,
+    pub search_rejected: Option<u32>,
+    pub kid_fetch_ok: Option<u32>,
+    pub kid_fetch_unknown: Option<u32>,
+    pub kid_fetch_failed: Option<u32>,
+    pub kid_from_shared: Option<u32>,
+    pub kid_waits: Option<u32>,
 }
 
 impl Metrics {
@@ -36,6 +50,20 @@ impl Metrics {
             key_fetch_ok: c("veil.keys.fetch_ok"),
             key_fetch_failed: c("veil.keys.fetch_failed"),
             hostcall_failed: c("veil.hostcall_failed"),
+            unseal_responses: c("veil.unseal.responses"),
+            unseal_values: c("veil.unseal.values_opened"),
+            unseal_failed: c("veil.unseal.values_failed"),
+            unseal_unknown_kid: c("veil.unseal.values_unknown_kid"),
+            unseal_passthrough: c("veil.unseal.passthrough"),
+            unseal_too_large: c("veil.unseal.too_large"),
+            unseal_rejected: c("veil.unseal.rejected"),
+            search_rewritten: c("veil.search.rewritten"),
+            search_rejected: c("veil.search.rejected"),
+            kid_fetch_ok: c("veil.keys.kid_fetch_ok"),
+            kid_fetch_unknown: c("veil.keys.kid_fetch_unknown"),
+            kid_fetch_failed: c("veil.keys.kid_fetch_failed"),
+            kid_from_shared: c("veil.keys.kid_from_shared"),
+            kid_waits: c("veil.keys.kid_waits"),
         }
     }
 

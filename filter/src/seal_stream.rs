@@ -18,6 +18,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use veil_core::config::{RouteRule, SealProfile};
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
 use veil_core::json::{seal_document_with, Memoized, SealError};
+use veil_core::policy::json::JsonRules;
 use veil_core::policy::moesif::{MoesifPolicy, Route};
 use veil_core::problem::ProblemKind;
 
@@ -26,9 +27,17 @@ use crate::metrics::Metrics;
 use crate::reply::{refuse, Refusal};
 use crate::vm::VmState;
 
+/// The policy a request's body is sealed with.
+enum SealPolicy {
+    /// A Moesif collector route: the route's document shape plus the profile's rules.
+    Moesif(MoesifPolicy),
+    /// The `json` profile: the compiled selectors are the whole policy.
+    Json(Arc<JsonRules>),
+}
+
 /// What a sealed route's body needs once it is complete.
 struct Pending {
-    policy: MoesifPolicy,
+    policy: SealPolicy,
     encoding: ContentEncoding,
 }
 
@@ -77,28 +86,35 @@ impl SealRequest {
         end_of_stream: bool,
     ) -> Result<State, Refusal> {
         let req = MapType::HttpRequestHeaders;
-        let SealProfile::Moesif(rules) = profile;
-        if !rules.enabled {
-            Metrics::add(vm.metrics.seal_passthrough, 1);
-            return Ok(State::Passing);
-        }
-        let Some(route) = Route::from_path(rest) else {
-            let method = host::get_header(req, ":method")
-                .map_err(|e| Refusal::hostcall("reading :method", e))?
-                .unwrap_or_default();
-            // Reads carry nothing to seal; anything else on a sealed prefix that no policy
-            // route covers could carry plaintext, so it is refused.
-            if end_of_stream || matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
-                return Ok(State::Passing);
+        let policy = match profile {
+            SealProfile::Moesif(rules) => {
+                if !rules.enabled {
+                    Metrics::add(vm.metrics.seal_passthrough, 1);
+                    return Ok(State::Passing);
+                }
+                let Some(route) = Route::from_path(rest) else {
+                    let method = host::get_header(req, ":method")
+                        .map_err(|e| Refusal::hostcall("reading :method", e))?
+                        .unwrap_or_default();
+                    // Reads carry nothing to seal; anything else on a sealed prefix that no
+                    // policy route covers could carry plaintext, so it is refused.
+                    if end_of_stream || matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+                        return Ok(State::Passing);
+                    }
+                    Metrics::add(vm.metrics.rejected_route, 1);
+                    return Err(Refusal::new(
+                        ProblemKind::RouteNotSealed,
+                        format!(
+                            "{method} under {} is not a route the seal policy knows",
+                            rule.prefix
+                        ),
+                    ));
+                };
+                SealPolicy::Moesif(MoesifPolicy::new(route, Arc::clone(rules)))
             }
-            Metrics::add(vm.metrics.rejected_route, 1);
-            return Err(Refusal::new(
-                ProblemKind::RouteNotSealed,
-                format!(
-                    "{method} under {} is not a route the seal policy knows",
-                    rule.prefix
-                ),
-            ));
+            // No route shapes: every request body under the prefix is sealed, whatever the
+            // method (fail closed: a body the rule covers never leaves in plaintext).
+            SealProfile::Json(rules) => SealPolicy::Json(Arc::clone(rules)),
         };
         if end_of_stream {
             return Ok(State::Passing);
@@ -129,10 +145,7 @@ impl SealRequest {
             host::remove_header(req, "content-encoding")
                 .map_err(|e| Refusal::hostcall("removing content-encoding", e))?;
         }
-        Ok(State::Buffering(Pending {
-            policy: MoesifPolicy::new(route, Arc::clone(rules)),
-            encoding,
-        }))
+        Ok(State::Buffering(Pending { policy, encoding }))
     }
 
     /// Seals the whole buffered body in place.
@@ -172,14 +185,16 @@ impl SealRequest {
                 key: &key,
                 memo: &mut b.memo,
             };
-            seal_document_with(
-                &body,
-                &pending.policy,
-                &mut sealer,
-                vm.config.max_depth,
-                &mut b.scratch,
-                &mut b.out,
-            )
+            let depth = vm.config.max_depth;
+            match &pending.policy {
+                // The walker is generic over the policy: one instance per arm.
+                SealPolicy::Moesif(p) => {
+                    seal_document_with(&body, p, &mut sealer, depth, &mut b.scratch, &mut b.out)
+                }
+                SealPolicy::Json(p) => {
+                    seal_document_with(&body, &**p, &mut sealer, depth, &mut b.scratch, &mut b.out)
+                }
+            }
             .map(|stats| {
                 let r = host::set_buffer(BufferType::HttpRequestBody, 0, size, &b.out);
                 (stats, r)

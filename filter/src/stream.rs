@@ -11,31 +11,55 @@ use veil_core::problem::ProblemKind;
 use crate::host;
 use crate::reply::{refuse, Refusal};
 use crate::seal_stream::SealRequest;
+use crate::unseal_stream::UnsealStream;
 use crate::vm::VmState;
 
 enum Role {
     /// No rule matched (or not decided yet): Veil stays out of the way.
     Idle,
     Seal(SealRequest),
+    Unseal(UnsealStream),
     /// Refused before any role started.
     Refused,
 }
 
 pub struct Stream {
     vm: Rc<VmState>,
+    /// This stream's context id (other contexts resume it by this id).
+    ctx: u32,
     role: Role,
 }
 
 impl Stream {
-    pub fn new(vm: Rc<VmState>) -> Stream {
+    pub fn new(vm: Rc<VmState>, ctx: u32) -> Stream {
         Stream {
             vm,
+            ctx,
             role: Role::Idle,
         }
     }
 }
 
-impl Context for Stream {}
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if matches!(self.role, Role::Unseal(_)) {
+            crate::ondemand::forget(&self.vm, self.ctx);
+        }
+    }
+}
+
+impl Context for Stream {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let now = crate::now_ms().unwrap_or(0);
+        crate::ondemand::on_answer(&self.vm, token_id, body_size, self.ctx, now);
+    }
+}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -56,12 +80,19 @@ impl HttpContext for Stream {
                 self.role = Role::Seal(seal);
                 action
             }
+            RouteAction::Unseal(unseal) => {
+                let (role, action) =
+                    UnsealStream::start(&vm, self.ctx, unseal, rest, end_of_stream);
+                self.role = Role::Unseal(role);
+                action
+            }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.role {
             Role::Seal(s) => s.on_request_body(&self.vm, body_size, end_of_stream),
+            Role::Unseal(u) => u.on_request_body(&self.vm, body_size, end_of_stream),
             Role::Refused => Action::Pause,
             Role::Idle => Action::Continue,
         }
@@ -70,8 +101,30 @@ impl HttpContext for Stream {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         match &mut self.role {
             Role::Seal(s) => s.on_request_trailers(&self.vm),
+            Role::Unseal(u) => u.on_request_trailers(&self.vm),
             Role::Refused => Action::Pause,
             Role::Idle => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        match &mut self.role {
+            Role::Unseal(u) => u.on_response_headers(&self.vm, end_of_stream),
+            Role::Seal(_) | Role::Refused | Role::Idle => Action::Continue,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &mut self.role {
+            Role::Unseal(u) => u.on_response_body(&self.vm, body_size, end_of_stream),
+            Role::Seal(_) | Role::Refused | Role::Idle => Action::Continue,
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        match &mut self.role {
+            Role::Unseal(u) => u.on_response_trailers(&self.vm),
+            Role::Seal(_) | Role::Refused | Role::Idle => Action::Continue,
         }
     }
 }

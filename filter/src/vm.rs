@@ -11,11 +11,14 @@ use veil_core::memo::SealMemo;
 
 use crate::keycache::KeyCache;
 use crate::metrics::Metrics;
+use crate::ondemand::OnDemand;
 
 pub struct VmState {
     pub config: FilterConfig,
     pub keys: RefCell<KeyCache>,
     pub metrics: Metrics,
+    /// Keys fetched on demand: callouts in flight and the streams waiting for them.
+    pub ondemand: RefCell<OnDemand>,
     buffers: RefCell<Buffers>,
 }
 
@@ -33,6 +36,7 @@ impl VmState {
             config,
             keys: RefCell::new(KeyCache::default()),
             metrics,
+            ondemand: RefCell::new(OnDemand::default()),
             buffers: RefCell::new(Buffers {
                 scratch: Scratch::default(),
                 out: Vec::new(),

@@ -67,7 +67,20 @@ pub fn request(
         head.push_str(&format!("content-length: {}\r\n", body.len()));
     }
     head.push_str("connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes())?;
+    let sent = send_all(&mut stream, head.as_bytes(), body, chunked);
+    // A server may answer early (e.g. 413) and close while the body is still being sent:
+    // the write then fails, but the answer is there to read.
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw);
+    match (sent, read) {
+        (_, Ok(_)) if !raw.is_empty() => parse_response(&raw),
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(_)) => Err(bad("connection closed without a response")),
+    }
+}
+
+fn send_all(stream: &mut TcpStream, head: &[u8], body: &[u8], chunked: bool) -> io::Result<()> {
+    stream.write_all(head)?;
     if chunked {
         if !body.is_empty() {
             stream.write_all(format!("{:x}\r\n", body.len()).as_bytes())?;
@@ -78,11 +91,7 @@ pub fn request(
     } else {
         stream.write_all(body)?;
     }
-    stream.flush()?;
-
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    stream.flush()
 }
 
 pub fn parse_response(raw: &[u8]) -> io::Result<Response> {

@@ -6,6 +6,7 @@
 //! wasm (`cargo build -p veil-filter --target wasm32-wasip1 --release`) and the keyservice
 //! binary (`cargo build -p veil-keyservice`).
 
+pub mod check;
 pub mod http;
 
 use std::fs;

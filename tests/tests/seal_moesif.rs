@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use veil_core::cipher::SealingKey;
-use veil_core::json::unseal_document;
 use veil_core::value::SealedValue;
+use veil_e2e::check::{assert_no_leak, unseal, Found};
 use veil_e2e::{fixture, wait_for, Stack, StackOptions};
 
 /// The plaintext fields of an event (DESIGN.md, "Seal: policies"): paths relative to the
@@ -25,13 +24,6 @@ const EVENT_PLAINTEXT: &[&str] = &[
     "transaction_id",
     "api_version",
 ];
-
-/// What a walk found: originals of sealed values, and the text that stays readable.
-#[derive(Default)]
-struct Found {
-    sealed: Vec<String>,
-    plaintext: Vec<String>,
-}
 
 /// Walks original and forwarded documents together: same structure and keys; a leaf is
 /// either plaintext (listed) and unchanged, or a Veil value.
@@ -90,45 +82,6 @@ fn check_event(orig: &Value, fwd: &Value, path: &str, found: &mut Found) {
             }
         }
     }
-}
-
-/// Checks sealed plaintexts long enough that a chance match in base64 is negligible
-/// (64^-6), except those that also stand in a readable field (e.g. the `Host` header's value
-/// is part of the readable URI).
-fn assert_no_leak(haystack: &[u8], found: &Found, what: &str) {
-    let hay = String::from_utf8_lossy(haystack);
-    let public = |s: &str| found.plaintext.iter().any(|p| p.contains(s));
-    for s in found.sealed.iter().filter(|s| s.len() >= 6 && !public(s)) {
-        let escaped = serde_json::to_string(s).unwrap();
-        let escaped = &escaped[1..escaped.len() - 1];
-        assert!(
-            !hay.contains(s.as_str()),
-            "{what} contains sealed plaintext {s:?}"
-        );
-        assert!(
-            !hay.contains(escaped),
-            "{what} contains sealed plaintext (escaped) {s:?}"
-        );
-    }
-}
-
-fn kids_in(doc: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(doc);
-    let mut kids: Vec<String> = text
-        .match_indices("veil:v1:")
-        .filter_map(|(i, _)| text[i + 8..].split(':').next().map(str::to_string))
-        .collect();
-    kids.sort();
-    kids.dedup();
-    kids
-}
-
-fn unseal(stack: &Stack, body: &[u8]) -> Vec<u8> {
-    let keys: Vec<SealingKey> = kids_in(body).iter().map(|k| stack.sealing_key(k)).collect();
-    let mut out = Vec::new();
-    let stats = unseal_document(body, &keys, 128, &mut out).unwrap();
-    assert_eq!((stats.failed, stats.unknown_kid), (0, 0));
-    out
 }
 
 fn seal_and_check(stack: &Stack, route: &str, fixture_name: &str) {

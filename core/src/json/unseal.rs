@@ -145,6 +145,48 @@ pub fn unseal_document(
     Ok(stats)
 }
 
+/// The distinct kids of the Veil values in `input` (a JSON document, or any text), at most
+/// `limit`, in the order first seen. A cheap byte scan, no JSON parse: every kid the
+/// unsealer could ask [`KeyLookup::key`] for is found (a value's kid stands in clear text
+/// after the prefix); a kid in an object key is found too, which costs at most a key
+/// lookup. Used to fetch missing keys before unsealing.
+pub fn kids_in(input: &[u8], limit: usize) -> Vec<Kid> {
+    let mut kids: Vec<Kid> = Vec::new();
+    let p = PREFIX.as_bytes();
+    let mut i = 0;
+    while kids.len() < limit {
+        let Some(at) = input
+            .get(i..)
+            .and_then(|rest| rest.windows(p.len()).position(|w| w == p))
+        else {
+            break;
+        };
+        let start = i + at + p.len();
+        i = start;
+        // `r<version>.<YYYY-MM>` is at most 19 bytes, then `:d:` or `:r:`.
+        let Some(colon) = input
+            .get(start..)
+            .and_then(|rest| rest.iter().take(20).position(|&c| c == b':'))
+        else {
+            continue;
+        };
+        let mode = input.get(start + colon + 1..start + colon + 3);
+        if !matches!(mode, Some(b"d:" | b"r:")) {
+            continue;
+        }
+        let kid = input
+            .get(start..start + colon)
+            .and_then(|k| core::str::from_utf8(k).ok())
+            .and_then(|k| k.parse::<Kid>().ok());
+        if let Some(kid) = kid {
+            if !kids.contains(&kid) {
+                kids.push(kid);
+            }
+        }
+    }
+    kids
+}
+
 /// Skips an object key and its colon; returns the index of the member's value.
 fn key(input: &[u8], i: usize) -> Result<usize, JsonError> {
     if input.get(i) != Some(&b'"') {
@@ -255,5 +297,23 @@ fn open(
             stats.failed += 1;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kids_in_finds_each_kid_once_in_order() {
+        let doc =
+            br#"{"a":"veil:v1:r2.2025-01:d:AAAAAAAAAAAAAAAAAAAAAAA","b":["veil:v1:r1.2026-01:r:x",
+            "https://h/p?q=veil:v1:r2.2025-01:d:QUJD&x=veil:v1:r3.2024-07:d:QUJD"],
+            "not":"veil:v1:r1.2026-13:d:AAAA","nor":"veil:v1:r1.2026-01:x:AAAA","end":"veil:v1:"}"#;
+        let kids: Vec<String> = kids_in(doc, 10).iter().map(|k| k.to_string()).collect();
+        assert_eq!(kids, ["r2.2025-01", "r1.2026-01", "r3.2024-07"]);
+        assert_eq!(kids_in(doc, 2).len(), 2);
+        assert!(kids_in(b"{}", 10).is_empty());
+        assert!(kids_in(b"veil:v1:r1.2026-01", 10).is_empty());
     }
 }

@@ -2,8 +2,15 @@
 //!
 //! A policy is an automaton over the document path (see [`crate::json::Policy`]). The
 //! type switches shared by every profile live in [`TypeSwitches`].
+//!
+//! Profiles: [`moesif`] (Moesif's collector formats) and [`json`] (any JSON API, with the
+//! selectors of [`jsonpath`]).
 
+pub mod json;
+pub mod jsonpath;
 pub mod moesif;
+#[cfg(test)]
+mod proptests;
 
 use serde::Deserialize;
 

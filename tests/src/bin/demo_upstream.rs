@@ -5,12 +5,16 @@
 //! * every request other than `/_recorded` and `/healthz` is recorded and answered
 //!   `200 {"status":"ok"}`;
 //! * `/app/echo` and `/app/echo/*` answer with a JSON description of the request (also recorded);
+//! * `POST /v1/search/~/search/events` answers from the recorded events (a double of the vendor's
+//!   search API: exact term/terms/match filters, sort, terms aggregations);
+//! * `POST /v1/reflect` answers with the request's own body (content type and encoding chosen by
+//!   request headers), so tests can have Veil unseal any response they craft;
 //! * `GET /_recorded` lists the records (oldest first), `DELETE /_recorded` clears them;
 //! * `GET /healthz` answers `200 {"status":"ok"}`.
 //!
 //! See `docs/demo-upstream.md` for usage and the record format.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -109,6 +113,8 @@ struct AppState {
     recorded: Option<Mutex<VecDeque<Record>>>,
     max_recorded: usize,
     log: bool,
+    /// `x-demo-barrier` groups waiting to be released together.
+    barriers: Mutex<HashMap<String, Arc<tokio::sync::Barrier>>>,
 }
 
 impl AppState {
@@ -125,7 +131,77 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Waits until `n` requests carrying the same barrier value are waiting (at most
+    /// [`BARRIER_TIMEOUT`]), so their answers leave together.
+    async fn barrier(&self, key: &str, n: usize) {
+        let b = {
+            let mut map = self.barriers.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(
+                map.entry(key.to_owned())
+                    .or_insert_with(|| Arc::new(tokio::sync::Barrier::new(n))),
+            )
+        };
+        let released = tokio::time::timeout(BARRIER_TIMEOUT, b.wait()).await;
+        if released.map_or(true, |r| r.is_leader()) {
+            let mut map = self.barriers.lock().unwrap_or_else(|e| e.into_inner());
+            if map.get(key).is_some_and(|cur| Arc::ptr_eq(cur, &b)) {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// The events recorded from `POST /v1/events` and `/v1/events/batch`, oldest first.
+    fn recorded_events(&self) -> Vec<serde_json::Value> {
+        let Some(list) = &self.recorded else {
+            return Vec::new();
+        };
+        let bodies: Vec<(Bytes, bool)> = list
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| r.method == Method::POST)
+            .filter(|r| {
+                let path = r.path.split('?').next().unwrap_or_default();
+                path == "/v1/events" || path == "/v1/events/batch"
+            })
+            .map(|r| {
+                let gzip = r
+                    .headers
+                    .get("content-encoding")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+                (r.body.clone(), gzip)
+            })
+            .collect();
+        let mut events = Vec::new();
+        for (body, gzip) in bodies {
+            let bytes = if gzip {
+                let mut out = Vec::new();
+                let mut d = flate2::read::GzDecoder::new(&body[..]);
+                if std::io::Read::read_to_end(&mut d, &mut out).is_err() {
+                    continue;
+                }
+                out
+            } else {
+                body.to_vec()
+            };
+            match serde_json::from_slice(&bytes) {
+                Ok(serde_json::Value::Array(items)) => events.extend(items),
+                Ok(v @ serde_json::Value::Object(_)) => events.push(v),
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
 type Shared = Arc<AppState>;
+
+/// Longest time a request waits at an `x-demo-barrier`.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The vendor's events search (Moesif management API), as the upstream sees it.
+const SEARCH_EVENTS_PATH: &str = "/v1/search/~/search/events";
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -216,7 +292,21 @@ async fn catch_all(State(state): State<Shared>, mut req: Request) -> Response {
         }
     };
 
-    let resp = if is_echo_path(uri.path()) {
+    // `x-demo-barrier: <n>`: answer only once n requests with this value are waiting.
+    let barrier = headers
+        .get("x-demo-barrier")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Some((v.to_owned(), v.trim().parse::<usize>().ok()?)))
+        .filter(|(_, n)| (1..=64).contains(n));
+    if let Some((key, n)) = barrier {
+        state.barrier(&key, n).await;
+    }
+
+    let resp = if method == Method::POST && uri.path() == SEARCH_EVENTS_PATH {
+        search_double::answer(&state.recorded_events(), &body, &headers)
+    } else if uri.path() == "/v1/reflect" {
+        reflect(&headers, &body)
+    } else if is_echo_path(uri.path()) {
         let echo = EchoJson {
             method: method.as_str(),
             path: uri.path(),
@@ -242,6 +332,261 @@ async fn catch_all(State(state): State<Shared>, mut req: Request) -> Response {
         body,
     });
     resp
+}
+
+/// `/v1/reflect`: the request body back, with `content-type` from `x-reflect-content-type`
+/// (default `application/json`) and `content-encoding` from `x-reflect-content-encoding`.
+fn reflect(headers: &HeaderMap, body: &Bytes) -> Response {
+    let mut resp = Response::new(axum::body::Body::from(body.clone()));
+    let ct = headers
+        .get("x-reflect-content-type")
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, ct);
+    if let Some(enc) = headers.get("x-reflect-content-encoding") {
+        resp.headers_mut()
+            .insert(axum::http::header::CONTENT_ENCODING, enc.clone());
+    }
+    resp
+}
+
+/// A double of the vendor's events search: only what the tests use. See
+/// docs/demo-upstream.md.
+mod search_double {
+    use std::cmp::Ordering;
+
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, HeaderValue, StatusCode};
+    use axum::response::Response;
+    use serde_json::{json, Map, Value};
+
+    /// The event value at `path` equals one of `values`.
+    struct Constraint {
+        path: Vec<String>,
+        values: Vec<Value>,
+    }
+
+    /// `a.b.c.raw` → `["a","b","c"]` (`.raw` names the keyword field of the same value).
+    fn field_path(field: &str) -> Vec<String> {
+        field
+            .strip_suffix(".raw")
+            .unwrap_or(field)
+            .split('.')
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every term/terms/match outside aggregations, wherever it sits (all must hold).
+    fn constraints(q: &Value, out: &mut Vec<Constraint>) {
+        match q {
+            Value::Array(items) => items.iter().for_each(|v| constraints(v, out)),
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("aggs" | "aggregations", _) => {}
+                        ("term" | "match", Value::Object(o)) => {
+                            for (field, val) in o {
+                                let inner = match val {
+                                    Value::Object(x) => x
+                                        .get("value")
+                                        .or_else(|| x.get("query"))
+                                        .cloned()
+                                        .unwrap_or(Value::Null),
+                                    other => other.clone(),
+                                };
+                                out.push(Constraint {
+                                    path: field_path(field),
+                                    values: vec![inner],
+                                });
+                            }
+                        }
+                        ("terms", Value::Object(o))
+                            if !o.get("field").is_some_and(Value::is_string) =>
+                        {
+                            for (field, val) in o {
+                                if let Value::Array(vals) = val {
+                                    out.push(Constraint {
+                                        path: field_path(field),
+                                        values: vals.clone(),
+                                    });
+                                }
+                            }
+                        }
+                        _ => constraints(v, out),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The values at a dotted path; arrays are flattened at every level (as Elasticsearch
+    /// indexes them).
+    fn values_at<'a>(v: &'a Value, path: &[String], out: &mut Vec<&'a Value>) {
+        match (v, path.split_first()) {
+            (Value::Array(items), _) => items.iter().for_each(|i| values_at(i, path, out)),
+            (leaf, None) => out.push(leaf),
+            (Value::Object(map), Some((first, rest))) => {
+                if let Some(child) = map.get(first) {
+                    values_at(child, rest, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn first_at<'a>(v: &'a Value, path: &[String]) -> &'a Value {
+        let mut found = Vec::new();
+        values_at(v, path, &mut found);
+        found.first().copied().unwrap_or(&Value::Null)
+    }
+
+    fn cmp(a: &Value, b: &Value) -> Ordering {
+        match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+            _ => a.to_string().cmp(&b.to_string()),
+        }
+    }
+
+    /// `sort`: `["field", {"field": {"order": "desc"}}, {"field": "asc"}]`.
+    fn sort_keys(body: &Value) -> Vec<(Vec<String>, bool)> {
+        let entries = match &body["sort"] {
+            Value::Array(a) => a.clone(),
+            Value::Null => Vec::new(),
+            other => vec![other.clone()],
+        };
+        entries
+            .iter()
+            .filter_map(|e| match e {
+                Value::String(f) => Some((field_path(f), false)),
+                Value::Object(o) => o.iter().next().map(|(f, spec)| {
+                    let order = spec.get("order").unwrap_or(spec);
+                    (field_path(f), order.as_str() == Some("desc"))
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `aggs.<name>.terms.field`: buckets of equal values, most frequent first.
+    fn aggregations(body: &Value, hits: &[&Value]) -> Option<Value> {
+        let aggs = body
+            .get("aggs")
+            .or_else(|| body.get("aggregations"))?
+            .as_object()?;
+        let mut out = Map::new();
+        for (name, def) in aggs {
+            let Some(field) = def["terms"]["field"].as_str() else {
+                continue;
+            };
+            let size = def["terms"]["size"].as_u64().unwrap_or(10);
+            let path = field_path(field);
+            let mut buckets: Vec<(Value, u64)> = Vec::new();
+            for h in hits {
+                let mut vals = Vec::new();
+                values_at(h, &path, &mut vals);
+                for v in vals {
+                    match buckets.iter_mut().find(|(k, _)| k == v) {
+                        Some((_, n)) => *n += 1,
+                        None => buckets.push((v.clone(), 1)),
+                    }
+                }
+            }
+            buckets.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| cmp(&a.0, &b.0)));
+            let buckets: Vec<Value> = buckets
+                .into_iter()
+                .take(usize::try_from(size).unwrap_or(10))
+                .map(|(key, n)| json!({"key": key, "doc_count": n}))
+                .collect();
+            out.insert(name.clone(), json!({ "buckets": buckets }));
+        }
+        Some(Value::Object(out))
+    }
+
+    pub fn answer(events: &[Value], body: &Bytes, headers: &HeaderMap) -> Response {
+        let query: Value = if body.is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return super::json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": format!("search body is not JSON: {e}")}).to_string(),
+                    )
+                }
+            }
+        };
+        let mut cons = Vec::new();
+        constraints(&query, &mut cons);
+        let mut hits: Vec<(usize, &Value)> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, ev)| {
+                cons.iter().all(|c| {
+                    let mut vals = Vec::new();
+                    values_at(ev, &c.path, &mut vals);
+                    vals.iter().any(|v| c.values.contains(v))
+                })
+            })
+            .collect();
+        let keys = sort_keys(&query);
+        if let Some((path, desc)) = keys.first() {
+            hits.sort_by(|a, b| {
+                let o = cmp(first_at(a.1, path), first_at(b.1, path));
+                if *desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+        }
+        let total = hits.len();
+        let from = query["from"].as_u64().unwrap_or(0);
+        let size = query["size"].as_u64().unwrap_or(10);
+        let matched: Vec<&Value> = hits.iter().map(|(_, e)| *e).collect();
+        let page: Vec<Value> = hits
+            .iter()
+            .skip(usize::try_from(from).unwrap_or(0))
+            .take(usize::try_from(size).unwrap_or(10))
+            .map(|(i, ev)| {
+                let id = ev
+                    .get("transaction_id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| format!("evt_{i}"), str::to_owned);
+                let mut hit = json!({"_id": id, "_source": ev});
+                if !keys.is_empty() {
+                    hit["sort"] = keys.iter().map(|(p, _)| first_at(ev, p).clone()).collect();
+                }
+                hit
+            })
+            .collect();
+        let mut out =
+            json!({"took": 1, "timed_out": false, "hits": {"total": total, "hits": page}});
+        if let Some(aggs) = aggregations(&query, &matched) {
+            out["aggregations"] = aggs;
+        }
+        let text = out.to_string();
+        let gzip = headers
+            .get("accept-encoding")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case("gzip")));
+        if gzip {
+            use std::io::Write as _;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            if enc.write_all(text.as_bytes()).is_ok() {
+                if let Ok(z) = enc.finish() {
+                    let mut resp = super::json_response(StatusCode::OK, z);
+                    resp.headers_mut().insert(
+                        axum::http::header::CONTENT_ENCODING,
+                        HeaderValue::from_static("gzip"),
+                    );
+                    return resp;
+                }
+            }
+        }
+        super::json_response(StatusCode::OK, text)
+    }
 }
 
 fn log_line(method: &Method, uri: &Uri, status: StatusCode, body_len: Option<usize>) {
@@ -291,6 +636,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         recorded: (!args.no_record).then(|| Mutex::new(VecDeque::new())),
         max_recorded: args.max_recorded,
         log: args.log,
+        barriers: Mutex::new(HashMap::new()),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;

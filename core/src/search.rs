@@ -1,0 +1,1253 @@
+//! Plaintext search over sealed events: rewriting a management-API search body (Elasticsearch
+//! query DSL, Moesif's `POST /search/~/search/events`) so that its equality terms on fields
+//! the seal policy seals deterministically match the ciphertexts the vendor stores.
+//!
+//! A deterministic ciphertext depends on the kid, i.e. on the epoch the value was sealed in.
+//! The time range of the search (`from` / `to` query parameters) says which epochs can hold
+//! matching events, so each plaintext term becomes a `terms` query listing its ciphertext
+//! under every one of those epochs' keys (current root):
+//!
+//! ```text
+//! {"term":  {"request.body.patient.email.raw": "jane@example.com"}}
+//!   ⇒ {"terms": {"request.body.patient.email.raw": ["veil:v1:r1.2025-01:d:…", "veil:v1:r1.2026-01:d:…"]}}
+//! ```
+//!
+//! Which fields are sealed, and how, is asked of the seal policy itself by walking the
+//! field's path ([`FieldPolicy`]), so the search and the collector can never disagree.
+//! Terms on plaintext fields are left as they are. A term that names a sealed field but
+//! cannot be rewritten (randomized mode, or `match` on an analyzed field) is an error: the
+//! search would otherwise send the plaintext the seal policy protects to the vendor.
+//!
+//! Everything here is pure: the filter supplies the clock, the keys and the body.
+
+use std::borrow::Cow;
+
+use thiserror::Error;
+
+use crate::cipher::{CipherError, SealingKey, ValueType};
+use crate::json::scan::{self, JsonError, Literal};
+use crate::json::seal::seal_uri_query;
+use crate::json::{Leaf, LeafAction, Policy};
+use crate::keys::{Epoch, Kid, RotationMonths};
+use crate::policy::moesif::{Entity, MoesifPolicy, MoesifRules, Route};
+use crate::value::Mode;
+
+/// How much later than its own timestamp an event may have been sealed (SDKs batch and
+/// retry). The epochs searched run from `from` to `to` plus this, never past now.
+pub const LATE_ARRIVAL_SECS: i64 = 86_400;
+
+/// Default `default_from`: a search without `from` covers the last year.
+pub const DEFAULT_FROM: &str = "-1y";
+
+/// Default and largest `max_epochs`.
+pub const DEFAULT_MAX_EPOCHS: usize = 24;
+pub const MAX_MAX_EPOCHS: usize = 240;
+
+/// Most ciphertext terms one search may be rewritten into (values × epochs).
+pub const MAX_TERMS: usize = 4096;
+
+/// The `search` settings of an unseal route (validated configuration).
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// The seal policy whose deterministic fields are searchable.
+    pub rules: std::sync::Arc<MoesifRules>,
+    /// `from` when the request has none (a time as [`parse_time`] reads it).
+    pub default_from: String,
+    /// Most epochs one search covers; a wider range is refused.
+    pub max_epochs: usize,
+}
+
+/// Why a search cannot be rewritten. Messages name fields and limits, never values.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error("query parameter `{0}` is not a time (RFC 3339, `now`, or relative like `-7d`, `-24h`, `now-1M`)")]
+    Time(&'static str),
+    #[error("`from` is after `to`")]
+    Order,
+    #[error("the time range covers {epochs} key epochs, more than max_epochs ({limit}); narrow `from`/`to`")]
+    TooManyEpochs { epochs: usize, limit: usize },
+    #[error("`{query}` on `{field}`: {why}")]
+    NotRewritable {
+        query: &'static str,
+        field: String,
+        why: &'static str,
+    },
+    #[error("the search needs more than {limit} ciphertext terms (values × epochs)")]
+    TooManyTerms { limit: usize },
+    #[error("sealing a search term failed: {0}")]
+    Cipher(CipherError),
+}
+
+// ---------------------------------------------------------------------------------------
+// Time range
+// ---------------------------------------------------------------------------------------
+
+const SECS_PER_DAY: i64 = 86_400;
+
+/// Reads a time: `now`; a relative time `-7d`, `+1h`, `now-30m` (units `s`, `m` minutes,
+/// `h`, `d`, `w`, `M` calendar months, `y` calendar years); an RFC 3339 date (`2026-01-31`,
+/// midnight UTC) or date-time (`2026-01-31T10:00:00Z`, `…+01:00`; fractions ignored).
+/// Returns Unix seconds.
+pub fn parse_time(s: &str, now_unix: i64) -> Option<i64> {
+    let s = s.trim();
+    if s == "now" {
+        return Some(now_unix);
+    }
+    let rel = s.strip_prefix("now").unwrap_or(s);
+    if let Some(sign) = rel.chars().next().filter(|c| *c == '-' || *c == '+') {
+        let body = rel.get(1..)?;
+        let unit = body.chars().last()?;
+        let digits = body.get(..body.len().checked_sub(unit.len_utf8())?)?;
+        if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let n: i64 = digits.parse().ok()?;
+        let n = if sign == '-' { -n } else { n };
+        return match unit {
+            's' => now_unix.checked_add(n),
+            'm' => now_unix.checked_add(n.checked_mul(60)?),
+            'h' => now_unix.checked_add(n.checked_mul(3600)?),
+            'd' => now_unix.checked_add(n.checked_mul(SECS_PER_DAY)?),
+            'w' => now_unix.checked_add(n.checked_mul(7 * SECS_PER_DAY)?),
+            'M' => add_months(now_unix, n),
+            'y' => add_months(now_unix, n.checked_mul(12)?),
+            _ => None,
+        };
+    }
+    parse_rfc3339(s)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Calendar month arithmetic (the day is clamped: Mar 31 − 1 month = Feb 28/29).
+fn add_months(unix: i64, months: i64) -> Option<i64> {
+    let days = unix.div_euclid(SECS_PER_DAY);
+    let secs = unix.rem_euclid(SECS_PER_DAY);
+    let (y, m, d) = crate::keys::civil_from_days(days);
+    let index = i64::from(y).checked_mul(12)? + i64::from(m) - 1 + months;
+    let (ny, nm) = (index.div_euclid(12), index.rem_euclid(12) + 1);
+    if !(-9999..=9999).contains(&ny) {
+        return None;
+    }
+    let nd = i64::from(d).min(days_in_month(ny, nm));
+    let days = crate::keys::days_from_civil(
+        i32::try_from(ny).ok()?,
+        u8::try_from(nm).ok()?,
+        u8::try_from(nd).ok()?,
+    );
+    days.checked_mul(SECS_PER_DAY)?.checked_add(secs)
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    if !crate::policy::is_rfc3339(s) {
+        return None;
+    }
+    let b = s.as_bytes();
+    let num = |r: core::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if d > days_in_month(y, m) {
+        return None;
+    }
+    let days = crate::keys::days_from_civil(
+        i32::try_from(y).ok()?,
+        u8::try_from(m).ok()?,
+        u8::try_from(d).ok()?,
+    );
+    let mut t = days * SECS_PER_DAY;
+    if b.len() == 10 {
+        return Some(t);
+    }
+    t += num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?.min(59);
+    // Skip the fraction; the offset is what is left.
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    match b.get(i) {
+        Some(b'+' | b'-') => {
+            let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
+            Some(if b.get(i) == Some(&b'+') {
+                t - off
+            } else {
+                t + off
+            })
+        }
+        _ => Some(t),
+    }
+}
+
+/// The value of query parameter `name` in a request path (`/x?from=-7d&to=now`),
+/// percent-decoded (`+` is kept: it is an offset sign in times). The first occurrence wins.
+pub fn query_param<'a>(path: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    let query = path.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or(query);
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = |j: usize| b.get(j).and_then(|h| (*h as char).to_digit(16));
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The epochs a search on `path` (its `from` / `to` parameters) must cover, oldest first:
+/// from the epoch of `from` through that of `to` + [`LATE_ARRIVAL_SECS`], never past the
+/// epoch of `now` (nothing is sealed in the future). Absent `from` is `default_from`,
+/// absent `to` is `now`.
+pub fn search_epochs(
+    path: &str,
+    now_unix: i64,
+    rotation: RotationMonths,
+    default_from: &str,
+    max_epochs: usize,
+) -> Result<Vec<Epoch>, SearchError> {
+    let from = match query_param(path, "from") {
+        Some(v) => parse_time(&v, now_unix).ok_or(SearchError::Time("from"))?,
+        None => parse_time(default_from, now_unix).ok_or(SearchError::Time("from"))?,
+    };
+    let to = match query_param(path, "to") {
+        Some(v) => parse_time(&v, now_unix).ok_or(SearchError::Time("to"))?,
+        None => now_unix,
+    };
+    if from > to {
+        return Err(SearchError::Order);
+    }
+    let first = from.min(now_unix);
+    let last = to.saturating_add(LATE_ARRIVAL_SECS).clamp(first, now_unix);
+    // One more than the limit tells "too many" apart from "exactly the limit".
+    let epochs = Epoch::covering(first, last, rotation, max_epochs.saturating_add(1));
+    if epochs.len() > max_epochs {
+        let total = count_epochs(first, last, rotation);
+        return Err(SearchError::TooManyEpochs {
+            epochs: total,
+            limit: max_epochs,
+        });
+    }
+    Ok(epochs)
+}
+
+fn count_epochs(first: i64, last: i64, rotation: RotationMonths) -> usize {
+    let a = Epoch::containing(first, rotation);
+    let b = Epoch::containing(last, rotation);
+    let months = |e: Epoch| i64::from(e.year()) * 12 + i64::from(e.month());
+    let n = (months(b) - months(a)) / i64::from(rotation.get()) + 1;
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// The kids a search under `root` needs, one per epoch, in epoch order.
+pub fn search_kids(root: u32, epochs: &[Epoch]) -> Vec<Kid> {
+    epochs.iter().map(|e| Kid::new(root, *e)).collect()
+}
+
+/// Is `rest` (the path after the route prefix) the events search?
+pub fn is_events_search(rest: &str) -> bool {
+    let path = rest.split(['?', '#']).next().unwrap_or(rest);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    path == "/search/~/search/events"
+}
+
+// ---------------------------------------------------------------------------------------
+// Which fields are sealed
+// ---------------------------------------------------------------------------------------
+
+/// What the seal policy does with a value at a field path (`["request","body","email"]`).
+pub trait FieldPolicy {
+    fn action(&self, field: &[&str], leaf: Leaf<'_>) -> LeafAction;
+}
+
+/// The `moesif` policy seen from a search over events: a field path is walked from the
+/// event root exactly as the collector's sealer walks a document.
+pub struct MoesifEvents(MoesifPolicy);
+
+impl MoesifEvents {
+    pub fn new(rules: std::sync::Arc<MoesifRules>) -> MoesifEvents {
+        MoesifEvents(MoesifPolicy::new(
+            Route {
+                entity: Entity::Event,
+                batch: false,
+            },
+            rules,
+        ))
+    }
+}
+
+impl FieldPolicy for MoesifEvents {
+    fn action(&self, field: &[&str], leaf: Leaf<'_>) -> LeafAction {
+        let p = &self.0;
+        let node = field.iter().fold(p.root(), |n, seg| p.field(n, seg));
+        p.leaf(node, leaf)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The search body
+// ---------------------------------------------------------------------------------------
+
+/// A JSON tree that keeps what matters for a faithful rewrite: member order and the exact
+/// text of numbers.
+#[derive(Debug, Clone, PartialEq)]
+enum J {
+    Null,
+    Bool(bool),
+    Num(String),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+/// A parsed search body.
+#[derive(Debug, Clone)]
+pub struct SearchBody(J);
+
+struct Parser<'a> {
+    input: &'a [u8],
+    max_depth: usize,
+}
+
+impl Parser<'_> {
+    fn string(&self, i: usize) -> Result<(String, usize), JsonError> {
+        let (span, next) = scan::scan_string(self.input, i)?;
+        let raw = self.input.get(span.start..span.end).unwrap_or_default();
+        let mut buf = Vec::new();
+        if span.escaped {
+            scan::unescape(raw, span.start, &mut buf)?;
+        } else {
+            buf.extend_from_slice(raw);
+        }
+        let s = String::from_utf8(buf).map_err(|_| JsonError::Utf8 { offset: span.start })?;
+        Ok((s, next))
+    }
+
+    fn value(&self, i: usize, depth: usize) -> Result<(J, usize), JsonError> {
+        let input = self.input;
+        match input.get(i) {
+            Some(&open @ (b'{' | b'[')) => {
+                if depth >= self.max_depth {
+                    return Err(JsonError::TooDeep {
+                        offset: i,
+                        limit: self.max_depth,
+                    });
+                }
+                let object = open == b'{';
+                let close = if object { b'}' } else { b']' };
+                let mut members = Vec::new();
+                let mut items = Vec::new();
+                let mut j = scan::skip_ws(input, i + 1);
+                if input.get(j) == Some(&close) {
+                    let v = if object {
+                        J::Obj(members)
+                    } else {
+                        J::Arr(items)
+                    };
+                    return Ok((v, j + 1));
+                }
+                loop {
+                    if object {
+                        if input.get(j) != Some(&b'"') {
+                            return Err(JsonError::Unexpected {
+                                offset: j,
+                                expected: "'\"' starting an object key",
+                            });
+                        }
+                        let (k, after) = self.string(j)?;
+                        let c = scan::skip_ws(input, after);
+                        if input.get(c) != Some(&b':') {
+                            return Err(JsonError::Unexpected {
+                                offset: c,
+                                expected: "':' after an object key",
+                            });
+                        }
+                        let (v, next) = self.value(scan::skip_ws(input, c + 1), depth + 1)?;
+                        members.push((k, v));
+                        j = next;
+                    } else {
+                        let (v, next) = self.value(j, depth + 1)?;
+                        items.push(v);
+                        j = next;
+                    }
+                    j = scan::skip_ws(input, j);
+                    match input.get(j) {
+                        Some(b',') => j = scan::skip_ws(input, j + 1),
+                        Some(&c) if c == close => {
+                            let v = if object {
+                                J::Obj(members)
+                            } else {
+                                J::Arr(items)
+                            };
+                            return Ok((v, j + 1));
+                        }
+                        Some(_) => {
+                            return Err(JsonError::Unexpected {
+                                offset: j,
+                                expected: "',' or a closing bracket",
+                            })
+                        }
+                        None => {
+                            return Err(JsonError::Eof {
+                                offset: j,
+                                expected: "a closing bracket",
+                            })
+                        }
+                    }
+                }
+            }
+            Some(b'"') => {
+                let (s, next) = self.string(i)?;
+                Ok((J::Str(s), next))
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let next = scan::scan_number(input, i)?;
+                let text = core::str::from_utf8(input.get(i..next).unwrap_or_default())
+                    .unwrap_or_default();
+                Ok((J::Num(text.to_string()), next))
+            }
+            Some(b't' | b'f' | b'n') => {
+                let (lit, next) = scan::scan_literal(input, i)?;
+                let v = match lit {
+                    Literal::True => J::Bool(true),
+                    Literal::False => J::Bool(false),
+                    Literal::Null => J::Null,
+                };
+                Ok((v, next))
+            }
+            Some(_) => Err(JsonError::Unexpected {
+                offset: i,
+                expected: "a JSON value",
+            }),
+            None => Err(JsonError::Eof {
+                offset: i,
+                expected: "a JSON value",
+            }),
+        }
+    }
+}
+
+fn write(j: &J, out: &mut Vec<u8>) {
+    match j {
+        J::Null => out.extend_from_slice(b"null"),
+        J::Bool(true) => out.extend_from_slice(b"true"),
+        J::Bool(false) => out.extend_from_slice(b"false"),
+        J::Num(n) => out.extend_from_slice(n.as_bytes()),
+        J::Str(s) => {
+            out.push(b'"');
+            scan::escape_into(s.as_bytes(), out);
+            out.push(b'"');
+        }
+        J::Arr(items) => {
+            out.push(b'[');
+            for (n, v) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write(v, out);
+            }
+            out.push(b']');
+        }
+        J::Obj(members) => {
+            out.push(b'{');
+            for (n, (k, v)) in members.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                scan::escape_into(k.as_bytes(), out);
+                out.extend_from_slice(b"\":");
+                write(v, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// The equality queries this module understands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Query {
+    Term,
+    Terms,
+    Match,
+}
+
+impl Query {
+    fn name(self) -> &'static str {
+        match self {
+            Query::Term => "term",
+            Query::Terms => "terms",
+            Query::Match => "match",
+        }
+    }
+}
+
+/// One walk over the body: counts (dry run, `keys` = None) or rewrites.
+struct Rewriter<'a> {
+    policy: &'a dyn FieldPolicy,
+    keys: Option<&'a [&'a SealingKey]>,
+    terms: usize,
+    rewritten: usize,
+}
+
+/// What the policy does with one scalar term value.
+enum ValueAction {
+    Keep,
+    Seal(ValueType, Mode),
+    SealUri(Mode),
+}
+
+fn scalar_leaf(v: &J) -> Option<Leaf<'_>> {
+    match v {
+        J::Str(s) => Some(Leaf::Str(s)),
+        J::Num(n) => Some(Leaf::Number(n)),
+        J::Bool(b) => Some(Leaf::Bool(*b)),
+        J::Null => Some(Leaf::Null),
+        J::Arr(_) | J::Obj(_) => None,
+    }
+}
+
+fn get<'j>(members: &'j [(String, J)], key: &str) -> Option<&'j J> {
+    members.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+impl Rewriter<'_> {
+    fn value_action(
+        &self,
+        q: Query,
+        field: &str,
+        segments: &[&str],
+        v: &J,
+    ) -> Result<ValueAction, SearchError> {
+        let not = |why| SearchError::NotRewritable {
+            query: q.name(),
+            field: field.to_string(),
+            why,
+        };
+        let Some(leaf) = scalar_leaf(v) else {
+            // A form this module does not know: fine on a plaintext field, refused on a
+            // sealed one.
+            return match self.policy.action(segments, Leaf::Str("")) {
+                LeafAction::Keep => Ok(ValueAction::Keep),
+                _ => Err(not("unsupported query form on a sealed field")),
+            };
+        };
+        let ty = match v {
+            J::Num(_) => ValueType::Number,
+            J::Bool(_) => ValueType::Bool,
+            _ => ValueType::String,
+        };
+        match self.policy.action(segments, leaf) {
+            LeafAction::Keep => Ok(ValueAction::Keep),
+            LeafAction::Seal(Mode::Deterministic) => Ok(ValueAction::Seal(ty, Mode::Deterministic)),
+            LeafAction::Seal(Mode::Randomized) | LeafAction::SealUriQuery(Mode::Randomized) => Err(
+                not("the field is sealed in randomized mode, so equality cannot be searched"),
+            ),
+            LeafAction::SealUriQuery(m) => match v {
+                J::Str(_) => Ok(ValueAction::SealUri(m)),
+                _ => Ok(ValueAction::Keep),
+            },
+        }
+    }
+
+    /// The ciphertexts of `v` under every key (in key order).
+    fn ciphertexts(
+        &mut self,
+        action: &ValueAction,
+        v: &J,
+        out: &mut Vec<J>,
+    ) -> Result<(), SearchError> {
+        let bytes: &[u8] = match v {
+            J::Str(s) => s.as_bytes(),
+            J::Num(n) => n.as_bytes(),
+            J::Bool(true) => b"true",
+            J::Bool(false) => b"false",
+            J::Null | J::Arr(_) | J::Obj(_) => b"",
+        };
+        let keys = self.keys.unwrap_or_default();
+        self.terms = self.terms.saturating_add(keys.len().max(1));
+        if self.terms > MAX_TERMS {
+            return Err(SearchError::TooManyTerms { limit: MAX_TERMS });
+        }
+        for key in keys {
+            let mut buf = Vec::new();
+            match action {
+                ValueAction::Seal(ty, mode) => key
+                    .seal_into(*mode, *ty, bytes, &mut buf)
+                    .map_err(SearchError::Cipher)?,
+                ValueAction::SealUri(mode) => {
+                    seal_uri_query(bytes, &mut &**key, *mode, &mut buf)
+                        .map_err(SearchError::Cipher)?;
+                }
+                ValueAction::Keep => buf.extend_from_slice(bytes),
+            }
+            out.push(J::Str(String::from_utf8_lossy(&buf).into_owned()));
+        }
+        Ok(())
+    }
+
+    /// `members` is the object under `term` / `terms` / `match`. Returns the new `terms`
+    /// object if the query must be rewritten.
+    fn query(&mut self, q: Query, members: &[(String, J)]) -> Result<Option<J>, SearchError> {
+        const OPTIONS: [&str; 2] = ["boost", "_name"];
+        let fields: Vec<&(String, J)> = members
+            .iter()
+            .filter(|(k, _)| q != Query::Terms || !OPTIONS.contains(&k.as_str()))
+            .collect();
+        let mut out: Option<J> = None;
+        for (field, v) in fields.iter().map(|m| (&m.0, &m.1)) {
+            let raw = field.strip_suffix(".raw");
+            let path = raw.unwrap_or(field);
+            let segments: Vec<&str> = path.split('.').collect();
+            // The value(s) and the options carried over to `terms`.
+            let (values, carried): (Vec<&J>, Vec<(String, J)>) = match (q, v) {
+                (Query::Terms, J::Arr(items)) => (items.iter().collect(), Vec::new()),
+                (Query::Term, J::Obj(o)) | (Query::Match, J::Obj(o)) => {
+                    let key = if q == Query::Term { "value" } else { "query" };
+                    let carried = o
+                        .iter()
+                        .filter(|(k, _)| OPTIONS.contains(&k.as_str()))
+                        .cloned()
+                        .collect();
+                    match get(o, key) {
+                        Some(inner) => (vec![inner], carried),
+                        None => (vec![v], carried),
+                    }
+                }
+                _ => (vec![v], Vec::new()),
+            };
+            let mut actions = Vec::with_capacity(values.len());
+            for value in &values {
+                actions.push(self.value_action(q, field, &segments, value)?);
+            }
+            if actions.iter().all(|a| matches!(a, ValueAction::Keep)) {
+                continue;
+            }
+            if q == Query::Match && raw.is_none() {
+                return Err(SearchError::NotRewritable {
+                    query: q.name(),
+                    field: field.to_string(),
+                    why: "a sealed value can only be matched exactly: use its `.raw` field",
+                });
+            }
+            if fields.len() != 1 {
+                return Err(SearchError::NotRewritable {
+                    query: q.name(),
+                    field: field.to_string(),
+                    why: "a query on a sealed field must name exactly one field",
+                });
+            }
+            if let (Query::Term, J::Obj(o)) = (q, v) {
+                if o.iter()
+                    .any(|(k, v)| k == "case_insensitive" && *v == J::Bool(true))
+                {
+                    return Err(SearchError::NotRewritable {
+                        query: q.name(),
+                        field: field.to_string(),
+                        why: "case_insensitive cannot apply to ciphertexts",
+                    });
+                }
+            }
+            self.rewritten += 1;
+            let mut list = Vec::new();
+            for (value, action) in values.iter().zip(&actions) {
+                match action {
+                    ValueAction::Keep => list.push((*value).clone()),
+                    sealed => self.ciphertexts(sealed, value, &mut list)?,
+                }
+            }
+            let mut obj = vec![(field.to_string(), J::Arr(list))];
+            obj.extend(carried);
+            if q == Query::Terms {
+                obj.extend(
+                    members
+                        .iter()
+                        .filter(|(k, _)| OPTIONS.contains(&k.as_str()))
+                        .cloned(),
+                );
+            }
+            out = Some(J::Obj(obj));
+        }
+        Ok(out)
+    }
+
+    /// Walks a query (or any part of the body that is not an aggregation definition).
+    fn walk(&mut self, j: &mut J) -> Result<(), SearchError> {
+        match j {
+            J::Arr(items) => items.iter_mut().try_for_each(|v| self.walk(v)),
+            J::Obj(members) => {
+                for (k, v) in members.iter_mut() {
+                    let q = match k.as_str() {
+                        "term" => Some(Query::Term),
+                        "terms" => Some(Query::Terms),
+                        "match" => Some(Query::Match),
+                        "aggs" | "aggregations" => {
+                            if let J::Obj(aggs) = v {
+                                for (_, def) in aggs.iter_mut() {
+                                    self.aggregation(def)?;
+                                }
+                            }
+                            continue;
+                        }
+                        kind @ ("prefix"
+                        | "wildcard"
+                        | "regexp"
+                        | "fuzzy"
+                        | "range"
+                        | "match_phrase"
+                        | "match_phrase_prefix"
+                        | "match_bool_prefix") => {
+                            if let J::Obj(o) = &*v {
+                                self.not_on_sealed(kind, o)?;
+                            }
+                            continue;
+                        }
+                        _ => None,
+                    };
+                    match (q, &*v) {
+                        // A `terms` *aggregation* names its field in `field`.
+                        (Some(Query::Terms), J::Obj(o))
+                            if matches!(get(o, "field"), Some(J::Str(_))) => {}
+                        (Some(q), J::Obj(o)) => {
+                            if let Some(new) = self.query(q, o)? {
+                                *k = "terms".to_string();
+                                *v = new;
+                            }
+                        }
+                        _ => self.walk(v)?,
+                    }
+                }
+                Ok(())
+            }
+            J::Null | J::Bool(_) | J::Num(_) | J::Str(_) => Ok(()),
+        }
+    }
+
+    /// Queries that cannot match ciphertexts (ranges, prefixes, patterns, phrases) are
+    /// refused on sealed fields: forwarded, they would carry the protected plaintext.
+    fn not_on_sealed(&self, kind: &str, members: &[(String, J)]) -> Result<(), SearchError> {
+        const VALUES: [&str; 8] = ["value", "query", "gt", "gte", "lt", "lte", "from", "to"];
+        for (field, v) in members {
+            let path = field.strip_suffix(".raw").unwrap_or(field);
+            let segments: Vec<&str> = path.split('.').collect();
+            let values: Vec<&J> = match v {
+                J::Obj(o) => o
+                    .iter()
+                    .filter(|(k, _)| VALUES.contains(&k.as_str()))
+                    .map(|(_, v)| v)
+                    .collect(),
+                other => vec![other],
+            };
+            let sealed = values.iter().any(|v| {
+                scalar_leaf(v).is_some_and(|leaf| {
+                    !matches!(self.policy.action(&segments, leaf), LeafAction::Keep)
+                })
+            });
+            if sealed {
+                return Err(SearchError::NotRewritable {
+                    query: match kind {
+                        "prefix" => "prefix",
+                        "wildcard" => "wildcard",
+                        "regexp" => "regexp",
+                        "fuzzy" => "fuzzy",
+                        "range" => "range",
+                        _ => "match_phrase",
+                    },
+                    field: field.clone(),
+                    why: "only equality (term, terms, match on .raw) can be searched on a sealed field",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One aggregation definition: only its `filter` / `filters` hold queries.
+    fn aggregation(&mut self, def: &mut J) -> Result<(), SearchError> {
+        let J::Obj(members) = def else { return Ok(()) };
+        for (k, v) in members.iter_mut() {
+            match k.as_str() {
+                "aggs" | "aggregations" => {
+                    if let J::Obj(aggs) = v {
+                        for (_, d) in aggs.iter_mut() {
+                            self.aggregation(d)?;
+                        }
+                    }
+                }
+                "filter" | "filters" => self.walk(v)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SearchBody {
+    /// Parses a search body (strict JSON, nesting at most `max_depth`).
+    pub fn parse(input: &[u8], max_depth: usize) -> Result<SearchBody, SearchError> {
+        scan::check_text(input)?;
+        let p = Parser { input, max_depth };
+        let start = scan::skip_ws(input, 0);
+        if start >= input.len() {
+            return Err(JsonError::Empty.into());
+        }
+        let (j, next) = p.value(start, 0)?;
+        let end = scan::skip_ws(input, next);
+        if end != input.len() {
+            return Err(JsonError::Trailing { offset: end }.into());
+        }
+        Ok(SearchBody(j))
+    }
+
+    /// How many equality queries name a field `policy` seals deterministically (each needs
+    /// rewriting). Errors as [`SearchBody::rewrite`] would, without any key.
+    pub fn sealed_terms(&self, policy: &dyn FieldPolicy) -> Result<usize, SearchError> {
+        let mut copy = self.0.clone();
+        let mut r = Rewriter {
+            policy,
+            keys: None,
+            terms: 0,
+            rewritten: 0,
+        };
+        r.walk(&mut copy)?;
+        Ok(r.rewritten)
+    }
+
+    /// Rewrites every equality query on a deterministically sealed field into a `terms`
+    /// query listing the value sealed under each of `keys` (one per epoch). Returns how
+    /// many queries were rewritten.
+    pub fn rewrite(
+        &mut self,
+        policy: &dyn FieldPolicy,
+        keys: &[&SealingKey],
+    ) -> Result<usize, SearchError> {
+        let mut r = Rewriter {
+            policy,
+            keys: Some(keys),
+            terms: 0,
+            rewritten: 0,
+        };
+        r.walk(&mut self.0)?;
+        Ok(r.rewritten)
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        write(&self.0, &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::unseal_document;
+    use crate::keys::Dek;
+    use crate::policy::moesif::MoesifOptions;
+    use std::sync::Arc;
+
+    const NOW: i64 = 1_795_000_000; // 2026-11-18T09:46:40Z
+
+    fn t(s: &str) -> i64 {
+        parse_time(s, NOW).unwrap_or_else(|| panic!("{s}"))
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(t("now"), NOW);
+        assert_eq!(t("-7d"), NOW - 7 * 86_400);
+        assert_eq!(t("now-24h"), NOW - 86_400);
+        assert_eq!(t("+30m"), NOW + 1800);
+        assert_eq!(t("-2w"), NOW - 14 * 86_400);
+        assert_eq!(t("-90s"), NOW - 90);
+        assert_eq!(t("2026-01-01"), 1_767_225_600);
+        assert_eq!(t("2026-01-01T00:00:00Z"), 1_767_225_600);
+        assert_eq!(t("2026-01-01T01:00:00.123+01:00"), 1_767_225_600);
+        assert_eq!(t("2025-12-31T19:00:00-05:00"), 1_767_225_600);
+        // Calendar months and years, the day clamped.
+        assert_eq!(
+            parse_time("-1M", t("2026-03-31T12:00:00Z")),
+            Some(t("2026-02-28T12:00:00Z"))
+        );
+        assert_eq!(parse_time("-1M", t("2024-03-31")), Some(t("2024-02-29")));
+        assert_eq!(parse_time("-1y", t("2026-11-18")), Some(t("2025-11-18")));
+        assert_eq!(parse_time("+2M", t("2026-11-30")), Some(t("2027-01-30")));
+        for bad in [
+            "",
+            "yesterday",
+            "-7",
+            "7d",
+            "-d",
+            "-7x",
+            "-1.5d",
+            "2026-02-30",
+            "2026-13-01",
+            "now-",
+            "- 7d",
+            "-9999999999d",
+            "-999999999y",
+        ] {
+            assert_eq!(parse_time(bad, NOW), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let p = "/search/~/search/events?x=1&from=2026-01-01T00%3A00%3A00%2B01%3A00&to=now";
+        assert_eq!(
+            query_param(p, "from").as_deref(),
+            Some("2026-01-01T00:00:00+01:00")
+        );
+        assert_eq!(query_param(p, "to").as_deref(), Some("now"));
+        assert_eq!(query_param(p, "nope"), None);
+        assert_eq!(query_param("/x", "from"), None);
+        assert_eq!(
+            query_param("/x?from=-7d&from=-1d", "from").as_deref(),
+            Some("-7d")
+        );
+    }
+
+    fn epochs(path: &str, rotation: u16, max: usize) -> Result<Vec<String>, SearchError> {
+        let r = RotationMonths::new(rotation).unwrap();
+        search_epochs(path, NOW, r, DEFAULT_FROM, max)
+            .map(|v| v.iter().map(|e| e.label()).collect())
+    }
+
+    #[test]
+    fn the_time_range_selects_epochs() {
+        // Default: the last year, through now.
+        assert_eq!(epochs("/s", 12, 24).unwrap(), ["2025-01", "2026-01"]);
+        assert_eq!(epochs("/s?from=-7d", 12, 24).unwrap(), ["2026-01"]);
+        assert_eq!(
+            epochs("/s?from=2024-06-01&to=2025-03-01", 12, 24).unwrap(),
+            ["2024-01", "2025-01"]
+        );
+        // `to` gets a day of late arrivals: events of Dec 31 may be sealed on Jan 1.
+        assert_eq!(
+            epochs("/s?from=2025-12-01&to=2025-12-31T12:00:00Z", 12, 24).unwrap(),
+            ["2025-01", "2026-01"]
+        );
+        // Never past now: the next epoch holds nothing yet.
+        assert_eq!(
+            epochs("/s?from=-1d&to=%2B400d", 12, 24).unwrap(),
+            ["2026-01"]
+        );
+        assert_eq!(
+            epochs("/s?from=%2B1d&to=%2B2d", 12, 24).unwrap(),
+            ["2026-01"]
+        );
+        assert_eq!(
+            epochs("/s?from=-3M", 1, 24).unwrap(),
+            ["2026-08", "2026-09", "2026-10", "2026-11"]
+        );
+        assert_eq!(epochs("/s?from=-23M", 1, 24).unwrap().len(), 24);
+        assert_eq!(
+            epochs("/s?from=-24M", 1, 24),
+            Err(SearchError::TooManyEpochs {
+                epochs: 25,
+                limit: 24
+            })
+        );
+        assert_eq!(
+            epochs("/s?from=-1d&to=-2d", 12, 24),
+            Err(SearchError::Order)
+        );
+        assert_eq!(
+            epochs("/s?from=soon", 12, 24),
+            Err(SearchError::Time("from"))
+        );
+        assert_eq!(epochs("/s?to=later", 12, 24), Err(SearchError::Time("to")));
+    }
+
+    #[test]
+    fn events_search_paths() {
+        assert!(is_events_search("/search/~/search/events"));
+        assert!(is_events_search("/search/~/search/events?from=-7d"));
+        assert!(is_events_search("/v1/search/~/search/events/"));
+        assert!(!is_events_search("/search/~/search/users"));
+        assert!(!is_events_search("/search/~/count/events"));
+    }
+
+    fn key(kid: &str) -> SealingKey {
+        let kid: Kid = kid.parse().unwrap();
+        let mut dek = [0u8; 32];
+        dek[..7].copy_from_slice(&kid.to_string().as_bytes()[..7]);
+        SealingKey::new(kid, &Dek::from_bytes(dek))
+    }
+
+    fn det(key: &SealingKey, ty: ValueType, v: &str) -> String {
+        let mut out = Vec::new();
+        key.seal_into(Mode::Deterministic, ty, v.as_bytes(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn policy(options: serde_json::Value) -> MoesifEvents {
+        let o: MoesifOptions = serde_json::from_value(options).unwrap();
+        MoesifEvents::new(Arc::new(MoesifRules::new(&o)))
+    }
+
+    fn rewrite(
+        body: &str,
+        p: &MoesifEvents,
+        keys: &[&SealingKey],
+    ) -> Result<serde_json::Value, SearchError> {
+        let mut b = SearchBody::parse(body.as_bytes(), 128)?;
+        b.rewrite(p, keys)?;
+        Ok(serde_json::from_slice(&b.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn the_fixture_search_is_rewritten_for_every_epoch() {
+        let (k1, k2) = (key("r1.2025-01"), key("r1.2026-01"));
+        let body = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/moesif/search-request-plaintext.json"
+        ))
+        .unwrap();
+        let p = policy(serde_json::json!({}));
+        let parsed = SearchBody::parse(body.as_bytes(), 128).unwrap();
+        assert_eq!(parsed.sealed_terms(&p).unwrap(), 1);
+        let v = rewrite(&body, &p, &[&k1, &k2]).unwrap();
+        let must = &v["post_filter"]["bool"]["must"][0];
+        assert!(must.get("term").is_none());
+        assert_eq!(
+            must["terms"]["request.body.patient.email.raw"],
+            serde_json::json!([
+                det(&k1, ValueType::String, "jane@example.com"),
+                det(&k2, ValueType::String, "jane@example.com")
+            ])
+        );
+        // The terms *aggregation* and everything else are untouched.
+        let orig: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["aggs"], orig["aggs"]);
+        assert_eq!(v["sort"], orig["sort"]);
+        assert_eq!(v["size"], orig["size"]);
+        // Ciphertexts open to the plaintext term.
+        let text = serde_json::to_vec(&must).unwrap();
+        let mut out = Vec::new();
+        let keys = vec![key("r1.2025-01"), key("r1.2026-01")];
+        let stats = unseal_document(&text, &keys, 16, &mut out).unwrap();
+        assert_eq!(stats.opened, 2);
+        assert!(String::from_utf8(out).unwrap().contains("jane@example.com"));
+    }
+
+    #[test]
+    fn term_terms_and_match_forms() {
+        let k = key("r1.2026-01");
+        let p = policy(serde_json::json!({}));
+        let email = det(&k, ValueType::String, "a@b.c");
+        let amount = det(&k, ValueType::Number, "1.50");
+        let v = rewrite(
+            r#"{"query":{"bool":{"filter":[
+                {"term":{"request.body.email":{"value":"a@b.c","boost":2}}},
+                {"terms":{"request.body.amount.raw":[1.50,"a@b.c"],"boost":1.0}},
+                {"match":{"metadata.plan.raw":{"query":"gold","operator":"and"}}},
+                {"term":{"user_id.raw":"u1"}},
+                {"terms":{"company_id":["c1","c2"]}},
+                {"match":{"request.verb":"POST"}},
+                {"term":{"response.status":201}},
+                {"term":{"request.uri.raw":"https://x.io/p?q=1"}},
+                {"term":{"request.body.note":null}}
+            ]}}}"#,
+            &p,
+            &[&k],
+        )
+        .unwrap();
+        let f = &v["query"]["bool"]["filter"];
+        assert_eq!(
+            f[0],
+            serde_json::json!({"terms": {"request.body.email": [email], "boost": 2}})
+        );
+        assert_eq!(
+            f[1],
+            serde_json::json!({"terms": {"request.body.amount.raw": [amount, email], "boost": 1.0}})
+        );
+        assert_eq!(
+            f[2],
+            serde_json::json!({"terms": {"metadata.plan.raw": [det(&k, ValueType::String, "gold")]}})
+        );
+        // Plaintext fields stay as they are.
+        assert_eq!(f[3], serde_json::json!({"term": {"user_id.raw": "u1"}}));
+        assert_eq!(
+            f[4],
+            serde_json::json!({"terms": {"company_id": ["c1", "c2"]}})
+        );
+        assert_eq!(f[5], serde_json::json!({"match": {"request.verb": "POST"}}));
+        assert_eq!(f[6], serde_json::json!({"term": {"response.status": 201}}));
+        assert_eq!(
+            f[8],
+            serde_json::json!({"term": {"request.body.note": null}})
+        );
+        // A URL keeps scheme, host and path; the query value is sealed as the sealer does.
+        let uri = f[7]["terms"]["request.uri.raw"][0].as_str().unwrap();
+        assert!(
+            uri.starts_with("https://x.io/p?q=veil:v1:r1.2026-01:d:"),
+            "{uri}"
+        );
+        // The exact number text is what is sealed.
+        let mut body = SearchBody::parse(br#"{"term":{"request.body.n":1.50}}"#, 8).unwrap();
+        body.rewrite(&p, &[&k]).unwrap();
+        assert!(String::from_utf8(body.to_vec()).unwrap().contains(&amount));
+    }
+
+    #[test]
+    fn options_change_what_is_rewritten() {
+        let k = key("r1.2026-01");
+        // Numbers not sealed: a number term stays; headers not sealed: stays.
+        let p = policy(
+            serde_json::json!({"encrypt_numerics": false, "encrypt_request_headers": false}),
+        );
+        let body = r#"{"query":{"bool":{"must":[{"term":{"request.body.n":5}},{"term":{"request.headers.Host.raw":"h"}}]}}}"#;
+        let v = rewrite(body, &p, &[&k]).unwrap();
+        assert_eq!(v, serde_json::from_str::<serde_json::Value>(body).unwrap());
+        // A skipped body field stays readable, so its term stays.
+        let p = policy(serde_json::json!({"request_body_skip": ["email"]}));
+        let body = r#"{"term":{"request.body.email.raw":"a@b.c"}}"#;
+        assert_eq!(
+            rewrite(body, &p, &[&k]).unwrap(),
+            serde_json::from_str::<serde_json::Value>(body).unwrap()
+        );
+    }
+
+    #[test]
+    fn terms_that_cannot_be_rewritten_are_refused() {
+        let k = key("r1.2026-01");
+        let p = policy(serde_json::json!({}));
+        let err = |body: &str, p: &MoesifEvents| rewrite(body, p, &[&k]).unwrap_err().to_string();
+        // Booleans are randomized by default.
+        assert!(err(r#"{"term":{"request.body.consent":true}}"#, &p).contains("randomized"));
+        // `match` on an analyzed (non-.raw) sealed field.
+        assert!(err(r#"{"match":{"request.body.email":"a@b.c"}}"#, &p).contains(".raw"));
+        // Unknown forms on sealed fields.
+        assert!(err(
+            r#"{"terms":{"request.body.email":{"index":"x","id":"1"}}}"#,
+            &p
+        )
+        .contains("unsupported"));
+        assert!(err(
+            r#"{"term":{"request.body.email":{"value":"a","case_insensitive":true}}}"#,
+            &p
+        )
+        .contains("case_insensitive"));
+        let rp = policy(serde_json::json!({"mode": "randomized"}));
+        assert!(err(r#"{"term":{"ip_address":"1.2.3.4"}}"#, &rp).contains("randomized"));
+        // Messages never contain the value.
+        let e = err(r#"{"match":{"request.body.secret":"hunter2hunter2"}}"#, &p);
+        assert!(!e.contains("hunter2"), "{e}");
+        // Too many terms.
+        let many: Vec<String> = (0..MAX_TERMS + 1).map(|i| format!("v{i}")).collect();
+        let body = serde_json::json!({"terms": {"request.body.email": many}}).to_string();
+        assert_eq!(
+            rewrite(&body, &p, &[&k]).unwrap_err(),
+            SearchError::TooManyTerms { limit: MAX_TERMS }
+        );
+    }
+
+    #[test]
+    fn queries_that_cannot_match_ciphertexts_are_refused_on_sealed_fields() {
+        let k = key("r1.2026-01");
+        let p = policy(serde_json::json!({"encrypt_numerics": false}));
+        for body in [
+            r#"{"query":{"prefix":{"request.body.email.raw":"jane@"}}}"#,
+            r#"{"query":{"wildcard":{"request.body.email":{"value":"j*e"}}}}"#,
+            r#"{"query":{"range":{"request.body.dob":{"gte":"1980-01-01"}}}}"#,
+            r#"{"query":{"match_phrase":{"request.body.notes":"improved glucose"}}}"#,
+        ] {
+            let e = rewrite(body, &p, &[&k]).unwrap_err().to_string();
+            assert!(e.contains("only equality"), "{body}: {e}");
+            assert!(!e.contains("jane") && !e.contains("glucose"), "{e}");
+        }
+        // On plaintext fields (or plaintext numbers) they are fine.
+        for body in [
+            r#"{"query":{"range":{"request.time":{"gte":"2026-01-01","lt":"2026-02-01"}}}}"#,
+            r#"{"query":{"range":{"request.body.amount":{"gte":10}}}}"#,
+            r#"{"query":{"prefix":{"user_id.raw":"user_"}}}"#,
+        ] {
+            let v = rewrite(body, &p, &[&k]).unwrap();
+            assert_eq!(v, serde_json::from_str::<serde_json::Value>(body).unwrap());
+        }
+    }
+
+    #[test]
+    fn aggregation_filters_are_rewritten_but_definitions_are_not() {
+        let k = key("r1.2026-01");
+        let p = policy(serde_json::json!({}));
+        let v = rewrite(
+            r#"{"aggs":{"a":{"filter":{"term":{"request.body.email.raw":"x@y.z"}},
+                           "aggs":{"b":{"terms":{"field":"request.body.email.raw","size":5}}}}}}"#,
+            &p,
+            &[&k],
+        )
+        .unwrap();
+        assert_eq!(
+            v["aggs"]["a"]["filter"]["terms"]["request.body.email.raw"][0],
+            det(&k, ValueType::String, "x@y.z")
+        );
+        assert_eq!(
+            v["aggs"]["a"]["aggs"]["b"],
+            serde_json::json!({"terms": {"field": "request.body.email.raw", "size": 5}})
+        );
+    }
+
+    #[test]
+    fn bodies_round_trip_exactly_and_bad_ones_are_errors() {
+        let p = policy(serde_json::json!({}));
+        let text = r#"{"size":50,"n":1.50,"big":123456789012345678901234567890,"e":1e400,"s":"caf\u00e9 \"q\"","a":[true,false,null,{}],"o":{}}"#;
+        let b = SearchBody::parse(text.as_bytes(), 8).unwrap();
+        assert_eq!(b.sealed_terms(&p).unwrap(), 0);
+        let out = String::from_utf8(b.to_vec()).unwrap();
+        assert_eq!(out, text.replace("\\u00e9", "é"));
+        assert!(matches!(
+            SearchBody::parse(b"{\"a\":1} x", 8),
+            Err(SearchError::Json(JsonError::Trailing { .. }))
+        ));
+        assert!(matches!(
+            SearchBody::parse(b"", 8),
+            Err(SearchError::Json(JsonError::Empty))
+        ));
+        assert!(matches!(
+            SearchBody::parse(b"{\"a\":01}", 8),
+            Err(SearchError::Json(_))
+        ));
+        let deep = "[".repeat(2000) + &"]".repeat(2000);
+        assert!(matches!(
+            SearchBody::parse(deep.as_bytes(), 128),
+            Err(SearchError::Json(JsonError::TooDeep { limit: 128, .. }))
+        ));
+    }
+
+    #[test]
+    fn search_kids_use_the_given_root() {
+        let e: Vec<Epoch> = vec!["2025-01".parse().unwrap(), "2026-01".parse().unwrap()];
+        let kids: Vec<String> = search_kids(3, &e).iter().map(|k| k.to_string()).collect();
+        assert_eq!(kids, ["r3.2025-01", "r3.2026-01"]);
+    }
+}

@@ -1,0 +1,699 @@
+//! The unseal role: one stream on an unseal route (the vendor's management API, e.g.
+//! `/api/...` → vendor `/v1/...`). Two small state machines, one per direction:
+//!
+//! ```text
+//! request   headers ──(not the events search / no body / search off)──► Passing
+//!              │
+//!              └─(.../search/~/search/events)──► Buffering ──(end of stream)──► plan
+//!                   plan: no sealed term ─► Forwarded (untouched, or decoded)
+//!                         sealed terms, keys held ─► rewrite ─► Forwarded
+//!                         keys missing ─► Waiting (parked in ondemand) ─► rewrite ─► resumed
+//!                   any failure ─► Refused (problem+json; the plaintext search never leaves)
+//!
+//! response  headers ──(no body / not JSON / unsupported encoding / over the limit)──► Passing
+//!              │  (decided here for good: content-length and content-encoding removed)
+//!              └──► Buffering ──(end of stream)──► kids in body? ──no──► Done (as it came)
+//!                                                      │ all held ─► unseal ─► Done
+//!                                                      └ missing ─► Waiting ─► unseal ─► resumed
+//! ```
+//!
+//! Headers always continue: Envoy's proxy-wasm host turns a paused header callback into
+//! "stop all iteration", which starves the body callbacks, so whatever the headers say is
+//! decided on the headers. A response's status can therefore only be replaced (`reject`, a
+//! compressed body that does not decode) if a filter after Veil holds the headers until the
+//! body is complete; Veil asks for that with [`HOLD_HEADER`] (the demo's Envoy config has a
+//! small Lua filter that honours it). Without it, Envoy resets the stream instead.
+//!
+//! Unsealing never fails a response (`on_unseal_error: keep`): a value that does not
+//! authenticate or whose kid is unknown stays as it is and is counted. With `reject` such a
+//! response becomes `502 unseal-failed`. Bodies that are not JSON, or too large, pass
+//! untouched: they carry ciphertext, not plaintext.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+use veil_core::cipher::SealingKey;
+use veil_core::config::{OnUnsealError, UnsealAction};
+use veil_core::encoding::{self, ContentEncoding, DecodeError};
+use veil_core::json::unseal::kids_in;
+use veil_core::json::unseal_document;
+use veil_core::keys::{Epoch, Kid};
+use veil_core::problem::ProblemKind;
+use veil_core::search::{
+    is_events_search, search_epochs, search_kids, MoesifEvents, SearchBody, SearchConfig,
+    SearchError,
+};
+
+use crate::host;
+use crate::metrics::Metrics;
+use crate::ondemand::{self, Waiter};
+use crate::reply::{refuse, Refusal};
+use crate::vm::VmState;
+
+/// Most distinct kids one response may make the filter look up (values under further kids
+/// stay sealed and count as unknown).
+pub const MAX_KIDS_PER_BODY: usize = 32;
+
+/// Work parked while keys are fetched (see [`crate::ondemand`]).
+pub enum Job {
+    Search(SearchJob),
+    Unseal(UnsealJob),
+}
+
+/// A search body ready to be rewritten once its epochs' keys are held.
+pub struct SearchJob {
+    search: Arc<SearchConfig>,
+    kids: Vec<Kid>,
+    body: SearchBody,
+    /// Size of the buffered request body (replaced whole).
+    size: usize,
+}
+
+/// A response body (decoded) ready to be unsealed once its kids are resolved.
+pub struct UnsealJob {
+    body: Vec<u8>,
+    /// Size of the buffered response body (replaced whole).
+    size: usize,
+    /// The body was gzip/deflate and its `content-encoding` was dropped: it must be
+    /// replaced by its decoded form whatever happens.
+    decoded: bool,
+    reject: bool,
+}
+
+/// What a completed job leaves for the stream.
+pub enum Done {
+    /// Resume the stream (its body may have been replaced).
+    Continue,
+    /// A problem was answered; the stream stays stopped.
+    Stopped,
+}
+
+enum Req {
+    Passing,
+    Buffering {
+        search: Arc<SearchConfig>,
+        /// A bad time range is answered once the body is in: a refusal while the client
+        /// still sends its body can reach it as a connection reset instead.
+        epochs: Result<Vec<Epoch>, SearchError>,
+        encoding: ContentEncoding,
+    },
+    Waiting,
+    Forwarded,
+    Refused,
+}
+
+enum Resp {
+    Idle,
+    Passing,
+    Buffering { encoding: ContentEncoding },
+    Waiting,
+    Done,
+}
+
+/// One stream on an unseal route.
+pub struct UnsealStream {
+    ctx: u32,
+    action: UnsealAction,
+    req: Req,
+    resp: Resp,
+}
+
+fn now_ms() -> i64 {
+    crate::now_ms().unwrap_or(0)
+}
+
+impl UnsealStream {
+    /// Starts on the request headers; `rest` is the path (with query) after the prefix.
+    pub fn start(
+        vm: &VmState,
+        ctx: u32,
+        action: &UnsealAction,
+        rest: &str,
+        end_of_stream: bool,
+    ) -> (UnsealStream, Action) {
+        let mut s = UnsealStream {
+            ctx,
+            action: action.clone(),
+            req: Req::Passing,
+            resp: Resp::Idle,
+        };
+        match s.on_request_headers(vm, rest, end_of_stream) {
+            // Headers continue (a paused header callback would also starve the body
+            // callbacks, see `on_response_headers`); a search refused at the end of its body
+            // is answered locally and the upstream request is reset before any body left.
+            Ok(req) => {
+                s.req = req;
+                (s, Action::Continue)
+            }
+            Err(r) => {
+                s.req = Req::Refused;
+                Metrics::add(vm.metrics.search_rejected, 1);
+                (s, refuse(&vm.metrics, &r))
+            }
+        }
+    }
+
+    fn unknown_ttl_ms(&self) -> i64 {
+        i64::try_from(self.action.unknown_kid_cache_secs)
+            .unwrap_or(30)
+            .saturating_mul(1000)
+    }
+
+    fn on_request_headers(
+        &mut self,
+        vm: &VmState,
+        rest: &str,
+        end_of_stream: bool,
+    ) -> Result<Req, Refusal> {
+        let req = MapType::HttpRequestHeaders;
+        // The answer must come in an encoding the filter can decode (not br or zstd).
+        if host::get_header(req, "accept-encoding")
+            .map_err(|e| Refusal::hostcall("reading accept-encoding", e))?
+            .is_some()
+        {
+            host::replace_header(req, "accept-encoding", "gzip, deflate")
+                .map_err(|e| Refusal::hostcall("replacing accept-encoding", e))?;
+        }
+        let Some(search) = &self.action.search else {
+            return Ok(Req::Passing);
+        };
+        if end_of_stream || !is_events_search(rest) {
+            return Ok(Req::Passing);
+        }
+        let header = host::get_header(req, "content-encoding")
+            .map_err(|e| Refusal::hostcall("reading content-encoding", e))?;
+        let encoding = ContentEncoding::from_header(header.as_deref())
+            .map_err(|e| Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string()))?;
+        if let Some(len) = host::get_header(req, "content-length")
+            .map_err(|e| Refusal::hostcall("reading content-length", e))?
+        {
+            if len
+                .trim()
+                .parse::<usize>()
+                .is_ok_and(|n| n > vm.config.max_body_bytes)
+            {
+                return Err(too_large(vm));
+            }
+        }
+        let now = host::now().map_err(|e| Refusal::hostcall("reading the clock", e))?;
+        let epochs = search_epochs(
+            rest,
+            host::unix_secs(now),
+            vm.config.rotation,
+            &search.default_from,
+            search.max_epochs,
+        );
+        // The rewritten body has another length, and is forwarded identity-encoded.
+        host::remove_header(req, "content-length")
+            .map_err(|e| Refusal::hostcall("removing content-length", e))?;
+        if encoding != ContentEncoding::Identity {
+            host::remove_header(req, "content-encoding")
+                .map_err(|e| Refusal::hostcall("removing content-encoding", e))?;
+        }
+        Ok(Req::Buffering {
+            search: Arc::clone(search),
+            epochs,
+            encoding,
+        })
+    }
+
+    pub fn on_request_body(
+        &mut self,
+        vm: &VmState,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        match self.req {
+            Req::Buffering { .. } if body_size > vm.config.max_body_bytes => {
+                self.req = Req::Refused;
+                Metrics::add(vm.metrics.search_rejected, 1);
+                refuse(&vm.metrics, &too_large(vm))
+            }
+            Req::Buffering { .. } if !end_of_stream => Action::Pause,
+            Req::Buffering { .. } => self.finish_request(vm),
+            Req::Waiting | Req::Refused => Action::Pause,
+            Req::Passing | Req::Forwarded => Action::Continue,
+        }
+    }
+
+    pub fn on_request_trailers(&mut self, vm: &VmState) -> Action {
+        match self.req {
+            Req::Buffering { .. } => self.finish_request(vm),
+            Req::Waiting | Req::Refused => Action::Pause,
+            Req::Passing | Req::Forwarded => Action::Continue,
+        }
+    }
+
+    fn finish_request(&mut self, vm: &VmState) -> Action {
+        let Req::Buffering {
+            search,
+            epochs,
+            encoding,
+        } = std::mem::replace(&mut self.req, Req::Forwarded)
+        else {
+            return Action::Continue;
+        };
+        let planned = epochs
+            .map_err(bad_search)
+            .and_then(|epochs| plan_search(vm, search, &epochs, encoding));
+        let job = match planned {
+            Ok(Some(job)) => job,
+            Ok(None) => return Action::Continue,
+            Err(r) => {
+                self.req = Req::Refused;
+                Metrics::add(vm.metrics.search_rejected, 1);
+                return refuse(&vm.metrics, &r);
+            }
+        };
+        let now = now_ms();
+        let pending = ondemand::request(vm, self.ctx, &job.kids, self.unknown_ttl_ms(), now);
+        if pending.is_empty() {
+            return match complete(vm, Job::Search(job)) {
+                Done::Continue => Action::Continue,
+                Done::Stopped => {
+                    self.req = Req::Refused;
+                    Action::Pause
+                }
+            };
+        }
+        self.req = Req::Waiting;
+        ondemand::park(
+            vm,
+            self.ctx,
+            Waiter {
+                kids: pending,
+                since_ms: now,
+                job: Job::Search(job),
+            },
+        );
+        Action::Pause
+    }
+
+    /// Decides here, once and for all, what the response's headers say: Envoy's proxy-wasm
+    /// host turns a paused header callback into "stop all iteration" (no body callbacks
+    /// until resumed), so headers always continue and cannot change afterwards. A buffered
+    /// body loses `content-length` (Envoy frames the new one) and, if compressed, its
+    /// `content-encoding` (it is forwarded decoded).
+    pub fn on_response_headers(&mut self, vm: &VmState, end_of_stream: bool) -> Action {
+        // Our own refusal (a local reply) passes as it is.
+        if end_of_stream || matches!(self.req, Req::Refused) {
+            self.resp = Resp::Passing;
+            return Action::Continue;
+        }
+        self.resp = match response_plan(vm, self.action.on_error) {
+            Some(encoding) => Resp::Buffering { encoding },
+            None => Resp::Passing,
+        };
+        Action::Continue
+    }
+
+    pub fn on_response_body(
+        &mut self,
+        vm: &VmState,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Action {
+        match self.resp {
+            Resp::Buffering { encoding } if body_size > vm.config.max_body_bytes => {
+                Metrics::add(vm.metrics.unseal_too_large, 1);
+                if encoding == ContentEncoding::Identity {
+                    // Ciphertext, not plaintext: it may pass, sealed.
+                    self.resp = Resp::Passing;
+                    return Action::Continue;
+                }
+                // Its `content-encoding` is already gone: it cannot pass as it is.
+                self.resp = Resp::Done;
+                refuse(&vm.metrics, &undecodable(vm))
+            }
+            Resp::Buffering { .. } if !end_of_stream => Action::Pause,
+            Resp::Buffering { .. } => self.finish_response(vm),
+            Resp::Waiting => Action::Pause,
+            Resp::Idle | Resp::Passing | Resp::Done => Action::Continue,
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, vm: &VmState) -> Action {
+        match self.resp {
+            Resp::Buffering { .. } => self.finish_response(vm),
+            Resp::Waiting => Action::Pause,
+            Resp::Idle | Resp::Passing | Resp::Done => Action::Continue,
+        }
+    }
+
+    fn finish_response(&mut self, vm: &VmState) -> Action {
+        let Resp::Buffering { encoding } = std::mem::replace(&mut self.resp, Resp::Done) else {
+            return Action::Continue;
+        };
+        let job = match read_response(vm, encoding, self.action.on_error) {
+            Read::Pass => return Action::Continue,
+            Read::Refuse(r) => return refuse(&vm.metrics, &r),
+            Read::Job(job) => job,
+        };
+        let kids = kids_in(&job.body, MAX_KIDS_PER_BODY);
+        if kids.is_empty() {
+            return match finish_untouched(vm, &job) {
+                Done::Continue => Action::Continue,
+                Done::Stopped => Action::Pause,
+            };
+        }
+        let now = now_ms();
+        let pending = ondemand::request(vm, self.ctx, &kids, self.unknown_ttl_ms(), now);
+        if pending.is_empty() {
+            return match complete(vm, Job::Unseal(job)) {
+                Done::Continue => Action::Continue,
+                Done::Stopped => Action::Pause,
+            };
+        }
+        self.resp = Resp::Waiting;
+        ondemand::park(
+            vm,
+            self.ctx,
+            Waiter {
+                kids: pending,
+                since_ms: now,
+                job: Job::Unseal(job),
+            },
+        );
+        Action::Pause
+    }
+}
+
+fn too_large(vm: &VmState) -> Refusal {
+    Refusal::new(
+        ProblemKind::TooLarge,
+        format!(
+            "the body exceeds max_body_bytes ({})",
+            vm.config.max_body_bytes
+        ),
+    )
+}
+
+/// A compressed response whose `content-encoding` was dropped at header time but whose body
+/// cannot be decoded within the limit: it can be forwarded neither decoded nor as it is.
+fn undecodable(vm: &VmState) -> Refusal {
+    Refusal::new(
+        ProblemKind::UnsealFailed,
+        format!(
+            "the vendor's compressed answer does not decode within max_body_bytes ({})",
+            vm.config.max_body_bytes
+        ),
+    )
+}
+
+fn bad_search(e: SearchError) -> Refusal {
+    match e {
+        SearchError::Json(j) => Refusal::new(ProblemKind::BadJson, j.to_string()),
+        SearchError::Cipher(c) => Refusal::new(ProblemKind::SealFailed, c.to_string()),
+        other => Refusal::new(ProblemKind::BadSearch, other.to_string()),
+    }
+}
+
+/// Reads and decodes the search body; `None` if nothing in it needs rewriting (it is then
+/// forwarded as it came, or decoded if it was compressed).
+fn plan_search(
+    vm: &VmState,
+    search: Arc<SearchConfig>,
+    epochs: &[Epoch],
+    encoding: ContentEncoding,
+) -> Result<Option<SearchJob>, Refusal> {
+    let limit = vm.config.max_body_bytes;
+    let raw = host::get_buffer(BufferType::HttpRequestBody, 0, limit.saturating_add(1))
+        .map_err(|e| Refusal::hostcall("reading the body", e))?;
+    if raw.len() > limit {
+        return Err(too_large(vm));
+    }
+    let size = raw.len();
+    let decoded = encoding::decode(encoding, &raw, limit).map_err(|e| {
+        let kind = match e {
+            DecodeError::TooLarge { .. } => ProblemKind::TooLarge,
+            DecodeError::Corrupt(_) => ProblemKind::BadEncoding,
+            DecodeError::Unsupported(_) => ProblemKind::UnsupportedEncoding,
+        };
+        Refusal::new(kind, e.to_string())
+    })?;
+    let body = SearchBody::parse(&decoded, vm.config.max_depth).map_err(bad_search)?;
+    let policy = MoesifEvents::new(Arc::clone(&search.rules));
+    if body.sealed_terms(&policy).map_err(bad_search)? == 0 {
+        if encoding != ContentEncoding::Identity {
+            host::set_buffer(BufferType::HttpRequestBody, 0, size, &decoded)
+                .map_err(|e| Refusal::hostcall("replacing the body", e))?;
+        }
+        return Ok(None);
+    }
+    let root = vm
+        .keys
+        .try_borrow()
+        .ok()
+        .and_then(|k| k.current_root())
+        .ok_or_else(no_key)?;
+    Ok(Some(SearchJob {
+        kids: search_kids(root, epochs),
+        search,
+        body,
+        size,
+    }))
+}
+
+fn no_key() -> Refusal {
+    Refusal::new(
+        ProblemKind::KeyUnavailable,
+        "no data keys yet (keyservice unreachable or starting)",
+    )
+}
+
+fn is_json(content_type: &str) -> bool {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json"
+        || mime == "text/json"
+        || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Response header asking a filter after Veil (in the encoding direction) to hold the
+/// response headers until the body is complete, so that a refusal decided at the end of the
+/// body can still be a 502 rather than a reset stream. See docs/configuration.md.
+pub const HOLD_HEADER: &str = "x-veil-hold-response";
+
+/// Whether (and how encoded) a response is buffered for unsealing. Removes its
+/// `content-length` (the unsealed body has another length; Envoy frames it anew) and its
+/// `content-encoding` (the body is forwarded decoded).
+fn response_plan(vm: &VmState, on_error: OnUnsealError) -> Option<ContentEncoding> {
+    let resp = MapType::HttpResponseHeaders;
+    let read = |name: &str| match host::get_header(resp, name) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            Metrics::add(vm.metrics.hostcall_failed, 1);
+            Err(e)
+        }
+    };
+    if let Some(ct) = read("content-type").ok()? {
+        if !is_json(&ct) {
+            Metrics::add(vm.metrics.unseal_passthrough, 1);
+            return None;
+        }
+    }
+    let Ok(encoding) = ContentEncoding::from_header(read("content-encoding").ok()?.as_deref())
+    else {
+        Metrics::add(vm.metrics.unseal_passthrough, 1);
+        return None;
+    };
+    if let Some(len) = read("content-length").ok()? {
+        if len
+            .trim()
+            .parse::<usize>()
+            .is_ok_and(|n| n > vm.config.max_body_bytes)
+        {
+            Metrics::add(vm.metrics.unseal_too_large, 1);
+            return None;
+        }
+    }
+    if host::remove_header(resp, "content-length").is_err() {
+        Metrics::add(vm.metrics.hostcall_failed, 1);
+        return None;
+    }
+    if encoding != ContentEncoding::Identity
+        && host::remove_header(resp, "content-encoding").is_err()
+    {
+        Metrics::add(vm.metrics.hostcall_failed, 1);
+        return None;
+    }
+    // Only where a refusal can follow: `reject`, or a compressed body that might not decode.
+    if (on_error == OnUnsealError::Reject || encoding != ContentEncoding::Identity)
+        && host::replace_header(resp, HOLD_HEADER, "1").is_err()
+    {
+        Metrics::add(vm.metrics.hostcall_failed, 1);
+    }
+    Some(encoding)
+}
+
+enum Read {
+    /// Let the body pass as it came.
+    Pass,
+    Refuse(Refusal),
+    Job(UnsealJob),
+}
+
+/// Reads and decodes the whole response body.
+fn read_response(vm: &VmState, encoding: ContentEncoding, on_error: OnUnsealError) -> Read {
+    let limit = vm.config.max_body_bytes;
+    let identity = encoding == ContentEncoding::Identity;
+    let body = match host::get_buffer(BufferType::HttpResponseBody, 0, limit.saturating_add(1)) {
+        Ok(b) => b,
+        Err(e) => {
+            Metrics::add(vm.metrics.hostcall_failed, 1);
+            let r = Refusal::hostcall("reading a response body", e);
+            return if identity {
+                Read::Pass
+            } else {
+                Read::Refuse(r)
+            };
+        }
+    };
+    if body.len() > limit {
+        Metrics::add(vm.metrics.unseal_too_large, 1);
+        return if identity {
+            Read::Pass
+        } else {
+            Read::Refuse(undecodable(vm))
+        };
+    }
+    let size = body.len();
+    let body = if identity {
+        body
+    } else {
+        match encoding::decode(encoding, &body, limit) {
+            Ok(d) => d.into_owned(),
+            Err(e) => {
+                if matches!(e, DecodeError::TooLarge { .. }) {
+                    Metrics::add(vm.metrics.unseal_too_large, 1);
+                }
+                Metrics::add(vm.metrics.unseal_passthrough, 1);
+                return Read::Refuse(undecodable(vm));
+            }
+        }
+    };
+    Read::Job(UnsealJob {
+        body,
+        size,
+        decoded: !identity,
+        reject: on_error == OnUnsealError::Reject,
+    })
+}
+
+/// Forwards a job's body without unsealing: as it came, or decoded if its
+/// `content-encoding` was dropped.
+fn finish_untouched(vm: &VmState, job: &UnsealJob) -> Done {
+    if job.decoded {
+        if let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, job.size, &job.body) {
+            Metrics::add(vm.metrics.hostcall_failed, 1);
+            refuse(
+                &vm.metrics,
+                &Refusal::hostcall("replacing a response body", e),
+            );
+            return Done::Stopped;
+        }
+    }
+    Done::Continue
+}
+
+/// Finishes a job in the current effective context (its own stream).
+pub fn complete(vm: &VmState, job: Job) -> Done {
+    match job {
+        Job::Search(job) => match rewrite_search(vm, job) {
+            Ok(()) => {
+                Metrics::add(vm.metrics.search_rewritten, 1);
+                Done::Continue
+            }
+            Err(r) => {
+                Metrics::add(vm.metrics.search_rejected, 1);
+                refuse(&vm.metrics, &r);
+                Done::Stopped
+            }
+        },
+        Job::Unseal(job) => unseal_body(vm, job),
+    }
+}
+
+fn rewrite_search(vm: &VmState, mut job: SearchJob) -> Result<(), Refusal> {
+    let keys: Vec<Rc<SealingKey>> = {
+        let cache = vm.keys.try_borrow().map_err(|_| no_key())?;
+        job.kids
+            .iter()
+            .map(|kid| {
+                cache.key_for(*kid).ok_or_else(|| {
+                    Refusal::new(
+                        ProblemKind::KeyUnavailable,
+                        format!(
+                            "no data key for {kid} (keyservice unreachable or does not know it)"
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let refs: Vec<&SealingKey> = keys.iter().map(|k| &**k).collect();
+    let policy = MoesifEvents::new(Arc::clone(&job.search.rules));
+    job.body.rewrite(&policy, &refs).map_err(bad_search)?;
+    host::set_buffer(BufferType::HttpRequestBody, 0, job.size, &job.body.to_vec())
+        .map_err(|e| Refusal::hostcall("replacing the body", e))
+}
+
+fn unseal_body(vm: &VmState, job: UnsealJob) -> Done {
+    vm.with_buffers(|b| {
+        let out = &mut b.out;
+        let stats = match vm.keys.try_borrow() {
+            Ok(keys) => unseal_document(&job.body, &*keys, vm.config.max_depth, out),
+            Err(_) => return finish_untouched(vm, &job),
+        };
+        let Ok(stats) = stats else {
+            // Not JSON after all: it passes as it came.
+            Metrics::add(vm.metrics.unseal_passthrough, 1);
+            return finish_untouched(vm, &job);
+        };
+        Metrics::add(vm.metrics.unseal_values, i64::from(stats.opened));
+        Metrics::add(vm.metrics.unseal_failed, i64::from(stats.failed));
+        Metrics::add(vm.metrics.unseal_unknown_kid, i64::from(stats.unknown_kid));
+        let kept = stats.failed.saturating_add(stats.unknown_kid);
+        if kept > 0 {
+            host::log(
+                LogLevel::Debug,
+                &format!(
+                    "veil: {kept} sealed values kept in a response ({} failed authentication, {} under an unknown kid)",
+                    stats.failed, stats.unknown_kid
+                ),
+            );
+            if job.reject {
+                Metrics::add(vm.metrics.unseal_rejected, 1);
+                refuse(
+                    &vm.metrics,
+                    &Refusal::new(
+                        ProblemKind::UnsealFailed,
+                        format!(
+                            "{kept} sealed values could not be opened ({} failed authentication, {} under an unknown kid)",
+                            stats.failed, stats.unknown_kid
+                        ),
+                    ),
+                );
+                return Done::Stopped;
+            }
+        }
+        if stats.opened == 0 {
+            return finish_untouched(vm, &job);
+        }
+        if let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, job.size, out) {
+            Metrics::add(vm.metrics.hostcall_failed, 1);
+            refuse(
+                &vm.metrics,
+                &Refusal::hostcall("replacing a response body", e),
+            );
+            return Done::Stopped;
+        }
+        Metrics::add(vm.metrics.unseal_responses, 1);
+        Done::Continue
+    })
+}
