@@ -674,13 +674,18 @@ class Round:
 def wait_for_quiet(args, procs: Procs) -> float:
     """Waits (at most --quiet-wait seconds) until processes other than ours leave the machine
     nearly idle; returns the last foreign load seen (cores)."""
-    deadline = time.monotonic() + args.quiet_wait
+    t0 = time.monotonic()
+    deadline = t0 + args.quiet_wait
     ours = [p.pid for _, p in procs.procs]
+    waited = False
     while True:
         load = foreign_load(0.5, ours)
         if load <= args.quiet_below or time.monotonic() >= deadline:
+            if waited:
+                log(f"    (waited {time.monotonic() - t0:.0f}s for other processes to go quiet; "
+                    f"now {load:.2f} cores)")
             return load
-        log(f"    (waiting for quiet: other processes use {load:.2f} cores)")
+        waited = True
         time.sleep(1.0)
 
 
