@@ -28,6 +28,22 @@ echo
 python3 scripts/show-side-by-side.py fixtures/moesif/event.json "$RUN/demo-received.json"
 echo
 echo "Field names, timestamps, verb, status, ids and the URI path stay readable; everything"
-echo "else left as veil:v1:<kid>:<mode>:<ciphertext>. The stack is still running:"
+echo "else left as veil:v1:<kid>:<mode>:<ciphertext>."
+echo
+echo "==> searching the vendor in plaintext through Veil's management-API route:"
+echo "    POST http://$VEIL_LISTEN/api/search/~/search/events  (term request.body.patient.email.raw = jane@example.com)"
+curl -fsS -X POST -H 'content-type: application/json' \
+  --data-binary @fixtures/moesif/search-request-plaintext.json \
+  "http://$VEIL_LISTEN/api/search/~/search/events?from=-1y&to=now" | python3 -c '
+import json, sys
+answer = json.load(sys.stdin)
+hits = answer.get("hits", {}).get("hits", [])
+print(f"==> {len(hits)} hit(s); the answer comes back decrypted:")
+for h in hits[:1]:
+    p = h["_source"]["request"]["body"]["patient"]
+    print("    patient:", json.dumps({k: p[k] for k in ("name", "email", "ssn") if k in p}))
+'
+echo
+echo "The stack is still running:"
 echo "  curl http://$VEIL_UPSTREAM/_recorded     # everything the vendor received"
 echo "  make down                                   # stop it"
