@@ -793,9 +793,13 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
     rounds: list[Round] = []
     order = ["control", "treatment"]
 
+    sent = {"treatment": 0}  # every treatment request after the counter snapshot, kept or not
+
     def one(role, phase, idx, lua, secs, rate=None):
         for attempt in range(args.noisy_retries + 1):
             r = run_wrk(args, sc, envoys[role], lua, secs, phase, idx, procs)
+            if role == "treatment" and phase != "warmup":
+                sent["treatment"] += r.requests
             noisy = phase != "warmup" and r.foreign_cores > args.noisy_above
             if noisy and attempt < args.noisy_retries:
                 log(fmt_round(sc, r, rate) + "  <- discarded: other processes were busy; again")
@@ -817,13 +821,9 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
 
     s0_envoy = envoy_stats(t_env.admin)
     s0_ks = keyservice_requests(stack.keyservice_addr)
-    t_requests = 0
-
     for i in range(1, args.rounds + 1):
         for role in order:
-            r = one(role, "concurrency", i, closed, args.duration)
-            if role == "treatment":
-                t_requests += r.requests
+            one(role, "concurrency", i, closed, args.duration)
     conc = {role: [r for r in rounds if r.phase == "concurrency" and r.role == role] for role in order}
     rps_c = med(r.rps for r in conc["control"])
     rps_t = med(r.rps for r in conc["treatment"])
@@ -834,11 +834,10 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
         paced = write_lua(sc, stack.run_dir, rate, args.threads, args.arrivals == "poisson")
         for i in range(1, args.rounds + 1):
             for role in order:
-                r = one(role, "rate", i, paced, args.duration, rate)
-                if role == "treatment":
-                    t_requests += r.requests
+                one(role, "rate", i, paced, args.duration, rate)
         rate_rounds = {role: [r for r in rounds if r.phase == "rate" and r.role == role] for role in order}
 
+    t_requests = sent["treatment"]
     s1_envoy = envoy_stats(t_env.admin)
     s1_ks = keyservice_requests(stack.keyservice_addr)
     callouts_envoy = (s1_envoy.get("cluster.veil_keyservice.upstream_rq_total", 0)
@@ -878,6 +877,8 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
         res["rate_latency_ms"] = lat
         res["added_ms"] = {p: lat["treatment"][p] - lat["control"][p] for p in ("50", "99", "99.9")}
         res["rate_envoy_cpu_us_per_req"] = {role: med(r.envoy_cpu_us_per_req for r in rate_rounds[role]) for role in order}
+        res["rate_envoy_cpu_cores"] = {role: med(r.envoy_cpu_cores for r in rate_rounds[role]) for role in order}
+        res["rate_sustained"] = res["rate_achieved"]["treatment"] >= 0.97 * rate
     res["treatment_requests"] = t_requests
     res["filter_counted"] = filtered
     res["filter_rejected_or_failed"] = rejected
@@ -904,6 +905,14 @@ def report(sc: Scenario, res: dict) -> None:
         for p in ("50", "99", "99.9"):
             lc, lt = res["rate_latency_ms"][c][p], res["rate_latency_ms"][t][p]
             log(f"  {'  p' + p + ' at fixed rate (ms)':<34}{lc:12.3f}{lt:12.3f}{lt - lc:14.3f}")
+        rc = res["rate_envoy_cpu_cores"]
+        log(f"  {'  Envoy CPU at fixed rate (cores)':<34}{rc[c]:12.2f}{rc[t]:12.2f}")
+        if not res["rate_sustained"]:
+            log("  NOTE: the treatment could not sustain the fixed rate (it is above its maximum): the "
+                "added latency there is queueing, not the filter's service time")
+        elif rc[t] > 0.75:
+            log(f"  NOTE: at this rate the treatment's Envoy worker is {rc[t]:.0%} busy, so queueing "
+                "inflates its latency (try --rate-fraction 0.2 for the added service time)")
     ec = res["envoy_cpu_us_per_req"]
     log(f"  {'Envoy CPU per request (us)':<34}{ec[c]:12.1f}{ec[t]:12.1f}{ec[t] - ec[c]:14.1f}")
     log(f"  {'Envoy CPU used (cores)':<34}{res['envoy_cpu_cores'][c]:12.2f}{res['envoy_cpu_cores'][t]:12.2f}")
@@ -959,6 +968,7 @@ def machine_line(res: dict) -> str:
             f"p50_added_ms={res['added_ms']['50']:.3f}",
             f"p99_added_ms={res['added_ms']['99']:.3f}",
             f"p999_added_ms={res['added_ms']['99.9']:.3f}",
+            f"rate_sustained={'yes' if res['rate_sustained'] else 'no'}",
         ]
     parts += [
         f"filter_us_per_req={res['filter_us_per_req_from_rps']:.1f}",

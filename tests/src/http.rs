@@ -71,11 +71,26 @@ pub fn request(
     // A server may answer early (e.g. 413) and close while the body is still being sent:
     // the write then fails, but the answer is there to read.
     let mut raw = Vec::new();
-    let read = stream.read_to_end(&mut raw);
+    let read = read_until_close(&mut stream, &mut raw);
     match (sent, read) {
         (_, Ok(_)) if !raw.is_empty() => parse_response(&raw),
         (Err(e), _) | (Ok(()), Err(e)) => Err(e),
         (Ok(()), Ok(_)) => Err(bad("connection closed without a response")),
+    }
+}
+
+/// Reads until the peer closes. A reset after an early answer (the peer closed with unread
+/// request bytes) still leaves that answer in `raw`; the caller parses what arrived.
+fn read_until_close(stream: &mut TcpStream, raw: &mut Vec<u8>) -> io::Result<usize> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(raw.len()),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if raw.is_empty() => return Err(e),
+            Err(_) => return Ok(raw.len()),
+        }
     }
 }
 

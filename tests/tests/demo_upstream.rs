@@ -1,8 +1,8 @@
 //! Black-box tests of the `veil-demo-upstream` binary, spoken to over raw HTTP/1.1 so that every
 //! header the server sees is known and the recorded entries can be compared exactly.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running `veil-demo-upstream`; killed when dropped.
@@ -102,29 +101,10 @@ impl Drop for Upstream {
     }
 }
 
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
+type Resp = veil_e2e::http::Response;
 
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        assert_eq!(self.header("content-type"), Some("application/json"));
-        serde_json::from_slice(&self.body).expect("JSON body")
-    }
-}
-
-/// One HTTP/1.1 exchange on a fresh connection. Sends exactly: the request line, `host`, the
-/// given headers, `content-length` (unless the method is GET/DELETE with an empty body) and
-/// `connection: close`.
+/// One HTTP/1.1 exchange on a fresh connection (the harness's client: request line, `host`,
+/// the given headers, `content-length` unless a GET/DELETE has no body, `connection: close`).
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -132,75 +112,7 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Resp {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\n");
-    for (n, v) in headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    if !(body.is_empty() && (method == "GET" || method == "DELETE")) {
-        head.push_str(&format!("content-length: {}\r\n", body.len()));
-    }
-    head.push_str("connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).expect("write head");
-    stream.write_all(body).expect("write body");
-    stream.flush().unwrap();
-
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of response head");
-    let head = std::str::from_utf8(&raw[..split]).expect("UTF-8 response head");
-    let rest = &raw[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').expect("header line");
-            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect();
-    let mut resp = Resp {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    resp.body = if let Some(len) = resp.header("content-length") {
-        let len: usize = len.parse().unwrap();
-        assert_eq!(rest.len(), len, "body length matches content-length");
-        rest.to_vec()
-    } else if resp.header("transfer-encoding") == Some("chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_vec()
-    };
-    resp
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size");
-        let size_str = std::str::from_utf8(&data[..eol]).unwrap();
-        let size = usize::from_str_radix(size_str.split(';').next().unwrap().trim(), 16).unwrap();
-        data = &data[eol + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
+    veil_e2e::http::request(addr, method, target, headers, body).expect("HTTP exchange")
 }
 
 fn b64(bytes: &[u8]) -> String {
