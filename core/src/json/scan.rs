@@ -379,7 +379,8 @@ pub fn skip_value(input: &[u8], i: usize, max_depth: usize) -> Result<usize, Jso
     }
 }
 
-fn skip_key(input: &[u8], i: usize) -> Result<usize, JsonError> {
+/// `i` is at an object key: skips it and its colon; returns the index of the member's value.
+pub fn skip_key(input: &[u8], i: usize) -> Result<usize, JsonError> {
     if input.get(i) != Some(&b'"') {
         return Err(JsonError::Unexpected {
             offset: i,

@@ -65,7 +65,7 @@ pub fn unseal_document(
                 } else {
                     stack.push(object);
                     if object {
-                        i = key(input, i)?;
+                        i = scan::skip_key(input, i)?;
                     }
                     continue 'value;
                 }
@@ -115,7 +115,7 @@ pub fn unseal_document(
                 Some(b',') => {
                     i = scan::skip_ws(input, i + 1);
                     if object {
-                        i = key(input, i)?;
+                        i = scan::skip_key(input, i)?;
                     }
                     continue 'value;
                 }
@@ -185,25 +185,6 @@ pub fn kids_in(input: &[u8], limit: usize) -> Vec<Kid> {
         }
     }
     kids
-}
-
-/// Skips an object key and its colon; returns the index of the member's value.
-fn key(input: &[u8], i: usize) -> Result<usize, JsonError> {
-    if input.get(i) != Some(&b'"') {
-        return Err(JsonError::Unexpected {
-            offset: i,
-            expected: "'\"' starting an object key",
-        });
-    }
-    let (_, after) = scan::scan_string(input, i)?;
-    let k = scan::skip_ws(input, after);
-    if input.get(k) != Some(&b':') {
-        return Err(JsonError::Unexpected {
-            offset: k,
-            expected: "':' after an object key",
-        });
-    }
-    Ok(scan::skip_ws(input, k + 1))
 }
 
 fn contains_prefix(raw: &[u8]) -> bool {
