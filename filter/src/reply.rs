@@ -20,6 +20,14 @@ impl Refusal {
         }
     }
 
+    /// A body (or its decompressed form) over `max_body_bytes`.
+    pub fn too_large(limit: usize) -> Refusal {
+        Refusal::new(
+            ProblemKind::TooLarge,
+            format!("the body exceeds max_body_bytes ({limit})"),
+        )
+    }
+
     pub fn hostcall(what: &str, e: host::HostError) -> Refusal {
         Refusal::new(
             ProblemKind::SealFailed,

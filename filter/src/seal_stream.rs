@@ -134,7 +134,7 @@ impl SealRequest {
                 .is_ok_and(|n| n > vm.config.max_body_bytes)
             {
                 Metrics::add(vm.metrics.rejected_too_large, 1);
-                return Err(too_large(vm));
+                return Err(Refusal::too_large(vm.config.max_body_bytes));
             }
         }
         // The sealed body has another length; Envoy frames it anew. A compressed body is
@@ -155,7 +155,7 @@ impl SealRequest {
             .map_err(|e| Refusal::hostcall("reading the body", e))?;
         if body.len() > limit {
             Metrics::add(vm.metrics.rejected_too_large, 1);
-            return Err(too_large(vm));
+            return Err(Refusal::too_large(vm.config.max_body_bytes));
         }
         let size = body.len();
         let body = encoding::decode(pending.encoding, &body, limit).map_err(|e| {
@@ -241,7 +241,7 @@ impl SealRequest {
             State::Buffering(_) if body_size > vm.config.max_body_bytes => {
                 Metrics::add(vm.metrics.rejected_too_large, 1);
                 self.state = State::Refused;
-                refuse(&vm.metrics, &too_large(vm))
+                refuse(&vm.metrics, &Refusal::too_large(vm.config.max_body_bytes))
             }
             State::Buffering(_) if !end_of_stream => Action::Pause,
             State::Buffering(_) => self.finish(vm),
@@ -258,14 +258,4 @@ impl SealRequest {
             State::Passing | State::Forwarded => Action::Continue,
         }
     }
-}
-
-fn too_large(vm: &VmState) -> Refusal {
-    Refusal::new(
-        ProblemKind::TooLarge,
-        format!(
-            "the body exceeds max_body_bytes ({})",
-            vm.config.max_body_bytes
-        ),
-    )
 }

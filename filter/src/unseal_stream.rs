@@ -193,7 +193,7 @@ impl UnsealStream {
                 .parse::<usize>()
                 .is_ok_and(|n| n > vm.config.max_body_bytes)
             {
-                return Err(too_large(vm));
+                return Err(Refusal::too_large(vm.config.max_body_bytes));
             }
         }
         let now = host::now().map_err(|e| Refusal::hostcall("reading the clock", e))?;
@@ -228,7 +228,7 @@ impl UnsealStream {
             Req::Buffering { .. } if body_size > vm.config.max_body_bytes => {
                 self.req = Req::Refused;
                 Metrics::add(vm.metrics.search_rejected, 1);
-                refuse(&vm.metrics, &too_large(vm))
+                refuse(&vm.metrics, &Refusal::too_large(vm.config.max_body_bytes))
             }
             Req::Buffering { .. } if !end_of_stream => Action::Pause,
             Req::Buffering { .. } => self.finish_request(vm),
@@ -379,16 +379,6 @@ impl UnsealStream {
     }
 }
 
-fn too_large(vm: &VmState) -> Refusal {
-    Refusal::new(
-        ProblemKind::TooLarge,
-        format!(
-            "the body exceeds max_body_bytes ({})",
-            vm.config.max_body_bytes
-        ),
-    )
-}
-
 /// A compressed response whose `content-encoding` was dropped at header time but whose body
 /// cannot be decoded within the limit: it can be forwarded neither decoded nor as it is.
 fn undecodable(vm: &VmState) -> Refusal {
@@ -421,7 +411,7 @@ fn plan_search(
     let raw = host::get_buffer(BufferType::HttpRequestBody, 0, limit.saturating_add(1))
         .map_err(|e| Refusal::hostcall("reading the body", e))?;
     if raw.len() > limit {
-        return Err(too_large(vm));
+        return Err(Refusal::too_large(vm.config.max_body_bytes));
     }
     let size = raw.len();
     let decoded = encoding::decode(encoding, &raw, limit).map_err(|e| {
