@@ -7,6 +7,7 @@
 //! binary (`cargo build -p veil-keyservice`).
 
 pub mod check;
+pub mod hop;
 pub mod http;
 
 use std::fs;

@@ -7,8 +7,9 @@
 //! * `/app/echo` and `/app/echo/*` answer with a JSON description of the request (also recorded);
 //! * `POST /v1/search/~/search/events` answers from the recorded events (a double of the vendor's
 //!   search API: exact term/terms/match filters, sort, terms aggregations);
-//! * `POST /v1/reflect` answers with the request's own body (content type and encoding chosen by
-//!   request headers), so tests can have Veil unseal any response they craft;
+//! * `/v1/reflect` and `/app/reflect` answer with the request's own body (content type,
+//!   encoding, status and extra headers chosen by request headers), so tests can have Veil
+//!   unseal (or relay) any response they craft;
 //! * `GET /_recorded` lists the records (oldest first), `DELETE /_recorded` clears them;
 //! * `GET /healthz` answers `200 {"status":"ok"}`.
 //!
@@ -304,7 +305,7 @@ async fn catch_all(State(state): State<Shared>, mut req: Request) -> Response {
 
     let resp = if method == Method::POST && uri.path() == SEARCH_EVENTS_PATH {
         search_double::answer(&state.recorded_events(), &body, &headers)
-    } else if uri.path() == "/v1/reflect" {
+    } else if uri.path() == "/v1/reflect" || uri.path() == "/app/reflect" {
         reflect(&headers, &body)
     } else if is_echo_path(uri.path()) {
         let echo = EchoJson {
@@ -334,8 +335,11 @@ async fn catch_all(State(state): State<Shared>, mut req: Request) -> Response {
     resp
 }
 
-/// `/v1/reflect`: the request body back, with `content-type` from `x-reflect-content-type`
-/// (default `application/json`) and `content-encoding` from `x-reflect-content-encoding`.
+/// `/v1/reflect` and `/app/reflect`: the request body back, with `content-type` from
+/// `x-reflect-content-type` (default `application/json`), `content-encoding` from
+/// `x-reflect-content-encoding`, the status from `x-reflect-status` (default 200) and each
+/// `x-reflect-header: name: value` added to the answer (in order), so tests can craft any
+/// response (the relay tests check that the client gets exactly this answer).
 fn reflect(headers: &HeaderMap, body: &Bytes) -> Response {
     let mut resp = Response::new(axum::body::Body::from(body.clone()));
     let ct = headers
@@ -346,6 +350,25 @@ fn reflect(headers: &HeaderMap, body: &Bytes) -> Response {
     if let Some(enc) = headers.get("x-reflect-content-encoding") {
         resp.headers_mut()
             .insert(axum::http::header::CONTENT_ENCODING, enc.clone());
+    }
+    if let Some(status) = headers
+        .get("x-reflect-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .and_then(|v| StatusCode::from_u16(v).ok())
+    {
+        *resp.status_mut() = status;
+    }
+    for h in headers.get_all("x-reflect-header") {
+        let Some((name, value)) = h.to_str().ok().and_then(|h| h.split_once(':')) else {
+            continue;
+        };
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.trim().as_bytes()),
+            HeaderValue::from_str(value.trim()),
+        ) {
+            resp.headers_mut().append(name, value);
+        }
     }
     resp
 }
