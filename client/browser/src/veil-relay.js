@@ -1,0 +1,437 @@
+// Veil Relay browser client: a `fetch`-compatible function whose requests travel end to end
+// encoded between the page and Veil's filter (docs/relay-protocol.md, docs/relay-browser.md).
+//
+//   import { createRelay } from 'https://api.example.com/public/veil-relay.js';
+//   const relay = createRelay({ url: 'https://api.example.com/veil' });
+//   const res = await relay.fetch('/app/orders', { method: 'POST', body: JSON.stringify(order) });
+//
+// Keys: one X-Wing key pair per pair (kept only until its ciphertext is opened), AES-256-GCM
+// keys imported into WebCrypto as non-extractable. The client id is kept per relay in the
+// page origin's localStorage.
+import { decapsulate, generateKeyPair, CIPHERTEXT_LEN } from './kem.js';
+import {
+  Part,
+  b64urlDecode,
+  b64urlEncode,
+  decodeHeaders,
+  deriveKeyBytes,
+  encodeHeaders,
+  encodeUtf8,
+  importAesKey,
+  isForbiddenRequestHeader,
+  openPart,
+  parseResponseControl,
+  requestControl,
+  sealPart,
+} from './wire.js';
+
+export { Part } from './wire.js';
+
+/** Pairs the client asks for when the caller does not say (the protocol's default). */
+const DEFAULT_PAIRS = 5;
+/** A pair this close to its `expires_at` is not used for a new request. */
+const EXPIRY_MARGIN_MS = 30_000;
+/** Statuses whose responses never have a body (the Response constructor refuses one). */
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+
+/**
+ * A relay failure: the filter's refusal (`code` is the protocol's `x-veil-relay-error`,
+ * `status` and `problem` its problem+json answer) or a response that is not a valid encoded
+ * answer (`code` starts with `client-`). Requests rejected with it reached no upstream,
+ * except `client-response-*` ones (the answer came back but did not open).
+ */
+export class VeilRelayError extends Error {
+  constructor(code, message, { status = 0, problem = null, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'VeilRelayError';
+    this.code = code;
+    this.status = status;
+    this.problem = problem;
+  }
+}
+
+/** What the client does on each refusal code (§6): re-validate, re-pair, retry, or give up. */
+const RECOVERY = {
+  'relay-bad-client-id': 'revalidate',
+  'relay-pair-unknown': 'repair',
+  'relay-decode-failed': 'repair',
+  'relay-replay': 'retry',
+};
+
+function memoryStorage() {
+  const m = new Map();
+  return {
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => void m.set(k, String(v)),
+    removeItem: (k) => void m.delete(k),
+  };
+}
+
+function defaultStorage() {
+  try {
+    // Reading it can throw (storage disabled, opaque origins).
+    const s = globalThis.localStorage;
+    if (s) return s;
+  } catch {
+    /* fall through */
+  }
+  return memoryStorage();
+}
+
+function defaultBase() {
+  // The module is served by the filter at `/public/veil-relay.js`: its own origin, default prefix.
+  try {
+    return new URL('/veil', import.meta.url).href;
+  } catch {
+    return undefined;
+  }
+}
+
+function httpTrim(v) {
+  return String(v).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, '');
+}
+
+/**
+ * The request's headers in the order the application set them (repeated names kept), limited
+ * to what the fetch `Request` accepted (so a page cannot send through the relay a header the
+ * browser refuses to let it set), plus what fetch adds itself (a body's content-type).
+ */
+function orderedHeaders(init, req) {
+  const given = init && init.headers;
+  let list;
+  if (Array.isArray(given)) {
+    list = given.map(([n, v]) => [String(n).toLowerCase(), httpTrim(v)]);
+  } else if (given && typeof given === 'object' && !(given instanceof Headers) && !(Symbol.iterator in given)) {
+    list = Object.entries(given).map(([n, v]) => [n.toLowerCase(), httpTrim(v)]);
+  } else {
+    list = [...req.headers];
+  }
+  list = list.filter(([n]) => req.headers.has(n));
+  const ct = req.headers.get('content-type');
+  if (ct !== null && !list.some(([n]) => n === 'content-type')) list.push(['content-type', ct]);
+  for (const [n] of list) {
+    if (n.startsWith('x-veil-')) throw new TypeError(`veil-relay: the application may not set ${n}`);
+  }
+  return list.filter(([n]) => !isForbiddenRequestHeader(n));
+}
+
+/** Refusal or not: reads the filter's problem+json when the answer carries a relay error. */
+async function refusalOf(res) {
+  const code = res.headers.get('x-veil-relay-error');
+  if (code === null) return null;
+  let problem = null;
+  try {
+    problem = await res.json();
+  } catch {
+    /* a refusal without a readable body still has its code */
+  }
+  const detail = problem && typeof problem.detail === 'string' ? `: ${problem.detail}` : '';
+  return new VeilRelayError(code, `veil-relay: ${code} (${res.status})${detail}`, { status: res.status, problem });
+}
+
+class Relay {
+  constructor(options = {}) {
+    const base = options.url ?? defaultBase();
+    if (base === undefined) throw new TypeError('veil-relay: options.url (the relay prefix URL) is required');
+    const u = new URL(base, globalThis.location ? globalThis.location.href : undefined);
+    if (u.search || u.hash) throw new TypeError('veil-relay: the relay URL has no query or fragment');
+    this.prefix = u.href.replace(/\/+$/, '');
+    this.origin = u.origin;
+    const pairs = options.pairs ?? DEFAULT_PAIRS;
+    if (!Number.isInteger(pairs) || pairs < 1 || pairs > 16) throw new RangeError('veil-relay: pairs must be 1..16');
+    this.wantPairs = pairs;
+    this.storage = options.storage ?? defaultStorage();
+    this.storageKey = `veil-relay:client-id:${this.prefix}`;
+    this.transport = options.fetch ?? ((...a) => globalThis.fetch(...a));
+    this.now = options.now ?? (() => Date.now());
+    this.clientId = null;
+    this.maxPairs = pairs;
+    this.validated = null; // in-flight or done `GET P/relay`
+    this.pairing = null; // in-flight `POST P/pair`
+    this.pool = [];
+    this.batches = 0;
+    this.next = 0;
+    // repairs: pairings after the first; dropped: batches dropped after a refusal.
+    this.counters = { requests: 0, pairings: 0, repairs: 0, retries: 0, revalidations: 0, dropped: 0 };
+    // A bound function, so `relay.fetch` can be handed around like `fetch`.
+    this.fetch = (input, init) => this.request(input, init);
+  }
+
+  /** Ids of the pairs in the pool (tests assert re-pairing with them). */
+  pairIds() {
+    return this.pool.map((p) => p.id);
+  }
+
+  stats() {
+    return { ...this.counters, clientId: this.clientId, pairs: this.pairIds() };
+  }
+
+  /** Drops every pair and the client id in memory (the stored id is kept). */
+  reset() {
+    this.pool = [];
+    this.validated = null;
+  }
+
+  async validate(signal) {
+    if (!this.validated) {
+      this.validated = (async () => {
+        const held = this.storage.getItem(this.storageKey);
+        const headers = held ? { 'x-veil-client-id': held } : {};
+        const res = await this.transport(`${this.prefix}/relay`, {
+          method: 'GET',
+          headers,
+          cache: 'no-store',
+          signal,
+        });
+        const refused = await refusalOf(res);
+        if (refused) throw refused;
+        if (res.status !== 200) throw new VeilRelayError('client-bad-discovery', `veil-relay: GET ${this.prefix}/relay answered ${res.status}`, { status: res.status });
+        const body = await res.json();
+        if (!body || body.version !== 1 || typeof body.client_id !== 'string') {
+          throw new VeilRelayError('client-bad-discovery', 'veil-relay: not a v1 relay');
+        }
+        this.clientId = body.client_id;
+        if (Number.isInteger(body.max_pairs) && body.max_pairs >= 1) this.maxPairs = body.max_pairs;
+        this.storage.setItem(this.storageKey, body.client_id);
+      })();
+      this.validated.catch(() => {
+        this.validated = null;
+      });
+    }
+    return this.validated;
+  }
+
+  /** `POST P/pair` for `n` fresh pairs, added to the pool (one pairing at a time). */
+  async pair(n, signal) {
+    if (this.pairing) return this.pairing;
+    this.pairing = (async () => {
+      await this.validate(signal);
+      const kps = Array.from({ length: n }, () => generateKeyPair());
+      try {
+        const res = await this.transport(`${this.prefix}/pair`, {
+          method: 'POST',
+          headers: { 'x-veil-client-id': this.clientId, 'content-type': 'application/json' },
+          body: JSON.stringify({ keys: kps.map((k) => b64urlEncode(k.publicKey)) }),
+          cache: 'no-store',
+          signal,
+        });
+        const refused = await refusalOf(res);
+        if (refused) throw refused;
+        if (res.status !== 200) throw new VeilRelayError('client-bad-pairing', `veil-relay: pairing answered ${res.status}`, { status: res.status });
+        const body = await res.json();
+        if (!body || !Array.isArray(body.pairs) || body.pairs.length !== n) {
+          throw new VeilRelayError('client-bad-pairing', 'veil-relay: pairing answer has the wrong number of pairs');
+        }
+        const batch = ++this.batches;
+        const fresh = [];
+        for (let i = 0; i < n; i++) {
+          fresh.push({ ...(await this.openPair(body.pairs[i], kps[i])), batch });
+        }
+        if (this.counters.pairings > 0) this.counters.repairs += 1;
+        this.counters.pairings += 1;
+        this.pool.push(...fresh);
+        return batch;
+      } finally {
+        for (const k of kps) k.secretKey.fill(0);
+      }
+    })();
+    try {
+      return await this.pairing;
+    } finally {
+      this.pairing = null;
+    }
+  }
+
+  async openPair(entry, kp) {
+    if (!entry || typeof entry.pair_id !== 'string' || !/^[A-Za-z0-9_-]{22}$/.test(entry.pair_id)) {
+      throw new VeilRelayError('client-bad-pairing', 'veil-relay: bad pair_id in pairing answer');
+    }
+    let ct;
+    try {
+      ct = b64urlDecode(entry.ciphertext);
+    } catch (e) {
+      throw new VeilRelayError('client-bad-pairing', 'veil-relay: bad ciphertext in pairing answer', { cause: e });
+    }
+    if (ct.length !== CIPHERTEXT_LEN) throw new VeilRelayError('client-bad-pairing', 'veil-relay: ciphertext is not 1120 bytes');
+    const ss = decapsulate(ct, kp.secretKey);
+    const k = await deriveKeyBytes(ss, this.clientId, entry.pair_id, kp.publicKey, ct);
+    try {
+      return {
+        id: entry.pair_id,
+        c2s: await importAesKey(k.c2s, 'encrypt'),
+        s2c: await importAesKey(k.s2c, 'decrypt'),
+        seq: 0,
+        expiresAtMs: Number.isFinite(entry.expires_at) ? entry.expires_at * 1000 : Infinity,
+        inflight: 0,
+      };
+    } finally {
+      ss.fill(0);
+      k.c2s.fill(0);
+      k.s2c.fill(0);
+    }
+  }
+
+  /**
+   * An idle pair if there is one (round robin), else the least busy; pairs when the pool is
+   * empty. `fresh`: pair now and use a pair of that new batch (after a pair was refused).
+   */
+  async acquire(signal, fresh = false) {
+    const now = this.now();
+    this.pool = this.pool.filter((p) => p.expiresAtMs - EXPIRY_MARGIN_MS > now);
+    const want = Math.min(this.wantPairs, this.maxPairs);
+    let from = this.pool;
+    if (fresh || this.pool.length === 0) {
+      const batch = await this.pair(Math.max(1, want - this.pool.length), signal);
+      from = this.pool.filter((p) => p.batch === batch);
+    } else if (this.pool.length < want && !this.pairing) {
+      // Top up in the background; the request goes on an existing pair.
+      this.pair(want - this.pool.length).catch(() => {});
+    }
+    if (from.length === 0) throw new VeilRelayError('client-no-pair', 'veil-relay: no pair available');
+    let best = null;
+    for (let i = 0; i < from.length; i++) {
+      const p = from[(this.next + i) % from.length];
+      if (best === null || p.inflight < best.inflight) best = p;
+      if (p.inflight === 0) break;
+    }
+    this.next = (from.indexOf(best) + 1) % from.length;
+    return best;
+  }
+
+  async request(input, init) {
+    // A Request gives fetch's own normalization: method case, header checks, body to bytes.
+    const url = new URL(input instanceof Request ? input.url : String(input instanceof URL ? input.href : input), this.prefix + '/');
+    if (url.origin !== this.origin) {
+      throw new TypeError(`veil-relay: ${url.origin} is not the relay's origin ${this.origin}`);
+    }
+    const req = new Request(input instanceof Request ? input : url.href, init);
+    const method = req.method;
+    const pathAndQuery = url.pathname + url.search;
+    const headers = orderedHeaders(input instanceof Request ? undefined : init, req);
+    const hasBody = req.body !== null;
+    const body = hasBody ? new Uint8Array(await req.arrayBuffer()) : null;
+    const signal = (init && init.signal) || (input instanceof Request ? input.signal : undefined);
+    const wireInit = { signal };
+    for (const k of ['credentials', 'mode', 'referrer', 'referrerPolicy', 'keepalive', 'priority']) {
+      if (init && init[k] !== undefined) wireInit[k] = init[k];
+    }
+    this.counters.requests += 1;
+
+    let fresh = false;
+    for (let attempt = 0; ; attempt++) {
+      let pair = null;
+      try {
+        pair = await this.acquire(signal, fresh);
+        return await this.send(pair, { method, pathAndQuery, headers, body, wireInit });
+      } catch (e) {
+        const how = e instanceof VeilRelayError ? RECOVERY[e.code] : undefined;
+        if (!how || attempt >= 1) throw e;
+        this.counters.retries += 1;
+        fresh = false;
+        if (how === 'revalidate') {
+          // Pairs are bound to the client id: a new id needs new pairs.
+          this.counters.revalidations += 1;
+          this.validated = null;
+          this.pool = [];
+        } else if (how === 'repair' && pair !== null) {
+          // The pairs of one pairing share their fate (expiry, a keyservice that lost them).
+          this.pool = this.pool.filter((p) => p.batch !== pair.batch);
+          this.counters.dropped += 1;
+          fresh = true;
+        }
+      }
+    }
+  }
+
+  async send(pair, { method, pathAndQuery, headers, body, wireInit }) {
+    pair.inflight += 1;
+    try {
+      // Taken before any await: concurrent requests on this pair each get their own.
+      const seq = ++pair.seq;
+      const flags = body === null ? 'uh' : 'uhb';
+      const ctx = { pairId: pair.id, seq, method, flags };
+      const path = await sealPart(pair.c2s, Part.RequestUrl, ctx, encodeUtf8(pathAndQuery));
+      const eh = await sealPart(pair.c2s, Part.RequestHeaders, ctx, encodeHeaders(headers));
+      const wireHeaders = {
+        'x-veil-relay': requestControl({ clientId: this.clientId, pairId: pair.id, seq, flags }),
+        'x-veil-relay-eh': b64urlEncode(eh),
+      };
+      let wireBody;
+      if (body !== null) {
+        wireHeaders['content-type'] = 'application/octet-stream';
+        wireBody = await sealPart(pair.c2s, Part.RequestBody, ctx, body);
+      }
+      const res = await this.transport(`${this.prefix}/x/${b64urlEncode(path)}`, {
+        ...wireInit,
+        method,
+        headers: wireHeaders,
+        body: wireBody,
+      });
+      const refused = await refusalOf(res);
+      if (refused) throw refused;
+      return await this.decodeResponse(res, pair, ctx);
+    } finally {
+      pair.inflight -= 1;
+    }
+  }
+
+  async decodeResponse(res, pair, req) {
+    const control = res.headers.get('x-veil-relay');
+    if (control === null) {
+      throw new VeilRelayError(
+        'client-response-not-encoded',
+        `veil-relay: answer ${res.status} is not encoded (cross-origin: is x-veil-relay in access-control-expose-headers?)`,
+        { status: res.status },
+      );
+    }
+    const c = parseResponseControl(control);
+    if (c === null || c.pairId !== pair.id || c.seq !== req.seq) {
+      throw new VeilRelayError('client-response-mismatch', 'veil-relay: the answer is for another request', { status: res.status });
+    }
+    const ctx = { pairId: pair.id, seq: req.seq, method: req.method, flags: c.flags, status: res.status };
+    let sealed;
+    let bodyBytes = null;
+    try {
+      sealed = decodeHeaders(await openPart(pair.s2c, Part.ResponseHeaders, ctx, b64urlDecode(res.headers.get('x-veil-relay-eh') ?? '')));
+      const wire = new Uint8Array(await res.arrayBuffer());
+      if (c.flags === 'hb') bodyBytes = await openPart(pair.s2c, Part.ResponseBody, ctx, wire);
+      else if (wire.length !== 0) throw new TypeError('a body without the b flag');
+    } catch (e) {
+      throw new VeilRelayError('client-response-decode-failed', 'veil-relay: the answer does not open', { status: res.status, cause: e });
+    }
+    const out = new Headers();
+    for (const [n, v] of res.headers) {
+      // The wire's own content headers describe the ciphertext.
+      if (n.startsWith('x-veil-') || n === 'content-type' || n === 'content-length' || n === 'content-encoding') continue;
+      out.append(n, v);
+    }
+    for (const [n, v] of sealed) {
+      try {
+        out.append(n, v);
+      } catch {
+        // A header a Response may not carry (e.g. set-cookie in some engines) is left out.
+      }
+    }
+    const nullBody = NULL_BODY_STATUS.has(res.status) || req.method === 'HEAD';
+    return new Response(nullBody ? null : bodyBytes ?? new Uint8Array(0), {
+      status: res.status,
+      statusText: res.statusText,
+      headers: out,
+    });
+  }
+}
+
+/** A relay client for the relay prefix `options.url` (default: `/veil` where this module came from). */
+export function createRelay(options) {
+  return new Relay(options);
+}
+
+let shared = null;
+
+/** `fetch` through the default relay (`/veil` on the origin that served this module). */
+export function relayFetch(input, init) {
+  if (shared === null) shared = createRelay();
+  return shared.fetch(input, init);
+}
+
+export default relayFetch;
