@@ -22,6 +22,8 @@ apt_install() {
 
 # Tools the scripts use.
 apt_install curl ca-certificates python3-venv
+# The relay's session store tests run a real redis-server (started by the tests themselves).
+apt_install redis-server
 if [ "${1:-}" = "bench" ]; then
   apt_install wrk
 fi

@@ -1,0 +1,458 @@
+//! The relay's routes (bearer token like every `/v1/*` route; the filter is the only caller):
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/relay/pairs` `{"client_id","keys":[b64url pk…]}` | 200 `{"pairs":[{"pair_id","ciphertext","c2s","s2c","expires_at","idle_ttl_secs"}]}` |
+//! | `GET /v1/relay/pairs/{pair_id}` | 200 `{"pair_id","client_id","c2s","s2c","expires_at","idle_ttl_secs"}` (restarts the idle TTL) or 404 |
+//! | `POST /v1/relay/pairs/{pair_id}/seq` `{"seq":n}` | 200 `{"accepted":true}`, 409 replay, 404 |
+//!
+//! Errors are problem+json with an extra `error` member (the short code the filter maps);
+//! 503 `store-unavailable` when the session store does not answer. Keys are base64url
+//! without padding and are never logged; neither are client ids.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use veil_core::relay::{kem, keys};
+use zeroize::Zeroizing;
+
+use super::metrics::inc;
+use super::store::{NewSession, SeqOutcome, StoreError};
+use super::Relay;
+use crate::server::AppState;
+
+/// Largest request body: 64 public keys of 1216 bytes in base64url, with room to spare.
+pub const MAX_BODY: usize = 128 * 1024;
+/// Highest `seq` accepted: 2^53 − 1, the largest integer every client (JavaScript's
+/// `Number` included) and the Redis store's Lua numbers hold exactly.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+/// A pair id is base64url of 16 random bytes.
+const PAIR_ID_BYTES: usize = 16;
+const PAIR_ID_LEN: usize = 22;
+
+/// The relay routes, merged into the keyservice's router (its token check applies).
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/relay/pairs", post(pair))
+        .route("/v1/relay/pairs/{pair_id}", get(lookup))
+        .route("/v1/relay/pairs/{pair_id}/seq", post(seq))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// A problem+json answer with the short `error` code the filter maps.
+fn refuse(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "type": format!("urn:veil:problem:relay-{error}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail.into(),
+        "error": error,
+    });
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A JSON answer that holds keys: never cached.
+fn secret_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The relay, if the service is ready; otherwise the 503 to answer.
+fn relay(state: &AppState) -> Result<&Arc<Relay>, Response> {
+    if !state.is_ready() {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "the keyservice is not ready (starting or shutting down)",
+        ));
+    }
+    state.relay.as_ref().ok_or_else(|| {
+        refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "the relay is not set up in this process",
+        )
+    })
+}
+
+fn store_failed(relay: &Relay, what: &str, e: &StoreError) -> Response {
+    inc(&relay.metrics.store_errors);
+    tracing::warn!(store = relay.store.kind(), error = %e, "relay {what}: session store failed");
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-unavailable",
+        "the session store did not answer; retry later",
+    )
+}
+
+/// `uuid "." hex64`, lowercase (docs/relay-protocol.md §1). Only the shape: the HMAC is the
+/// filter's to check (it holds the secret).
+fn client_id_shape_ok(id: &str) -> bool {
+    let b = id.as_bytes();
+    let hex = |c: &u8| c.is_ascii_digit() || (b'a'..=b'f').contains(c);
+    b.len() == 101
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            36 => *c == b'.',
+            _ => hex(c),
+        })
+}
+
+fn pair_id_ok(id: &str) -> bool {
+    id.len() == PAIR_ID_LEN
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+fn new_pair_id() -> Result<String, getrandom::Error> {
+    let mut raw = [0u8; PAIR_ID_BYTES];
+    getrandom::fill(&mut raw)?;
+    Ok(URL_SAFE_NO_PAD.encode(raw))
+}
+
+fn b64(bytes: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairIn {
+    client_id: String,
+    keys: Vec<String>,
+}
+
+/// One made pair as answered; the key strings are zeroized on drop.
+#[derive(Serialize)]
+struct PairOut {
+    pair_id: String,
+    ciphertext: String,
+    c2s: Zeroizing<String>,
+    s2c: Zeroizing<String>,
+    expires_at: i64,
+    idle_ttl_secs: u64,
+}
+
+#[derive(Serialize)]
+struct PairsOut {
+    pairs: Vec<PairOut>,
+}
+
+fn body_refused(e: &BytesRejection) -> Response {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the body is over {MAX_BODY} bytes"),
+        )
+    } else {
+        refuse(StatusCode::BAD_REQUEST, "bad-request", e.body_text())
+    }
+}
+
+async fn pair(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let relay = match relay(&state) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let refused = |status, error: &str, detail: String| {
+        inc(&relay.metrics.pairings_refused);
+        refuse(status, error, detail)
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            inc(&relay.metrics.pairings_refused);
+            return body_refused(&e);
+        }
+    };
+    let req: PairIn = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "bad-json",
+                format!("expected {{\"client_id\": \"…\", \"keys\": [\"…\"]}}: {e}"),
+            )
+        }
+    };
+    if !client_id_shape_ok(&req.client_id) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "bad-client-id",
+            "client_id is not a relay client id (uuid.hex)".into(),
+        );
+    }
+    let max = relay.config.max_keys_per_pairing;
+    if req.keys.is_empty() || req.keys.len() > max {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "too-many-keys",
+            format!("keys: 1 to {max} public keys, got {}", req.keys.len()),
+        );
+    }
+    let mut pks = Vec::with_capacity(req.keys.len());
+    for (i, k) in req.keys.iter().enumerate() {
+        match URL_SAFE_NO_PAD.decode(k) {
+            Ok(pk) if pk.len() == kem::PUBLIC_KEY_LEN => pks.push(pk),
+            Ok(pk) => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "bad-key",
+                    format!(
+                        "keys[{i}]: an X-Wing public key is {} bytes, got {}",
+                        kem::PUBLIC_KEY_LEN,
+                        pk.len()
+                    ),
+                )
+            }
+            Err(_) => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "bad-key",
+                    format!("keys[{i}]: not base64url without padding"),
+                )
+            }
+        }
+    }
+
+    let now = (state.clock)();
+    let lifetime = i64::try_from(relay.config.limits.max_lifetime_secs).unwrap_or(i64::MAX);
+    let expires_at = now.saturating_add(lifetime);
+    let mut sessions = Vec::with_capacity(pks.len());
+    let mut cts = Vec::with_capacity(pks.len());
+    for (i, pk) in pks.iter().enumerate() {
+        let (ct, ss) = match kem::encapsulate_os(pk) {
+            Ok(v) => v,
+            Err(e) => {
+                return refused(StatusCode::BAD_REQUEST, "bad-key", format!("keys[{i}]: {e}"))
+            }
+        };
+        let pair_id = match new_pair_id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "relay pairing: no randomness");
+                return refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "no randomness".into(),
+                );
+            }
+        };
+        let keys = keys::derive(&ss, &req.client_id, &pair_id, pk, &ct);
+        drop(ss);
+        sessions.push(NewSession {
+            pair_id,
+            client_id: req.client_id.clone(),
+            keys,
+            expires_at,
+        });
+        cts.push(ct);
+    }
+
+    let evicted = match relay.store.insert(&sessions, now).await {
+        Ok(n) => n,
+        Err(e) => {
+            inc(&relay.metrics.pairings_refused);
+            return store_failed(relay, "pairing", &e);
+        }
+    };
+    let m = &relay.metrics;
+    inc(&m.pairings_ok);
+    m.pairs_created
+        .fetch_add(sessions.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    m.evictions
+        .fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        pairs = sessions.len(),
+        evicted,
+        store = relay.store.kind(),
+        "relay pairs made"
+    );
+    let idle_ttl_secs = relay.config.limits.idle_ttl_secs;
+    let out = PairsOut {
+        pairs: sessions
+            .iter()
+            .zip(&cts)
+            .map(|(s, ct)| PairOut {
+                pair_id: s.pair_id.clone(),
+                ciphertext: URL_SAFE_NO_PAD.encode(ct),
+                c2s: b64(&s.keys.c2s),
+                s2c: b64(&s.keys.s2c),
+                expires_at: s.expires_at,
+                idle_ttl_secs,
+            })
+            .collect(),
+    };
+    secret_json(StatusCode::OK, &out)
+}
+
+/// The pair id of the path, or the 400 to answer.
+fn path_pair_id(p: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+    match p {
+        Ok(Path(id)) if pair_id_ok(&id) => Ok(id),
+        _ => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad-pair-id",
+            "a pair id is 22 base64url characters",
+        )),
+    }
+}
+
+fn unknown_pair() -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        "unknown",
+        "no such pair: never made, expired or evicted; the client re-pairs",
+    )
+}
+
+#[derive(Serialize)]
+struct SessionOut<'a> {
+    pair_id: &'a str,
+    client_id: &'a str,
+    c2s: Zeroizing<String>,
+    s2c: Zeroizing<String>,
+    expires_at: i64,
+    idle_ttl_secs: u64,
+}
+
+async fn lookup(
+    State(state): State<Arc<AppState>>,
+    pair_id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let relay = match relay(&state) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let pair_id = match path_pair_id(pair_id) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    match relay.store.get(&pair_id, (state.clock)()).await {
+        Ok(Some(s)) => {
+            inc(&relay.metrics.lookups_found);
+            secret_json(
+                StatusCode::OK,
+                &SessionOut {
+                    pair_id: &pair_id,
+                    client_id: &s.client_id,
+                    c2s: b64(&s.keys.c2s),
+                    s2c: b64(&s.keys.s2c),
+                    expires_at: s.expires_at,
+                    idle_ttl_secs: relay.config.limits.idle_ttl_secs,
+                },
+            )
+        }
+        Ok(None) => {
+            inc(&relay.metrics.lookups_unknown);
+            unknown_pair()
+        }
+        Err(e) => store_failed(relay, "lookup", &e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeqIn {
+    seq: u64,
+}
+
+async fn seq(
+    State(state): State<Arc<AppState>>,
+    pair_id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let relay = match relay(&state) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let pair_id = match path_pair_id(pair_id) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_refused(&e),
+    };
+    let seq = match serde_json::from_slice::<SeqIn>(&body) {
+        Ok(SeqIn { seq }) if (1..=MAX_SEQ).contains(&seq) => seq,
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad-seq",
+                format!("expected {{\"seq\": n}} with n from 1 to {MAX_SEQ}"),
+            )
+        }
+    };
+    match relay.store.accept_seq(&pair_id, seq, (state.clock)()).await {
+        Ok(SeqOutcome::Accepted) => {
+            inc(&relay.metrics.seq_accepted);
+            secret_json(StatusCode::OK, &serde_json::json!({"accepted": true}))
+        }
+        Ok(SeqOutcome::Replay) => {
+            inc(&relay.metrics.seq_replay);
+            refuse(
+                StatusCode::CONFLICT,
+                "replay",
+                "this seq was already used or is older than the replay window",
+            )
+        }
+        Ok(SeqOutcome::Unknown) => {
+            inc(&relay.metrics.seq_unknown);
+            unknown_pair()
+        }
+        Err(e) => store_failed(relay, "seq", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let good = format!("{}.{}", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9", "ab".repeat(32));
+        assert!(client_id_shape_ok(&good));
+        assert!(!client_id_shape_ok(&good.to_uppercase()));
+        assert!(!client_id_shape_ok(&good.replace('.', "-")));
+        assert!(!client_id_shape_ok(&good[..100]));
+        assert!(!client_id_shape_ok(""));
+        let id = new_pair_id().unwrap();
+        assert!(pair_id_ok(&id), "{id}");
+        assert_ne!(id, new_pair_id().unwrap());
+        assert!(!pair_id_ok(&id[..21]));
+        assert!(!pair_id_ok(&format!("{}=", &id[..21])));
+    }
+}
