@@ -51,6 +51,42 @@ struct RawConfig {
     seal_memo_max_value_bytes: Option<usize>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    relay: Option<RawRelay>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    client_id_secret: Option<String>,
+    #[serde(default)]
+    client_id_secret_env: Option<String>,
+    #[serde(default)]
+    routes: Vec<String>,
+    #[serde(default)]
+    pass_through_routes: Vec<String>,
+    #[serde(default)]
+    replay: Option<RawReplay>,
+    #[serde(default)]
+    max_pairs: Option<usize>,
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    visible_response_headers: Vec<String>,
+    #[serde(default)]
+    pair_cache_slots: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplay {
+    #[serde(default)]
+    mode: Option<ReplayMode>,
+    #[serde(default)]
+    window: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +246,68 @@ impl RouteRule {
     }
 }
 
+/// Where the relay keeps each pair's replay window (docs/relay-protocol.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayMode {
+    /// In Envoy's shared data: no callout per request, one window per Envoy instance.
+    #[default]
+    Local,
+    /// In the keyservice's store: one loopback callout per request, shared by every Envoy.
+    Global,
+}
+
+/// `relay.replay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayConfig {
+    pub mode: ReplayMode,
+    /// Width of the window, 1..=128. Default 128.
+    pub window: u32,
+}
+
+pub const DEFAULT_RELAY_PREFIX: &str = "/veil";
+pub const DEFAULT_PAIR_CACHE_SLOTS: usize = 4096;
+pub const MAX_PAIR_CACHE_SLOTS: usize = 1 << 20;
+pub const MAX_RELAY_PAIRS: usize = 16;
+
+/// The relay role (`relay` section). Absent: the filter serves no relay endpoints.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// `P`: the relay endpoints live under it. Default `/veil`; no trailing `/`.
+    pub prefix: String,
+    /// The HMAC key of client ids (redacted in `Debug`).
+    pub client_id_secret: Arc<crate::relay::ClientIdSecret>,
+    /// Decoded paths allowed through the relay; empty = any path.
+    pub routes: Vec<crate::relay::RouteGlob>,
+    /// Paths under `routes` that may still be requested in plaintext.
+    pub pass_through_routes: Vec<crate::relay::RouteGlob>,
+    pub replay: ReplayConfig,
+    /// Most keys per pairing, announced by `GET P/relay`. Default 5.
+    pub max_pairs: usize,
+    /// Largest decoded request body / plaintext response body. Default: `max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// Extra response headers kept visible (lowercase).
+    pub visible_response_headers: Vec<String>,
+    /// Shared-data slots for pair keys and windows per Envoy instance. Default 4096.
+    pub pair_cache_slots: usize,
+}
+
+impl RelayConfig {
+    /// Whether a decoded path (no query) may go through the relay.
+    pub fn route_allowed(&self, path: &str) -> bool {
+        self.routes.is_empty() || crate::relay::routes::any_match(&self.routes, path)
+    }
+
+    /// Whether a plaintext request to `path` (no query) must be refused as
+    /// `relay-required`: it matches a glob of a non-empty `routes` and none of
+    /// `pass_through_routes`. With `routes` empty nothing is forced through the relay.
+    pub fn requires_relay(&self, path: &str) -> bool {
+        !self.routes.is_empty()
+            && crate::relay::routes::any_match(&self.routes, path)
+            && !crate::relay::routes::any_match(&self.pass_through_routes, path)
+    }
+}
+
 /// The validated filter configuration.
 #[derive(Debug, Clone)]
 pub struct FilterConfig {
@@ -223,6 +321,8 @@ pub struct FilterConfig {
     pub seal_memo_max_value_bytes: usize,
     /// Longest prefix first.
     pub routes: Vec<RouteRule>,
+    /// The relay role; `None` when the `relay` section is absent.
+    pub relay: Option<RelayConfig>,
 }
 
 impl FilterConfig {
@@ -391,6 +491,10 @@ impl FilterConfig {
         }
         resolve_search_routes(&mut routes, pending_search)?;
         routes.sort_by_key(|r| core::cmp::Reverse(r.prefix.trim_end_matches('/').len()));
+        let relay = match raw.relay {
+            Some(r) => Some(relay_config(r, max_body_bytes, env)?),
+            None => None,
+        };
         Ok(FilterConfig {
             keyservice,
             rotation,
@@ -399,6 +503,7 @@ impl FilterConfig {
             seal_memo_entries,
             seal_memo_max_value_bytes,
             routes,
+            relay,
         })
     }
 
@@ -408,6 +513,116 @@ impl FilterConfig {
             .iter()
             .find_map(|r| r.strip(path).map(|rest| (r, rest)))
     }
+}
+
+/// Parses and validates the `relay` section.
+fn relay_config(
+    raw: RawRelay,
+    default_max_body_bytes: usize,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RelayConfig, ConfigError> {
+    let prefix = raw
+        .prefix
+        .unwrap_or_else(|| DEFAULT_RELAY_PREFIX.to_string());
+    if !prefix.starts_with('/') {
+        return Err(ConfigError::at("relay.prefix", "must start with '/'"));
+    }
+    if prefix.len() < 2 || prefix.ends_with('/') || prefix.contains(['?', '#', '*', '%']) {
+        return Err(ConfigError::at(
+            "relay.prefix",
+            "must be a path like /veil (not `/`, no trailing '/', no '?', '#', '*' or '%')",
+        ));
+    }
+    let secret =
+        match (raw.client_id_secret, raw.client_id_secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::at(
+                    "relay",
+                    "set either `client_id_secret` or `client_id_secret_env`, not both",
+                ))
+            }
+            (Some(s), None) => s,
+            (None, Some(var)) => env(&var).ok_or_else(|| {
+                ConfigError::at(
+                    "relay.client_id_secret_env",
+                    format!("environment variable {var} is not set in the VM"),
+                )
+            })?,
+            (None, None) => return Err(ConfigError::at(
+                "relay",
+                "a client id secret is required: set `client_id_secret` or `client_id_secret_env`",
+            )),
+        };
+    let client_id_secret = crate::relay::ClientIdSecret::new(secret.as_bytes())
+        .map_err(|_| ConfigError::at("relay.client_id_secret", "must be at least 32 bytes"))?;
+    let globs = |list: Vec<String>, field: &str| {
+        list.iter()
+            .enumerate()
+            .map(|(i, g)| {
+                crate::relay::RouteGlob::parse(g)
+                    .map_err(|m| ConfigError::at(format!("relay.{field}[{i}]"), m))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let routes = globs(raw.routes, "routes")?;
+    let pass_through_routes = globs(raw.pass_through_routes, "pass_through_routes")?;
+    let replay_raw = raw.replay.unwrap_or(RawReplay {
+        mode: None,
+        window: None,
+    });
+    let window = replay_raw.window.unwrap_or(crate::relay::window::MAX_WIDTH);
+    if !(1..=crate::relay::window::MAX_WIDTH).contains(&window) {
+        return Err(ConfigError::at(
+            "relay.replay.window",
+            "must be from 1 to 128",
+        ));
+    }
+    let max_pairs = raw.max_pairs.unwrap_or(crate::relay::DEFAULT_MAX_PAIRS);
+    if !(1..=MAX_RELAY_PAIRS).contains(&max_pairs) {
+        return Err(ConfigError::at(
+            "relay.max_pairs",
+            format!("must be from 1 to {MAX_RELAY_PAIRS}"),
+        ));
+    }
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(default_max_body_bytes);
+    if !(1..=MAX_MAX_BODY_BYTES).contains(&max_body_bytes) {
+        return Err(ConfigError::at(
+            "relay.max_body_bytes",
+            format!("must be from 1 to {MAX_MAX_BODY_BYTES}"),
+        ));
+    }
+    let mut visible_response_headers = Vec::with_capacity(raw.visible_response_headers.len());
+    for (i, h) in raw.visible_response_headers.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        if !crate::relay::wire::is_lowercase_token(&lower) {
+            return Err(ConfigError::at(
+                format!("relay.visible_response_headers[{i}]"),
+                "must be a header name (an HTTP token)",
+            ));
+        }
+        visible_response_headers.push(lower);
+    }
+    let pair_cache_slots = raw.pair_cache_slots.unwrap_or(DEFAULT_PAIR_CACHE_SLOTS);
+    if !(1..=MAX_PAIR_CACHE_SLOTS).contains(&pair_cache_slots) {
+        return Err(ConfigError::at(
+            "relay.pair_cache_slots",
+            format!("must be from 1 to {MAX_PAIR_CACHE_SLOTS}"),
+        ));
+    }
+    Ok(RelayConfig {
+        prefix,
+        client_id_secret: Arc::new(client_id_secret),
+        routes,
+        pass_through_routes,
+        replay: ReplayConfig {
+            mode: replay_raw.mode.unwrap_or_default(),
+            window,
+        },
+        max_pairs,
+        max_body_bytes,
+        visible_response_headers,
+        pair_cache_slots,
+    })
 }
 
 /// A profile's options (`null` or absent: all defaults), errors naming the exact path.
@@ -585,6 +800,144 @@ mod tests {
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert!(c.routes.is_empty());
         assert!(!format!("{c:?}").contains(TOKEN));
+    }
+
+    #[test]
+    fn relay_defaults_and_values() {
+        let secret = "s".repeat(32);
+        let c = parse(
+            serde_json::json!({"keyservice": {"token": TOKEN}, "max_body_bytes": 1000,
+            "relay": {"client_id_secret": secret}}),
+        )
+        .unwrap();
+        let r = c.relay.unwrap();
+        assert_eq!(r.prefix, "/veil");
+        assert!(r.routes.is_empty() && r.pass_through_routes.is_empty());
+        assert_eq!(
+            r.replay,
+            ReplayConfig {
+                mode: ReplayMode::Local,
+                window: 128
+            }
+        );
+        assert_eq!(
+            (r.max_pairs, r.max_body_bytes, r.pair_cache_slots),
+            (5, 1000, 4096)
+        );
+        assert!(r.route_allowed("/anything") && !r.requires_relay("/anything"));
+        assert!(!format!("{r:?}").contains(&secret));
+        let id = r.client_id_secret.issue([1; 16]);
+        assert!(r.client_id_secret.verify(&id));
+        assert!(parse(serde_json::json!({"keyservice": {"token": TOKEN}}))
+            .unwrap()
+            .relay
+            .is_none());
+
+        let c = parse(
+            serde_json::json!({"keyservice": {"token": TOKEN}, "relay": {
+            "prefix": "/r", "client_id_secret_env": "VEIL_TOKEN",
+            "routes": ["/app/*", "/other"], "pass_through_routes": ["/app/public/*"],
+            "replay": {"mode": "global", "window": 16}, "max_pairs": 16, "max_body_bytes": 77,
+            "visible_response_headers": ["X-Trace"], "pair_cache_slots": 10}}),
+        )
+        .unwrap();
+        let r = c.relay.unwrap();
+        assert_eq!(r.prefix, "/r");
+        assert!(r.client_id_secret.verify(
+            &crate::relay::ClientIdSecret::new(TOKEN.as_bytes())
+                .unwrap()
+                .issue([2; 16])
+        ));
+        assert_eq!(r.replay.mode, ReplayMode::Global);
+        assert_eq!(r.replay.window, 16);
+        assert_eq!(
+            (r.max_pairs, r.max_body_bytes, r.pair_cache_slots),
+            (16, 77, 10)
+        );
+        assert_eq!(r.visible_response_headers, vec!["x-trace".to_string()]);
+        assert!(r.route_allowed("/app/x") && r.route_allowed("/other"));
+        assert!(!r.route_allowed("/admin") && !r.route_allowed("/app/../admin"));
+        assert!(r.requires_relay("/app/x"));
+        assert!(!r.requires_relay("/app/public/logo.png"));
+        assert!(!r.requires_relay("/admin"));
+    }
+
+    #[test]
+    fn relay_errors_name_the_path() {
+        let e = |relay: serde_json::Value| {
+            err(serde_json::json!({"keyservice": {"token": TOKEN}, "relay": relay}))
+        };
+        let s = "s".repeat(32);
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "routes": ["/a/*", "/b", "c"]})),
+            "relay.routes[2]: must start with '/'"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "pass_through_routes": ["/a?x"]})),
+            "relay.pass_through_routes[0]: must be a path without '?' or '#'"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": "short"})),
+            "relay.client_id_secret: must be at least 32 bytes"
+        );
+        assert_eq!(
+            e(serde_json::json!({})),
+            "relay: a client id secret is required: set `client_id_secret` or `client_id_secret_env`"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "client_id_secret_env": "VEIL_TOKEN"})),
+            "relay: set either `client_id_secret` or `client_id_secret_env`, not both"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret_env": "NOPE"})),
+            "relay.client_id_secret_env: environment variable NOPE is not set in the VM"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "prefix": "veil"})),
+            "relay.prefix: must start with '/'"
+        );
+        assert!(
+            e(serde_json::json!({"client_id_secret": s, "prefix": "/veil/"}))
+                .starts_with("relay.prefix: must be a path")
+        );
+        assert!(e(serde_json::json!({"client_id_secret": s, "prefix": "/"}))
+            .starts_with("relay.prefix: must be a path"));
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "replay": {"window": 129}})),
+            "relay.replay.window: must be from 1 to 128"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "replay": {"window": 0}})),
+            "relay.replay.window: must be from 1 to 128"
+        );
+        assert!(
+            e(serde_json::json!({"client_id_secret": s, "replay": {"mode": "cluster"}}))
+                .starts_with("relay.replay.mode: unknown variant `cluster`")
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "max_pairs": 17})),
+            "relay.max_pairs: must be from 1 to 16"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "max_pairs": 0})),
+            "relay.max_pairs: must be from 1 to 16"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "max_body_bytes": 0})),
+            "relay.max_body_bytes: must be from 1 to 67108864"
+        );
+        assert_eq!(
+            e(
+                serde_json::json!({"client_id_secret": s, "visible_response_headers": ["ok", "not ok"]})
+            ),
+            "relay.visible_response_headers[1]: must be a header name (an HTTP token)"
+        );
+        assert_eq!(
+            e(serde_json::json!({"client_id_secret": s, "pair_cache_slots": 0})),
+            "relay.pair_cache_slots: must be from 1 to 1048576"
+        );
+        assert!(e(serde_json::json!({"client_id_secret": s, "routs": []}))
+            .contains("unknown field `routs`"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod memo;
 pub mod policy;
 pub mod problem;
+pub mod relay;
 pub mod search;
 pub mod siv;
 pub mod value;

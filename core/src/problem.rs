@@ -28,6 +28,25 @@ pub enum ProblemKind {
     /// 502: an unseal route's response held a value that could not be opened, and the
     /// route says `on_unseal_error: reject`.
     UnsealFailed,
+    /// Relay (docs/relay-protocol.md §6) — 400: control header missing parts, bad flags,
+    /// bad `seq`, bad JSON in pairing.
+    RelayBadRequest,
+    /// 401: client id missing or not valid.
+    RelayBadClientId,
+    /// 401: pair unknown, expired, or of another client.
+    RelayPairUnknown,
+    /// 400: a part does not open, or decoded headers are not allowed.
+    RelayDecodeFailed,
+    /// 409: `seq` already used or older than the window.
+    RelayReplay,
+    /// 404: decoded path outside the relay `routes`.
+    RelayRouteNotAllowed,
+    /// 403: a plaintext request to a relayed route.
+    RelayRequired,
+    /// 413: body over the relay's limit.
+    RelayTooLarge,
+    /// 503: the keyservice or its store did not answer.
+    RelayUnavailable,
 }
 
 impl ProblemKind {
@@ -42,6 +61,15 @@ impl ProblemKind {
             ProblemKind::SealFailed => 500,
             ProblemKind::BadSearch => 400,
             ProblemKind::UnsealFailed => 502,
+            ProblemKind::RelayBadRequest => 400,
+            ProblemKind::RelayBadClientId => 401,
+            ProblemKind::RelayPairUnknown => 401,
+            ProblemKind::RelayDecodeFailed => 400,
+            ProblemKind::RelayReplay => 409,
+            ProblemKind::RelayRouteNotAllowed => 404,
+            ProblemKind::RelayRequired => 403,
+            ProblemKind::RelayTooLarge => 413,
+            ProblemKind::RelayUnavailable => 503,
         }
     }
 
@@ -56,6 +84,15 @@ impl ProblemKind {
             ProblemKind::SealFailed => "seal-failed",
             ProblemKind::BadSearch => "bad-search",
             ProblemKind::UnsealFailed => "unseal-failed",
+            ProblemKind::RelayBadRequest => "relay-bad-request",
+            ProblemKind::RelayBadClientId => "relay-bad-client-id",
+            ProblemKind::RelayPairUnknown => "relay-pair-unknown",
+            ProblemKind::RelayDecodeFailed => "relay-decode-failed",
+            ProblemKind::RelayReplay => "relay-replay",
+            ProblemKind::RelayRouteNotAllowed => "relay-route-not-allowed",
+            ProblemKind::RelayRequired => "relay-required",
+            ProblemKind::RelayTooLarge => "relay-too-large",
+            ProblemKind::RelayUnavailable => "relay-unavailable",
         }
     }
 
@@ -70,6 +107,32 @@ impl ProblemKind {
             ProblemKind::SealFailed => "Sealing failed",
             ProblemKind::BadSearch => "Search cannot be run on sealed data",
             ProblemKind::UnsealFailed => "Response could not be unsealed",
+            ProblemKind::RelayBadRequest => "Malformed relay request",
+            ProblemKind::RelayBadClientId => "Relay client id missing or not valid",
+            ProblemKind::RelayPairUnknown => "Relay pair unknown or expired",
+            ProblemKind::RelayDecodeFailed => "Relay request does not decode",
+            ProblemKind::RelayReplay => "Relay sequence number already used",
+            ProblemKind::RelayRouteNotAllowed => "Path not allowed through the relay",
+            ProblemKind::RelayRequired => "This route is only served through the relay",
+            ProblemKind::RelayTooLarge => "Relay body too large",
+            ProblemKind::RelayUnavailable => "Relay unavailable",
+        }
+    }
+
+    /// For relay failures, the value of the `x-veil-relay-error` header (the code), so a
+    /// client can tell a relay refusal from an encoded upstream answer.
+    pub fn relay_error_code(self) -> Option<&'static str> {
+        match self {
+            ProblemKind::RelayBadRequest
+            | ProblemKind::RelayBadClientId
+            | ProblemKind::RelayPairUnknown
+            | ProblemKind::RelayDecodeFailed
+            | ProblemKind::RelayReplay
+            | ProblemKind::RelayRouteNotAllowed
+            | ProblemKind::RelayRequired
+            | ProblemKind::RelayTooLarge
+            | ProblemKind::RelayUnavailable => Some(self.code()),
+            _ => None,
         }
     }
 }
