@@ -43,6 +43,18 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_add_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_remove_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -161,6 +173,57 @@ pub fn get_header(map: MapType, name: &str) -> HostResult<Option<String>> {
         NOT_FOUND => Ok(None),
         s => Err(HostError(s)),
     }
+}
+
+/// Every header of `map`, in order (names as Envoy holds them: lowercase). A map whose
+/// serialization does not parse is an error (BadArgument), never a panic.
+pub fn get_headers(map: MapType) -> HostResult<Vec<(String, String)>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    match unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) } {
+        0 => {
+            let bytes = unsafe { take(data, size) };
+            deserialize_map(&bytes).ok_or(HostError(BAD_ARGUMENT))
+        }
+        NOT_FOUND => Ok(Vec::new()),
+        s => Err(HostError(s)),
+    }
+}
+
+pub const BAD_ARGUMENT: u32 = 2;
+
+/// Parses the proxy-wasm header map form (see [`serialize_map`]); None if malformed.
+fn deserialize_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(b)).ok()
+    };
+    let count = u32_at(0)?;
+    let mut p = count.checked_mul(8)?.checked_add(4)?;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for n in 0..count {
+        let s = n.checked_mul(8)?.checked_add(4)?;
+        let (klen, vlen) = (u32_at(s)?, u32_at(s.checked_add(4)?)?);
+        let key = bytes.get(p..p.checked_add(klen)?)?;
+        p = p.checked_add(klen)?.checked_add(1)?;
+        let value = bytes.get(p..p.checked_add(vlen)?)?;
+        p = p.checked_add(vlen)?.checked_add(1)?;
+        out.push((
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    Some(out)
+}
+
+/// Adds a header value (keeps existing values of the same name).
+pub fn add_header(map: MapType, name: &str, value: &str) -> HostResult<()> {
+    check(unsafe {
+        proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
 }
 
 pub fn remove_header(map: MapType, name: &str) -> HostResult<()> {

@@ -20,6 +20,7 @@ mod host;
 mod keycache;
 mod metrics;
 mod ondemand;
+mod relay;
 mod reply;
 mod seal_stream;
 mod stream;

@@ -32,6 +32,12 @@ pub struct Metrics {
     pub kid_fetch_failed: Option<u32>,
     pub kid_from_shared: Option<u32>,
     pub kid_waits: Option<u32>,
+    pub relay_requests: Option<u32>,
+    pub relay_refused: Option<u32>,
+    pub relay_pairings: Option<u32>,
+    pub relay_pair_fetches: Option<u32>,
+    pub relay_replays: Option<u32>,
+    pub relay_slot_evictions: Option<u32>,
 }
 
 impl Metrics {
@@ -64,6 +70,12 @@ impl Metrics {
             kid_fetch_failed: c("veil.keys.kid_fetch_failed"),
             kid_from_shared: c("veil.keys.kid_from_shared"),
             kid_waits: c("veil.keys.kid_waits"),
+            relay_requests: c("veil.relay.requests"),
+            relay_refused: c("veil.relay.refused"),
+            relay_pairings: c("veil.relay.pairings"),
+            relay_pair_fetches: c("veil.relay.pair_fetches"),
+            relay_replays: c("veil.relay.replays_refused"),
+            relay_slot_evictions: c("veil.relay.slot_evictions"),
         }
     }
 

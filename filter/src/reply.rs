@@ -47,14 +47,16 @@ pub fn refuse(metrics: &Metrics, r: &Refusal) -> Action {
         &format!("veil: refused: {} ({})", r.kind.code(), r.detail),
     );
     let body = problem_json(r.kind, &r.detail);
-    if let Err(e) = host::send_local_response(
-        u32::from(r.kind.status()),
-        &[
-            ("content-type", CONTENT_TYPE),
-            ("cache-control", "no-store"),
-        ],
-        &body,
-    ) {
+    let mut headers = vec![
+        ("content-type", CONTENT_TYPE),
+        ("cache-control", "no-store"),
+    ];
+    // Relay failures carry their code in a header, so a client tells them from an encoded
+    // upstream answer (docs/relay-protocol.md §6).
+    if let Some(code) = r.kind.relay_error_code() {
+        headers.push((veil_core::relay::HEADER_ERROR, code));
+    }
+    if let Err(e) = host::send_local_response(u32::from(r.kind.status()), &headers, &body) {
         Metrics::add(metrics.hostcall_failed, 1);
         host::log(
             LogLevel::Error,

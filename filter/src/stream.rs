@@ -9,6 +9,7 @@ use veil_core::config::RouteAction;
 use veil_core::problem::ProblemKind;
 
 use crate::host;
+use crate::relay::RelayStream;
 use crate::reply::{refuse, Refusal};
 use crate::seal_stream::SealRequest;
 use crate::unseal_stream::UnsealStream;
@@ -19,6 +20,7 @@ enum Role {
     Idle,
     Seal(SealRequest),
     Unseal(UnsealStream),
+    Relay(RelayStream),
     /// Refused before any role started.
     Refused,
 }
@@ -56,6 +58,11 @@ impl Context for Stream {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        if let Role::Relay(r) = &mut self.role {
+            if r.on_callout(&self.vm, token_id, body_size) {
+                return;
+            }
+        }
         let now = crate::now_ms().unwrap_or(0);
         crate::ondemand::on_answer(&self.vm, token_id, body_size, self.ctx, now);
     }
@@ -71,6 +78,18 @@ impl HttpContext for Stream {
                 return refuse(&vm.metrics, &Refusal::hostcall("reading :path", e));
             }
         };
+        if vm.config.relay.is_some() {
+            if let Some(action) = crate::relay_asset::serve(&vm.metrics, &path) {
+                self.role = Role::Refused;
+                return action;
+            }
+        }
+        // The relay runs before the route rules: its endpoints, encoded requests, and the
+        // refusal of plaintext on relayed routes.
+        if let Some((relay, action)) = RelayStream::start(&vm, &path, end_of_stream) {
+            self.role = Role::Relay(relay);
+            return action;
+        }
         let Some((rule, rest)) = vm.config.route(&path) else {
             return Action::Continue;
         };
@@ -93,6 +112,7 @@ impl HttpContext for Stream {
         match &mut self.role {
             Role::Seal(s) => s.on_request_body(&self.vm, body_size, end_of_stream),
             Role::Unseal(u) => u.on_request_body(&self.vm, body_size, end_of_stream),
+            Role::Relay(r) => r.on_request_body(&self.vm, body_size, end_of_stream),
             Role::Refused => Action::Pause,
             Role::Idle => Action::Continue,
         }
@@ -102,6 +122,7 @@ impl HttpContext for Stream {
         match &mut self.role {
             Role::Seal(s) => s.on_request_trailers(&self.vm),
             Role::Unseal(u) => u.on_request_trailers(&self.vm),
+            Role::Relay(r) => r.on_request_trailers(&self.vm),
             Role::Refused => Action::Pause,
             Role::Idle => Action::Continue,
         }
@@ -110,6 +131,7 @@ impl HttpContext for Stream {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         match &mut self.role {
             Role::Unseal(u) => u.on_response_headers(&self.vm, end_of_stream),
+            Role::Relay(r) => r.on_response_headers(&self.vm, end_of_stream),
             Role::Seal(_) | Role::Refused | Role::Idle => Action::Continue,
         }
     }
@@ -117,6 +139,7 @@ impl HttpContext for Stream {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.role {
             Role::Unseal(u) => u.on_response_body(&self.vm, body_size, end_of_stream),
+            Role::Relay(r) => r.on_response_body(&self.vm, body_size, end_of_stream),
             Role::Seal(_) | Role::Refused | Role::Idle => Action::Continue,
         }
     }
@@ -124,6 +147,7 @@ impl HttpContext for Stream {
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         match &mut self.role {
             Role::Unseal(u) => u.on_response_trailers(&self.vm),
+            Role::Relay(r) => r.on_response_trailers(&self.vm),
             Role::Seal(_) | Role::Refused | Role::Idle => Action::Continue,
         }
     }

@@ -12,6 +12,7 @@ use veil_core::memo::SealMemo;
 use crate::keycache::KeyCache;
 use crate::metrics::Metrics;
 use crate::ondemand::OnDemand;
+use crate::relay::pairs::PairCache;
 
 pub struct VmState {
     pub config: FilterConfig,
@@ -19,6 +20,8 @@ pub struct VmState {
     pub metrics: Metrics,
     /// Keys fetched on demand: callouts in flight and the streams waiting for them.
     pub ondemand: RefCell<OnDemand>,
+    /// Relay pairs' key schedules, built once per VM.
+    pub pairs: RefCell<PairCache>,
     buffers: RefCell<Buffers>,
 }
 
@@ -37,6 +40,7 @@ impl VmState {
             keys: RefCell::new(KeyCache::default()),
             metrics,
             ondemand: RefCell::new(OnDemand::default()),
+            pairs: RefCell::new(PairCache::default()),
             buffers: RefCell::new(Buffers {
                 scratch: Scratch::default(),
                 out: Vec::new(),

@@ -65,8 +65,7 @@ impl RecordingHop {
                     break;
                 }
                 let Ok(client) = conn else { continue };
-                let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5))
-                else {
+                let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
                     continue;
                 };
                 let timeout = Some(crate::http::IO_TIMEOUT);

@@ -1,0 +1,219 @@
+//! The relay's plaintext endpoints under the prefix `P` (docs/relay-protocol.md §1, §2, §7):
+//! `GET|HEAD P/relay` (client ids), `POST P/pair` (pairing through the keyservice) and
+//! `GET P/echo[/msg]`. Each answer is a local reply with `cache-control: no-store`.
+
+use serde::{Deserialize, Serialize};
+use veil_core::relay::{RelayError, HEADER_CLIENT_ID};
+
+use crate::host;
+use crate::relay::callout::{PairAnswer, PairingAnswer};
+use crate::relay::pairs::{self, PairKeys};
+use crate::vm::VmState;
+
+/// Largest pairing body read (16 keys of 1216 bytes in base64url are ~26 KiB).
+pub const MAX_PAIRING_BODY: usize = 64 * 1024;
+
+fn reply(status: u32, extra: &[(&str, &str)], body: &[u8]) -> Result<(), RelayError> {
+    let mut headers = vec![("cache-control", "no-store")];
+    if !body.is_empty() {
+        headers.push(("content-type", "application/json"));
+    }
+    headers.extend_from_slice(extra);
+    host::send_local_response(status, &headers, body)
+        .map_err(|_| RelayError::Unavailable("cannot answer"))
+}
+
+#[derive(Serialize)]
+struct Discovery<'a> {
+    version: u32,
+    client_id: &'a str,
+    max_pairs: usize,
+}
+
+/// `GET|HEAD P/relay`: the same client id if `presented` is valid, a fresh one otherwise.
+pub fn discovery(vm: &VmState, head: bool, presented: Option<&str>) -> Result<(), RelayError> {
+    let relay = vm
+        .config
+        .relay
+        .as_ref()
+        .ok_or(RelayError::Unavailable("relay off"))?;
+    let id = match presented {
+        Some(id) if relay.client_id_secret.verify(id) => id.to_string(),
+        _ => relay.client_id_secret.issue_random()?,
+    };
+    let body = if head {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&Discovery {
+            version: 1,
+            client_id: &id,
+            max_pairs: relay.max_pairs,
+        })
+        .map_err(|_| RelayError::Unavailable("cannot answer"))?
+    };
+    reply(200, &[(HEADER_CLIENT_ID, &id)], &body)
+}
+
+#[derive(Serialize)]
+struct Echo<'a> {
+    echo: Option<&'a str>,
+    time: i64,
+}
+
+/// `GET P/echo[/msg]`: `{"echo": msg|null, "time": unix ms}`. `rest` is the path after
+/// `P/echo` (without query).
+pub fn echo(rest: &str, now_ms: i64) -> Result<(), RelayError> {
+    let msg = rest.strip_prefix('/').filter(|m| !m.is_empty());
+    let decoded = msg.map(percent_decode);
+    let body = serde_json::to_vec(&Echo {
+        echo: decoded.as_deref(),
+        time: now_ms,
+    })
+    .map_err(|_| RelayError::Unavailable("cannot answer"))?;
+    reply(200, &[], &body)
+}
+
+/// `%XX` decoding of an echo message; the raw text if the result is not UTF-8.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (c, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+}
+
+#[derive(Deserialize)]
+struct PairingRequest {
+    keys: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct KeyserviceRequest<'a> {
+    client_id: &'a str,
+    keys: &'a [String],
+}
+
+/// The keyservice request for a client's pairing body (`{"keys": [...]}`, 1 to
+/// `max_pairs` keys), and the number of keys; the keyservice checks each key.
+pub fn pairing_request(
+    vm: &VmState,
+    client_id: &str,
+    body: &[u8],
+) -> Result<(Vec<u8>, usize), RelayError> {
+    let relay = vm
+        .config
+        .relay
+        .as_ref()
+        .ok_or(RelayError::Unavailable("relay off"))?;
+    let req: PairingRequest = serde_json::from_slice(body)
+        .map_err(|_| RelayError::BadRequest("pairing body is not {\"keys\": [...]}"))?;
+    if req.keys.is_empty() || req.keys.len() > relay.max_pairs {
+        return Err(RelayError::BadRequest("pairing needs 1 to max_pairs keys"));
+    }
+    let out = serde_json::to_vec(&KeyserviceRequest {
+        client_id,
+        keys: &req.keys,
+    })
+    .map_err(|_| RelayError::Unavailable("cannot build the pairing"))?;
+    Ok((out, req.keys.len()))
+}
+
+#[derive(Serialize)]
+struct ClientPair<'a> {
+    pair_id: &'a str,
+    ciphertext: &'a str,
+    expires_at: i64,
+}
+
+#[derive(Serialize)]
+struct ClientPairing<'a> {
+    pairs: Vec<ClientPair<'a>>,
+}
+
+/// Takes the keyservice's pairing answer: installs each pair (keys stay in the filter) and
+/// answers the client with ids, ciphertexts and lifetimes only.
+pub fn pairing_answer(
+    vm: &VmState,
+    client_id: &str,
+    wanted: usize,
+    status: Option<u16>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), RelayError> {
+    match status {
+        Some(200) => {}
+        Some(400) => return Err(RelayError::BadRequest("the keyservice refused a key")),
+        _ => return Err(RelayError::Unavailable("keyservice pairing failed")),
+    }
+    let answer: PairingAnswer = crate::relay::callout::parse(body)?;
+    if answer.pairs.len() != wanted {
+        return Err(RelayError::Unavailable(
+            "keyservice answered another number of pairs",
+        ));
+    }
+    let mut out = Vec::with_capacity(answer.pairs.len());
+    for p in &answer.pairs {
+        install(vm, p, client_id, now)?;
+        out.push(ClientPair {
+            pair_id: &p.pair_id,
+            ciphertext: p.ciphertext.as_deref().unwrap_or_default(),
+            expires_at: p.expires_at,
+        });
+    }
+    let body = serde_json::to_vec(&ClientPairing { pairs: out })
+        .map_err(|_| RelayError::Unavailable("cannot answer"))?;
+    reply(200, &[], &body)
+}
+
+/// Installs a pair the keyservice answered for `client_id`.
+pub fn install(
+    vm: &VmState,
+    p: &PairAnswer,
+    client_id: &str,
+    now: i64,
+) -> Result<std::rc::Rc<pairs::Pair>, RelayError> {
+    if !veil_core::relay::wire::is_pair_id(&p.pair_id) {
+        return Err(RelayError::Unavailable("bad pair id from keyservice"));
+    }
+    let (c2s, s2c) = p.keys()?;
+    pairs::install(
+        vm,
+        &PairKeys {
+            pair_id: &p.pair_id,
+            client_id,
+            c2s: &c2s,
+            s2c: &s2c,
+            expires_at: p.expires_at,
+            idle_ttl_secs: p.idle_ttl(),
+        },
+        now,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn echo_message_decoding() {
+        assert_eq!(percent_decode("hello%20world"), "hello world");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%ff"), "%ff");
+    }
+}

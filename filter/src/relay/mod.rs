@@ -1,0 +1,724 @@
+//! The relay role (docs/relay-protocol.md): the filter's side of Veil Relay. It runs before
+//! the route rules, on every request when `relay` is configured.
+//!
+//! ```text
+//! request  headers ─┬─ P/relay, P/echo ─────────────────────────► answered (local reply)
+//!                   ├─ P/pair ─► PairBody ─(end)─► Pairing (callout) ─► answered
+//!                   ├─ P/x/… + x-veil-relay ─► pair in slot? ──yes──► replay check
+//!                   │                           └─no─► AwaitPair (GET callout) ─┘
+//!                   │    replay: local ─ slot CAS ─┐   global ─ AwaitSeq (callout) ─┐
+//!                   │                              ▼                                ▼
+//!                   │              decode path + headers ─► Body ─(end)─► decode ─► Forwarded
+//!                   │                                     └ (no body part) ─────────► Forwarded
+//!                   ├─ plaintext on a relayed route (not pass-through) ─► relay-required
+//!                   └─ anything else ─► not the relay's (route rules go on)
+//!
+//! response (Forwarded only) headers: seal content headers (part 4), set x-veil-relay
+//!                           ─► Body ─(end)─► seal body (part 5) ─► Done
+//! ```
+//!
+//! Every failure answers a problem+json with `x-veil-relay-error` and stops the stream: a
+//! request that does not decode never reaches the upstream, a response that cannot be
+//! sealed never reaches the client in plaintext (after its headers left, Envoy resets it).
+
+pub mod callout;
+pub mod endpoints;
+pub mod pairs;
+
+use std::rc::Rc;
+
+use proxy_wasm::types::{Action, BufferType, MapType, StreamType};
+use veil_core::config::{RelayConfig, ReplayMode};
+use veil_core::relay::routes::is_plain_path;
+use veil_core::relay::wire::{
+    decode_request_headers, encode_headers, is_visible_response_header, sealed_path_part, TAG_LEN,
+};
+use veil_core::relay::{
+    Part, PartContext, RelayError, RequestControl, ResponseControl, HEADER_CLIENT_ID, HEADER_EH,
+    HEADER_RELAY,
+};
+
+use crate::host;
+use crate::metrics::Metrics;
+use crate::relay::callout::PairAnswer;
+use crate::relay::pairs::Pair;
+use crate::reply::{refuse, Refusal};
+use crate::vm::VmState;
+
+const REQ: MapType = MapType::HttpRequestHeaders;
+const RESP: MapType = MapType::HttpResponseHeaders;
+
+/// An encoded request's control header, owned (it outlives the header callback).
+struct Control {
+    client_id: String,
+    pair_id: String,
+    seq: u64,
+    body: bool,
+}
+
+/// What the response needs from its request.
+struct Session {
+    pair: Rc<Pair>,
+    pair_id: String,
+    seq: u64,
+    method: String,
+}
+
+enum Req {
+    /// Answered by the relay itself (endpoint or refusal): nothing goes upstream.
+    Answered,
+    /// `POST P/pair`: collecting the pairing body.
+    PairBody { client_id: String },
+    /// Waiting for the keyservice's pairing answer.
+    Pairing {
+        token: u32,
+        client_id: String,
+        wanted: usize,
+    },
+    /// An encoded request waiting for its pair (`GET /v1/relay/pairs/{id}`).
+    AwaitPair {
+        token: u32,
+        ctl: Control,
+        method: String,
+    },
+    /// An encoded request waiting for the global replay check.
+    AwaitSeq {
+        token: u32,
+        ctl: Control,
+        method: String,
+        pair: Rc<Pair>,
+    },
+    /// Decoded path and headers are set; the body part is being collected.
+    Body,
+    /// No body part: any wire body is refused.
+    NoBody,
+    /// The upstream has the plaintext request.
+    Forwarded,
+}
+
+enum Resp {
+    /// Not an encoded request (or not forwarded yet): nothing to encode.
+    Idle,
+    /// Waiting for the upstream's headers.
+    Pending,
+    /// Headers encoded; the body part is being collected.
+    Body {
+        status: u16,
+    },
+    Done,
+}
+
+pub struct RelayStream {
+    req: Req,
+    resp: Resp,
+    session: Option<Session>,
+    /// Buffered body sizes last reported (for the trailer callbacks).
+    req_size: usize,
+    resp_size: usize,
+}
+
+fn now_ms() -> i64 {
+    crate::now_ms().unwrap_or(0)
+}
+
+fn now_secs() -> i64 {
+    now_ms() / 1000
+}
+
+fn hostcall(what: &'static str) -> impl Fn(host::HostError) -> RelayError {
+    move |_| RelayError::Unavailable(what)
+}
+
+fn refusal(e: RelayError) -> Refusal {
+    Refusal::new(e.problem_kind(), e.to_string())
+}
+
+fn relay_of(vm: &VmState) -> Result<&RelayConfig, RelayError> {
+    vm.config
+        .relay
+        .as_ref()
+        .ok_or(RelayError::Unavailable("relay is not configured"))
+}
+
+impl RelayStream {
+    fn new() -> RelayStream {
+        RelayStream {
+            req: Req::Answered,
+            resp: Resp::Idle,
+            session: None,
+            req_size: 0,
+            resp_size: 0,
+        }
+    }
+
+    /// Takes the request if it is the relay's: under the prefix, carrying `x-veil-relay`, or
+    /// plaintext on a relayed route. `None`: not the relay's (the route rules go on).
+    pub fn start(vm: &VmState, path: &str, end_of_stream: bool) -> Option<(RelayStream, Action)> {
+        let relay = vm.config.relay.as_ref()?;
+        let mut s = RelayStream::new();
+        let control = match host::get_header(REQ, HEADER_RELAY) {
+            Ok(c) => c,
+            Err(_) => {
+                let e = RelayError::Unavailable("reading x-veil-relay failed");
+                return Some((s, refuse(&vm.metrics, &refusal(e))));
+            }
+        };
+        let plain = path.split_once('?').map_or(path, |(p, _)| p);
+        let prefix = relay.prefix.trim_end_matches('/');
+        let under = plain
+            .strip_prefix(prefix)
+            .filter(|r| r.is_empty() || r.starts_with('/'));
+        let result = match (under, control) {
+            (Some(_), Some(value)) => s.encoded(vm, path, &value, end_of_stream),
+            (Some(rest), None) => s.endpoint(vm, rest, end_of_stream),
+            (None, Some(_)) => Err(RelayError::BadRequest(
+                "x-veil-relay on a path outside the relay prefix",
+            )),
+            (None, None) if relay.requires_relay(plain) => Err(RelayError::RelayRequired),
+            (None, None) => return None,
+        };
+        let action = match result {
+            Ok(a) => a,
+            Err(e) => s.fail(vm, e),
+        };
+        Some((s, action))
+    }
+
+    /// Refuses the stream (request or response side) with `e`.
+    fn fail(&mut self, vm: &VmState, e: RelayError) -> Action {
+        self.req = Req::Answered;
+        self.resp = Resp::Done;
+        Metrics::add(vm.metrics.relay_refused, 1);
+        refuse(&vm.metrics, &refusal(e))
+    }
+
+    /// `P/relay`, `P/pair`, `P/echo[/msg]`; anything else under the prefix is refused.
+    fn endpoint(&mut self, vm: &VmState, rest: &str, eos: bool) -> Result<Action, RelayError> {
+        let method = host::get_header(REQ, ":method")
+            .map_err(hostcall("reading :method failed"))?
+            .unwrap_or_default();
+        match (method.as_str(), rest) {
+            ("GET" | "HEAD", "/relay") => {
+                let presented = host::get_header(REQ, HEADER_CLIENT_ID)
+                    .map_err(hostcall("reading the client id failed"))?;
+                endpoints::discovery(vm, method == "HEAD", presented.as_deref())?;
+                Ok(Action::Pause)
+            }
+            ("POST", "/pair") => {
+                let relay = relay_of(vm)?;
+                let client_id = host::get_header(REQ, HEADER_CLIENT_ID)
+                    .map_err(hostcall("reading the client id failed"))?
+                    .filter(|id| relay.client_id_secret.verify(id))
+                    .ok_or(RelayError::BadClientId)?;
+                if eos {
+                    return Err(RelayError::BadRequest("pairing without a body"));
+                }
+                self.req = Req::PairBody { client_id };
+                Ok(Action::Continue)
+            }
+            ("GET" | "HEAD", r) if r == "/echo" || r.starts_with("/echo/") => {
+                endpoints::echo(r.strip_prefix("/echo").unwrap_or_default(), now_ms())?;
+                Ok(Action::Pause)
+            }
+            (_, r) if sealed_path_part("", r).is_some() => Err(RelayError::BadRequest(
+                "an encoded path without x-veil-relay",
+            )),
+            _ => Err(RelayError::RouteNotAllowed),
+        }
+    }
+
+    /// The pairing body is complete: ask the keyservice.
+    fn send_pairing(&mut self, vm: &VmState, size: usize) -> Result<(), RelayError> {
+        let Req::PairBody { client_id } = std::mem::replace(&mut self.req, Req::Answered) else {
+            return Ok(());
+        };
+        let body = host::get_buffer(BufferType::HttpRequestBody, 0, size)
+            .map_err(hostcall("reading the pairing body failed"))?;
+        let (request, wanted) = endpoints::pairing_request(vm, &client_id, &body)?;
+        let token = callout::dispatch(vm, "POST", "/v1/relay/pairs", Some(&request))?;
+        Metrics::add(vm.metrics.relay_pairings, 1);
+        self.req = Req::Pairing {
+            token,
+            client_id,
+            wanted,
+        };
+        Ok(())
+    }
+
+    /// An encoded request's headers.
+    fn encoded(
+        &mut self,
+        vm: &VmState,
+        path: &str,
+        value: &str,
+        eos: bool,
+    ) -> Result<Action, RelayError> {
+        let relay = relay_of(vm)?;
+        let c = RequestControl::parse(value)?;
+        if !relay.client_id_secret.verify(c.client_id) {
+            return Err(RelayError::BadClientId);
+        }
+        if sealed_path_part(&relay.prefix, path).is_none() {
+            return Err(RelayError::BadRequest("the path is not P/x/<sealed path>"));
+        }
+        if c.body && eos {
+            return Err(RelayError::BadRequest(
+                "flags say a body part follows, none does",
+            ));
+        }
+        if c.body {
+            let len = host::get_header(REQ, "content-length")
+                .map_err(hostcall("reading content-length failed"))?;
+            if len
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .is_some_and(|n| n > relay.max_body_bytes.saturating_add(TAG_LEN))
+            {
+                return Err(RelayError::TooLarge);
+            }
+        }
+        let method = host::get_header(REQ, ":method")
+            .map_err(hostcall("reading :method failed"))?
+            .unwrap_or_default();
+        let ctl = Control {
+            client_id: c.client_id.to_string(),
+            pair_id: c.pair_id.to_string(),
+            seq: c.seq,
+            body: c.body,
+        };
+        Metrics::add(vm.metrics.relay_requests, 1);
+        let now = now_secs();
+        match relay.replay.mode {
+            ReplayMode::Local => {
+                match pairs::accept_local(
+                    vm,
+                    &ctl.pair_id,
+                    &ctl.client_id,
+                    ctl.seq,
+                    relay.replay.window,
+                    now,
+                )? {
+                    Some(pair) => {
+                        self.forward(vm, ctl, method, pair)?;
+                        Ok(Action::Continue)
+                    }
+                    None => self.fetch_pair(vm, ctl, method),
+                }
+            }
+            ReplayMode::Global => match pairs::lookup(vm, &ctl.pair_id, &ctl.client_id, now)? {
+                Some(pair) => self.check_seq(vm, ctl, method, pair),
+                None => self.fetch_pair(vm, ctl, method),
+            },
+        }
+    }
+
+    fn fetch_pair(
+        &mut self,
+        vm: &VmState,
+        ctl: Control,
+        method: String,
+    ) -> Result<Action, RelayError> {
+        let path = format!("/v1/relay/pairs/{}", ctl.pair_id);
+        let token = callout::dispatch(vm, "GET", &path, None)?;
+        Metrics::add(vm.metrics.relay_pair_fetches, 1);
+        self.req = Req::AwaitPair { token, ctl, method };
+        Ok(Action::Pause)
+    }
+
+    fn check_seq(
+        &mut self,
+        vm: &VmState,
+        ctl: Control,
+        method: String,
+        pair: Rc<Pair>,
+    ) -> Result<Action, RelayError> {
+        let path = format!("/v1/relay/pairs/{}/seq", ctl.pair_id);
+        let body = format!("{{\"seq\":{}}}", ctl.seq);
+        let token = callout::dispatch(vm, "POST", &path, Some(body.as_bytes()))?;
+        self.req = Req::AwaitSeq {
+            token,
+            ctl,
+            method,
+            pair,
+        };
+        Ok(Action::Pause)
+    }
+
+    /// Opens the path and headers parts and hands Envoy the plaintext request headers.
+    fn forward(
+        &mut self,
+        vm: &VmState,
+        ctl: Control,
+        method: String,
+        pair: Rc<Pair>,
+    ) -> Result<(), RelayError> {
+        let relay = relay_of(vm)?;
+        let rc = RequestControl {
+            client_id: &ctl.client_id,
+            pair_id: &ctl.pair_id,
+            seq: ctl.seq,
+            body: ctl.body,
+        };
+        let ctx = rc.context(&method);
+        let wire_path = host::get_header(REQ, ":path")
+            .map_err(hostcall("reading :path failed"))?
+            .unwrap_or_default();
+        let sealed = sealed_path_part(&relay.prefix, &wire_path)
+            .ok_or(RelayError::BadRequest("the path is not P/x/<sealed path>"))?;
+        let path = String::from_utf8(pair.c2s.open_b64(Part::RequestUrl, &ctx, sealed)?)
+            .map_err(|_| RelayError::DecodeFailed("the path is not UTF-8"))?;
+        check_route(relay, &path)?;
+        let eh = host::get_header(REQ, HEADER_EH)
+            .map_err(hostcall("reading x-veil-relay-eh failed"))?
+            .ok_or(RelayError::BadRequest("x-veil-relay-eh is missing"))?;
+        let decoded =
+            decode_request_headers(&pair.c2s.open_b64(Part::RequestHeaders, &ctx, &eh)?)?;
+
+        // The wire headers minus x-veil-*, content-type and content-length, plus the decoded
+        // ones (a decoded header replaces a wire header of the same name).
+        let wire = host::get_headers(REQ).map_err(hostcall("reading the headers failed"))?;
+        let wire_len = wire
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+        let mut removed: Vec<&str> = Vec::new();
+        for (name, _) in &wire {
+            let drop =
+                name.starts_with("x-veil-") || name == "content-type" || name == "content-length";
+            if drop && !removed.contains(&name.as_str()) {
+                host::remove_header(REQ, name).map_err(hostcall("removing a header failed"))?;
+                removed.push(name);
+            }
+        }
+        let mut set: Vec<&str> = Vec::new();
+        for (name, value) in &decoded {
+            if set.contains(&name.as_str()) {
+                host::add_header(REQ, name, value)
+            } else {
+                set.push(name);
+                host::replace_header(REQ, name, value)
+            }
+            .map_err(hostcall("setting a header failed"))?;
+        }
+        if ctl.body {
+            // The plaintext body is the body part minus its tag: the upstream gets the
+            // length the application's request had (chunked stays chunked).
+            if let Some(len) = wire_len {
+                let plain = len.checked_sub(TAG_LEN).ok_or(RelayError::DecodeFailed(
+                    "the body part is shorter than a tag",
+                ))?;
+                host::replace_header(REQ, "content-length", &plain.to_string())
+                    .map_err(hostcall("setting content-length failed"))?;
+            }
+        }
+        host::replace_header(REQ, ":path", &path).map_err(hostcall("setting :path failed"))?;
+        self.req = if ctl.body { Req::Body } else { Req::NoBody };
+        self.resp = Resp::Pending;
+        self.session = Some(Session {
+            pair,
+            pair_id: ctl.pair_id,
+            seq: ctl.seq,
+            method,
+        });
+        Ok(())
+    }
+
+    /// A keyservice answer to one of this stream's callouts. False if `token` is not ours.
+    pub fn on_callout(&mut self, vm: &VmState, token: u32, body_size: usize) -> bool {
+        let ours = match &self.req {
+            Req::Pairing { token: t, .. }
+            | Req::AwaitPair { token: t, .. }
+            | Req::AwaitSeq { token: t, .. } => *t == token,
+            _ => false,
+        };
+        if !ours {
+            return false;
+        }
+        let (status, body) = callout::answer(body_size);
+        let result = match std::mem::replace(&mut self.req, Req::Answered) {
+            Req::Pairing {
+                client_id, wanted, ..
+            } => endpoints::pairing_answer(vm, &client_id, wanted, status, &body, now_secs())
+                .map(|()| false),
+            Req::AwaitPair { ctl, method, .. } => self.pair_answer(vm, ctl, method, status, &body),
+            Req::AwaitSeq {
+                ctl, method, pair, ..
+            } => match status {
+                Some(200) => self.forward(vm, ctl, method, pair).map(|()| true),
+                Some(409) => {
+                    Metrics::add(vm.metrics.relay_replays, 1);
+                    Err(RelayError::Replay)
+                }
+                Some(404) => {
+                    pairs::forget(vm, &ctl.pair_id);
+                    Err(RelayError::PairUnknown)
+                }
+                _ => Err(RelayError::Unavailable("keyservice sequence check failed")),
+            },
+            other => {
+                self.req = other;
+                return true;
+            }
+        };
+        match result {
+            Ok(true) => {
+                if host::continue_stream(StreamType::HttpRequest).is_err() {
+                    self.fail(vm, RelayError::Unavailable("cannot resume the request"));
+                }
+            }
+            // Answered locally, or waiting for another callout.
+            Ok(false) => {}
+            Err(e) => {
+                self.fail(vm, e);
+            }
+        }
+        true
+    }
+
+    /// The pair fetched by id: install it, then the replay check. Ok(true): forwarded.
+    fn pair_answer(
+        &mut self,
+        vm: &VmState,
+        ctl: Control,
+        method: String,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Result<bool, RelayError> {
+        match status {
+            Some(200) => {}
+            Some(404) => return Err(RelayError::PairUnknown),
+            _ => return Err(RelayError::Unavailable("keyservice pair fetch failed")),
+        }
+        let answer: PairAnswer = callout::parse(body)?;
+        if answer.pair_id != ctl.pair_id {
+            return Err(RelayError::Unavailable("keyservice answered another pair"));
+        }
+        // The pair is bound to the client id it was made for.
+        let owner = answer.client_id.clone().unwrap_or_default();
+        if owner != ctl.client_id {
+            return Err(RelayError::PairUnknown);
+        }
+        let now = now_secs();
+        if now >= answer.expires_at {
+            return Err(RelayError::PairUnknown);
+        }
+        let pair = endpoints::install(vm, &answer, &owner, now)?;
+        let relay = relay_of(vm)?;
+        match relay.replay.mode {
+            ReplayMode::Local => {
+                let pair = pairs::accept_local(
+                    vm,
+                    &ctl.pair_id,
+                    &ctl.client_id,
+                    ctl.seq,
+                    relay.replay.window,
+                    now,
+                )?
+                .unwrap_or(pair);
+                self.forward(vm, ctl, method, pair).map(|()| true)
+            }
+            ReplayMode::Global => self.check_seq(vm, ctl, method, pair).map(|_| false),
+        }
+    }
+
+    /// Opens the body part in place of the buffered body.
+    fn open_body(&mut self, vm: &VmState, size: usize) -> Result<(), RelayError> {
+        let s = self
+            .session
+            .as_ref()
+            .ok_or(RelayError::Unavailable("no session"))?;
+        let rc = RequestControl {
+            client_id: "",
+            pair_id: &s.pair_id,
+            seq: s.seq,
+            body: true,
+        };
+        let mut body = host::get_buffer(BufferType::HttpRequestBody, 0, size)
+            .map_err(hostcall("reading the body failed"))?;
+        s.pair
+            .c2s
+            .open_in_place(Part::RequestBody, &rc.context(&s.method), &mut body)?;
+        host::set_buffer(BufferType::HttpRequestBody, 0, size, &body)
+            .map_err(hostcall("replacing the body failed"))?;
+        body.fill(0);
+        self.req = Req::Forwarded;
+        let _ = vm;
+        Ok(())
+    }
+
+    pub fn on_request_body(&mut self, vm: &VmState, size: usize, eos: bool) -> Action {
+        self.req_size = size;
+        let limit = vm
+            .config
+            .relay
+            .as_ref()
+            .map_or(0, |r| r.max_body_bytes)
+            .saturating_add(TAG_LEN);
+        let step = match &self.req {
+            Req::PairBody { .. } if size > endpoints::MAX_PAIRING_BODY => {
+                Err(RelayError::BadRequest("pairing body too large"))
+            }
+            Req::PairBody { .. } if !eos => return Action::Pause,
+            Req::PairBody { .. } => self.send_pairing(vm, size).map(|()| Action::Pause),
+            Req::Body if size > limit => Err(RelayError::TooLarge),
+            Req::Body if !eos => return Action::Pause,
+            Req::Body => self.open_body(vm, size).map(|()| Action::Continue),
+            Req::NoBody if size > 0 => Err(RelayError::BadRequest(
+                "a body without a body part (flags uh)",
+            )),
+            Req::NoBody | Req::Forwarded => return Action::Continue,
+            Req::Answered | Req::Pairing { .. } | Req::AwaitPair { .. } | Req::AwaitSeq { .. } => {
+                return Action::Pause
+            }
+        };
+        step.unwrap_or_else(|e| self.fail(vm, e))
+    }
+
+    /// HTTP/2 requests with trailers never see `end_of_stream` in the body callback.
+    pub fn on_request_trailers(&mut self, vm: &VmState) -> Action {
+        let size = self.req_size;
+        match self.req {
+            Req::PairBody { .. } | Req::Body | Req::NoBody => self.on_request_body(vm, size, true),
+            Req::Forwarded => Action::Continue,
+            _ => Action::Pause,
+        }
+    }
+
+    pub fn on_response_headers(&mut self, vm: &VmState, eos: bool) -> Action {
+        if !matches!(self.resp, Resp::Pending) {
+            return Action::Continue;
+        }
+        match self.encode_headers(vm, eos) {
+            Ok(resp) => {
+                self.resp = resp;
+                Action::Continue
+            }
+            Err(e) => self.fail(vm, e),
+        }
+    }
+
+    /// Seals the response's content headers (part 4) and sets the response control header.
+    fn encode_headers(&mut self, vm: &VmState, eos: bool) -> Result<Resp, RelayError> {
+        let relay = relay_of(vm)?;
+        let s = self
+            .session
+            .as_ref()
+            .ok_or(RelayError::Unavailable("no session"))?;
+        let headers = host::get_headers(RESP).map_err(hostcall("reading the response failed"))?;
+        let status = headers
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .ok_or(RelayError::Unavailable("the response has no status"))?;
+        let body = !eos;
+        let mut len = None;
+        let mut sealed = Vec::new();
+        for (name, value) in headers {
+            if is_visible_response_header(&name, &relay.visible_response_headers) {
+                continue;
+            }
+            if name == "content-length" {
+                len = value.trim().parse::<usize>().ok();
+            }
+            sealed.push((name, value));
+        }
+        if body && len.is_some_and(|n| n > relay.max_body_bytes) {
+            return Err(RelayError::TooLarge);
+        }
+        let rc = ResponseControl {
+            pair_id: &s.pair_id,
+            seq: s.seq,
+            body,
+        };
+        let ctx: PartContext<'_> = rc.context(&s.method, status);
+        let eh = s
+            .pair
+            .s2c
+            .seal_b64(Part::ResponseHeaders, &ctx, &encode_headers(&sealed))?;
+        let mut removed: Vec<&str> = Vec::new();
+        for (name, _) in &sealed {
+            if !removed.contains(&name.as_str()) {
+                host::remove_header(RESP, name).map_err(hostcall("removing a header failed"))?;
+                removed.push(name);
+            }
+        }
+        let set = |n: &str, v: &str| {
+            host::replace_header(RESP, n, v).map_err(hostcall("setting a header failed"))
+        };
+        set(HEADER_RELAY, &rc.to_header_value())?;
+        set(HEADER_EH, &eh)?;
+        set("content-type", "application/octet-stream")?;
+        if let (true, Some(n)) = (body, len) {
+            set("content-length", &(n + TAG_LEN).to_string())?;
+        }
+        Ok(if body {
+            Resp::Body { status }
+        } else {
+            Resp::Done
+        })
+    }
+
+    fn seal_body(&mut self, size: usize, status: u16) -> Result<(), RelayError> {
+        let s = self
+            .session
+            .as_ref()
+            .ok_or(RelayError::Unavailable("no session"))?;
+        let rc = ResponseControl {
+            pair_id: &s.pair_id,
+            seq: s.seq,
+            body: true,
+        };
+        let mut body = host::get_buffer(BufferType::HttpResponseBody, 0, size)
+            .map_err(hostcall("reading the response body failed"))?;
+        s.pair.s2c.seal_in_place(
+            Part::ResponseBody,
+            &rc.context(&s.method, status),
+            &mut body,
+        )?;
+        host::set_buffer(BufferType::HttpResponseBody, 0, size, &body)
+            .map_err(hostcall("replacing the response body failed"))?;
+        self.resp = Resp::Done;
+        Ok(())
+    }
+
+    pub fn on_response_body(&mut self, vm: &VmState, size: usize, eos: bool) -> Action {
+        let Resp::Body { status } = self.resp else {
+            return Action::Continue;
+        };
+        self.resp_size = size;
+        let limit = vm.config.relay.as_ref().map_or(0, |r| r.max_body_bytes);
+        if size > limit {
+            // Headers already left: Envoy resets the stream (nothing leaves in plaintext).
+            return self.fail(vm, RelayError::TooLarge);
+        }
+        if !eos {
+            return Action::Pause;
+        }
+        match self.seal_body(size, status) {
+            Ok(()) => Action::Continue,
+            Err(e) => self.fail(vm, e),
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, vm: &VmState) -> Action {
+        if !matches!(self.resp, Resp::Body { .. }) {
+            return Action::Continue;
+        }
+        self.on_response_body(vm, self.resp_size, true)
+    }
+}
+
+/// The decoded path must be a plain path inside the relay `routes`, outside the prefix.
+fn check_route(relay: &RelayConfig, path: &str) -> Result<(), RelayError> {
+    let plain = path.split_once('?').map_or(path, |(p, _)| p);
+    let prefix = relay.prefix.trim_end_matches('/');
+    let under_prefix = plain
+        .strip_prefix(prefix)
+        .is_some_and(|r| r.is_empty() || r.starts_with('/'));
+    if !is_plain_path(plain) || under_prefix {
+        return Err(RelayError::RouteNotAllowed);
+    }
+    if !relay.route_allowed(plain) {
+        return Err(RelayError::RouteNotAllowed);
+    }
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! Relay pairs: each pair's two AES-256-GCM key schedules, built once per VM, and a bounded
+//! set of Envoy shared-data slots (`veil.relay.slot.<n>`) that every worker VM reads.
+//!
+//! A slot holds one pair in a fixed binary layout (no JSON on the request path): its id,
+//! client id, keys, end of life, idle TTL, last use and — in `local` replay mode — its replay
+//! window. A request in `local` mode costs one shared-data read and one CAS write (the window
+//! and last use); in `global` mode the VM cache alone (the keyservice keeps the window).
+//!
+//! Slot `n` is chosen by a hash of the pair id. A pair whose slot another pair took (more
+//! live pairs than `pair_cache_slots`) is fetched again from the keyservice: in `local` mode
+//! its window then starts afresh (docs/relay.md, "Replay").
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use veil_core::relay::wire::PAIR_ID_LEN;
+use veil_core::relay::{PartCipher, RelayError, ReplayWindow};
+use zeroize::Zeroizing;
+
+use crate::host;
+use crate::metrics::Metrics;
+use crate::vm::VmState;
+
+/// A pair as one VM uses it. The key schedules zeroize on drop (PartCipher).
+pub struct Pair {
+    pub client_id: String,
+    pub c2s: PartCipher,
+    pub s2c: PartCipher,
+    /// End of life, unix seconds.
+    pub expires_at: i64,
+}
+
+/// A pair's keys and lifetime, as the keyservice hands them over.
+pub struct PairKeys<'a> {
+    pub pair_id: &'a str,
+    pub client_id: &'a str,
+    pub c2s: &'a [u8; 32],
+    pub s2c: &'a [u8; 32],
+    pub expires_at: i64,
+    pub idle_ttl_secs: u32,
+}
+
+/// Most pairs one VM keeps key schedules for (oldest dropped first).
+const MAX_VM_PAIRS: usize = 4096;
+/// CAS attempts on one slot before the request is answered `relay-unavailable`.
+const CAS_TRIES: usize = 16;
+/// Longest client id a slot stores (ids are 101 characters).
+const MAX_CLIENT_ID: usize = 200;
+
+/// This VM's pairs (key schedules), bounded.
+#[derive(Default)]
+pub struct PairCache {
+    pairs: HashMap<String, Rc<Pair>>,
+    order: VecDeque<String>,
+}
+
+impl PairCache {
+    fn get(&self, pair_id: &str) -> Option<Rc<Pair>> {
+        self.pairs.get(pair_id).cloned()
+    }
+
+    fn insert(&mut self, pair_id: &str, pair: Rc<Pair>, cap: usize) {
+        if self.pairs.insert(pair_id.to_string(), pair).is_none() {
+            self.order.push_back(pair_id.to_string());
+        }
+        while self.order.len() > cap.clamp(1, MAX_VM_PAIRS) {
+            if let Some(old) = self.order.pop_front() {
+                self.pairs.remove(&old);
+            }
+        }
+    }
+
+    fn remove(&mut self, pair_id: &str) {
+        if self.pairs.remove(pair_id).is_some() {
+            self.order.retain(|p| p != pair_id);
+        }
+    }
+}
+
+// Slot layout (offsets after the client id are relative to `24 + n`):
+//   0 version (1) | 1 pair id (22) | 23 client id length n (1) | 24 client id (n)
+//   c2s (32) | s2c (32) | expires_at i64be | idle_ttl u32be | last_used i64be | window (24)
+const VERSION: u8 = 1;
+const FIXED_TAIL: usize = 32 + 32 + 8 + 4 + 8 + veil_core::relay::window::WINDOW_BYTES;
+
+/// A slot's bytes, checked once; accessors never index out of bounds.
+struct Slot {
+    bytes: Zeroizing<Vec<u8>>,
+    /// Offset of c2s.
+    tail: usize,
+}
+
+fn be_i64(b: &[u8]) -> i64 {
+    b.try_into().map(i64::from_be_bytes).unwrap_or(0)
+}
+
+impl Slot {
+    fn parse(bytes: Vec<u8>) -> Option<Slot> {
+        let bytes = Zeroizing::new(bytes);
+        if bytes.first() != Some(&VERSION) {
+            return None;
+        }
+        let n = usize::from(*bytes.get(1 + PAIR_ID_LEN)?);
+        let tail = 2 + PAIR_ID_LEN + n;
+        (bytes.len() == tail + FIXED_TAIL).then_some(Slot { bytes, tail })
+    }
+
+    fn build(keys: &PairKeys<'_>, now: i64) -> Option<Slot> {
+        if keys.pair_id.len() != PAIR_ID_LEN || keys.client_id.len() > MAX_CLIENT_ID {
+            return None;
+        }
+        let n = u8::try_from(keys.client_id.len()).ok()?;
+        let mut b = Zeroizing::new(Vec::with_capacity(2 + PAIR_ID_LEN + 200 + FIXED_TAIL));
+        b.push(VERSION);
+        b.extend_from_slice(keys.pair_id.as_bytes());
+        b.push(n);
+        b.extend_from_slice(keys.client_id.as_bytes());
+        let tail = b.len();
+        b.extend_from_slice(keys.c2s);
+        b.extend_from_slice(keys.s2c);
+        b.extend_from_slice(&keys.expires_at.to_be_bytes());
+        b.extend_from_slice(&keys.idle_ttl_secs.to_be_bytes());
+        b.extend_from_slice(&now.to_be_bytes());
+        b.extend_from_slice(&ReplayWindow::new().to_bytes());
+        Some(Slot { bytes: b, tail })
+    }
+
+    fn field(&self, at: usize, len: usize) -> &[u8] {
+        self.bytes.get(at..at + len).unwrap_or_default()
+    }
+
+    fn pair_id(&self) -> &[u8] {
+        self.field(1, PAIR_ID_LEN)
+    }
+
+    fn client_id(&self) -> &[u8] {
+        self.field(2 + PAIR_ID_LEN, self.tail - 2 - PAIR_ID_LEN)
+    }
+
+    fn key(&self, at: usize) -> Option<Zeroizing<[u8; 32]>> {
+        let k: [u8; 32] = self.field(self.tail + at, 32).try_into().ok()?;
+        Some(Zeroizing::new(k))
+    }
+
+    fn expires_at(&self) -> i64 {
+        be_i64(self.field(self.tail + 64, 8))
+    }
+
+    fn idle_ttl(&self) -> u32 {
+        self.field(self.tail + 72, 4)
+            .try_into()
+            .map(u32::from_be_bytes)
+            .unwrap_or(0)
+    }
+
+    fn last_used(&self) -> i64 {
+        be_i64(self.field(self.tail + 76, 8))
+    }
+
+    fn window(&self) -> Option<ReplayWindow> {
+        ReplayWindow::from_bytes(self.field(self.tail + 84, 24))
+    }
+
+    fn set(&mut self, at: usize, value: &[u8]) {
+        let at = self.tail + at;
+        if let Some(dst) = self.bytes.get_mut(at..at + value.len()) {
+            dst.copy_from_slice(value);
+        }
+    }
+
+    fn set_use(&mut self, now: i64, window: &ReplayWindow) {
+        self.set(76, &now.to_be_bytes());
+        self.set(84, &window.to_bytes());
+    }
+
+    /// Live at `now`: before its end of life and used within its idle TTL.
+    fn is_live(&self, now: i64) -> bool {
+        now < self.expires_at() && now - self.last_used() <= i64::from(self.idle_ttl())
+    }
+
+    fn to_pair(&self) -> Option<Pair> {
+        let (c2s, s2c) = (self.key(0)?, self.key(32)?);
+        Some(Pair {
+            client_id: String::from_utf8(self.client_id().to_vec()).ok()?,
+            c2s: PartCipher::new(&c2s),
+            s2c: PartCipher::new(&s2c),
+            expires_at: self.expires_at(),
+        })
+    }
+}
+
+/// FNV-1a: spreads pair ids (random already) over the slots.
+fn slot_key(vm: &VmState, pair_id: &str) -> String {
+    let slots = vm
+        .config
+        .relay
+        .as_ref()
+        .map_or(1, |r| r.pair_cache_slots)
+        .max(1);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in pair_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let n = h % u64::try_from(slots).unwrap_or(1);
+    format!("veil.relay.slot.{n}")
+}
+
+fn read_slot(key: &str) -> Result<Option<(Slot, u32)>, RelayError> {
+    match host::get_shared(key) {
+        Ok(Some((bytes, cas))) => Ok(Slot::parse(bytes).map(|s| (s, cas))),
+        Ok(None) => Ok(None),
+        Err(_) => Err(RelayError::Unavailable("shared data unreadable")),
+    }
+}
+
+fn vm_cap(vm: &VmState) -> usize {
+    vm.config.relay.as_ref().map_or(1, |r| r.pair_cache_slots)
+}
+
+/// The VM's key schedules for the pair in `slot`, built once.
+fn pair_of(vm: &VmState, pair_id: &str, slot: &Slot) -> Result<Rc<Pair>, RelayError> {
+    if let Some(p) = vm.pairs.try_borrow().ok().and_then(|c| c.get(pair_id)) {
+        return Ok(p);
+    }
+    let pair = Rc::new(
+        slot.to_pair()
+            .ok_or(RelayError::Unavailable("a relay slot is corrupt"))?,
+    );
+    if let Ok(mut c) = vm.pairs.try_borrow_mut() {
+        c.insert(pair_id, Rc::clone(&pair), vm_cap(vm));
+    }
+    Ok(pair)
+}
+
+fn check_owner(client_id: &[u8], wanted: &str) -> Result<(), RelayError> {
+    if client_id == wanted.as_bytes() {
+        Ok(())
+    } else {
+        Err(RelayError::PairUnknown)
+    }
+}
+
+/// `local` replay mode: accepts `seq` on the pair in its slot (one read, one CAS write).
+/// `Ok(None)`: no slot holds the pair (fetch it from the keyservice).
+pub fn accept_local(
+    vm: &VmState,
+    pair_id: &str,
+    client_id: &str,
+    seq: u64,
+    width: u32,
+    now: i64,
+) -> Result<Option<Rc<Pair>>, RelayError> {
+    let key = slot_key(vm, pair_id);
+    for _ in 0..CAS_TRIES {
+        let Some((mut slot, cas)) = read_slot(&key)? else {
+            return Ok(None);
+        };
+        if slot.pair_id() != pair_id.as_bytes() {
+            return Ok(None);
+        }
+        check_owner(slot.client_id(), client_id)?;
+        if !slot.is_live(now) {
+            forget(vm, pair_id);
+            return Err(RelayError::PairUnknown);
+        }
+        let mut window = slot
+            .window()
+            .ok_or(RelayError::Unavailable("a relay slot is corrupt"))?;
+        if let Err(e) = window.accept(seq, width) {
+            Metrics::add(vm.metrics.relay_replays, 1);
+            return Err(e);
+        }
+        slot.set_use(now, &window);
+        match host::set_shared(&key, &slot.bytes, Some(cas)) {
+            Ok(()) => return pair_of(vm, pair_id, &slot).map(Some),
+            // CAS mismatch: another worker used the slot meanwhile; read again.
+            Err(_) => continue,
+        }
+    }
+    Err(RelayError::Unavailable("relay slot contended"))
+}
+
+/// `global` replay mode: the pair's key schedules from this VM, or else from its slot.
+/// `Ok(None)`: unknown here (fetch it from the keyservice).
+pub fn lookup(
+    vm: &VmState,
+    pair_id: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<Option<Rc<Pair>>, RelayError> {
+    let cached = vm.pairs.try_borrow().ok().and_then(|c| c.get(pair_id));
+    let pair = match cached {
+        Some(p) => p,
+        None => {
+            let Some((slot, _)) = read_slot(&slot_key(vm, pair_id))? else {
+                return Ok(None);
+            };
+            if slot.pair_id() != pair_id.as_bytes() {
+                return Ok(None);
+            }
+            pair_of(vm, pair_id, &slot)?
+        }
+    };
+    check_owner(pair.client_id.as_bytes(), client_id)?;
+    if now >= pair.expires_at {
+        forget(vm, pair_id);
+        return Err(RelayError::PairUnknown);
+    }
+    Ok(Some(pair))
+}
+
+/// Installs a pair from the keyservice (a pairing, or a fetch). A slot that already holds
+/// this pair is kept as it is (its window is not reset); a slot holding another live pair is
+/// taken over (counted).
+pub fn install(vm: &VmState, keys: &PairKeys<'_>, now: i64) -> Result<Rc<Pair>, RelayError> {
+    let fresh =
+        Slot::build(keys, now).ok_or(RelayError::Unavailable("bad pair from keyservice"))?;
+    let key = slot_key(vm, keys.pair_id);
+    let mut written = false;
+    for _ in 0..CAS_TRIES {
+        let current = read_slot(&key)?;
+        let cas = match &current {
+            Some((slot, _)) if slot.pair_id() == keys.pair_id.as_bytes() => {
+                written = true;
+                break;
+            }
+            Some((slot, cas)) => {
+                if slot.is_live(now) {
+                    Metrics::add(vm.metrics.relay_slot_evictions, 1);
+                }
+                Some(*cas)
+            }
+            // Absent: CAS 0 means "whatever is there" in Envoy; a race then is last-wins,
+            // which only ever replaces a fresh window with another fresh one.
+            None => None,
+        };
+        if host::set_shared(&key, &fresh.bytes, cas).is_ok() {
+            written = true;
+            break;
+        }
+    }
+    if !written {
+        return Err(RelayError::Unavailable("relay slot contended"));
+    }
+    if let Ok(mut c) = vm.pairs.try_borrow_mut() {
+        c.remove(keys.pair_id);
+    }
+    let pair = Rc::new(Pair {
+        client_id: keys.client_id.to_string(),
+        c2s: PartCipher::new(keys.c2s),
+        s2c: PartCipher::new(keys.s2c),
+        expires_at: keys.expires_at,
+    });
+    if let Ok(mut c) = vm.pairs.try_borrow_mut() {
+        c.insert(keys.pair_id, Rc::clone(&pair), vm_cap(vm));
+    }
+    Ok(pair)
+}
+
+/// Drops a pair the keyservice no longer knows (or that expired) from this VM and its slot.
+pub fn forget(vm: &VmState, pair_id: &str) {
+    if let Ok(mut c) = vm.pairs.try_borrow_mut() {
+        c.remove(pair_id);
+    }
+    let key = slot_key(vm, pair_id);
+    if let Ok(Some((slot, cas))) = read_slot(&key) {
+        if slot.pair_id() == pair_id.as_bytes() {
+            // An empty value parses as no slot.
+            let _ = host::set_shared(&key, &[], Some(cas));
+        }
+    }
+}
