@@ -24,6 +24,9 @@ apt_install() {
 apt_install curl ca-certificates python3-venv
 # The relay's session store tests run a real redis-server (started by the tests themselves).
 apt_install redis-server
+# The relay's browser tests: Debian's Chromium (driven by npm playwright-core), Node.js + npm.
+apt_install chromium
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 if [ "${1:-}" = "bench" ]; then
   apt_install wrk
 fi
@@ -44,4 +47,18 @@ if [ ! -f .venv/.requirements-installed ] || [ requirements.txt -nt .venv/.requi
   step "installing Python requirements into .venv (requirements.txt)"
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   touch .venv/.requirements-installed
+fi
+
+# The relay's browser client (client/browser): its npm packages (package-lock.json), again
+# whenever the lock changed. The bundle dist/veil-relay.js is committed (the filter embeds it,
+# so cargo builds without node); it is built here only if missing, and `make test` checks
+# that the committed one is a fresh build of src/.
+if [ ! -f client/browser/node_modules/.package-lock.json ] || \
+   [ client/browser/package-lock.json -nt client/browser/node_modules/.package-lock.json ]; then
+  step "installing the browser client's npm packages (client/browser/package-lock.json)"
+  (cd client/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -f client/browser/dist/veil-relay.js ] || [ ! -f client/browser/dist/veil-relay.integrity ]; then
+  step "building the browser client bundle (client/browser/dist)"
+  (cd client/browser && node build.mjs)
 fi

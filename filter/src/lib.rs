@@ -21,6 +21,7 @@ mod keycache;
 mod metrics;
 mod ondemand;
 mod relay;
+mod relay_asset;
 mod reply;
 mod seal_stream;
 mod stream;
