@@ -90,12 +90,6 @@ impl HttpContext for Stream {
             self.role = Role::Relay(relay);
             return action;
         }
-        if vm.config.relay.is_some() {
-            if let Some(action) = crate::relay_asset::serve(&vm.metrics, &path) {
-                self.role = Role::Refused;
-                return action;
-            }
-        }
         let Some((rule, rest)) = vm.config.route(&path) else {
             return Action::Continue;
         };
