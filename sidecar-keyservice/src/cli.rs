@@ -349,7 +349,10 @@ pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure
         rotation_months = cfg.rotation.get(),
         "keyring loaded; every active root unwrapped and matched its check value"
     );
-    let state = Arc::new(AppState::new(roots, cfg.rotation, scfg.token));
+    let relay = crate::relay::Relay::start(scfg.relay.clone())
+        .await
+        .map_err(Failure)?;
+    let state = Arc::new(AppState::new(roots, cfg.rotation, scfg.token).with_relay(relay));
     let listener = tokio::net::TcpListener::bind(scfg.listen)
         .await
         .map_err(|e| {

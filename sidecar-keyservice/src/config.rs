@@ -355,6 +355,7 @@ impl fmt::Debug for Token {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub token: Token,
+    pub relay: crate::relay::config::RelayConfig,
 }
 
 impl ServeConfig {
@@ -397,7 +398,12 @@ impl ServeConfig {
         }
 
         let token = token_from_vars(vars, flags)?;
-        Ok(ServeConfig { listen, token })
+        let relay = crate::relay::config::RelayConfig::from_vars(vars)?;
+        Ok(ServeConfig {
+            listen,
+            token,
+            relay,
+        })
     }
 }
 

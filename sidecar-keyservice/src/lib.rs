@@ -8,6 +8,7 @@
 //! - [`keyring`]: the keyring file (format, atomic writes, unwrapping and check values).
 //! - [`server`]: the HTTP API, metrics, graceful shutdown.
 //! - [`cli`]: `serve`, `keyring init`, `keyring status`.
+//! - [`relay`]: the relay's pairing, session store (memory or Redis) and API.
 #![cfg_attr(
     not(test),
     deny(
@@ -24,4 +25,5 @@ pub mod config;
 pub mod keyring;
 pub mod logging;
 pub mod provider;
+pub mod relay;
 pub mod server;

@@ -7,6 +7,7 @@
 //! | `GET /healthz` | none | `{"status":"ok"}` while the process runs |
 //! | `GET /readyz` | none | 200 while roots are loaded and the server is not draining, else 503 |
 //! | `GET /metrics` | none | Prometheus text |
+//! | `/v1/relay/*` | bearer | the relay's pairing and sessions ([`crate::relay::api`]) |
 //!
 //! Errors are RFC 9457 `application/problem+json`. Request logs carry method, path, status
 //! and latency only: never headers, query strings, bodies or keys.
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Seconds since the Unix epoch; the system clock except in tests.
     pub clock: fn() -> i64,
+    /// The relay's store and counters (`/v1/relay/*`); set by `serve`.
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for AppState {
             .field("rotation", &self.rotation)
             .field("token", &self.token)
             .field("metrics", &self.metrics)
+            .field("relay", &self.relay)
             .finish()
     }
 }
@@ -74,6 +78,7 @@ impl AppState {
             token,
             metrics: Metrics::default(),
             clock: now_unix,
+            relay: None,
         }
     }
 
@@ -94,6 +99,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::relay::api::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
@@ -200,7 +206,7 @@ async fn method_not_allowed() -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
         "Method not allowed",
-        "this endpoint only answers GET",
+        "this endpoint does not answer this method",
     )
 }
 
@@ -432,7 +438,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.metrics;
-    let body = format!(
+    let mut body = format!(
         "# HELP veil_keyservice_data_key_requests_total Authenticated data key requests, by endpoint.\n\
          # TYPE veil_keyservice_data_key_requests_total counter\n\
          veil_keyservice_data_key_requests_total{{endpoint=\"current\"}} {}\n\
@@ -456,6 +462,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         state.roots.current(),
         state.roots.versions().len(),
     );
+    if let Some(relay) = &state.relay {
+        body.push_str(&relay.render_metrics().await);
+    }
     (
         StatusCode::OK,
         [(

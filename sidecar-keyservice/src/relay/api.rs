@@ -88,22 +88,29 @@ fn secret_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
         .into_response()
 }
 
+/// A refusal decided before the store is asked (small, unlike a built [`Response`]).
+struct Refusal(StatusCode, &'static str, &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        refuse(self.0, self.1, self.2)
+    }
+}
+
 /// The relay, if the service is ready; otherwise the 503 to answer.
-fn relay(state: &AppState) -> Result<&Arc<Relay>, Response> {
+fn relay(state: &AppState) -> Result<&Arc<Relay>, Refusal> {
     if !state.is_ready() {
-        return Err(refuse(
+        return Err(Refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",
             "the keyservice is not ready (starting or shutting down)",
         ));
     }
-    state.relay.as_ref().ok_or_else(|| {
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "the relay is not set up in this process",
-        )
-    })
+    state.relay.as_ref().ok_or(Refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-unavailable",
+        "the relay is not set up in this process",
+    ))
 }
 
 fn store_failed(relay: &Relay, what: &str, e: &StoreError) -> Response {
@@ -142,6 +149,11 @@ fn new_pair_id() -> Result<String, getrandom::Error> {
     Ok(URL_SAFE_NO_PAD.encode(raw))
 }
 
+/// Serializes a zeroizing string (the key's base64 form) as a plain JSON string.
+fn zs<S: serde::Serializer>(v: &Zeroizing<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
 fn b64(bytes: &[u8]) -> Zeroizing<String> {
     Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes))
 }
@@ -158,7 +170,9 @@ struct PairIn {
 struct PairOut {
     pair_id: String,
     ciphertext: String,
+    #[serde(serialize_with = "zs")]
     c2s: Zeroizing<String>,
+    #[serde(serialize_with = "zs")]
     s2c: Zeroizing<String>,
     expires_at: i64,
     idle_ttl_secs: u64,
@@ -184,7 +198,7 @@ fn body_refused(e: &BytesRejection) -> Response {
 async fn pair(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let relay = match relay(&state) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(),
     };
     let refused = |status, error: &str, detail: String| {
         inc(&relay.metrics.pairings_refused);
@@ -256,7 +270,11 @@ async fn pair(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
         let (ct, ss) = match kem::encapsulate_os(pk) {
             Ok(v) => v,
             Err(e) => {
-                return refused(StatusCode::BAD_REQUEST, "bad-key", format!("keys[{i}]: {e}"))
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "bad-key",
+                    format!("keys[{i}]: {e}"),
+                )
             }
         };
         let pair_id = match new_pair_id() {
@@ -319,10 +337,10 @@ async fn pair(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
 }
 
 /// The pair id of the path, or the 400 to answer.
-fn path_pair_id(p: Result<Path<String>, PathRejection>) -> Result<String, Response> {
+fn path_pair_id(p: Result<Path<String>, PathRejection>) -> Result<String, Refusal> {
     match p {
         Ok(Path(id)) if pair_id_ok(&id) => Ok(id),
-        _ => Err(refuse(
+        _ => Err(Refusal(
             StatusCode::BAD_REQUEST,
             "bad-pair-id",
             "a pair id is 22 base64url characters",
@@ -342,7 +360,9 @@ fn unknown_pair() -> Response {
 struct SessionOut<'a> {
     pair_id: &'a str,
     client_id: &'a str,
+    #[serde(serialize_with = "zs")]
     c2s: Zeroizing<String>,
+    #[serde(serialize_with = "zs")]
     s2c: Zeroizing<String>,
     expires_at: i64,
     idle_ttl_secs: u64,
@@ -354,11 +374,11 @@ async fn lookup(
 ) -> Response {
     let relay = match relay(&state) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(),
     };
     let pair_id = match path_pair_id(pair_id) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(),
     };
     match relay.store.get(&pair_id, (state.clock)()).await {
         Ok(Some(s)) => {
@@ -396,11 +416,11 @@ async fn seq(
 ) -> Response {
     let relay = match relay(&state) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(),
     };
     let pair_id = match path_pair_id(pair_id) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(r) => return r.into_response(),
     };
     let body = match body {
         Ok(b) => b,
@@ -443,7 +463,11 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let good = format!("{}.{}", "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9", "ab".repeat(32));
+        let good = format!(
+            "{}.{}",
+            "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9",
+            "ab".repeat(32)
+        );
         assert!(client_id_shape_ok(&good));
         assert!(!client_id_shape_ok(&good.to_uppercase()));
         assert!(!client_id_shape_ok(&good.replace('.', "-")));

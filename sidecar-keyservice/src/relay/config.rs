@@ -99,7 +99,13 @@ impl RelayConfig {
         let idle_ttl_secs = int(vars, ENV_IDLE_TTL, DEFAULT_IDLE_TTL, 1, 7 * 86_400)?;
         let max_lifetime_secs = int(vars, ENV_MAX_LIFETIME, DEFAULT_MAX_LIFETIME, 1, 30 * 86_400)?;
         let max_sessions = int(vars, ENV_MAX_SESSIONS, DEFAULT_MAX_SESSIONS, 1, 100_000_000)?;
-        let window = int(vars, ENV_REPLAY_WINDOW, u64::from(DEFAULT_REPLAY_WINDOW), 1, 128)?;
+        let window = int(
+            vars,
+            ENV_REPLAY_WINDOW,
+            u64::from(DEFAULT_REPLAY_WINDOW),
+            1,
+            128,
+        )?;
         let max_keys = int(vars, ENV_MAX_KEYS, DEFAULT_MAX_KEYS as u64, 1, 64)?;
         let store = match vars.var(ENV_REDIS_URL)?.map(Zeroizing::new) {
             Some(url) if !url.trim().is_empty() => {
@@ -206,8 +212,11 @@ mod tests {
 
     #[test]
     fn redis_url_is_checked_and_never_echoed() {
-        let c = RelayConfig::from_vars(&vars(&[(ENV_REDIS_URL, "redis://:s3cret@127.0.0.1:6379/2")]))
-            .unwrap();
+        let c = RelayConfig::from_vars(&vars(&[(
+            ENV_REDIS_URL,
+            "redis://:s3cret@127.0.0.1:6379/2",
+        )]))
+        .unwrap();
         match &c.store {
             StoreConfig::Redis { prefix, .. } => assert_eq!(prefix, DEFAULT_REDIS_PREFIX),
             other => panic!("{other:?}"),

@@ -227,9 +227,15 @@ mod tests {
     fn a_refused_seq_does_not_keep_a_pair_alive() {
         let s = MemoryStore::new(LIMITS);
         block(s.insert(&[new_session("p", "c", 1, 1000)], 0)).unwrap();
-        assert_eq!(block(s.accept_seq("p", 5, 0)).unwrap(), SeqOutcome::Accepted);
+        assert_eq!(
+            block(s.accept_seq("p", 5, 0)).unwrap(),
+            SeqOutcome::Accepted
+        );
         assert_eq!(block(s.accept_seq("p", 5, 90)).unwrap(), SeqOutcome::Replay);
-        assert_eq!(block(s.accept_seq("p", 6, 101)).unwrap(), SeqOutcome::Unknown);
+        assert_eq!(
+            block(s.accept_seq("p", 6, 101)).unwrap(),
+            SeqOutcome::Unknown
+        );
     }
 
     #[test]
@@ -286,7 +292,10 @@ mod tests {
     #[test]
     fn replay_window() {
         for width in [128, 4] {
-            let s = MemoryStore::new(Limits { window: width, ..LIMITS });
+            let s = MemoryStore::new(Limits {
+                window: width,
+                ..LIMITS
+            });
             block(check_window_cases(&s, width));
         }
     }

@@ -107,3 +107,24 @@ impl Relay {
         Ok(relay)
     }
 }
+
+impl Relay {
+    /// The relay's part of `/metrics`; the session count is read from the store.
+    pub async fn render_metrics(&self) -> String {
+        let sessions = self
+            .store
+            .count(crate::keyring::now_unix())
+            .await
+            .map_err(|e| tracing::warn!(store = self.store.kind(), error = %e, "relay metrics: session store failed"))
+            .ok();
+        self.metrics.render(self.store.kind(), sessions)
+    }
+}
+
+impl crate::server::AppState {
+    /// Serves the relay API from `relay` (without it the relay routes answer 503).
+    pub fn with_relay(mut self, relay: Arc<Relay>) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+}

@@ -170,7 +170,8 @@ impl RedisStore {
     /// Sets up the connection manager (no connection yet: see the module docs). Must run
     /// inside the Tokio runtime. `url` has been validated by the configuration.
     pub fn new(url: &str, prefix: &str, limits: Limits) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url).map_err(|_| unavailable("REDIS_URL does not parse"))?;
+        let client =
+            redis::Client::open(url).map_err(|_| unavailable("REDIS_URL does not parse"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -267,7 +268,9 @@ impl RedisStore {
             String::from_utf8(cid.to_vec()).ok(),
             key32(c2s),
             key32(s2c),
-            std::str::from_utf8(exp).ok().and_then(|e| e.parse::<i64>().ok()),
+            std::str::from_utf8(exp)
+                .ok()
+                .and_then(|e| e.parse::<i64>().ok()),
         );
         match parsed {
             (Some(client_id), Some(c2s), Some(s2c), Some(expires_at)) => Ok(Some(Session {
@@ -419,7 +422,11 @@ mod tests {
         redis.stop();
         rt.block_on(async {
             let e = s.get("q0", now()).await.unwrap_err();
-            assert!(e.to_string().starts_with("session store unavailable: redis:"), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("session store unavailable: redis:"),
+                "{e}"
+            );
         });
 
         // Restarted empty: the same store reconnects by itself; the pairs are gone.
@@ -437,7 +444,9 @@ mod tests {
             }
             assert!(answered.expect("no answer after the restart").is_none());
             let t = now();
-            s.insert(&[new_session("r", "c", 7, t + 1000)], t).await.unwrap();
+            s.insert(&[new_session("r", "c", 7, t + 1000)], t)
+                .await
+                .unwrap();
             assert_eq!(s.accept_seq("r", 1, t).await.unwrap(), SeqOutcome::Accepted);
             assert_eq!(s.get("r", t).await.unwrap().unwrap().keys.c2s, [7; 32]);
         });
@@ -451,7 +460,10 @@ mod tests {
                 let s = RedisStore::new(
                     &redis.url(),
                     &format!("w{width}:"),
-                    Limits { window: width, ..LIMITS },
+                    Limits {
+                        window: width,
+                        ..LIMITS
+                    },
                 )
                 .unwrap();
                 check_window_cases(&s, width).await;
@@ -466,7 +478,9 @@ mod tests {
             let a = std::sync::Arc::new(RedisStore::new(&redis.url(), "c:", LIMITS).unwrap());
             let b = std::sync::Arc::new(RedisStore::new(&redis.url(), "c:", LIMITS).unwrap());
             let t = now();
-            a.insert(&[new_session("p", "c", 1, t + 1000)], t).await.unwrap();
+            a.insert(&[new_session("p", "c", 1, t + 1000)], t)
+                .await
+                .unwrap();
             let mut tasks = Vec::new();
             for i in 0..40u64 {
                 let s = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -492,11 +506,16 @@ mod tests {
             let s = RedisStore::new(
                 &redis.url(),
                 "i:",
-                Limits { idle_ttl_secs: 1, ..LIMITS },
+                Limits {
+                    idle_ttl_secs: 1,
+                    ..LIMITS
+                },
             )
             .unwrap();
             let t = now();
-            s.insert(&[new_session("p", "c", 1, t + 1000)], t).await.unwrap();
+            s.insert(&[new_session("p", "c", 1, t + 1000)], t)
+                .await
+                .unwrap();
             let mut conn = s.conn.clone();
             let ttl: i64 = redis::cmd("PTTL")
                 .arg("i:pair:p")
@@ -506,7 +525,9 @@ mod tests {
             assert!((1..=1000).contains(&ttl), "{ttl}");
             // Near its end of life the TTL is what is left, not the idle TTL.
             let s2 = RedisStore::new(&redis.url(), "i:", LIMITS).unwrap();
-            s2.insert(&[new_session("q", "c", 1, t + 5)], t).await.unwrap();
+            s2.insert(&[new_session("q", "c", 1, t + 5)], t)
+                .await
+                .unwrap();
             let ttl: i64 = redis::cmd("PTTL")
                 .arg("i:pair:q")
                 .query_async(&mut conn)

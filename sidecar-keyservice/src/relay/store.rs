@@ -110,7 +110,12 @@ pub(crate) mod tests {
     use super::*;
 
     /// A pair with keys derived from `n` (distinct per pair and per direction).
-    pub(crate) fn new_session(pair_id: &str, client_id: &str, n: u8, expires_at: i64) -> NewSession {
+    pub(crate) fn new_session(
+        pair_id: &str,
+        client_id: &str,
+        n: u8,
+        expires_at: i64,
+    ) -> NewSession {
         NewSession {
             pair_id: pair_id.to_string(),
             client_id: client_id.to_string(),
@@ -129,16 +134,56 @@ pub(crate) mod tests {
         const TOP: u64 = (1 << 53) - 1;
         let cases: &[(u64, SeqOutcome)] = match width {
             128 => &[
-                (1, A), (1, R), (3, A), (2, A), (2, R),
-                (200, A), (72, R), (73, A), (73, R), (199, A), (200, R), (201, A),
-                (330, A), (202, R), (203, A), (329, A), (330, R),
-                (331, A), (203, R), (204, A), (204, R),
-                (TOP, A), (TOP - 1, A), (TOP - 127, A), (TOP - 128, R), (TOP, R), (331, R),
+                (1, A),
+                (1, R),
+                (3, A),
+                (2, A),
+                (2, R),
+                (200, A),
+                (72, R),
+                (73, A),
+                (73, R),
+                (199, A),
+                (200, R),
+                (201, A),
+                (330, A),
+                (202, R),
+                (203, A),
+                (329, A),
+                (330, R),
+                (331, A),
+                (203, R),
+                (204, A),
+                (204, R),
+                (TOP, A),
+                (TOP - 1, A),
+                (TOP - 127, A),
+                (TOP - 128, R),
+                (TOP, R),
+                (331, R),
             ],
             4 => &[
-                (1, A), (5, A), (1, R), (2, A), (3, A), (4, A), (2, R),
-                (6, A), (3, R), (2, R), (10, A), (6, R), (7, A), (8, A), (9, A), (7, R), (10, R),
-                (11, A), (7, R), (8, R), (12, A),
+                (1, A),
+                (5, A),
+                (1, R),
+                (2, A),
+                (3, A),
+                (4, A),
+                (2, R),
+                (6, A),
+                (3, R),
+                (2, R),
+                (10, A),
+                (6, R),
+                (7, A),
+                (8, A),
+                (9, A),
+                (7, R),
+                (10, R),
+                (11, A),
+                (7, R),
+                (8, R),
+                (12, A),
             ],
             _ => &[],
         };
@@ -150,7 +195,12 @@ pub(crate) mod tests {
             .unwrap();
         for (i, &(seq, want)) in cases.iter().enumerate() {
             let got = store.accept_seq(&id, seq, 1).await.unwrap();
-            assert_eq!(got, want, "{} width {width}: case {i} seq {seq}", store.kind());
+            assert_eq!(
+                got,
+                want,
+                "{} width {width}: case {i} seq {seq}",
+                store.kind()
+            );
         }
         assert_eq!(
             store.accept_seq("no-such-pair", 1, 1).await.unwrap(),

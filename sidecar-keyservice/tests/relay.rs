@@ -1,0 +1,547 @@
+//! The relay API of the real `veil-keyservice` binary: pairing checked against the client's
+//! own KEM and key derivation, the memory store, and a real `redis-server` shared by two
+//! keyservice processes, restarted under them, and down at start. Loopback only, bounded.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::*;
+use veil_core::relay::kem::ClientKem;
+use veil_core::relay::{keys, ClientIdSecret};
+
+const CID_SECRET: &[u8] = b"relay-test-client-id-secret-0123456789";
+
+fn client_id(n: u8) -> String {
+    ClientIdSecret::new(CID_SECRET).unwrap().issue([n; 16])
+}
+
+/// One HTTP/1.1 request over loopback with the bearer token (or none), `Connection: close`.
+fn call(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Response {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ));
+    } else {
+        req.push_str("Content-Length: 0\r\n\r\n");
+    }
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("no header end");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn post(port: u16, path: &str, body: &str) -> Response {
+    call(port, "POST", path, Some(TOKEN), Some(body))
+}
+
+fn get(port: u16, path: &str) -> Response {
+    call(port, "GET", path, Some(TOKEN), None)
+}
+
+fn b64d(s: &serde_json::Value) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s.as_str().unwrap()).unwrap()
+}
+
+/// Asks for `kems.len()` pairs and checks each answer against the client side: the
+/// ciphertext decapsulates, and the keys derived from it are the ones returned.
+fn pair(port: u16, cid: &str, kems: &[ClientKem]) -> Vec<serde_json::Value> {
+    let keys: Vec<String> = kems
+        .iter()
+        .map(|k| URL_SAFE_NO_PAD.encode(k.public_key()))
+        .collect();
+    let body = serde_json::json!({"client_id": cid, "keys": keys}).to_string();
+    let r = post(port, "/v1/relay/pairs", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.headers.get("cache-control").map(String::as_str),
+        Some("no-store")
+    );
+    let pairs = r.json()["pairs"].as_array().unwrap().clone();
+    assert_eq!(pairs.len(), kems.len());
+    for (p, kem) in pairs.iter().zip(kems) {
+        let pair_id = p["pair_id"].as_str().unwrap();
+        assert_eq!(pair_id.len(), 22);
+        assert_eq!(URL_SAFE_NO_PAD.decode(pair_id).unwrap().len(), 16);
+        let ct = b64d(&p["ciphertext"]);
+        assert_eq!(ct.len(), 1120);
+        let ss = kem.decapsulate(&ct).unwrap();
+        let k = keys::derive(&ss, cid, pair_id, &kem.public_key(), &ct);
+        assert_eq!(b64d(&p["c2s"]), k.c2s);
+        assert_eq!(b64d(&p["s2c"]), k.s2c);
+    }
+    pairs
+}
+
+fn kems(n: usize) -> Vec<ClientKem> {
+    (0..n).map(|_| ClientKem::generate_os().unwrap()).collect()
+}
+
+fn assert_refused(r: &Response, status: u16, error: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(
+        r.headers.get("content-type").map(String::as_str),
+        Some("application/problem+json"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.json()["error"], error, "{}", r.body);
+}
+
+fn seq(port: u16, pair_id: &str, n: u64) -> Response {
+    post(
+        port,
+        &format!("/v1/relay/pairs/{pair_id}/seq"),
+        &format!("{{\"seq\":{n}}}"),
+    )
+}
+
+/// A keyservice set up and serving with extra variables.
+fn serve_with(vars: &[(&str, &str)]) -> (Env, Server) {
+    let mut env = Env::new();
+    env.init();
+    for (k, v) in vars {
+        env.set(k, v);
+    }
+    let s = env.serve();
+    (env, s)
+}
+
+#[test]
+fn pairing_lookup_and_replay_in_memory() {
+    let (_env, s) = serve_with(&[]);
+    let cid = client_id(1);
+
+    // The bearer token is required on every relay route.
+    for (m, p) in [
+        ("POST", "/v1/relay/pairs"),
+        ("GET", "/v1/relay/pairs/AAAAAAAAAAAAAAAAAAAAAA"),
+        ("POST", "/v1/relay/pairs/AAAAAAAAAAAAAAAAAAAAAA/seq"),
+    ] {
+        for token in [None, Some("wrong-token-wrong-token-wrong-token")] {
+            let r = call(s.port, m, p, token, Some("{}"));
+            assert_eq!(r.status, 401, "{m} {p}: {}", r.body);
+        }
+    }
+
+    let before = veil_keyservice::keyring::now_unix();
+    let k = kems(3);
+    let pairs = pair(s.port, &cid, &k);
+    let after = veil_keyservice::keyring::now_unix();
+    let ids: Vec<&str> = pairs
+        .iter()
+        .map(|p| p["pair_id"].as_str().unwrap())
+        .collect();
+    assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
+    for p in &pairs {
+        let exp = p["expires_at"].as_i64().unwrap();
+        assert!((before + 86_400..=after + 86_400).contains(&exp), "{exp}");
+        assert_eq!(p["idle_ttl_secs"], 1800);
+    }
+
+    // The filter's lookup: the same keys and the client id the pair is bound to.
+    let r = get(s.port, &format!("/v1/relay/pairs/{}", ids[1]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.headers.get("cache-control").map(String::as_str),
+        Some("no-store")
+    );
+    let j = r.json();
+    assert_eq!(j["pair_id"], ids[1]);
+    assert_eq!(j["client_id"], cid);
+    assert_eq!(j["c2s"], pairs[1]["c2s"]);
+    assert_eq!(j["s2c"], pairs[1]["s2c"]);
+    assert_eq!(j["expires_at"], pairs[1]["expires_at"]);
+    assert_ne!(j["c2s"], pairs[0]["c2s"]);
+
+    // The global replay window.
+    assert_eq!(seq(s.port, ids[0], 1).json()["accepted"], true);
+    assert_eq!(seq(s.port, ids[0], 3).json()["accepted"], true);
+    assert_eq!(seq(s.port, ids[0], 2).json()["accepted"], true);
+    assert_refused(&seq(s.port, ids[0], 2), 409, "replay");
+    assert_refused(&seq(s.port, ids[0], 1), 409, "replay");
+    assert_eq!(seq(s.port, ids[0], 200).status, 200);
+    assert_refused(&seq(s.port, ids[0], 72), 409, "replay");
+    // Windows are per pair.
+    assert_eq!(seq(s.port, ids[1], 1).status, 200);
+
+    // Unknown pairs, bad input.
+    assert_refused(
+        &get(s.port, "/v1/relay/pairs/AAAAAAAAAAAAAAAAAAAAAA"),
+        404,
+        "unknown",
+    );
+    assert_refused(&seq(s.port, "AAAAAAAAAAAAAAAAAAAAAA", 1), 404, "unknown");
+    assert_refused(&get(s.port, "/v1/relay/pairs/short"), 400, "bad-pair-id");
+    for bad in ["0", "-1", "9007199254740992", "\"1\"", "1.5"] {
+        let r = post(
+            s.port,
+            &format!("/v1/relay/pairs/{}/seq", ids[2]),
+            &format!("{{\"seq\":{bad}}}"),
+        );
+        assert_refused(&r, 400, "bad-seq");
+    }
+    let pk = URL_SAFE_NO_PAD.encode(k[0].public_key());
+    let body = |cid: &str, keys: Vec<String>| {
+        serde_json::json!({"client_id": cid, "keys": keys}).to_string()
+    };
+    let cases = [
+        (body(&cid, vec![]), "too-many-keys"),
+        (body(&cid, vec![pk.clone(); 17]), "too-many-keys"),
+        (body(&cid, vec![pk[..100].to_string()]), "bad-key"),
+        (body(&cid, vec![format!("{pk}=")]), "bad-key"),
+        (body(&cid, vec![pk.clone(), "!!".into()]), "bad-key"),
+        (body("not-a-client-id", vec![pk.clone()]), "bad-client-id"),
+        (body(&cid.to_uppercase(), vec![pk.clone()]), "bad-client-id"),
+        ("{\"keys\":[]}".into(), "bad-json"),
+        ("not json".into(), "bad-json"),
+    ];
+    for (b, want) in &cases {
+        assert_refused(&post(s.port, "/v1/relay/pairs", b), 400, want);
+    }
+    let huge = "x".repeat(200 * 1024);
+    assert_refused(&post(s.port, "/v1/relay/pairs", &huge), 413, "too-large");
+
+    // Metrics.
+    assert_eq!(
+        metric(&s, "veil_keyservice_relay_pairings_total{result=\"ok\"}"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "veil_keyservice_relay_pairings_total{result=\"refused\"}"
+        ),
+        cases.len() as u64 + 1
+    );
+    assert_eq!(metric(&s, "veil_keyservice_relay_pairs_created_total"), 3);
+    assert_eq!(metric(&s, "veil_keyservice_relay_sessions"), 3);
+    assert_eq!(metric(&s, "veil_keyservice_relay_evictions_total"), 0);
+    assert_eq!(
+        metric(&s, "veil_keyservice_relay_lookups_total{result=\"found\"}"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "veil_keyservice_relay_lookups_total{result=\"unknown\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(&s, "veil_keyservice_relay_seq_total{result=\"accepted\"}"),
+        5
+    );
+    assert_eq!(
+        metric(&s, "veil_keyservice_relay_seq_total{result=\"replay\"}"),
+        3
+    );
+    assert_eq!(
+        metric(&s, "veil_keyservice_relay_seq_total{result=\"unknown\"}"),
+        1
+    );
+    assert_eq!(
+        metric(&s, "veil_keyservice_relay_store_info{store=\"memory\"}"),
+        1
+    );
+    assert_eq!(metric(&s, "veil_keyservice_relay_store_errors_total"), 0);
+
+    // Nothing secret in the logs: no key, no client id (not even its HMAC part).
+    let logs = s.stop().all();
+    assert!(logs.contains("relay pairs made"), "{logs}");
+    let hmac_part = cid.split_once('.').unwrap().1;
+    assert!(!logs.contains(hmac_part), "{logs}");
+    assert!(!logs.contains(&cid[..36]), "{logs}");
+    for p in &pairs {
+        for k in ["c2s", "s2c"] {
+            assert!(!logs.contains(p[k].as_str().unwrap()), "{k} in logs");
+        }
+    }
+}
+
+#[test]
+fn memory_store_bounded_with_evictions_counted() {
+    let (_env, s) = serve_with(&[
+        ("RELAY_MAX_SESSIONS", "4"),
+        ("RELAY_MAX_KEYS_PER_PAIRING", "3"),
+    ]);
+    let cid = client_id(2);
+    let first = pair(s.port, &cid, &kems(3));
+    let second = pair(s.port, &cid, &kems(3));
+    assert_eq!(metric(&s, "veil_keyservice_relay_evictions_total"), 2);
+    assert_eq!(metric(&s, "veil_keyservice_relay_sessions"), 4);
+    // The two oldest of the first call went; the newest of it and the second call stay.
+    for (p, found) in first
+        .iter()
+        .zip([false, false, true])
+        .chain(second.iter().zip([true; 3]))
+    {
+        let r = get(
+            s.port,
+            &format!("/v1/relay/pairs/{}", p["pair_id"].as_str().unwrap()),
+        );
+        assert_eq!(r.status == 200, found, "{}", r.body);
+    }
+    // The per-call limit.
+    let body = serde_json::json!({"client_id": cid, "keys": vec![URL_SAFE_NO_PAD.encode(kems(1)[0].public_key()); 4]});
+    assert_refused(
+        &post(s.port, "/v1/relay/pairs", &body.to_string()),
+        400,
+        "too-many-keys",
+    );
+}
+
+#[test]
+fn relay_settings_are_validated_at_start() {
+    let mut env = Env::new();
+    env.init();
+    env.set("VEIL_KEYSERVICE_TOKEN", TOKEN);
+    for (k, v, shown) in [
+        ("RELAY_REPLAY_WINDOW", "0", "RELAY_REPLAY_WINDOW"),
+        ("RELAY_IDLE_TTL_SECS", "soon", "RELAY_IDLE_TTL_SECS"),
+        (
+            "REDIS_URL",
+            "http://user:hunter2-secret@127.0.0.1:1",
+            "REDIS_URL",
+        ),
+    ] {
+        env.set(k, v);
+        let o = env.run(&["serve"]);
+        assert_eq!(o.status.code(), Some(1), "{}", o.all());
+        assert!(
+            o.stderr.contains(&format!("error: {shown}")),
+            "{}",
+            o.stderr
+        );
+        assert!(!o.all().contains("hunter2"), "{}", o.all());
+        env.unset(k);
+    }
+}
+
+// ---- Redis ----
+
+/// A real `redis-server` on a free loopback port, no persistence; killed on drop.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn on(port: u16) -> Redis {
+        let mut r = Redis { port, child: None };
+        r.start();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn start(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run scripts/setup.sh");
+        self.child = Some(child);
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut buf = [0u8; 7];
+                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Retries `f` (bounded) while the keyservice answers 503, i.e. until its Redis connection
+/// is back; returns the first other answer.
+fn until_not_503(mut f: impl FnMut() -> Response) -> Response {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let r = f();
+        if r.status != 503 {
+            return r;
+        }
+        assert_eq!(r.json()["error"], "store-unavailable", "{}", r.body);
+        assert!(Instant::now() < deadline, "still 503: {}", r.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn redis_shared_by_two_keyservices_survives_a_redis_restart() {
+    let mut redis = Redis::on(free_port());
+    let url = redis.url();
+    let vars = [("REDIS_URL", url.as_str()), ("RELAY_REDIS_PREFIX", "it:")];
+    let (_ea, a) = serve_with(&vars);
+    let (_eb, b) = serve_with(&vars);
+    let cid = client_id(3);
+
+    // Made through A, seen through B with the same keys and client id.
+    let pairs = pair(a.port, &cid, &kems(2));
+    let id = pairs[0]["pair_id"].as_str().unwrap().to_string();
+    let r = get(b.port, &format!("/v1/relay/pairs/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["c2s"], pairs[0]["c2s"]);
+    assert_eq!(r.json()["s2c"], pairs[0]["s2c"]);
+    assert_eq!(r.json()["client_id"], cid);
+
+    // One replay window for both.
+    assert_eq!(seq(a.port, &id, 1).status, 200);
+    assert_refused(&seq(b.port, &id, 1), 409, "replay");
+    assert_eq!(seq(b.port, &id, 2).status, 200);
+    assert_refused(&seq(a.port, &id, 2), 409, "replay");
+    assert_eq!(metric(&a, "veil_keyservice_relay_sessions"), 2);
+    assert_eq!(
+        metric(&b, "veil_keyservice_relay_store_info{store=\"redis\"}"),
+        1
+    );
+
+    // Redis down: 503, bounded, and counted; data keys still served.
+    redis.stop();
+    let t = Instant::now();
+    assert_refused(
+        &get(a.port, &format!("/v1/relay/pairs/{id}")),
+        503,
+        "store-unavailable",
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(metric(&a, "veil_keyservice_relay_store_errors_total") >= 1);
+    assert_eq!(a.get("/v1/data-keys/current", Some(TOKEN)).status, 200);
+    assert_eq!(a.get("/readyz", None).status, 200);
+
+    // Redis back, empty: the same processes answer again, the old pair is gone (the
+    // client re-pairs), and a new pairing works across both.
+    redis.start();
+    let r = until_not_503(|| get(a.port, &format!("/v1/relay/pairs/{id}")));
+    assert_refused(&r, 404, "unknown");
+    let r = until_not_503(|| seq(b.port, &id, 3));
+    assert_refused(&r, 404, "unknown");
+    let again = pair(b.port, &cid, &kems(1));
+    let id2 = again[0]["pair_id"].as_str().unwrap();
+    let r = get(a.port, &format!("/v1/relay/pairs/{id2}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["c2s"], again[0]["c2s"]);
+
+    let logs = format!("{}{}", a.stop().all(), b.stop().all());
+    assert!(!logs.contains(cid.split_once('.').unwrap().1), "{logs}");
+    for p in pairs.iter().chain(&again) {
+        assert!(!logs.contains(p["c2s"].as_str().unwrap()));
+        assert!(!logs.contains(p["s2c"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn redis_down_at_start_then_up() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let (_env, s) = serve_with(&[("REDIS_URL", url.as_str())]);
+    assert!(
+        s.logs().contains("redis does not answer yet"),
+        "{}",
+        s.logs()
+    );
+    assert_eq!(s.get("/v1/data-keys/current", Some(TOKEN)).status, 200);
+    let cid = client_id(4);
+    let body = serde_json::json!({"client_id": cid, "keys": [URL_SAFE_NO_PAD.encode(kems(1)[0].public_key())]});
+    assert_refused(
+        &post(s.port, "/v1/relay/pairs", &body.to_string()),
+        503,
+        "store-unavailable",
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "veil_keyservice_relay_pairings_total{result=\"refused\"}"
+        ),
+        1
+    );
+
+    let _redis = Redis::on(port);
+    let k = kems(1);
+    let body =
+        serde_json::json!({"client_id": cid, "keys": [URL_SAFE_NO_PAD.encode(k[0].public_key())]});
+    let r = until_not_503(|| post(s.port, "/v1/relay/pairs", &body.to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn redis_idle_ttl_drops_unused_pairs() {
+    let redis = Redis::on(free_port());
+    let url = redis.url();
+    let (_env, s) = serve_with(&[("REDIS_URL", url.as_str()), ("RELAY_IDLE_TTL_SECS", "1")]);
+    let pairs = pair(s.port, &client_id(5), &kems(2));
+    let (kept, idle) = (
+        pairs[0]["pair_id"].as_str().unwrap(),
+        pairs[1]["pair_id"].as_str().unwrap(),
+    );
+    assert_eq!(pairs[0]["idle_ttl_secs"], 1);
+    // Keep one busy for 2.5 s (each use restarts its TTL); leave the other idle.
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        assert_eq!(get(s.port, &format!("/v1/relay/pairs/{kept}")).status, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_refused(
+        &get(s.port, &format!("/v1/relay/pairs/{idle}")),
+        404,
+        "unknown",
+    );
+    assert_eq!(get(s.port, &format!("/v1/relay/pairs/{kept}")).status, 200);
+}
