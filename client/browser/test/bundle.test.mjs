@@ -30,3 +30,11 @@ test('the bundle is a self-contained ES module exporting the client', async () =
   assert.equal(mod.default, mod.relayFetch);
   assert.equal(new mod.VeilRelayError('relay-replay', 'x').code, 'relay-replay');
 });
+
+test('docs/relay-browser.md publishes the current integrity value', () => {
+  const integrity = readFileSync(new URL('veil-relay.integrity', dist), 'utf8');
+  const doc = readFileSync(new URL('../../../docs/relay-browser.md', import.meta.url), 'utf8');
+  const published = [...doc.matchAll(/sha384-[A-Za-z0-9+/=]{64}/g)].map((m) => m[0]);
+  assert.ok(published.length >= 1, 'the doc states an integrity value');
+  for (const p of published) assert.equal(p, integrity, 'docs/relay-browser.md states a stale integrity value');
+});
