@@ -493,7 +493,12 @@ class Stack:
             "control": Envoy("control", f"127.0.0.1:{c_listen}", f"127.0.0.1:{c_admin}", c_cfg),
             "treatment": Envoy("treatment", f"127.0.0.1:{t_listen}", f"127.0.0.1:{t_admin}", t_cfg),
         }
-        envoy_env = dict(base_env, VEIL_KEYSERVICE_TOKEN=self.token)
+        # The demo filter config's relay section reads its client-id secret from here.
+        envoy_env = dict(
+            base_env,
+            VEIL_KEYSERVICE_TOKEN=self.token,
+            VEIL_RELAY_CLIENT_ID_SECRET=secrets.token_hex(32),
+        )
         for e in self.envoys.values():
             e.proc = self.procs.start(
                 f"{self.tag}-envoy-{e.role}",

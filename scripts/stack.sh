@@ -66,6 +66,12 @@ up() {
     step "first run: creating the filter's bearer token ($VEIL_KEYSERVICE_TOKEN_FILE)"
     (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$VEIL_KEYSERVICE_TOKEN_FILE")
   fi
+  # The relay's CLIENT_ID_SECRET (HMAC key of client ids, docs/relay.md).
+  local relay_secret_file="$RUN/relay-client-id.secret"
+  if [ ! -f "$relay_secret_file" ]; then
+    step "first run: creating the relay's client-id secret ($relay_secret_file)"
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$relay_secret_file")
+  fi
   if [ ! -f "$VEIL_KEYRING" ]; then
     step "first run: creating the local development keyring ($VEIL_KEYRING)"
     "$bin/veil-keyservice" keyring init
@@ -88,6 +94,7 @@ up() {
   VEIL_FILTER_CONFIG_FILE=${VEIL_FILTER_CONFIG_FILE:-envoy/veil-demo.filter.json} \
     python3 scripts/render-envoy.py envoy/veil-demo.yaml "$RUN/envoy.yaml"
   VEIL_KEYSERVICE_TOKEN=$(cat "$VEIL_KEYSERVICE_TOKEN_FILE") \
+  VEIL_RELAY_CLIENT_ID_SECRET=$(cat "$relay_secret_file") \
     start envoy .venv/bin/envoy -c "$RUN/envoy.yaml" --concurrency "${VEIL_ENVOY_CONCURRENCY:-1}" \
       --log-level "${VEIL_ENVOY_LOG_LEVEL:-info}" --disable-hot-restart
   wait_http "http://$VEIL_ADMIN/ready" 30 envoy

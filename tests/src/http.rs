@@ -73,7 +73,7 @@ pub fn request(
     let mut raw = Vec::new();
     let read = read_until_close(&mut stream, &mut raw);
     match (sent, read) {
-        (_, Ok(_)) if !raw.is_empty() => parse_response(&raw),
+        (_, Ok(_)) if !raw.is_empty() => parse(&raw, method == "HEAD"),
         (Err(e), _) | (Ok(()), Err(e)) => Err(e),
         (Ok(()), Ok(_)) => Err(bad("connection closed without a response")),
     }
@@ -110,6 +110,11 @@ fn send_all(stream: &mut TcpStream, head: &[u8], body: &[u8], chunked: bool) -> 
 }
 
 pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
+    parse(raw, false)
+}
+
+/// `head_only`: the answer to a HEAD request (framing headers describe no body).
+fn parse(raw: &[u8], head_only: bool) -> io::Result<Response> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -135,7 +140,9 @@ pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
         headers,
         body: Vec::new(),
     };
-    resp.body = if let Some(len) = resp.header("content-length") {
+    resp.body = if head_only {
+        Vec::new()
+    } else if let Some(len) = resp.header("content-length") {
         let len: usize = len.parse().map_err(|_| bad("bad content-length"))?;
         if rest.len() != len {
             return Err(bad(format!(

@@ -9,6 +9,7 @@
 pub mod check;
 pub mod hop;
 pub mod http;
+pub mod relay;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -27,6 +28,10 @@ pub use http::{request, Response};
 
 /// The bearer token the harness gives the keyservice and the filter.
 pub const TOKEN: &str = "veil-e2e-token-0123456789abcdef0123456789";
+
+/// The relay's client-id secret the harness gives Envoy (`VEIL_RELAY_CLIENT_ID_SECRET`, read
+/// by the demo filter configuration's `relay.client_id_secret_env`).
+pub const RELAY_SECRET: &str = "veil-e2e relay client id secret 0123456789";
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -279,7 +284,8 @@ impl Stack {
             .arg(&yaml_path)
             .args(["--concurrency", &opts.concurrency.to_string()])
             .args(["--log-level", "info", "--disable-hot-restart"])
-            .env("VEIL_KEYSERVICE_TOKEN", TOKEN);
+            .env("VEIL_KEYSERVICE_TOKEN", TOKEN)
+            .env("VEIL_RELAY_CLIENT_ID_SECRET", RELAY_SECRET);
         let mut envoy = Proc::spawn("envoy", &dir, &mut cmd);
         let started = wait_for("Envoy /ready", Duration::from_secs(30), || {
             if let Ok(Some(status)) = envoy.child.try_wait() {

@@ -64,6 +64,42 @@ struct Session {
     method: String,
 }
 
+/// An authenticated request's decoded path and headers.
+struct Plain {
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+/// Opens the path and headers parts (which authenticates the control header: pair, `seq`,
+/// method and flags are in every part's AD) and checks the decoded path.
+fn decode_parts(
+    relay: &RelayConfig,
+    ctl: &Control,
+    method: &str,
+    pair: &Pair,
+) -> Result<Plain, RelayError> {
+    let rc = RequestControl {
+        client_id: &ctl.client_id,
+        pair_id: &ctl.pair_id,
+        seq: ctl.seq,
+        body: ctl.body,
+    };
+    let ctx = rc.context(method);
+    let wire_path = host::get_header(REQ, ":path")
+        .map_err(hostcall("reading :path failed"))?
+        .unwrap_or_default();
+    let sealed = sealed_path_part(&relay.prefix, &wire_path)
+        .ok_or(RelayError::BadRequest("the path is not P/x/<sealed path>"))?;
+    let path = String::from_utf8(pair.c2s.open_b64(Part::RequestUrl, &ctx, sealed)?)
+        .map_err(|_| RelayError::DecodeFailed("the path is not UTF-8"))?;
+    let eh = host::get_header(REQ, HEADER_EH)
+        .map_err(hostcall("reading x-veil-relay-eh failed"))?
+        .ok_or(RelayError::BadRequest("x-veil-relay-eh is missing"))?;
+    let headers = decode_request_headers(&pair.c2s.open_b64(Part::RequestHeaders, &ctx, &eh)?)?;
+    check_route(relay, &path)?;
+    Ok(Plain { path, headers })
+}
+
 enum Req {
     /// Answered by the relay itself (endpoint or refusal): nothing goes upstream.
     Answered,
@@ -87,6 +123,7 @@ enum Req {
         ctl: Control,
         method: String,
         pair: Rc<Pair>,
+        plain: Plain,
     },
     /// Decoded path and headers are set; the body part is being collected.
     Body,
@@ -288,22 +325,10 @@ impl RelayStream {
         Metrics::add(vm.metrics.relay_requests, 1);
         let now = now_secs();
         match relay.replay.mode {
-            ReplayMode::Local => {
-                match pairs::accept_local(
-                    vm,
-                    &ctl.pair_id,
-                    &ctl.client_id,
-                    ctl.seq,
-                    relay.replay.window,
-                    now,
-                )? {
-                    Some(pair) => {
-                        self.forward(vm, ctl, method, pair)?;
-                        Ok(Action::Continue)
-                    }
-                    None => self.fetch_pair(vm, ctl, method),
-                }
-            }
+            ReplayMode::Local => match self.accept_local(vm, ctl, method)? {
+                None => Ok(Action::Continue),
+                Some((ctl, method)) => self.fetch_pair(vm, ctl, method),
+            },
             ReplayMode::Global => match pairs::lookup(vm, &ctl.pair_id, &ctl.client_id, now)? {
                 Some(pair) => self.check_seq(vm, ctl, method, pair),
                 None => self.fetch_pair(vm, ctl, method),
@@ -331,6 +356,8 @@ impl RelayStream {
         method: String,
         pair: Rc<Pair>,
     ) -> Result<Action, RelayError> {
+        // Authenticate before the keyservice moves the window.
+        let plain = decode_parts(relay_of(vm)?, &ctl, &method, &pair)?;
         let path = format!("/v1/relay/pairs/{}/seq", ctl.pair_id);
         let body = format!("{{\"seq\":{}}}", ctl.seq);
         let token = callout::dispatch(vm, "POST", &path, Some(body.as_bytes()))?;
@@ -339,40 +366,19 @@ impl RelayStream {
             ctl,
             method,
             pair,
+            plain,
         };
         Ok(Action::Pause)
     }
 
-    /// Opens the path and headers parts and hands Envoy the plaintext request headers.
-    fn forward(
+    /// Hands Envoy the plaintext request headers of an accepted request.
+    fn apply(
         &mut self,
-        vm: &VmState,
         ctl: Control,
         method: String,
         pair: Rc<Pair>,
+        plain: Plain,
     ) -> Result<(), RelayError> {
-        let relay = relay_of(vm)?;
-        let rc = RequestControl {
-            client_id: &ctl.client_id,
-            pair_id: &ctl.pair_id,
-            seq: ctl.seq,
-            body: ctl.body,
-        };
-        let ctx = rc.context(&method);
-        let wire_path = host::get_header(REQ, ":path")
-            .map_err(hostcall("reading :path failed"))?
-            .unwrap_or_default();
-        let sealed = sealed_path_part(&relay.prefix, &wire_path)
-            .ok_or(RelayError::BadRequest("the path is not P/x/<sealed path>"))?;
-        let path = String::from_utf8(pair.c2s.open_b64(Part::RequestUrl, &ctx, sealed)?)
-            .map_err(|_| RelayError::DecodeFailed("the path is not UTF-8"))?;
-        check_route(relay, &path)?;
-        let eh = host::get_header(REQ, HEADER_EH)
-            .map_err(hostcall("reading x-veil-relay-eh failed"))?
-            .ok_or(RelayError::BadRequest("x-veil-relay-eh is missing"))?;
-        let decoded =
-            decode_request_headers(&pair.c2s.open_b64(Part::RequestHeaders, &ctx, &eh)?)?;
-
         // The wire headers minus x-veil-*, content-type and content-length, plus the decoded
         // ones (a decoded header replaces a wire header of the same name).
         let wire = host::get_headers(REQ).map_err(hostcall("reading the headers failed"))?;
@@ -390,7 +396,7 @@ impl RelayStream {
             }
         }
         let mut set: Vec<&str> = Vec::new();
-        for (name, value) in &decoded {
+        for (name, value) in &plain.headers {
             if set.contains(&name.as_str()) {
                 host::add_header(REQ, name, value)
             } else {
@@ -403,14 +409,15 @@ impl RelayStream {
             // The plaintext body is the body part minus its tag: the upstream gets the
             // length the application's request had (chunked stays chunked).
             if let Some(len) = wire_len {
-                let plain = len.checked_sub(TAG_LEN).ok_or(RelayError::DecodeFailed(
+                let n = len.checked_sub(TAG_LEN).ok_or(RelayError::DecodeFailed(
                     "the body part is shorter than a tag",
                 ))?;
-                host::replace_header(REQ, "content-length", &plain.to_string())
+                host::replace_header(REQ, "content-length", &n.to_string())
                     .map_err(hostcall("setting content-length failed"))?;
             }
         }
-        host::replace_header(REQ, ":path", &path).map_err(hostcall("setting :path failed"))?;
+        host::replace_header(REQ, ":path", &plain.path)
+            .map_err(hostcall("setting :path failed"))?;
         self.req = if ctl.body { Req::Body } else { Req::NoBody };
         self.resp = Resp::Pending;
         self.session = Some(Session {
@@ -420,6 +427,33 @@ impl RelayStream {
             method,
         });
         Ok(())
+    }
+
+    /// Local replay mode: authenticate, move the window, apply. Ok(false): the pair is not
+    /// in its slot (fetch it).
+    fn accept_local(
+        &mut self,
+        vm: &VmState,
+        ctl: Control,
+        method: String,
+    ) -> Result<Option<(Control, String)>, RelayError> {
+        let relay = relay_of(vm)?;
+        let accepted = pairs::accept_local(
+            vm,
+            &ctl.pair_id,
+            &ctl.client_id,
+            ctl.seq,
+            relay.replay.window,
+            now_secs(),
+            |pair| decode_parts(relay, &ctl, &method, pair),
+        )?;
+        match accepted {
+            Some((pair, plain)) => {
+                self.apply(ctl, method, pair, plain)?;
+                Ok(None)
+            }
+            None => Ok(Some((ctl, method))),
+        }
     }
 
     /// A keyservice answer to one of this stream's callouts. False if `token` is not ours.
@@ -441,9 +475,13 @@ impl RelayStream {
                 .map(|()| false),
             Req::AwaitPair { ctl, method, .. } => self.pair_answer(vm, ctl, method, status, &body),
             Req::AwaitSeq {
-                ctl, method, pair, ..
+                ctl,
+                method,
+                pair,
+                plain,
+                ..
             } => match status {
-                Some(200) => self.forward(vm, ctl, method, pair).map(|()| true),
+                Some(200) => self.apply(ctl, method, pair, plain).map(|()| true),
                 Some(409) => {
                     Metrics::add(vm.metrics.relay_replays, 1);
                     Err(RelayError::Replay)
@@ -504,18 +542,11 @@ impl RelayStream {
         let pair = endpoints::install(vm, &answer, &owner, now)?;
         let relay = relay_of(vm)?;
         match relay.replay.mode {
-            ReplayMode::Local => {
-                let pair = pairs::accept_local(
-                    vm,
-                    &ctl.pair_id,
-                    &ctl.client_id,
-                    ctl.seq,
-                    relay.replay.window,
-                    now,
-                )?
-                .unwrap_or(pair);
-                self.forward(vm, ctl, method, pair).map(|()| true)
-            }
+            ReplayMode::Local => match self.accept_local(vm, ctl, method)? {
+                None => Ok(true),
+                // Installed, yet not in its slot: a flood of pairings took it at once.
+                Some(_) => Err(RelayError::Unavailable("relay slot contended")),
+            },
             ReplayMode::Global => self.check_seq(vm, ctl, method, pair).map(|_| false),
         }
     }

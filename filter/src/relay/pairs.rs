@@ -242,16 +242,21 @@ fn check_owner(client_id: &[u8], wanted: &str) -> Result<(), RelayError> {
 }
 
 /// `local` replay mode: accepts `seq` on the pair in its slot (one read, one CAS write).
-/// `Ok(None)`: no slot holds the pair (fetch it from the keyservice).
-pub fn accept_local(
+/// `verify` runs once, before the window moves: a request whose parts do not open (or whose
+/// path is refused) uses up no sequence number. `Ok(None)`: no slot holds the pair (fetch
+/// it from the keyservice).
+pub fn accept_local<T>(
     vm: &VmState,
     pair_id: &str,
     client_id: &str,
     seq: u64,
     width: u32,
     now: i64,
-) -> Result<Option<Rc<Pair>>, RelayError> {
+    verify: impl FnOnce(&Pair) -> Result<T, RelayError>,
+) -> Result<Option<(Rc<Pair>, T)>, RelayError> {
     let key = slot_key(vm, pair_id);
+    let mut verify = Some(verify);
+    let mut verified: Option<(Rc<Pair>, T)> = None;
     for _ in 0..CAS_TRIES {
         let Some((mut slot, cas)) = read_slot(&key)? else {
             return Ok(None);
@@ -264,6 +269,14 @@ pub fn accept_local(
             forget(vm, pair_id);
             return Err(RelayError::PairUnknown);
         }
+        if verified.is_none() {
+            let pair = pair_of(vm, pair_id, &slot)?;
+            let f = verify
+                .take()
+                .ok_or(RelayError::Unavailable("relay slot contended"))?;
+            let t = f(&pair)?;
+            verified = Some((pair, t));
+        }
         let mut window = slot
             .window()
             .ok_or(RelayError::Unavailable("a relay slot is corrupt"))?;
@@ -272,10 +285,9 @@ pub fn accept_local(
             return Err(e);
         }
         slot.set_use(now, &window);
-        match host::set_shared(&key, &slot.bytes, Some(cas)) {
-            Ok(()) => return pair_of(vm, pair_id, &slot).map(Some),
-            // CAS mismatch: another worker used the slot meanwhile; read again.
-            Err(_) => continue,
+        // CAS mismatch: another worker used the slot meanwhile; read again.
+        if host::set_shared(&key, &slot.bytes, Some(cas)).is_ok() {
+            return Ok(verified);
         }
     }
     Err(RelayError::Unavailable("relay slot contended"))

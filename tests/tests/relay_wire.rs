@@ -1,0 +1,336 @@
+//! The relay through real Envoy at the wire level (the test-side client of
+//! `veil_e2e::relay`, which lets a test pick every `seq`, replay and tamper): endpoints,
+//! exact requests and responses, replay windows, refusals with their stable codes, and a
+//! recording hop in front of Envoy that never sees plaintext.
+
+use serde_json::{json, Value};
+use veil_e2e::hop::{contains, RecordingHop};
+use veil_e2e::relay::{self, RawPair};
+use veil_e2e::{http, Stack, StackOptions};
+
+fn assert_relay_error(r: &http::Response, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{code}: {}", r.text());
+    assert_eq!(r.header("x-veil-relay-error"), Some(code), "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{code}"
+    );
+    assert_eq!(r.json()["code"], code);
+    assert!(r.header("x-veil-relay").is_none());
+}
+
+fn stack_with(relay: Value) -> Stack {
+    let mut config = veil_e2e::demo_filter_config();
+    for (k, v) in relay.as_object().cloned().unwrap_or_default() {
+        config["relay"][k] = v;
+    }
+    Stack::start_with(StackOptions {
+        filter_config: config,
+        ..Default::default()
+    })
+}
+
+fn paired(stack: &Stack) -> (String, RawPair) {
+    let id = relay::discover(stack.listen);
+    let mut pairs = relay::pair(stack.listen, &id, 1);
+    (id, pairs.remove(0))
+}
+
+#[test]
+fn discovery_echo_and_plaintext_refusals() {
+    let stack = Stack::start();
+    // GET P/relay issues an id, re-validates it, replaces a forged one.
+    let r = http::get(stack.listen, "/veil/relay").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    let id = v["client_id"].as_str().unwrap().to_string();
+    assert_eq!((v["version"].clone(), v["max_pairs"].clone()), (json!(1), json!(5)));
+    assert_eq!(r.header("x-veil-client-id"), Some(id.as_str()));
+    assert_eq!(id.len(), 101);
+    let again = http::request(stack.listen, "GET", "/veil/relay", &[("x-veil-client-id", &id)], b"")
+        .unwrap();
+    assert_eq!(again.json()["client_id"], id.as_str());
+    let mut forged = id.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    let fresh =
+        http::request(stack.listen, "GET", "/veil/relay", &[("x-veil-client-id", &forged)], b"")
+            .unwrap();
+    let fresh_id = fresh.json()["client_id"].as_str().unwrap().to_string();
+    assert_ne!(fresh_id, forged);
+    assert_ne!(fresh_id, id);
+    let head = http::request(stack.listen, "HEAD", "/veil/relay", &[], b"").unwrap();
+    assert_eq!(head.status, 200);
+    assert!(head.header("x-veil-client-id").is_some_and(|h| h.len() == 101));
+
+    // Echo, in plaintext.
+    let e = http::get(stack.listen, "/veil/echo").unwrap().json();
+    assert_eq!(e["echo"], Value::Null);
+    assert!(e["time"].as_i64().unwrap() > 1_700_000_000_000);
+    let e = http::get(stack.listen, "/veil/echo/hello%20relay").unwrap().json();
+    assert_eq!(e["echo"], "hello relay");
+
+    // Plaintext on a relayed route, unknown endpoints, a control header elsewhere.
+    assert_relay_error(&http::get(stack.listen, "/app/echo?q=1").unwrap(), 403, "relay-required");
+    assert_relay_error(&http::get(stack.listen, "/veil/nope").unwrap(), 404, "relay-route-not-allowed");
+    let r = http::request(stack.listen, "GET", "/other", &[("x-veil-relay", "v1,a,b,1,uh")], b"")
+        .unwrap();
+    assert_relay_error(&r, 400, "relay-bad-request");
+    // Pairing needs a valid client id.
+    let r = http::request(
+        stack.listen,
+        "POST",
+        "/veil/pair",
+        &[("x-veil-client-id", &forged), ("content-type", "application/json")],
+        br#"{"keys":["AAAA"]}"#,
+    )
+    .unwrap();
+    assert_relay_error(&r, 401, "relay-bad-client-id");
+    // Nothing of this reached the upstream.
+    assert!(stack.recorded().is_empty(), "{:?}", stack.recorded());
+    // Routes outside the relay stay as they were (the demo's catch-all route).
+    assert_eq!(http::get(stack.listen, "/elsewhere").unwrap().status, 200);
+}
+
+/// Every method, with and without bodies (empty, binary, up to the limit): the upstream gets
+/// the application's request exactly, the client the upstream's answer exactly, and the hop
+/// in front of Envoy sees none of the plaintext.
+#[test]
+fn requests_and_responses_exactly_and_no_plaintext_on_the_wire() {
+    let stack = Stack::start();
+    let hop = RecordingHop::start(stack.listen);
+    let id = relay::discover(hop.addr);
+    let pairs = relay::pair(hop.addr, &id, 2);
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let at_limit = vec![b'L'; 1024 * 1024];
+    let cases: Vec<(&str, &str, Option<&[u8]>)> = vec![
+        ("GET", "/app/echo/users/42?verbose=1&q=secret-query", None),
+        ("DELETE", "/app/echo/items/7?why=secret-delete", None),
+        ("POST", "/app/echo/notes?draft=true", Some(b"{\"note\":\"secret-body-text\"}")),
+        ("PUT", "/app/echo/blob", Some(&binary)),
+        ("PATCH", "/app/echo/empty", Some(b"")),
+        ("POST", "/app/echo/big", Some(&at_limit)),
+    ];
+    for (i, (method, path, body)) in cases.iter().enumerate() {
+        let p = &pairs[i % 2];
+        let seq = (i / 2 + 1) as u64;
+        stack.clear_recorded();
+        let headers = [
+            ("accept", "application/json"),
+            ("x-app-secret", "secret-header-value"),
+            ("x-app-repeated", "one"),
+            ("x-app-repeated", "two"),
+        ];
+        let enc = p.encode(&id, seq, method, path, &headers, *body);
+        let r = enc.send(hop.addr);
+        let d = p
+            .decode(seq, method, &r)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(d.status, 200, "{method} {path}");
+        assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(d.sealed_header("content-type"), Some("application/json"));
+        // The demo route's response_headers_to_add reaches the client (sealed).
+        assert_eq!(d.sealed_header("x-veil-demo-app"), Some("relayed"));
+        let echo = d.json();
+        let (plain_path, query) = path.split_once('?').map_or((*path, None), |(a, b)| (a, Some(b)));
+        assert_eq!(echo["method"], *method);
+        assert_eq!(echo["path"], plain_path);
+        assert_eq!(echo["query"], json!(query));
+        // What the upstream recorded: the request as the application made it.
+        let rec = stack.recorded();
+        assert_eq!(rec.len(), 1, "{method} {path}");
+        let rec = &rec[0];
+        assert_eq!(rec.method, *method);
+        assert_eq!(rec.path, *path);
+        assert_eq!(rec.body, body.unwrap_or_default(), "{method} {path}");
+        assert_eq!(rec.header("x-app-secret"), Some("secret-header-value"));
+        assert_eq!(rec.header("x-app-repeated"), Some("one, two"));
+        assert_eq!(rec.header("accept"), Some("application/json"));
+        assert!(
+            rec.headers.keys().all(|k| !k.starts_with("x-veil-")),
+            "{:?}",
+            rec.headers
+        );
+        assert_ne!(rec.header("content-type"), Some("application/octet-stream"));
+        if let Some(b) = body {
+            assert_eq!(rec.header("content-length"), Some(b.len().to_string().as_str()));
+        }
+    }
+    // The hop carried only ciphertext of paths, queries, app headers and bodies.
+    let wire = hop.all();
+    for needle in [
+        &b"/app/"[..],
+        b"verbose=1",
+        b"secret-query",
+        b"secret-delete",
+        b"secret-header-value",
+        b"x-app-secret",
+        b"secret-body-text",
+        b"relayed",
+        b"\"method\"",
+    ] {
+        assert!(
+            !contains(&wire, needle),
+            "the hop saw {:?} in plaintext",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    assert!(!contains(&wire, &binary[..64]));
+    assert!(contains(&hop.to_server(), b"x-veil-relay: v1,"));
+    assert!(contains(&hop.to_client(), b"x-veil-relay: v1,"));
+}
+
+/// Statuses, crafted headers, binary and empty bodies come back as the upstream sent them;
+/// `set-cookie` and `cache-control` stay visible, content headers are sealed.
+#[test]
+fn crafted_responses_come_back_exactly() {
+    let stack = Stack::start();
+    let (id, p) = paired(&stack);
+    let body: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let enc = p.encode(
+        &id,
+        1,
+        "POST",
+        "/app/reflect",
+        &[
+            ("x-reflect-status", "201"),
+            ("x-reflect-content-type", "application/x-thing"),
+            ("x-reflect-header", "etag: \"v1\""),
+            ("x-reflect-header", "set-cookie: sid=1; HttpOnly"),
+            ("x-reflect-header", "cache-control: private"),
+            ("x-reflect-header", "x-app-answer: forty-two"),
+        ],
+        Some(&body),
+    );
+    let r = enc.send(stack.listen);
+    let d = p.decode(1, "POST", &r).unwrap();
+    assert_eq!(d.status, 201);
+    assert_eq!(d.body.as_deref(), Some(&body[..]));
+    assert_eq!(d.sealed_header("content-type"), Some("application/x-thing"));
+    assert_eq!(d.sealed_header("etag"), Some("\"v1\""));
+    assert_eq!(d.sealed_header("x-app-answer"), Some("forty-two"));
+    assert_eq!(
+        d.sealed_header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
+    assert_eq!(r.header("set-cookie"), Some("sid=1; HttpOnly"));
+    assert_eq!(r.header("cache-control"), Some("private"));
+    assert!(r.header("etag").is_none() && r.header("x-app-answer").is_none());
+    assert_eq!(r.body.len(), body.len() + 16);
+
+    // An empty answer: no body part (flags h).
+    let enc = p.encode(&id, 2, "GET", "/app/reflect", &[("x-reflect-status", "204")], None);
+    let r = enc.send(stack.listen);
+    let d = p.decode(2, "GET", &r).unwrap();
+    assert_eq!(d.status, 204);
+    assert_eq!(d.body, None);
+    assert!(r.header("x-veil-relay").unwrap().ends_with(",h"));
+}
+
+fn replay_checks(stack: &Stack) {
+    let (id, p) = paired(stack);
+    let ok = |seq: u64| {
+        let r = p.encode(&id, seq, "GET", "/app/echo", &[], None).send(stack.listen);
+        p.decode(seq, "GET", &r).map(|d| d.status)
+    };
+    let first = p.encode(&id, 1, "POST", "/app/echo", &[], Some(b"pay once"));
+    let r = first.send(stack.listen);
+    assert_eq!(p.decode(1, "POST", &r).unwrap().status, 200);
+    // The same bytes again.
+    assert_relay_error(&first.send(stack.listen), 409, "relay-replay");
+    // Reordered within the window: accepted once each.
+    assert_eq!(ok(5), Ok(200));
+    assert_eq!(ok(3), Ok(200));
+    assert_eq!(ok(4), Ok(200));
+    let r = p.encode(&id, 3, "GET", "/app/echo", &[], None).send(stack.listen);
+    assert_relay_error(&r, 409, "relay-replay");
+    // Beyond the window (128): too old.
+    assert_eq!(ok(300), Ok(200));
+    let r = p.encode(&id, 100, "GET", "/app/echo", &[], None).send(stack.listen);
+    assert_relay_error(&r, 409, "relay-replay");
+    assert_eq!(ok(200), Ok(200));
+    // Only the accepted requests reached the upstream.
+    assert_eq!(stack.recorded().len(), 6);
+}
+
+#[test]
+fn replay_and_reorder_local_window() {
+    replay_checks(&Stack::start());
+}
+
+#[test]
+fn replay_and_reorder_global_window() {
+    replay_checks(&stack_with(json!({"replay": {"mode": "global"}})));
+}
+
+/// Refusals: each failure answers its stable code and nothing reaches the upstream.
+#[test]
+fn refusals_with_stable_codes() {
+    let stack = stack_with(json!({"max_body_bytes": 1000}));
+    let (id, p) = paired(&stack);
+    let other_id = relay::discover(stack.listen);
+    let send = |e: &relay::Encoded| e.send(stack.listen);
+
+    // A tampered headers part, a tampered body, a tampered path.
+    let mut e = p.encode(&id, 1, "POST", "/app/echo", &[("a", "b")], Some(b"x"));
+    let eh = e.headers.iter_mut().find(|(n, _)| n == "x-veil-relay-eh").unwrap();
+    eh.1 = tamper_b64(&eh.1);
+    assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    let mut e = p.encode(&id, 2, "POST", "/app/echo", &[], Some(b"body"));
+    e.body[0] ^= 1;
+    assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    let mut e = p.encode(&id, 3, "GET", "/app/echo", &[], None);
+    e.target = format!("/veil/x/{}", tamper_b64(e.target.strip_prefix("/veil/x/").unwrap()));
+    assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    // The method is bound: the same parts under another method do not open.
+    let mut e = p.encode(&id, 4, "GET", "/app/echo", &[], None);
+    e.method = "DELETE".into();
+    assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    // A decoded header that is not allowed.
+    let e = p.encode(&id, 5, "GET", "/app/echo", &[("host", "evil")], None);
+    assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    // Client ids: forged, or another valid client's.
+    let e = p.encode(&other_id, 6, "GET", "/app/echo", &[], None);
+    assert_relay_error(&send(&e), 401, "relay-pair-unknown");
+    let forged = format!("{}0", &id[..id.len() - 1]);
+    let forged = if forged == id { format!("{}1", &id[..id.len() - 1]) } else { forged };
+    let e = p.encode(&forged, 7, "GET", "/app/echo", &[], None);
+    assert_relay_error(&send(&e), 401, "relay-bad-client-id");
+    // An unknown pair (the keyservice answers 404).
+    let ghost = RawPair {
+        pair_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
+        c2s: veil_core::relay::PartCipher::new(&[1; 32]),
+        s2c: veil_core::relay::PartCipher::new(&[2; 32]),
+    };
+    let e = ghost.encode(&id, 1, "GET", "/app/echo", &[], None);
+    assert_relay_error(&send(&e), 401, "relay-pair-unknown");
+    // Decoded paths outside the routes, or not plain.
+    for path in ["/admin", "/veil/relay", "/app/../admin", "/app/%2e%2e/admin"] {
+        let e = p.encode(&id, 10 + path.len() as u64, "GET", path, &[], None);
+        assert_relay_error(&send(&e), 404, "relay-route-not-allowed");
+    }
+    // Control header shapes.
+    let mut e = p.encode(&id, 30, "GET", "/app/echo", &[], None);
+    e.headers[0].1 = format!("v1,{id},{},0,uh", p.pair_id);
+    assert_relay_error(&send(&e), 400, "relay-bad-request");
+    let mut e = p.encode(&id, 31, "GET", "/app/echo", &[], None);
+    e.headers[0].1 = format!("v1,{id},{},31,uhb", p.pair_id);
+    assert_relay_error(&send(&e), 400, "relay-bad-request");
+    // Over the relay's body limit (1000 here).
+    let e = p.encode(&id, 32, "POST", "/app/echo", &[], Some(&[7u8; 1001]));
+    assert_relay_error(&send(&e), 413, "relay-too-large");
+    let e = p.encode(&id, 33, "POST", "/app/echo", &[], Some(&[7u8; 1000]));
+    assert_eq!(p.decode(33, "POST", &send(&e)).unwrap().status, 200);
+    // Only that last one reached the upstream.
+    assert_eq!(stack.recorded().len(), 1);
+}
+
+/// Flips one character of a base64url string (still base64url).
+fn tamper_b64(s: &str) -> String {
+    let mut b = s.as_bytes().to_vec();
+    b[5] = if b[5] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(b).unwrap()
+}
