@@ -140,7 +140,8 @@ fn serve_with(vars: &[(&str, &str)]) -> (Env, Server) {
 
 #[test]
 fn pairing_lookup_and_replay_in_memory() {
-    let (_env, s) = serve_with(&[]);
+    // Logged at the most verbose level, checked for secrets at the end.
+    let (_env, s) = serve_with(&[("VEIL_LOG", "trace")]);
     let cid = client_id(1);
 
     // The bearer token is required on every relay route.
@@ -429,7 +430,7 @@ fn redis_shared_by_two_keyservices_survives_a_redis_restart() {
     let mut redis = Redis::on(free_port());
     let url = redis.url();
     let vars = [("REDIS_URL", url.as_str()), ("RELAY_REDIS_PREFIX", "it:")];
-    let (_ea, a) = serve_with(&vars);
+    let (_ea, a) = serve_with(&[vars[0], vars[1], ("VEIL_LOG", "trace")]);
     let (_eb, b) = serve_with(&vars);
     let cid = client_id(3);
 
@@ -480,6 +481,9 @@ fn redis_shared_by_two_keyservices_survives_a_redis_restart() {
     assert_eq!(r.json()["c2s"], again[0]["c2s"]);
 
     let logs = format!("{}{}", a.stop().all(), b.stop().all());
+    assert!(logs.contains("relay pairs made"), "{logs}");
+    assert!(logs.contains(&format!("127.0.0.1:{}", redis.port)), "{logs}");
+    assert!(!logs.contains("redis://"), "{logs}");
     assert!(!logs.contains(cid.split_once('.').unwrap().1), "{logs}");
     for p in pairs.iter().chain(&again) {
         assert!(!logs.contains(p["c2s"].as_str().unwrap()));
