@@ -482,7 +482,10 @@ fn redis_shared_by_two_keyservices_survives_a_redis_restart() {
 
     let logs = format!("{}{}", a.stop().all(), b.stop().all());
     assert!(logs.contains("relay pairs made"), "{logs}");
-    assert!(logs.contains(&format!("127.0.0.1:{}", redis.port)), "{logs}");
+    assert!(
+        logs.contains(&format!("127.0.0.1:{}", redis.port)),
+        "{logs}"
+    );
     assert!(!logs.contains("redis://"), "{logs}");
     assert!(!logs.contains(cid.split_once('.').unwrap().1), "{logs}");
     for p in pairs.iter().chain(&again) {
