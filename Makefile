@@ -25,7 +25,7 @@ test: ## install what is missing, build, lint and run every test
 
 lint: ## rustfmt and clippy (unwrap/expect/panic/indexing denied in core and filter)
 	cargo fmt --all -- --check
-	cargo clippy -q -p veil-core -p veil-keyservice -p veil-e2e --all-targets -- -D warnings
+	cargo clippy -q -p veil-core -p veil-keyservice -p veil-e2e -p veil-relay --all-targets -- -D warnings
 	cargo clippy -q -p veil-filter --target wasm32-wasip1 -- -D warnings
 
 wasm: ## build the filter (target/wasm32-wasip1/release/veil_filter.wasm)

@@ -1,0 +1,593 @@
+//! The relay client: discovers the relay (`GET P/relay`), pairs a pool of N pairs
+//! (`POST P/pair`), sends each request encoded on an idle pair, and recovers as the
+//! protocol's error table says (re-validate the client id, re-pair, retry once).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Deserialize;
+use veil_core::relay::kem::{self, ClientKem};
+use veil_core::relay::wire::{self, encode_headers, Part, RequestControl, ResponseControl};
+use veil_core::relay::{keys, HEADER_CLIENT_ID, HEADER_EH, HEADER_ERROR, HEADER_RELAY};
+
+use crate::error::ClientError;
+use crate::pool::{now_secs, Pair, Pool};
+
+/// Default pool size (the relay may announce fewer).
+pub const DEFAULT_PAIRS: usize = 5;
+/// Default relay URL (the demo stack).
+pub const DEFAULT_URL: &str = "http://127.0.0.1:10000/veil";
+
+/// How the client behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Pairs to keep (capped by the relay's `max_pairs`). Default 5.
+    pub pairs: usize,
+    /// A client id held from before (re-validated on first use). Default none.
+    pub client_id: Option<String>,
+    /// Whole-exchange timeout of each HTTP request. Default 30 s.
+    pub timeout: Duration,
+    /// Largest (encoded) response body read. Default 64 MiB.
+    pub max_response_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pairs: DEFAULT_PAIRS,
+            client_id: None,
+            timeout: Duration::from_secs(30),
+            max_response_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A decoded answer, as the upstream gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// The visible headers, then the sealed ones, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the client did, so tests can see recovery happen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Encoded requests sent (retries included).
+    pub requests: u64,
+    /// `POST P/pair` calls that succeeded.
+    pub pairings: u64,
+    /// Pairs replaced after an error or expiry.
+    pub repairs: u64,
+    /// Requests sent again after a relay error.
+    pub retries: u64,
+    /// `GET P/relay` calls.
+    pub validations: u64,
+}
+
+struct Identity {
+    client_id: Option<String>,
+    max_pairs: usize,
+}
+
+/// One HTTP answer, read whole.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A relay refusal (`x-veil-relay-error`), if this is one.
+    fn refusal(&self) -> Option<ClientError> {
+        let code = self.header(HEADER_ERROR)?;
+        let detail = serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(String::from))
+            .unwrap_or_default();
+        Some(ClientError::Relay {
+            code: code.to_string(),
+            status: self.status,
+            detail,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    version: u32,
+    client_id: String,
+    max_pairs: usize,
+}
+
+#[derive(Deserialize)]
+struct PairAnswer {
+    pairs: Vec<PairEntry>,
+}
+
+#[derive(Deserialize)]
+struct PairEntry {
+    pair_id: String,
+    ciphertext: String,
+    expires_at: u64,
+}
+
+/// What to do after a relay refusal (docs/relay-protocol.md §6).
+enum Recovery {
+    Revalidate,
+    Repair,
+    FreshSeq,
+    GiveUp,
+}
+
+fn recovery(code: &str) -> Recovery {
+    match code {
+        "relay-bad-client-id" => Recovery::Revalidate,
+        "relay-pair-unknown" | "relay-decode-failed" => Recovery::Repair,
+        "relay-replay" => Recovery::FreshSeq,
+        _ => Recovery::GiveUp,
+    }
+}
+
+/// A relay client. Shareable between threads; each request uses one idle pair.
+pub struct Client {
+    /// `scheme://host[:port]` + prefix, no trailing `/`.
+    base: String,
+    /// The prefix `P` (the base URL's path).
+    prefix: String,
+    agent: ureq::Agent,
+    opts: Options,
+    identity: Mutex<Identity>,
+    /// Serializes discovery and whole-pool pairing.
+    setup: Mutex<()>,
+    pool: Pool,
+    stats: Mutex<Stats>,
+}
+
+impl Client {
+    /// A client for the relay at `base_url` (e.g. `http://127.0.0.1:10000/veil`). No I/O
+    /// until the first request (or `connect`).
+    pub fn new(base_url: &str, opts: Options) -> Result<Client, ClientError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        let after_scheme = base
+            .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"))
+            .ok_or_else(|| {
+                ClientError::Usage("the relay URL must be http:// or https://".into())
+            })?;
+        let prefix = match after_scheme.find('/') {
+            Some(i) => after_scheme.get(i..).unwrap_or_default().to_string(),
+            None => String::new(),
+        };
+        if prefix.is_empty() || prefix.contains(['?', '#']) {
+            return Err(ClientError::Usage(
+                "the relay URL must end with the relay prefix, e.g. http://host:10000/veil".into(),
+            ));
+        }
+        if opts.pairs == 0 {
+            return Err(ClientError::Usage("pairs must be at least 1".into()));
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .allow_non_standard_methods(true)
+            .timeout_global(Some(opts.timeout))
+            .user_agent(concat!("veil-relay/", env!("CARGO_PKG_VERSION")))
+            .accept(ureq::config::AutoHeaderValue::None)
+            .build();
+        Ok(Client {
+            base,
+            prefix,
+            agent: ureq::Agent::new_with_config(config),
+            identity: Mutex::new(Identity {
+                client_id: opts.client_id.clone(),
+                max_pairs: opts.pairs,
+            }),
+            opts,
+            setup: Mutex::new(()),
+            pool: Pool::new(),
+            stats: Mutex::new(Stats::default()),
+        })
+    }
+
+    /// The client id (after discovery).
+    pub fn client_id(&self) -> Option<String> {
+        self.identity().client_id.clone()
+    }
+
+    /// Ids of the pool's pairs (`None` for one in use right now).
+    pub fn pair_ids(&self) -> Vec<Option<String>> {
+        self.pool.ids()
+    }
+
+    pub fn stats(&self) -> Stats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Stats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn identity(&self) -> std::sync::MutexGuard<'_, Identity> {
+        self.identity.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Discovers (or re-validates) the client id and pairs the pool, if not done yet.
+    pub fn connect(&self) -> Result<(), ClientError> {
+        let _setup = self.setup.lock().unwrap_or_else(|p| p.into_inner());
+        if self.identity().client_id.is_none() || self.pool.is_empty() {
+            self.discover()?;
+            self.pair_all()?;
+        }
+        Ok(())
+    }
+
+    /// `GET P/relay`: keeps the id if the relay says it is valid, takes the fresh one if not.
+    fn discover(&self) -> Result<(), ClientError> {
+        let mut req = ureq::http::Request::builder()
+            .method("GET")
+            .uri(format!("{}/relay", self.base));
+        if let Some(id) = self.client_id() {
+            req = req.header(HEADER_CLIENT_ID, id);
+        }
+        let req = req
+            .body(Vec::new())
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let answer = self.send(req)?;
+        self.count(|s| s.validations += 1);
+        if let Some(refusal) = answer.refusal() {
+            return Err(refusal);
+        }
+        if answer.status != 200 {
+            return Err(ClientError::Protocol(format!(
+                "GET {}/relay answered {}",
+                self.prefix, answer.status
+            )));
+        }
+        let d: Discovery = serde_json::from_slice(&answer.body)
+            .map_err(|e| ClientError::Protocol(format!("relay discovery: {e}")))?;
+        if d.version != 1 || d.max_pairs == 0 || d.client_id.is_empty() {
+            return Err(ClientError::Protocol(
+                "relay discovery: not version 1 with a client id and max_pairs".into(),
+            ));
+        }
+        let mut id = self.identity();
+        id.client_id = Some(d.client_id);
+        id.max_pairs = d.max_pairs;
+        Ok(())
+    }
+
+    /// Pairs a whole new pool.
+    fn pair_all(&self) -> Result<(), ClientError> {
+        let n = {
+            let id = self.identity();
+            self.opts.pairs.min(id.max_pairs).max(1)
+        };
+        let pairs = self.pair(n)?;
+        self.pool.fill(pairs);
+        Ok(())
+    }
+
+    /// `POST P/pair` with `n` fresh X-Wing keys; derives each pair's keys.
+    fn pair(&self, n: usize) -> Result<Vec<Pair>, ClientError> {
+        let client_id = self
+            .client_id()
+            .ok_or_else(|| ClientError::Protocol("no client id yet".into()))?;
+        let kems = (0..n)
+            .map(|_| ClientKem::generate_os())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ClientError::protocol)?;
+        let pks: Vec<Vec<u8>> = kems.iter().map(ClientKem::public_key).collect();
+        let body = serde_json::json!({
+            "keys": pks.iter().map(|pk| URL_SAFE_NO_PAD.encode(pk)).collect::<Vec<_>>()
+        });
+        let req = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/pair", self.base))
+            .header(HEADER_CLIENT_ID, &client_id)
+            .header("content-type", "application/json")
+            .body(body.to_string().into_bytes())
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let answer = self.send(req)?;
+        if let Some(refusal) = answer.refusal() {
+            return Err(refusal);
+        }
+        if answer.status != 200 {
+            return Err(ClientError::Protocol(format!(
+                "POST {}/pair answered {}",
+                self.prefix, answer.status
+            )));
+        }
+        let parsed: PairAnswer = serde_json::from_slice(&answer.body)
+            .map_err(|e| ClientError::Protocol(format!("pairing answer: {e}")))?;
+        if parsed.pairs.len() != n {
+            return Err(ClientError::Protocol(format!(
+                "pairing answer has {} pairs for {n} keys",
+                parsed.pairs.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(n);
+        for ((entry, kem), pk) in parsed.pairs.into_iter().zip(&kems).zip(&pks) {
+            if !wire::is_pair_id(&entry.pair_id) {
+                return Err(ClientError::Protocol("pairing answer: bad pair id".into()));
+            }
+            let ct = URL_SAFE_NO_PAD.decode(&entry.ciphertext).map_err(|_| {
+                ClientError::Protocol("pairing answer: ciphertext not b64url".into())
+            })?;
+            if ct.len() != kem::CIPHERTEXT_LEN {
+                return Err(ClientError::Protocol(
+                    "pairing answer: ciphertext not 1120 bytes".into(),
+                ));
+            }
+            let ss = kem.decapsulate(&ct).map_err(ClientError::protocol)?;
+            let k = keys::derive(&ss, &client_id, &entry.pair_id, pk, &ct);
+            out.push(Pair::new(entry.pair_id, &k, entry.expires_at));
+        }
+        self.count(|s| s.pairings += 1);
+        Ok(out)
+    }
+
+    /// A fresh pair for one slot (after `relay-pair-unknown`/`-decode-failed`, or expiry).
+    fn repair_one(&self) -> Result<Pair, ClientError> {
+        let mut fresh = self.pair(1)?;
+        self.count(|s| s.repairs += 1);
+        fresh
+            .pop()
+            .ok_or_else(|| ClientError::Protocol("pairing answer is empty".into()))
+    }
+
+    /// Sends one request through the relay and returns the decoded answer. `path_and_query`
+    /// starts with `/`; `headers` are the application's (lowercased here); `body` `None`
+    /// sends no body part.
+    pub fn request(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(String, String)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
+        if !path_and_query.starts_with('/') {
+            return Err(ClientError::Usage("the path must start with '/'".into()));
+        }
+        if method.is_empty() || !method.bytes().all(|c| c.is_ascii_uppercase() || c == b'-') {
+            return Err(ClientError::Usage(
+                "the method must be uppercase, like GET".into(),
+            ));
+        }
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let headers_json = encode_headers(&headers);
+        wire::decode_request_headers(&headers_json).map_err(|_| {
+            ClientError::Usage(
+                "a header is not allowed through the relay (host, content-length, hop-by-hop, x-veil-*, or a bad name/value)"
+                    .into(),
+            )
+        })?;
+        self.connect()?;
+        let mut retried = false;
+        // the pair the retry must use (the re-paired one, or the same one on a fresh seq)
+        let mut held = None;
+        loop {
+            let (ticket, mut pair) = match held.take() {
+                Some(p) => p,
+                None => self
+                    .pool
+                    .take()
+                    .ok_or_else(|| ClientError::Protocol("no pairs".into()))?,
+            };
+            if pair.expiring(now_secs()) {
+                match self.repair_one() {
+                    Ok(p) => pair = p,
+                    Err(e) => {
+                        self.pool.give_back(ticket, pair);
+                        return Err(e);
+                    }
+                }
+            }
+            let outcome = self.exchange(&mut pair, method, path_and_query, &headers_json, body);
+            let code = match &outcome {
+                Err(ClientError::Relay { code, .. }) if !retried => code.clone(),
+                _ => {
+                    self.pool.give_back(ticket, pair);
+                    return outcome;
+                }
+            };
+            match recovery(&code) {
+                Recovery::GiveUp => {
+                    self.pool.give_back(ticket, pair);
+                    return outcome;
+                }
+                Recovery::FreshSeq => held = Some((ticket, pair)),
+                Recovery::Repair => match self.repair_one() {
+                    Ok(fresh) => held = Some((ticket, fresh)),
+                    Err(e) => {
+                        // the dead pair goes back so its slot is never left empty; its next
+                        // use re-pairs again
+                        self.pool.give_back(ticket, pair);
+                        return Err(e);
+                    }
+                },
+                Recovery::Revalidate => {
+                    self.pool.give_back(ticket, pair);
+                    let _setup = self.setup.lock().unwrap_or_else(|p| p.into_inner());
+                    self.discover()?;
+                    self.pair_all()?;
+                    self.count(|s| s.repairs += 1);
+                }
+            }
+            retried = true;
+            self.count(|s| s.retries += 1);
+        }
+    }
+
+    /// One encoded request on `pair` and its decoded answer.
+    fn exchange(
+        &self,
+        pair: &mut Pair,
+        method: &str,
+        path_and_query: &str,
+        headers_json: &[u8],
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
+        let client_id = self
+            .client_id()
+            .ok_or_else(|| ClientError::Protocol("no client id yet".into()))?;
+        let seq = pair.next_seq();
+        let control = RequestControl {
+            client_id: &client_id,
+            pair_id: &pair.id,
+            seq,
+            body: body.is_some(),
+        };
+        let ctx = control.context(method);
+        let path = pair
+            .c2s
+            .seal_b64(Part::RequestUrl, &ctx, path_and_query.as_bytes())
+            .map_err(ClientError::protocol)?;
+        let eh = pair
+            .c2s
+            .seal_b64(Part::RequestHeaders, &ctx, headers_json)
+            .map_err(ClientError::protocol)?;
+        let origin = self.base.strip_suffix(&self.prefix).unwrap_or(&self.base);
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!(
+                "{origin}{}",
+                wire::encoded_path(&self.prefix, &path)
+            ))
+            .header(HEADER_RELAY, control.to_header_value())
+            .header(HEADER_EH, eh);
+        let sealed_body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/octet-stream");
+                pair.c2s
+                    .seal(Part::RequestBody, &ctx, b)
+                    .map_err(ClientError::protocol)?
+            }
+            None => Vec::new(),
+        };
+        let req = req
+            .body(sealed_body)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        self.count(|s| s.requests += 1);
+        let answer = self.send(req)?;
+        if let Some(refusal) = answer.refusal() {
+            return Err(refusal);
+        }
+        self.decode(pair, method, control.seq, answer)
+    }
+
+    /// Opens an encoded answer; anything else is a protocol error.
+    fn decode(
+        &self,
+        pair: &Pair,
+        method: &str,
+        seq: u64,
+        answer: Answer,
+    ) -> Result<Response, ClientError> {
+        let control = answer
+            .header(HEADER_RELAY)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ClientError::Protocol(format!("answer {} is not encoded", answer.status))
+            })?;
+        let rc = ResponseControl::parse(&control).map_err(ClientError::protocol)?;
+        if rc.pair_id != pair.id || rc.seq != seq {
+            return Err(ClientError::Protocol(
+                "answer is for another pair or seq".into(),
+            ));
+        }
+        let ctx = rc.context(method, answer.status);
+        let eh = answer
+            .header(HEADER_EH)
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Protocol("answer has no x-veil-relay-eh".into()))?;
+        let sealed_headers = pair
+            .s2c
+            .open_b64(Part::ResponseHeaders, &ctx, &eh)
+            .map_err(ClientError::protocol)?;
+        let sealed_headers =
+            wire::decode_response_headers(&sealed_headers).map_err(ClientError::protocol)?;
+        let body = if rc.body {
+            let mut b = answer.body;
+            pair.s2c
+                .open_in_place(Part::ResponseBody, &ctx, &mut b)
+                .map_err(ClientError::protocol)?;
+            b
+        } else if answer.body.is_empty() {
+            Vec::new()
+        } else {
+            return Err(ClientError::Protocol(
+                "answer has a body but no body part".into(),
+            ));
+        };
+        let mut headers: Vec<(String, String)> = answer
+            .headers
+            .into_iter()
+            .filter(|(n, _)| {
+                !n.starts_with("x-veil-relay")
+                    && !matches!(
+                        n.as_str(),
+                        "content-type" | "content-length" | "transfer-encoding"
+                    )
+            })
+            .collect();
+        headers.extend(sealed_headers);
+        Ok(Response {
+            status: answer.status,
+            headers,
+            body,
+        })
+    }
+
+    fn send(&self, req: ureq::http::Request<Vec<u8>>) -> Result<Answer, ClientError> {
+        let mut resp = self
+            .agent
+            .run(req)
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(self.opts.max_response_bytes)
+            .read_to_vec()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
