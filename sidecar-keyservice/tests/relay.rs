@@ -355,12 +355,17 @@ fn relay_settings_are_validated_at_start() {
 /// A real `redis-server` on a free loopback port, no persistence; killed on drop.
 struct Redis {
     port: u16,
+    password: Option<&'static str>,
     child: Option<Child>,
 }
 
 impl Redis {
     fn on(port: u16) -> Redis {
-        let mut r = Redis { port, child: None };
+        let mut r = Redis {
+            port,
+            password: None,
+            child: None,
+        };
         r.start();
         r
     }
@@ -373,6 +378,12 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(
+                self.password
+                    .map(|p| ["--requirepass", p])
+                    .into_iter()
+                    .flatten(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -380,13 +391,19 @@ impl Redis {
             .expect("redis-server not found: run scripts/setup.sh");
         self.child = Some(child);
         let deadline = Instant::now() + LIMIT;
+        // PING answers NOAUTH with a password set: any answer means it is up.
+        let want: &[u8] = if self.password.is_some() {
+            b"-NOAUTH"
+        } else {
+            b"+PONG\r\n"
+        };
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let mut buf = [0u8; 7];
                 s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
                 if s.write_all(b"PING\r\n").is_ok()
                     && s.read_exact(&mut buf).is_ok()
-                    && &buf == b"+PONG\r\n"
+                    && &buf[..] == want
                 {
                     return;
                 }
@@ -551,4 +568,33 @@ fn redis_idle_ttl_drops_unused_pairs() {
         "unknown",
     );
     assert_eq!(get(s.port, &format!("/v1/relay/pairs/{kept}")).status, 200);
+}
+
+#[test]
+fn redis_with_a_password_never_shows_it() {
+    let mut redis = Redis {
+        port: free_port(),
+        password: Some("pw-9f3a7c1e-never-logged"),
+        child: None,
+    };
+    redis.start();
+    let good = format!(
+        "redis://:pw-9f3a7c1e-never-logged@127.0.0.1:{}/",
+        redis.port
+    );
+    let (_env, s) = serve_with(&[("REDIS_URL", good.as_str()), ("VEIL_LOG", "trace")]);
+    pair(s.port, &client_id(6), &kems(1));
+    // A wrong password: the service runs, the relay answers 503, the reason is logged.
+    let bad = format!("redis://:pw-wrong-also-secret@127.0.0.1:{}/", redis.port);
+    let (_env2, s2) = serve_with(&[("REDIS_URL", bad.as_str()), ("VEIL_LOG", "trace")]);
+    let body = serde_json::json!({"client_id": client_id(6), "keys": [URL_SAFE_NO_PAD.encode(kems(1)[0].public_key())]});
+    assert_refused(
+        &post(s2.port, "/v1/relay/pairs", &body.to_string()),
+        503,
+        "store-unavailable",
+    );
+    let logs = format!("{}{}", s.stop().all(), s2.stop().all());
+    assert!(logs.contains("session store failed"), "{logs}");
+    assert!(!logs.contains("pw-9f3a7c1e"), "{logs}");
+    assert!(!logs.contains("pw-wrong"), "{logs}");
 }
