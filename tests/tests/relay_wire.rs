@@ -46,45 +46,80 @@ fn discovery_echo_and_plaintext_refusals() {
     assert_eq!(r.header("cache-control"), Some("no-store"));
     let v = r.json();
     let id = v["client_id"].as_str().unwrap().to_string();
-    assert_eq!((v["version"].clone(), v["max_pairs"].clone()), (json!(1), json!(5)));
+    assert_eq!(
+        (v["version"].clone(), v["max_pairs"].clone()),
+        (json!(1), json!(5))
+    );
     assert_eq!(r.header("x-veil-client-id"), Some(id.as_str()));
     assert_eq!(id.len(), 101);
-    let again = http::request(stack.listen, "GET", "/veil/relay", &[("x-veil-client-id", &id)], b"")
-        .unwrap();
+    let again = http::request(
+        stack.listen,
+        "GET",
+        "/veil/relay",
+        &[("x-veil-client-id", &id)],
+        b"",
+    )
+    .unwrap();
     assert_eq!(again.json()["client_id"], id.as_str());
     let mut forged = id.clone().into_bytes();
     let last = forged.len() - 1;
     forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
     let forged = String::from_utf8(forged).unwrap();
-    let fresh =
-        http::request(stack.listen, "GET", "/veil/relay", &[("x-veil-client-id", &forged)], b"")
-            .unwrap();
+    let fresh = http::request(
+        stack.listen,
+        "GET",
+        "/veil/relay",
+        &[("x-veil-client-id", &forged)],
+        b"",
+    )
+    .unwrap();
     let fresh_id = fresh.json()["client_id"].as_str().unwrap().to_string();
     assert_ne!(fresh_id, forged);
     assert_ne!(fresh_id, id);
     let head = http::request(stack.listen, "HEAD", "/veil/relay", &[], b"").unwrap();
     assert_eq!(head.status, 200);
-    assert!(head.header("x-veil-client-id").is_some_and(|h| h.len() == 101));
+    assert!(head
+        .header("x-veil-client-id")
+        .is_some_and(|h| h.len() == 101));
 
     // Echo, in plaintext.
     let e = http::get(stack.listen, "/veil/echo").unwrap().json();
     assert_eq!(e["echo"], Value::Null);
     assert!(e["time"].as_i64().unwrap() > 1_700_000_000_000);
-    let e = http::get(stack.listen, "/veil/echo/hello%20relay").unwrap().json();
+    let e = http::get(stack.listen, "/veil/echo/hello%20relay")
+        .unwrap()
+        .json();
     assert_eq!(e["echo"], "hello relay");
 
     // Plaintext on a relayed route, unknown endpoints, a control header elsewhere.
-    assert_relay_error(&http::get(stack.listen, "/app/echo?q=1").unwrap(), 403, "relay-required");
-    assert_relay_error(&http::get(stack.listen, "/veil/nope").unwrap(), 404, "relay-route-not-allowed");
-    let r = http::request(stack.listen, "GET", "/other", &[("x-veil-relay", "v1,a,b,1,uh")], b"")
-        .unwrap();
+    assert_relay_error(
+        &http::get(stack.listen, "/app/echo?q=1").unwrap(),
+        403,
+        "relay-required",
+    );
+    assert_relay_error(
+        &http::get(stack.listen, "/veil/nope").unwrap(),
+        404,
+        "relay-route-not-allowed",
+    );
+    let r = http::request(
+        stack.listen,
+        "GET",
+        "/other",
+        &[("x-veil-relay", "v1,a,b,1,uh")],
+        b"",
+    )
+    .unwrap();
     assert_relay_error(&r, 400, "relay-bad-request");
     // Pairing needs a valid client id.
     let r = http::request(
         stack.listen,
         "POST",
         "/veil/pair",
-        &[("x-veil-client-id", &forged), ("content-type", "application/json")],
+        &[
+            ("x-veil-client-id", &forged),
+            ("content-type", "application/json"),
+        ],
         br#"{"keys":["AAAA"]}"#,
     )
     .unwrap();
@@ -109,10 +144,13 @@ fn requests_and_responses_exactly_and_no_plaintext_on_the_wire() {
     let cases: Vec<(&str, &str, Option<&[u8]>)> = vec![
         ("GET", "/app/echo/users/42?verbose=1&q=secret-query", None),
         ("DELETE", "/app/echo/items/7?why=secret-delete", None),
-        ("POST", "/app/echo/notes?draft=true", Some(b"{\"note\":\"secret-body-text\"}")),
+        (
+            "POST",
+            "/app/echo/notes?draft=true",
+            Some(b"{\"note\":\"secret-body-text\"}"),
+        ),
         ("PUT", "/app/echo/blob", Some(&binary)),
         ("PATCH", "/app/echo/empty", Some(b"")),
-        ("POST", "/app/echo/big", Some(&at_limit)),
     ];
     for (i, (method, path, body)) in cases.iter().enumerate() {
         let p = &pairs[i % 2];
@@ -135,7 +173,9 @@ fn requests_and_responses_exactly_and_no_plaintext_on_the_wire() {
         // The demo route's response_headers_to_add reaches the client (sealed).
         assert_eq!(d.sealed_header("x-veil-demo-app"), Some("relayed"));
         let echo = d.json();
-        let (plain_path, query) = path.split_once('?').map_or((*path, None), |(a, b)| (a, Some(b)));
+        let (plain_path, query) = path
+            .split_once('?')
+            .map_or((*path, None), |(a, b)| (a, Some(b)));
         assert_eq!(echo["method"], *method);
         assert_eq!(echo["path"], plain_path);
         assert_eq!(echo["query"], json!(query));
@@ -156,9 +196,28 @@ fn requests_and_responses_exactly_and_no_plaintext_on_the_wire() {
         );
         assert_ne!(rec.header("content-type"), Some("application/octet-stream"));
         if let Some(b) = body {
-            assert_eq!(rec.header("content-length"), Some(b.len().to_string().as_str()));
+            assert_eq!(
+                rec.header("content-length"),
+                Some(b.len().to_string().as_str())
+            );
         }
     }
+    // A body at the relay's limit (1 MiB) both ways.
+    stack.clear_recorded();
+    let p = &pairs[0];
+    let r = p
+        .encode(
+            &id,
+            10,
+            "POST",
+            "/app/reflect?size=max",
+            &[("x-reflect-content-type", "text/plain")],
+            Some(&at_limit),
+        )
+        .send(hop.addr);
+    let d = p.decode(10, "POST", &r).unwrap();
+    assert_eq!(d.body.as_deref(), Some(&at_limit[..]));
+    assert_eq!(stack.recorded()[0].body, at_limit);
     // The hop carried only ciphertext of paths, queries, app headers and bodies.
     let wire = hop.all();
     for needle in [
@@ -222,7 +281,14 @@ fn crafted_responses_come_back_exactly() {
     assert_eq!(r.body.len(), body.len() + 16);
 
     // An empty answer: no body part (flags h).
-    let enc = p.encode(&id, 2, "GET", "/app/reflect", &[("x-reflect-status", "204")], None);
+    let enc = p.encode(
+        &id,
+        2,
+        "GET",
+        "/app/reflect",
+        &[("x-reflect-status", "204")],
+        None,
+    );
     let r = enc.send(stack.listen);
     let d = p.decode(2, "GET", &r).unwrap();
     assert_eq!(d.status, 204);
@@ -233,7 +299,9 @@ fn crafted_responses_come_back_exactly() {
 fn replay_checks(stack: &Stack) {
     let (id, p) = paired(stack);
     let ok = |seq: u64| {
-        let r = p.encode(&id, seq, "GET", "/app/echo", &[], None).send(stack.listen);
+        let r = p
+            .encode(&id, seq, "GET", "/app/echo", &[], None)
+            .send(stack.listen);
         p.decode(seq, "GET", &r).map(|d| d.status)
     };
     let first = p.encode(&id, 1, "POST", "/app/echo", &[], Some(b"pay once"));
@@ -245,11 +313,15 @@ fn replay_checks(stack: &Stack) {
     assert_eq!(ok(5), Ok(200));
     assert_eq!(ok(3), Ok(200));
     assert_eq!(ok(4), Ok(200));
-    let r = p.encode(&id, 3, "GET", "/app/echo", &[], None).send(stack.listen);
+    let r = p
+        .encode(&id, 3, "GET", "/app/echo", &[], None)
+        .send(stack.listen);
     assert_relay_error(&r, 409, "relay-replay");
     // Beyond the window (128): too old.
     assert_eq!(ok(300), Ok(200));
-    let r = p.encode(&id, 100, "GET", "/app/echo", &[], None).send(stack.listen);
+    let r = p
+        .encode(&id, 100, "GET", "/app/echo", &[], None)
+        .send(stack.listen);
     assert_relay_error(&r, 409, "relay-replay");
     assert_eq!(ok(200), Ok(200));
     // Only the accepted requests reached the upstream.
@@ -276,14 +348,21 @@ fn refusals_with_stable_codes() {
 
     // A tampered headers part, a tampered body, a tampered path.
     let mut e = p.encode(&id, 1, "POST", "/app/echo", &[("a", "b")], Some(b"x"));
-    let eh = e.headers.iter_mut().find(|(n, _)| n == "x-veil-relay-eh").unwrap();
+    let eh = e
+        .headers
+        .iter_mut()
+        .find(|(n, _)| n == "x-veil-relay-eh")
+        .unwrap();
     eh.1 = tamper_b64(&eh.1);
     assert_relay_error(&send(&e), 400, "relay-decode-failed");
     let mut e = p.encode(&id, 2, "POST", "/app/echo", &[], Some(b"body"));
     e.body[0] ^= 1;
     assert_relay_error(&send(&e), 400, "relay-decode-failed");
     let mut e = p.encode(&id, 3, "GET", "/app/echo", &[], None);
-    e.target = format!("/veil/x/{}", tamper_b64(e.target.strip_prefix("/veil/x/").unwrap()));
+    e.target = format!(
+        "/veil/x/{}",
+        tamper_b64(e.target.strip_prefix("/veil/x/").unwrap())
+    );
     assert_relay_error(&send(&e), 400, "relay-decode-failed");
     // The method is bound: the same parts under another method do not open.
     let mut e = p.encode(&id, 4, "GET", "/app/echo", &[], None);
@@ -296,7 +375,11 @@ fn refusals_with_stable_codes() {
     let e = p.encode(&other_id, 6, "GET", "/app/echo", &[], None);
     assert_relay_error(&send(&e), 401, "relay-pair-unknown");
     let forged = format!("{}0", &id[..id.len() - 1]);
-    let forged = if forged == id { format!("{}1", &id[..id.len() - 1]) } else { forged };
+    let forged = if forged == id {
+        format!("{}1", &id[..id.len() - 1])
+    } else {
+        forged
+    };
     let e = p.encode(&forged, 7, "GET", "/app/echo", &[], None);
     assert_relay_error(&send(&e), 401, "relay-bad-client-id");
     // An unknown pair (the keyservice answers 404).
@@ -308,7 +391,12 @@ fn refusals_with_stable_codes() {
     let e = ghost.encode(&id, 1, "GET", "/app/echo", &[], None);
     assert_relay_error(&send(&e), 401, "relay-pair-unknown");
     // Decoded paths outside the routes, or not plain.
-    for path in ["/admin", "/veil/relay", "/app/../admin", "/app/%2e%2e/admin"] {
+    for path in [
+        "/admin",
+        "/veil/relay",
+        "/app/../admin",
+        "/app/%2e%2e/admin",
+    ] {
         let e = p.encode(&id, 10 + path.len() as u64, "GET", path, &[], None);
         assert_relay_error(&send(&e), 404, "relay-route-not-allowed");
     }
@@ -322,10 +410,14 @@ fn refusals_with_stable_codes() {
     // Over the relay's body limit (1000 here).
     let e = p.encode(&id, 32, "POST", "/app/echo", &[], Some(&[7u8; 1001]));
     assert_relay_error(&send(&e), 413, "relay-too-large");
-    let e = p.encode(&id, 33, "POST", "/app/echo", &[], Some(&[7u8; 1000]));
-    assert_eq!(p.decode(33, "POST", &send(&e)).unwrap().status, 200);
-    // Only that last one reached the upstream.
+    let e = p.encode(&id, 33, "POST", "/app/reflect", &[], Some(&[7u8; 1000]));
+    let d = p.decode(33, "POST", &send(&e)).unwrap();
+    assert_eq!((d.status, d.body), (200, Some(vec![7u8; 1000])));
+    // Only that one reached the upstream.
     assert_eq!(stack.recorded().len(), 1);
+    // An answer over the limit (the echo of 900 bytes is ~1.3 KB of JSON) is refused.
+    let e = p.encode(&id, 34, "POST", "/app/echo", &[], Some(&[7u8; 900]));
+    assert_relay_error(&send(&e), 413, "relay-too-large");
 }
 
 /// Flips one character of a base64url string (still base64url).

@@ -151,6 +151,8 @@ pub struct RelayStream {
     session: Option<Session>,
     /// Buffered body sizes last reported (for the trailer callbacks).
     req_size: usize,
+    /// The request body is complete (it may arrive while a callout is pending).
+    req_done: bool,
     resp_size: usize,
 }
 
@@ -184,6 +186,7 @@ impl RelayStream {
             resp: Resp::Idle,
             session: None,
             req_size: 0,
+            req_done: false,
             resp_size: 0,
         }
     }
@@ -250,8 +253,10 @@ impl RelayStream {
                 if eos {
                     return Err(RelayError::BadRequest("pairing without a body"));
                 }
+                // Headers stop here (StopIteration: the body still comes) until the pairing
+                // is answered locally.
                 self.req = Req::PairBody { client_id };
-                Ok(Action::Continue)
+                Ok(Action::Pause)
             }
             ("GET" | "HEAD", r) if r == "/echo" || r.starts_with("/echo/") => {
                 endpoints::echo(r.strip_prefix("/echo").unwrap_or_default(), now_ms())?;
@@ -324,9 +329,16 @@ impl RelayStream {
         };
         Metrics::add(vm.metrics.relay_requests, 1);
         let now = now_secs();
+        // A request with a body part waits at its headers until the body is open: nothing
+        // goes upstream before the whole request authenticated.
+        let held = if ctl.body {
+            Action::Pause
+        } else {
+            Action::Continue
+        };
         match relay.replay.mode {
             ReplayMode::Local => match self.accept_local(vm, ctl, method)? {
-                None => Ok(Action::Continue),
+                None => Ok(held),
                 Some((ctl, method)) => self.fetch_pair(vm, ctl, method),
             },
             ReplayMode::Global => match pairs::lookup(vm, &ctl.pair_id, &ctl.client_id, now)? {
@@ -498,9 +510,19 @@ impl RelayStream {
             }
         };
         match result {
+            // A body still coming is finished by its callback (which then continues).
+            Ok(true) if matches!(self.req, Req::Body) && !self.req_done => {}
             Ok(true) => {
-                if host::continue_stream(StreamType::HttpRequest).is_err() {
-                    self.fail(vm, RelayError::Unavailable("cannot resume the request"));
+                let opened = match self.req {
+                    Req::Body => self.open_body(vm, self.req_size),
+                    _ => Ok(()),
+                };
+                let resumed = opened.and_then(|()| {
+                    host::continue_stream(StreamType::HttpRequest)
+                        .map_err(|_| RelayError::Unavailable("cannot resume the request"))
+                });
+                if let Err(e) = resumed {
+                    self.fail(vm, e);
                 }
             }
             // Answered locally, or waiting for another callout.
@@ -578,6 +600,7 @@ impl RelayStream {
 
     pub fn on_request_body(&mut self, vm: &VmState, size: usize, eos: bool) -> Action {
         self.req_size = size;
+        self.req_done |= eos;
         let limit = vm
             .config
             .relay
@@ -597,6 +620,9 @@ impl RelayStream {
                 "a body without a body part (flags uh)",
             )),
             Req::NoBody | Req::Forwarded => return Action::Continue,
+            Req::AwaitPair { .. } | Req::AwaitSeq { .. } if size > limit => {
+                Err(RelayError::TooLarge)
+            }
             Req::Answered | Req::Pairing { .. } | Req::AwaitPair { .. } | Req::AwaitSeq { .. } => {
                 return Action::Pause
             }
