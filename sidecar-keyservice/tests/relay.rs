@@ -231,6 +231,11 @@ fn pairing_lookup_and_replay_in_memory() {
     for (b, want) in &cases {
         assert_refused(&post(s.port, "/v1/relay/pairs", b), 400, want);
     }
+    // A JSON error does not quote the input (here: a client id where keys belong).
+    let echo = serde_json::json!({"client_id": cid, "keys": cid}).to_string();
+    let r = post(s.port, "/v1/relay/pairs", &echo);
+    assert_refused(&r, 400, "bad-json");
+    assert!(!r.body.contains(&cid[..36]), "{}", r.body);
     let huge = "x".repeat(200 * 1024);
     assert_refused(&post(s.port, "/v1/relay/pairs", &huge), 413, "too-large");
 
@@ -244,7 +249,7 @@ fn pairing_lookup_and_replay_in_memory() {
             &s,
             "veil_keyservice_relay_pairings_total{result=\"refused\"}"
         ),
-        cases.len() as u64 + 1
+        cases.len() as u64 + 2
     );
     assert_eq!(metric(&s, "veil_keyservice_relay_pairs_created_total"), 3);
     assert_eq!(metric(&s, "veil_keyservice_relay_sessions"), 3);

@@ -183,6 +183,18 @@ struct PairsOut {
     pairs: Vec<PairOut>,
 }
 
+/// Where and what kind of JSON error, without the input's text (serde's messages can quote
+/// a value, and a client id must not travel in an error).
+fn json_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "wrong or missing field",
+        serde_json::error::Category::Eof => "unexpected end",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
 fn body_refused(e: &BytesRejection) -> Response {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         refuse(
@@ -217,7 +229,10 @@ async fn pair(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
             return refused(
                 StatusCode::BAD_REQUEST,
                 "bad-json",
-                format!("expected {{\"client_id\": \"…\", \"keys\": [\"…\"]}}: {e}"),
+                format!(
+                    "expected {{\"client_id\": \"…\", \"keys\": [\"…\"]}} ({})",
+                    json_error(&e)
+                ),
             )
         }
     };
