@@ -6,8 +6,10 @@
 //!   (end of life, Unix seconds), `max` and `win` (the replay window: the highest accepted
 //!   sequence number and a 128-bit ring, bit `seq mod width`). Its Redis TTL is the idle TTL
 //!   (never past `exp`), restarted on every use, so Redis drops idle pairs by itself.
-//! - `P index`: a sorted set of pair keys scored by last use (ms), which bounds the count:
-//!   making pairs past `max_sessions` deletes the least recently used.
+//! - `P index`: a sorted set of pair keys scored by last use (ms of the caller's clock, which
+//!   has one-second resolution; ties go by key), which bounds the count: making pairs past
+//!   `max_sessions` deletes the least recently used. Entries of pairs Redis has expired are
+//!   pruned when pairs are made (and are not counted as evictions).
 //!
 //! Every operation is one Lua script (atomic in Redis: two keyservices cannot both accept
 //! the same `seq`). Scripts are sent by hash and re-sent whole after `NOSCRIPT` (a restarted
