@@ -32,8 +32,10 @@ impl Pair {
     }
 
     /// Whether the pair should be replaced before use.
+    /// (Also when its `seq`s are used up.)
     pub fn expiring(&self, now: u64) -> bool {
         now.saturating_add(EXPIRY_MARGIN_SECS) >= self.expires_at
+            || self.last_seq >= veil_core::relay::wire::MAX_SEQ
     }
 
     /// The next `seq` (1, 2, 3, ...; each once).
@@ -210,6 +212,8 @@ mod tests {
         p.expires_at = 1000;
         assert!(p.expiring(971));
         assert!(!p.expiring(969));
+        p.last_seq = veil_core::relay::wire::MAX_SEQ;
+        assert!(p.expiring(0));
     }
 
     #[test]

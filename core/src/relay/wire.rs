@@ -49,17 +49,23 @@ pub fn is_pair_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
-/// `seq` in canonical decimal (no sign, no leading zero, not 0, fits u64).
+/// Highest `seq`: 2^53 − 1, exact in a JavaScript number and in the keyservice's Redis store.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// `seq` in canonical decimal (no sign, no leading zero), 1 to `MAX_SEQ`.
 fn parse_seq(s: &str) -> Result<u64, RelayError> {
+    const BAD: RelayError = RelayError::BadRequest("seq is not a decimal number from 1 to 2^53-1");
     let canonical = !s.is_empty()
-        && s.len() <= 20
+        && s.len() <= 16
         && s.bytes().all(|c| c.is_ascii_digit())
         && !s.starts_with('0');
     if !canonical {
-        return Err(RelayError::BadRequest("seq is not a decimal number from 1"));
+        return Err(BAD);
     }
-    s.parse::<u64>()
-        .map_err(|_| RelayError::BadRequest("seq is not a decimal number from 1"))
+    match s.parse::<u64>() {
+        Ok(n) if n <= MAX_SEQ => Ok(n),
+        _ => Err(BAD),
+    }
 }
 
 /// The request's `x-veil-relay`: `"v1," client_id "," pair_id "," seq "," flags`.
@@ -545,9 +551,9 @@ mod tests {
         );
         assert_eq!(c.to_header_value(), v);
         assert_eq!(c.to_string(), v);
-        let max = format!("v1,cid,{PAIR},18446744073709551615,uh");
+        let max = format!("v1,cid,{PAIR},9007199254740991,uh");
         let c = RequestControl::parse(&max).unwrap();
-        assert_eq!((c.seq, c.flags()), (u64::MAX, "uh"));
+        assert_eq!((c.seq, c.flags()), (MAX_SEQ, "uh"));
         for bad in [
             String::new(),
             format!("v2,cid,{PAIR},1,uh"),
@@ -557,6 +563,7 @@ mod tests {
             format!("v1,cid,{PAIR},07,uh"),
             format!("v1,cid,{PAIR},+7,uh"),
             format!("v1,cid,{PAIR},-1,uh"),
+            format!("v1,cid,{PAIR},9007199254740992,uh"),
             format!("v1,cid,{PAIR},18446744073709551616,uh"),
             format!("v1,cid,{PAIR},1,u"),
             format!("v1,cid,{PAIR},1,UH"),
