@@ -46,7 +46,7 @@ pub fn serve(metrics: &Metrics, path: &str) -> Option<Action> {
         .ok()
         .flatten();
     let if_none_match = inm.as_deref();
-    let common: [(&str, &str); 6] = [
+    let common: [(&str, &str); 7] = [
         ("etag", ETAG),
         ("cache-control", CACHE_CONTROL),
         ("x-veil-integrity", INTEGRITY),
@@ -55,6 +55,9 @@ pub fn serve(metrics: &Metrics, path: &str) -> Option<Action> {
         // and check it with `<script integrity>`.
         ("access-control-allow-origin", "*"),
         ("cross-origin-resource-policy", "cross-origin"),
+        // Envoy's CORS filter, when configured, replaces the `*` with the requesting origin:
+        // a cached copy must then not serve another origin.
+        ("vary", "origin"),
     ];
     let (status, body): (u32, &[u8]) = match method.as_str() {
         "GET" | "HEAD" if if_none_match.is_some_and(matches_etag) => (304, b""),

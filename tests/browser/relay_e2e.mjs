@@ -68,6 +68,7 @@ async function checkAsset() {
   const etag = r.headers.get('etag');
   assert.equal(etag, `"${integrity}"`);
   assert.match(r.headers.get('cache-control') ?? '', /^public, max-age=\d+$/);
+  assert.equal(r.headers.get('vary'), 'origin', 'a per-origin CORS answer is cached per origin');
   const again = await fetch(url, { headers: { 'if-none-match': `W/"other", ${etag}` } });
   assert.equal(again.status, 304);
   assert.equal((await again.arrayBuffer()).byteLength, 0);
@@ -206,6 +207,8 @@ const PAGE = (origin, integrity) => `<!doctype html>
 async function openPage(ctx, url, html) {
   const page = await ctx.newPage();
   page.on('pageerror', (err) => say({ pageerror: String(err) }));
+  page.on('console', (m) => m.type() === 'error' && say({ console: m.text() }));
+  page.on('requestfailed', (r) => say({ requestfailed: r.url(), error: r.failure()?.errorText }));
   await page.goto(url);
   if (html) await page.setContent(html);
   await page.waitForFunction(() => window.__ready === true && window.__loaded !== undefined, null, { timeout: 15_000 });
