@@ -82,7 +82,8 @@ pub fn serve(metrics: &Metrics, path: &str) -> Option<Action> {
 
 /// `If-None-Match` (RFC 9110 §13.1.2, weak comparison): `*`, or a list holding our etag.
 fn matches_etag(value: &str) -> bool {
-    value.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ETAG
-    })
+    value
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ETAG)
 }

@@ -76,6 +76,10 @@ async function checkAsset() {
   const other = await fetch(url, { headers: { 'if-none-match': '"not-it"' } });
   assert.equal(other.status, 200);
   await other.arrayBuffer();
+  const head = await fetch(url, { method: 'HEAD' });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get('etag'), etag);
+  assert.equal((await head.arrayBuffer()).byteLength, 0);
   const post = await fetch(url, { method: 'POST', body: 'x' });
   assert.equal(post.status, 405);
   await post.arrayBuffer();

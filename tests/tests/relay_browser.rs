@@ -76,7 +76,10 @@ fn browser_client_end_to_end_in_headless_chromium() {
     for line in stdout.lines() {
         let line = line.expect("node stdout");
         eprintln!("relay_e2e: {line}");
-        assert!(started.elapsed() < Duration::from_secs(180), "browser test took too long");
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "browser test took too long"
+        );
         let Ok(msg) = serde_json::from_str::<Value>(&line) else {
             continue;
         };
@@ -120,7 +123,12 @@ fn browser_client_end_to_end_in_headless_chromium() {
             "{what} secret {s:?} crossed the hop in plaintext"
         );
     }
-    for plain in [&b"/app/echo"[..], b"/app/reflect", b"application/x-demo", b"x-app-secret"] {
+    for plain in [
+        &b"/app/echo"[..],
+        b"/app/reflect",
+        b"application/x-demo",
+        b"x-app-secret",
+    ] {
         assert!(
             !contains(&wire, plain),
             "{} crossed the hop in plaintext",
