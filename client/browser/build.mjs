@@ -1,6 +1,7 @@
 // Bundles src/veil-relay.js (with @noble/post-quantum) into dist/veil-relay.js, the file the
 // filter embeds and serves at /public/veil-relay.js, and writes its subresource-integrity
-// hash to dist/veil-relay.integrity (the filter's etag and x-veil-integrity come from it).
+// hash to dist/veil-relay.integrity (the filter's etag and x-veil-integrity come from it)
+// and into docs/relay-browser.md.
 //   node build.mjs          build and write dist/
 //   node build.mjs --check  build in memory; fail if dist/ differs (the committed bundle is stale)
 import { build } from 'esbuild';
@@ -12,6 +13,8 @@ import { dirname, join } from 'node:path';
 const here = dirname(fileURLToPath(import.meta.url));
 const out = join(here, 'dist/veil-relay.js');
 const sriOut = join(here, 'dist/veil-relay.integrity');
+// The usage doc states the current integrity value for `<script integrity>`; the build keeps it current.
+const doc = join(here, '../../docs/relay-browser.md');
 
 export async function bundle() {
   const r = await build({
@@ -50,6 +53,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, js);
     writeFileSync(sriOut, integrity);
+    try {
+      const text = readFileSync(doc, 'utf8');
+      writeFileSync(doc, text.replace(/sha384-[A-Za-z0-9+/=]{64}/g, integrity));
+    } catch {
+      /* no doc next to this checkout: nothing to update */
+    }
     console.log(`dist/veil-relay.js: ${js.length} bytes, ${integrity}`);
   }
 }

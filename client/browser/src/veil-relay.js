@@ -144,6 +144,8 @@ class Relay {
     this.storageKey = `veil-relay:client-id:${this.prefix}`;
     this.transport = options.fetch ?? ((...a) => globalThis.fetch(...a));
     this.now = options.now ?? (() => Date.now());
+    // Tests only (protocol vectors): where the X-Wing key pairs come from.
+    this.keygen = options.keygen ?? (() => generateKeyPair());
     this.clientId = null;
     this.maxPairs = pairs;
     this.validated = null; // in-flight or done `GET P/relay`
@@ -206,7 +208,7 @@ class Relay {
     if (this.pairing) return this.pairing;
     this.pairing = (async () => {
       await this.validate(signal);
-      const kps = Array.from({ length: n }, () => generateKeyPair());
+      const kps = Array.from({ length: n }, () => this.keygen());
       try {
         const res = await this.transport(`${this.prefix}/pair`, {
           method: 'POST',
