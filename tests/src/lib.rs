@@ -257,52 +257,20 @@ impl Stack {
                 .filter(|r| r.status == 200)
         });
 
-        let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let config = opts.filter_config.to_string().replace('\'', "''");
-        let template = fs::read_to_string(repo_root().join("envoy/veil-demo.yaml"))
-            .unwrap_or_else(|e| panic!("envoy/veil-demo.yaml: {e}"));
-        let yaml = render(
-            &template,
-            &[
-                ("VEIL_LISTEN_ADDR", "127.0.0.1".into()),
-                ("VEIL_LISTEN_PORT", listen.port().to_string()),
-                ("VEIL_ADMIN_ADDR", "127.0.0.1".into()),
-                ("VEIL_ADMIN_PORT", admin.port().to_string()),
-                ("VEIL_UPSTREAM_ADDR", "127.0.0.1".into()),
-                ("VEIL_UPSTREAM_PORT", upstream.port().to_string()),
-                ("VEIL_KEYSERVICE_ADDR", "127.0.0.1".into()),
-                ("VEIL_KEYSERVICE_PORT", keyservice.port().to_string()),
-                ("VEIL_WASM", wasm_path().display().to_string()),
-                ("VEIL_FILTER_CONFIG", config),
-            ],
-        );
-        let yaml_path = dir.join("envoy.yaml");
-        fs::write(&yaml_path, yaml).unwrap_or_else(|e| panic!("{}: {e}", yaml_path.display()));
-        let mut cmd = Command::new(envoy_bin());
-        cmd.arg("-c")
-            .arg(&yaml_path)
-            .args(["--concurrency", &opts.concurrency.to_string()])
-            .args(["--log-level", "info", "--disable-hot-restart"])
-            .env("VEIL_KEYSERVICE_TOKEN", TOKEN)
-            .env("VEIL_RELAY_CLIENT_ID_SECRET", RELAY_SECRET);
-        let mut envoy = Proc::spawn("envoy", &dir, &mut cmd);
-        let started = wait_for("Envoy /ready", Duration::from_secs(30), || {
-            if let Ok(Some(status)) = envoy.child.try_wait() {
-                return Some(Err(format!(
-                    "Envoy exited ({status}):\n{}",
-                    envoy.log_text()
-                )));
+        let (envoy, listen, admin) = match start_envoy(
+            &dir,
+            "envoy",
+            &opts.filter_config,
+            opts.concurrency,
+            upstream,
+            keyservice,
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
             }
-            http::get(admin, "/ready")
-                .ok()
-                .filter(|r| r.status == 200)
-                .map(|_| Ok(()))
-        });
-        if let Err(e) = started {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(e);
-        }
+        };
         let stack = Stack {
             dir,
             listen,
@@ -321,6 +289,24 @@ impl Stack {
             );
         }
         Ok(stack)
+    }
+
+    /// Starts a second Envoy with `filter_config` on this stack's keyservice and upstream.
+    pub fn start_extra_envoy(&self, filter_config: &Value) -> ExtraEnvoy {
+        let (proc, listen, admin) = start_envoy(
+            &self.dir,
+            "envoy2",
+            filter_config,
+            1,
+            self.upstream,
+            self.keyservice,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        ExtraEnvoy {
+            listen,
+            admin,
+            proc,
+        }
     }
 
     /// Sends a request through Envoy.
@@ -429,6 +415,131 @@ impl Drop for Stack {
             let _ = fs::remove_dir_all(&self.dir);
         } else {
             eprintln!("stack logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// Starts an Envoy with the demo template and `filter_config` in `dir` (its config file and
+/// log named after `name`), in front of `upstream` with `keyservice`; returns it once ready,
+/// or its log if it refused to start.
+fn start_envoy(
+    dir: &Path,
+    name: &'static str,
+    filter_config: &Value,
+    concurrency: u32,
+    upstream: SocketAddr,
+    keyservice: SocketAddr,
+) -> Result<(Proc, SocketAddr, SocketAddr), String> {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = filter_config.to_string().replace('\'', "''");
+    let template = fs::read_to_string(repo_root().join("envoy/veil-demo.yaml"))
+        .unwrap_or_else(|e| panic!("envoy/veil-demo.yaml: {e}"));
+    let yaml = render(
+        &template,
+        &[
+            ("VEIL_LISTEN_ADDR", "127.0.0.1".into()),
+            ("VEIL_LISTEN_PORT", listen.port().to_string()),
+            ("VEIL_ADMIN_ADDR", "127.0.0.1".into()),
+            ("VEIL_ADMIN_PORT", admin.port().to_string()),
+            ("VEIL_UPSTREAM_ADDR", "127.0.0.1".into()),
+            ("VEIL_UPSTREAM_PORT", upstream.port().to_string()),
+            ("VEIL_KEYSERVICE_ADDR", "127.0.0.1".into()),
+            ("VEIL_KEYSERVICE_PORT", keyservice.port().to_string()),
+            ("VEIL_WASM", wasm_path().display().to_string()),
+            ("VEIL_FILTER_CONFIG", config),
+        ],
+    );
+    let yaml_path = dir.join(format!("{name}.yaml"));
+    fs::write(&yaml_path, yaml).unwrap_or_else(|e| panic!("{}: {e}", yaml_path.display()));
+    let mut cmd = Command::new(envoy_bin());
+    cmd.arg("-c")
+        .arg(&yaml_path)
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--log-level", "info", "--disable-hot-restart"])
+        .env("VEIL_KEYSERVICE_TOKEN", TOKEN)
+        .env("VEIL_RELAY_CLIENT_ID_SECRET", RELAY_SECRET);
+    let mut envoy = Proc::spawn(name, dir, &mut cmd);
+    wait_for("Envoy /ready", Duration::from_secs(30), || {
+        if let Ok(Some(status)) = envoy.child.try_wait() {
+            return Some(Err(format!(
+                "Envoy exited ({status}):\n{}",
+                envoy.log_text()
+            )));
+        }
+        http::get(admin, "/ready")
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|_| Ok(()))
+    })?;
+    Ok((envoy, listen, admin))
+}
+
+/// Another Envoy with the filter, sharing a [`Stack`]'s keyservice and upstream (two
+/// instances behind one load balancer). Killed on drop.
+pub struct ExtraEnvoy {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub proc: Proc,
+}
+
+/// A real `redis-server` on a free loopback port, without persistence; killed on drop.
+/// `restart` stops it and starts an empty one on the same port.
+pub struct Redis {
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    pub fn start(dir: &Path) -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            proc: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()]).args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        self.proc = Some(Proc::spawn("redis", &self.dir, &mut cmd));
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        wait_for("redis-server", Duration::from_secs(10), || {
+            let mut s = std::net::TcpStream::connect(addr).ok()?;
+            std::io::Write::write_all(&mut s, b"PING\r\n").ok()?;
+            let mut buf = [0u8; 7];
+            std::io::Read::read_exact(&mut s, &mut buf).ok()?;
+            (&buf == b"+PONG\r\n").then_some(())
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills it (all sessions are lost) and starts an empty one on the same port.
+    pub fn restart(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
         }
     }
 }

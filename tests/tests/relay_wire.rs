@@ -407,6 +407,9 @@ fn refusals_with_stable_codes() {
     let mut e = p.encode(&id, 31, "GET", "/app/echo", &[], None);
     e.headers[0].1 = format!("v1,{id},{},31,uhb", p.pair_id);
     assert_relay_error(&send(&e), 400, "relay-bad-request");
+    let mut e = p.encode(&id, 9_007_199_254_740_992, "GET", "/app/echo", &[], None);
+    e.headers[0].1 = format!("v1,{id},{},9007199254740992,uh", p.pair_id);
+    assert_relay_error(&send(&e), 400, "relay-bad-request");
     // Over the relay's body limit (1000 here).
     let e = p.encode(&id, 32, "POST", "/app/echo", &[], Some(&[7u8; 1001]));
     assert_relay_error(&send(&e), 413, "relay-too-large");

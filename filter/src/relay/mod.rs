@@ -46,6 +46,8 @@ use crate::reply::{refuse, Refusal};
 use crate::vm::VmState;
 
 const REQ: MapType = MapType::HttpRequestHeaders;
+/// Largest `seq` accepted (docs/relay-protocol.md §5).
+const MAX_SEQ: u64 = (1 << 53) - 1;
 const RESP: MapType = MapType::HttpResponseHeaders;
 
 /// An encoded request's control header, owned (it outlives the header callback).
@@ -297,6 +299,11 @@ impl RelayStream {
     ) -> Result<Action, RelayError> {
         let relay = relay_of(vm)?;
         let c = RequestControl::parse(value)?;
+        // The keyservice's window (Redis Lua numbers) is exact up to 2^53 − 1; both modes
+        // refuse larger numbers alike.
+        if c.seq > MAX_SEQ {
+            return Err(RelayError::BadRequest("seq is above 2^53 - 1"));
+        }
         if !relay.client_id_secret.verify(c.client_id) {
             return Err(RelayError::BadClientId);
         }
