@@ -554,15 +554,15 @@ fn redis_down_at_start_then_up() {
 fn redis_idle_ttl_drops_unused_pairs() {
     let redis = Redis::on(free_port());
     let url = redis.url();
-    let (_env, s) = serve_with(&[("REDIS_URL", url.as_str()), ("RELAY_IDLE_TTL_SECS", "1")]);
+    let (_env, s) = serve_with(&[("REDIS_URL", url.as_str()), ("RELAY_IDLE_TTL_SECS", "2")]);
     let pairs = pair(s.port, &client_id(5), &kems(2));
     let (kept, idle) = (
         pairs[0]["pair_id"].as_str().unwrap(),
         pairs[1]["pair_id"].as_str().unwrap(),
     );
-    assert_eq!(pairs[0]["idle_ttl_secs"], 1);
-    // Keep one busy for 2.5 s (each use restarts its TTL); leave the other idle.
-    let deadline = Instant::now() + Duration::from_millis(2500);
+    assert_eq!(pairs[0]["idle_ttl_secs"], 2);
+    // Keep one busy for 3.5 s (each use restarts its TTL); leave the other idle.
+    let deadline = Instant::now() + Duration::from_millis(3500);
     while Instant::now() < deadline {
         assert_eq!(get(s.port, &format!("/v1/relay/pairs/{kept}")).status, 200);
         std::thread::sleep(Duration::from_millis(200));
