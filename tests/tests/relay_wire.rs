@@ -429,3 +429,61 @@ fn tamper_b64(s: &str) -> String {
     b[5] = if b[5] == b'A' { b'B' } else { b'A' };
     String::from_utf8(b).unwrap()
 }
+
+/// CORS comes from Envoy's CORS filter in front of Veil: preflights are answered before the
+/// filter, and relay answers expose the relay's headers to the page.
+#[test]
+fn cors_preflight_and_exposed_headers() {
+    let stack = Stack::start();
+    let origin = "http://localhost:5173";
+    let r = http::request(
+        stack.listen,
+        "OPTIONS",
+        "/veil/x/anything",
+        &[
+            ("origin", origin),
+            ("access-control-request-method", "PUT"),
+            (
+                "access-control-request-headers",
+                "x-veil-relay,x-veil-relay-eh,content-type",
+            ),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.headers);
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    let allow = r.header("access-control-allow-headers").unwrap_or_default();
+    for h in ["x-veil-relay", "x-veil-relay-eh", "x-veil-client-id"] {
+        assert!(allow.contains(h), "{allow}");
+    }
+    assert!(r
+        .header("access-control-allow-methods")
+        .is_some_and(|m| m.contains("PATCH") && m.contains("DELETE")));
+    // An encoded answer and a relay refusal, cross-origin.
+    let (id, p) = paired(&stack);
+    let mut e = p.encode(&id, 1, "GET", "/app/echo", &[], None);
+    e.headers.push(("origin".into(), origin.into()));
+    let r = e.send(stack.listen);
+    assert_eq!(p.decode(1, "GET", &r).unwrap().status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    let expose = r
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    for h in ["x-veil-relay", "x-veil-relay-eh", "x-veil-relay-error"] {
+        assert!(expose.contains(h), "{expose}");
+    }
+    let r = http::request(stack.listen, "GET", "/app/echo", &[("origin", origin)], b"").unwrap();
+    assert_relay_error(&r, 403, "relay-required");
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+    // Another origin gets no CORS grant.
+    let r = http::request(
+        stack.listen,
+        "GET",
+        "/veil/echo",
+        &[("origin", "https://evil.example")],
+        b"",
+    )
+    .unwrap();
+    assert!(r.header("access-control-allow-origin").is_none());
+}
