@@ -213,6 +213,7 @@ async function openPage(ctx, url, html) {
   page.on('pageerror', (err) => say({ pageerror: String(err) }));
   page.on('console', (m) => m.type() === 'error' && say({ console: m.text() }));
   page.on('requestfailed', (r) => say({ requestfailed: r.url(), error: r.failure()?.errorText }));
+  page.on('response', (r) => r.status() >= 400 && say({ response: r.status(), url: r.url().slice(0, 120) }));
   await page.goto(url);
   if (html) await page.setContent(html);
   await page.waitForFunction(() => window.__ready === true && window.__loaded !== undefined, null, { timeout: 15_000 });
@@ -243,6 +244,16 @@ try {
   assert.equal(stored, stats.clientId, 'the client id is kept in localStorage');
   assert.match(stored, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.[0-9a-f]{64}$/);
   say({ step: 'same-origin', stats });
+
+  // The default export: `fetch` through /veil on the origin that served the module.
+  const viaDefault = await page.evaluate(async () => {
+    const { default: relayFetch } = await import('/public/veil-relay.js');
+    const r = await relayFetch('/app/echo/default?d=1', { method: 'POST', body: 'by default' });
+    return { status: r.status, echo: await r.json() };
+  });
+  assert.equal(viaDefault.status, 200);
+  assert.equal(viaDefault.echo.path, '/app/echo/default');
+  assert.equal(Buffer.from(viaDefault.echo.body_base64, 'base64').toString(), 'by default');
 
   // A page of the same origin reloaded: same client id from storage, fresh pairs.
   await page.reload();
