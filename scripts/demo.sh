@@ -44,6 +44,27 @@ for h in hits[:1]:
     print("    patient:", json.dumps({k: p[k] for k in ("name", "email", "ssn") if k in p}))
 '
 echo
+echo "==> the relay: an echo through Veil Relay (docs/relay.md) with the veil-relay CLI"
+echo "    veil-relay --url http://$VEIL_LISTEN/veil -H 'x-app-user: jane' POST '/app/echo/orders?id=42' --data '{\"card\":\"4111 1111 1111 1111\"}'"
+curl -fsS -X DELETE "http://$VEIL_UPSTREAM/_recorded" >/dev/null
+"${CARGO_TARGET_DIR:-target}/${VEIL_PROFILE:-debug}/veil-relay" --url "http://$VEIL_LISTEN/veil" -H 'x-app-user: jane' \
+  POST '/app/echo/orders?id=42' --data '{"card":"4111 1111 1111 1111"}' >"$RUN/demo-relay.json"
+python3 -c '
+import base64, json, sys
+echo = json.load(open(sys.argv[1]))
+print("==> the client decoded the upstream answer:", echo["method"], echo["path"], "?" + (echo["query"] or ""),
+      "body", base64.b64decode(echo["body_base64"]).decode())
+' "$RUN/demo-relay.json"
+curl -fsS "http://$VEIL_UPSTREAM/_recorded" | python3 -c '
+import json, sys
+rec = json.load(sys.stdin)[-1]
+print("==> the upstream received the plaintext request:", rec["method"], rec["path"], "x-app-user:", rec["headers"].get("x-app-user"))
+'
+echo "    On the wire between the client and Envoy only ciphertext travels: the method, a path"
+echo "    /veil/x/<sealed>, the x-veil-relay control header and sealed headers and body."
+echo "    Plaintext to a relayed route is refused:"
+echo "    curl http://$VEIL_LISTEN/app/echo  ->  $(curl -sS -o /dev/null -w '%{http_code}' "http://$VEIL_LISTEN/app/echo") relay-required"
+echo
 echo "The stack is still running:"
 echo "  curl http://$VEIL_UPSTREAM/_recorded     # everything the vendor received"
 echo "  make down                                   # stop it"

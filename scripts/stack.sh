@@ -38,8 +38,8 @@ build() {
   [ "$PROFILE" = release ] && cargo_flags+=(--release)
   step "building the filter (wasm32-wasip1, release)"
   cargo build -q -p veil-filter --target wasm32-wasip1 --release
-  step "building keyservice and demo upstream ($PROFILE)"
-  cargo build -q "${cargo_flags[@]}" -p veil-keyservice -p veil-e2e --bins
+  step "building keyservice, demo upstream and the veil-relay CLI ($PROFILE)"
+  cargo build -q "${cargo_flags[@]}" -p veil-keyservice -p veil-e2e -p veil-relay --bins
 }
 
 start() { # name, then command...
@@ -105,6 +105,7 @@ up() {
     sleep 0.1
   done
   step "ready: send collector traffic to http://$VEIL_LISTEN/collector/v1/events"
+  step "relay: $TARGET/$PROFILE/veil-relay --url http://$VEIL_LISTEN/veil GET /app/echo (docs/relay.md)"
 }
 
 down() {
