@@ -279,7 +279,9 @@ class Relay {
    */
   async acquire(signal, fresh = false) {
     const now = this.now();
-    this.pool = this.pool.filter((p) => p.expiresAtMs - EXPIRY_MARGIN_MS > now);
+    // Pairs near their end of life, or whose sequence numbers are used up (the protocol's
+    // 2^53 − 1), are not used for a new request.
+    this.pool = this.pool.filter((p) => p.expiresAtMs - EXPIRY_MARGIN_MS > now && p.seq < Number.MAX_SAFE_INTEGER);
     const want = Math.min(this.wantPairs, this.maxPairs);
     let from = this.pool;
     if (fresh || this.pool.length === 0) {

@@ -191,3 +191,20 @@ test('fetch semantics: other origins, x-veil-* headers and GET bodies are refuse
   assert.equal(j.method, 'PATCH');
   assert.deepEqual(j.headers, [['content-type', 'text/plain;charset=UTF-8'], ['x-one', '1']]);
 });
+
+test('a pair whose sequence numbers are used up, or that is about to expire, is replaced', async () => {
+  const { s } = echoServer();
+  let now = Date.now();
+  const relay = createRelay({ url: BASE, fetch: s.fetch, pairs: 1, now: () => now });
+  await (await relay.fetch('/app/echo')).arrayBuffer();
+  const first = relay.pairIds()[0];
+  relay.pool[0].seq = Number.MAX_SAFE_INTEGER;
+  await (await relay.fetch('/app/echo')).arrayBuffer();
+  const second = relay.pairIds()[0];
+  assert.notEqual(second, first);
+  now += 3600 * 1000; // the stand-in's pairs live an hour
+  await (await relay.fetch('/app/echo')).arrayBuffer();
+  assert.notEqual(relay.pairIds()[0], second);
+  assert.equal(relay.stats().pairings, 3);
+  assert.equal(relay.stats().retries, 0);
+});
