@@ -341,7 +341,10 @@ fn replay_and_reorder_global_window() {
 /// Refusals: each failure answers its stable code and nothing reaches the upstream.
 #[test]
 fn refusals_with_stable_codes() {
-    let stack = stack_with(json!({"max_body_bytes": 1000}));
+    let stack = stack_with(json!({
+        "max_body_bytes": 1000,
+        "pass_through_routes": ["/app/echo/public/*"],
+    }));
     let (id, p) = paired(&stack);
     let other_id = relay::discover(stack.listen);
     let send = |e: &relay::Encoded| e.send(stack.listen);
@@ -421,6 +424,17 @@ fn refusals_with_stable_codes() {
     // An answer over the limit (the echo of 900 bytes is ~1.3 KB of JSON) is refused.
     let e = p.encode(&id, 34, "POST", "/app/echo", &[], Some(&[7u8; 900]));
     assert_relay_error(&send(&e), 413, "relay-too-large");
+    // pass_through_routes: plaintext allowed there, and only there.
+    stack.clear_recorded();
+    let r = http::get(stack.listen, "/app/echo/public/page?x=1").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/app/echo/public/page");
+    assert_relay_error(
+        &http::get(stack.listen, "/app/echo/private").unwrap(),
+        403,
+        "relay-required",
+    );
+    assert_eq!(stack.recorded().len(), 1);
 }
 
 /// Flips one character of a base64url string (still base64url).
