@@ -290,6 +290,18 @@ fn requests_round_trip_exactly() {
             b
         );
     }
+    // a body on GET and OPTIONS travels as well (ureq allows it with non-standard methods on)
+    for m in ["GET", "OPTIONS"] {
+        let r = c
+            .request(m, "/app/echo", &[], Some(b"odd but legal"))
+            .unwrap();
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(echo(&r)["body"].as_str().unwrap())
+                .unwrap(),
+            b"odd but legal"
+        );
+    }
     let r = c.request("GET", "/teapot", &[], None).unwrap();
     assert_eq!(r.status, 418);
     // max_pairs 3 caps the default pool of 5; requests went round-robin over all three
