@@ -501,3 +501,37 @@ fn cors_preflight_and_exposed_headers() {
     .unwrap();
     assert!(r.header("access-control-allow-origin").is_none());
 }
+
+/// `local` mode with one slot: every new pair takes the slot of the previous one. A pair
+/// fetched back from the keyservice keeps refusing what it had seen (the eviction log), so
+/// an old request cannot be replayed through an eviction.
+#[test]
+fn local_window_survives_slot_eviction() {
+    let stack = stack_with(json!({"pair_cache_slots": 1}));
+    let id = relay::discover(stack.listen);
+    let a = relay::pair(stack.listen, &id, 1).remove(0);
+    let sent: Vec<relay::Encoded> = (1..=3)
+        .map(|seq| a.encode(&id, seq, "POST", "/app/echo", &[], Some(b"once")))
+        .collect();
+    for (i, e) in sent.iter().enumerate() {
+        let r = e.send(stack.listen);
+        assert_eq!(a.decode(i as u64 + 1, "POST", &r).unwrap().status, 200);
+    }
+    // A second pairing takes the only slot.
+    let b = relay::pair(stack.listen, &id, 1).remove(0);
+    assert!(stack.stat("wasmcustom.veil.relay.slot_evictions") >= 1);
+    // Replaying a's requests: a is fetched back, its window still refuses them.
+    for e in &sent {
+        assert_relay_error(&e.send(stack.listen), 409, "relay-replay");
+    }
+    let r = a
+        .encode(&id, 4, "GET", "/app/echo", &[], None)
+        .send(stack.listen);
+    assert_eq!(a.decode(4, "GET", &r).unwrap().status, 200);
+    // b, evicted in turn before its first request, still works from seq 1.
+    let r = b
+        .encode(&id, 1, "GET", "/app/echo", &[], None)
+        .send(stack.listen);
+    assert_eq!(b.decode(1, "GET", &r).unwrap().status, 200);
+    assert!(stack.stat("wasmcustom.veil.relay.pair_fetches") >= 2);
+}

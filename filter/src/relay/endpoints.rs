@@ -168,7 +168,7 @@ pub fn pairing_answer(
     }
     let mut out = Vec::with_capacity(answer.pairs.len());
     for p in &answer.pairs {
-        install(vm, p, client_id, now)?;
+        install(vm, p, client_id, false, now)?;
         out.push(ClientPair {
             pair_id: &p.pair_id,
             ciphertext: p.ciphertext.as_deref().unwrap_or_default(),
@@ -180,11 +180,13 @@ pub fn pairing_answer(
     reply(200, &[], &body)
 }
 
-/// Installs a pair the keyservice answered for `client_id`.
+/// Installs a pair the keyservice answered for `client_id` (`fetched`: by id, not just
+/// paired).
 pub fn install(
     vm: &VmState,
     p: &PairAnswer,
     client_id: &str,
+    fetched: bool,
     now: i64,
 ) -> Result<std::rc::Rc<pairs::Pair>, RelayError> {
     if !veil_core::relay::wire::is_pair_id(&p.pair_id) {
@@ -201,6 +203,7 @@ pub fn install(
             expires_at: p.expires_at,
             idle_ttl_secs: p.idle_ttl(),
         },
+        fetched,
         now,
     )
 }

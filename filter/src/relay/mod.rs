@@ -568,7 +568,7 @@ impl RelayStream {
         if now >= answer.expires_at {
             return Err(RelayError::PairUnknown);
         }
-        let pair = endpoints::install(vm, &answer, &owner, now)?;
+        let pair = endpoints::install(vm, &answer, &owner, true, now)?;
         let relay = relay_of(vm)?;
         match relay.replay.mode {
             ReplayMode::Local => match self.accept_local(vm, ctl, method)? {

@@ -325,9 +325,28 @@ pub fn lookup(
 /// Installs a pair from the keyservice (a pairing, or a fetch). A slot that already holds
 /// this pair is kept as it is (its window is not reset); a slot holding another live pair is
 /// taken over (counted).
-pub fn install(vm: &VmState, keys: &PairKeys<'_>, now: i64) -> Result<Rc<Pair>, RelayError> {
-    let fresh =
+/// `fetched`: the pair existed before (fetched by id, not just paired); if it lost its slot
+/// to another pair on this instance, its window starts above the highest `seq` it had seen.
+pub fn install(
+    vm: &VmState,
+    keys: &PairKeys<'_>,
+    fetched: bool,
+    now: i64,
+) -> Result<Rc<Pair>, RelayError> {
+    let mut fresh =
         Slot::build(keys, now).ok_or(RelayError::Unavailable("bad pair from keyservice"))?;
+    if fetched {
+        if let Some(max) = evicted_max(keys.pair_id) {
+            // Every seq up to `max` counts as seen.
+            let mut w = [0xffu8; veil_core::relay::window::WINDOW_BYTES];
+            if let Some(m) = w.get_mut(..8) {
+                m.copy_from_slice(&max.to_be_bytes());
+            }
+            if let Some(window) = ReplayWindow::from_bytes(&w) {
+                fresh.set_use(now, &window);
+            }
+        }
+    }
     let key = slot_key(vm, keys.pair_id);
     let mut written = false;
     for _ in 0..CAS_TRIES {
@@ -340,6 +359,8 @@ pub fn install(vm: &VmState, keys: &PairKeys<'_>, now: i64) -> Result<Rc<Pair>, 
             Some((slot, cas)) => {
                 if slot.is_live(now) {
                     Metrics::add(vm.metrics.relay_slot_evictions, 1);
+                    let max = slot.window().map_or(0, |w| w.max());
+                    record_eviction(slot.pair_id(), max);
                 }
                 Some(*cas)
             }
@@ -368,6 +389,47 @@ pub fn install(vm: &VmState, keys: &PairKeys<'_>, now: i64) -> Result<Rc<Pair>, 
         c.insert(keys.pair_id, Rc::clone(&pair), vm_cap(vm));
     }
     Ok(pair)
+}
+
+/// Shared-data key of the eviction log: `(pair id, highest seq)` of the last
+/// [`EVICTED_MAX`] live pairs that lost their slot to another pair, so that a pair fetched
+/// again does not start with a fresh window (a replay of an older request would pass).
+const EVICTED_KEY: &str = "veil.relay.evicted";
+const EVICTED_MAX: usize = 1024;
+const EVICTED_ENTRY: usize = PAIR_ID_LEN + 8;
+
+fn record_eviction(pair_id: &[u8], max: u64) {
+    for _ in 0..CAS_TRIES {
+        let (old, cas) = match host::get_shared(EVICTED_KEY) {
+            Ok(Some((b, c))) => (b, Some(c)),
+            Ok(None) => (Vec::new(), None),
+            Err(_) => return,
+        };
+        let mut list = Vec::with_capacity(old.len() + EVICTED_ENTRY);
+        for e in old.chunks_exact(EVICTED_ENTRY) {
+            if e.get(..PAIR_ID_LEN) != Some(pair_id) {
+                list.extend_from_slice(e);
+            }
+        }
+        list.extend_from_slice(pair_id);
+        list.extend_from_slice(&max.to_be_bytes());
+        let over = (list.len() / EVICTED_ENTRY).saturating_sub(EVICTED_MAX);
+        list.drain(..over * EVICTED_ENTRY);
+        if host::set_shared(EVICTED_KEY, &list, cas).is_ok() {
+            return;
+        }
+    }
+}
+
+/// The highest `seq` a pair had seen when it lost its slot, if it did.
+fn evicted_max(pair_id: &str) -> Option<u64> {
+    let (list, _) = host::get_shared(EVICTED_KEY).ok().flatten()?;
+    list.chunks_exact(EVICTED_ENTRY)
+        .rev()
+        .find(|e| e.get(..PAIR_ID_LEN) == Some(pair_id.as_bytes()))
+        .and_then(|e| e.get(PAIR_ID_LEN..))
+        .and_then(|m| m.try_into().ok())
+        .map(u64::from_be_bytes)
 }
 
 /// Drops a pair the keyservice no longer knows (or that expired) from this VM and its slot.
