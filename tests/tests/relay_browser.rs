@@ -1,32 +1,37 @@
 //! The relay in a real browser: headless Chromium runs tests/browser/relay_e2e.mjs (the
 //! browser client served by the filter at /public/veil-relay.js) against Envoy + filter +
 //! keyservice + demo upstream, through a recording hop that must see only ciphertext.
-//! The keyservice (memory store) is restarted mid-session when the script asks.
+//! Two runs: the default local replay mode, and global mode with the keyservice (memory
+//! store) restarted mid-session when the script asks.
 //!
 //! Needs node, the npm packages of client/browser (`npm ci` there) and Debian's chromium,
 //! all installed by scripts/setup.sh.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use veil_e2e::hop::{contains, RecordingHop};
 use veil_e2e::{http, keyservice_bin, repo_root, wait_for, Proc, Stack, StackOptions, TOKEN};
 
-/// The relay section of the filter configuration: /app/* relayed, replay window kept by the
-/// keyservice (global mode), so a keyservice that lost its sessions is noticed on the very
-/// next request and the client has to re-pair.
-fn relay_config() -> Value {
+/// The relay section of the filter configuration: /app/* relayed, the replay window in
+/// `mode` ("local": Envoy's shared data; "global": the keyservice, so a keyservice that lost
+/// its sessions is noticed on the very next request and the client has to re-pair).
+fn relay_config(mode: &str) -> Value {
     let mut c = veil_e2e::demo_filter_config();
     c["relay"] = json!({
         "prefix": "/veil",
         "client_id_secret": "browser-e2e client id secret, at least 32 bytes",
         "routes": ["/app/*"],
-        "replay": { "mode": "global" },
+        "replay": { "mode": mode },
     });
     c
 }
+
+/// One browser at a time: two Chromiums at once on a 2-core machine only make both slow.
+static BROWSER: Mutex<()> = Mutex::new(());
 
 /// Stops the keyservice and starts a new one on the same address and keyring (its memory
 /// session store starts empty), as `Stack::try_start_with` started it.
@@ -48,10 +53,22 @@ fn restart_keyservice(stack: &mut Stack) {
     });
 }
 
+/// Default deployment: local replay windows, two Envoy workers.
 #[test]
-fn browser_client_end_to_end_in_headless_chromium() {
+fn browser_client_in_headless_chromium_local_replay() {
+    run_browser("local", false);
+}
+
+/// Global replay windows, and the keyservice restarted mid-session.
+#[test]
+fn browser_client_in_headless_chromium_global_replay_keyservice_restart() {
+    run_browser("global", true);
+}
+
+fn run_browser(mode: &str, restart: bool) {
+    let _one = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut stack = Stack::start_with(StackOptions {
-        filter_config: relay_config(),
+        filter_config: relay_config(mode),
         ..StackOptions::default()
     });
     let hop = RecordingHop::start(stack.listen);
@@ -61,6 +78,7 @@ fn browser_client_end_to_end_in_headless_chromium() {
     let mut child = Command::new("node")
         .arg(&script)
         .env("VEIL_ORIGIN", &origin)
+        .env("VEIL_RESTART", if restart { "1" } else { "0" })
         .current_dir(repo_root())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -84,6 +102,10 @@ fn browser_client_end_to_end_in_headless_chromium() {
             continue;
         };
         if msg["need"] == "restart-keyservice" {
+            assert!(
+                restart,
+                "the script asked for a restart it was not told to do"
+            );
             restart_keyservice(&mut stack);
             writeln!(stdin, "ok").expect("answer node");
         } else if let Some(step) = msg["step"].as_str() {
@@ -98,11 +120,12 @@ fn browser_client_end_to_end_in_headless_chromium() {
     }
     assert!(status.success(), "the browser script failed ({status})");
     let done = done.expect("the browser script did not finish");
-    assert_eq!(
-        steps,
-        ["asset", "same-origin", "recovery", "cross-origin"],
-        "every step ran"
-    );
+    let expected: &[&str] = if restart {
+        &["asset", "same-origin", "recovery", "cross-origin"]
+    } else {
+        &["asset", "same-origin", "cross-origin"]
+    };
+    assert_eq!(steps, expected, "every step ran");
 
     // The hop saw the relay requests (and CORS preflights for the cross-origin page)...
     let wire = hop.all();
