@@ -406,6 +406,7 @@ impl Client {
                     }
                 }
             }
+            let used_id = self.client_id();
             let outcome = self.exchange(&mut pair, method, path_and_query, &headers_json, body);
             let code = match &outcome {
                 Err(ClientError::Relay { code, .. }) if !retried => code.clone(),
@@ -432,9 +433,12 @@ impl Client {
                 Recovery::Revalidate => {
                     self.pool.give_back(ticket, pair);
                     let _setup = self.setup.lock().unwrap_or_else(|p| p.into_inner());
-                    self.discover()?;
-                    self.pair_all()?;
-                    self.count(|s| s.repairs += 1);
+                    // another request may have re-validated and re-paired meanwhile
+                    if self.client_id() == used_id {
+                        self.discover()?;
+                        self.pair_all()?;
+                        self.count(|s| s.repairs += 1);
+                    }
                 }
             }
             retried = true;

@@ -438,3 +438,43 @@ fn unencoded_answers_are_protocol_errors() {
     assert!(Client::new("ftp://x/veil", Options::default()).is_err());
     assert!(Client::new("http://127.0.0.1:1", Options::default()).is_err());
 }
+
+#[test]
+fn concurrent_requests_survive_a_secret_rotation() {
+    let (url, state) = start();
+    let c = Arc::new(
+        Client::new(
+            &url,
+            Options {
+                pairs: 3,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    c.connect().unwrap();
+    let first_id = c.client_id().unwrap();
+    let rotate = {
+        let state = state.clone();
+        std::thread::spawn(move || {
+            state.lock().unwrap().secret = Some(ClientIdSecret::new(&[3; 32]).unwrap());
+        })
+    };
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    c.request("GET", "/a", &[], None).unwrap();
+                }
+            })
+        })
+        .collect();
+    rotate.join().unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // after the rotation every request still succeeds, on a new id
+    c.request("GET", "/a", &[], None).unwrap();
+    assert_ne!(c.client_id().unwrap(), first_id);
+}
