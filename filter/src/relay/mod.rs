@@ -197,27 +197,21 @@ impl RelayStream {
     /// plaintext on a relayed route. `None`: not the relay's (the route rules go on).
     pub fn start(vm: &VmState, path: &str, end_of_stream: bool) -> Option<(RelayStream, Action)> {
         let relay = vm.config.relay.as_ref()?;
-        let mut s = RelayStream::new();
-        let control = match host::get_header(REQ, HEADER_RELAY) {
-            Ok(c) => c,
-            Err(_) => {
-                let e = RelayError::Unavailable("reading x-veil-relay failed");
-                return Some((s, refuse(&vm.metrics, &refusal(e))));
-            }
-        };
         let plain = path.split_once('?').map_or(path, |(p, _)| p);
         let prefix = relay.prefix.trim_end_matches('/');
         let under = plain
             .strip_prefix(prefix)
             .filter(|r| r.is_empty() || r.starts_with('/'));
-        let result = match (under, control) {
-            (Some(_), Some(value)) => s.encoded(vm, path, &value, end_of_stream),
-            (Some(rest), None) => s.endpoint(vm, rest, end_of_stream),
-            (None, Some(_)) => Err(RelayError::BadRequest(
-                "x-veil-relay on a path outside the relay prefix",
-            )),
-            (None, None) if relay.requires_relay(plain) => Err(RelayError::RelayRequired),
-            (None, None) => return None,
+        let mut s = RelayStream::new();
+        // Outside the prefix no hostcall: other routes (the seal path) pay one path check.
+        let result = match under {
+            None if relay.requires_relay(plain) => Err(RelayError::RelayRequired),
+            None => return None,
+            Some(rest) => match host::get_header(REQ, HEADER_RELAY) {
+                Ok(Some(value)) => s.encoded(vm, path, &value, end_of_stream),
+                Ok(None) => s.endpoint(vm, rest, end_of_stream),
+                Err(_) => Err(RelayError::Unavailable("reading x-veil-relay failed")),
+            },
         };
         let action = match result {
             Ok(a) => a,
