@@ -285,6 +285,15 @@ fn crafted_responses_come_back_exactly() {
     assert_eq!(d.status, 204);
     assert_eq!(d.body, None);
     assert!(r.header("x-veil-relay").unwrap().ends_with(",h"));
+
+    // HEAD: no body part, the length of the body it would have is sealed.
+    let enc = p.encode(&id, 3, "HEAD", "/app/echo/head", &[], None);
+    let r = enc.send(stack.listen);
+    let d = p.decode(3, "HEAD", &r).unwrap();
+    assert_eq!((d.status, &d.body), (200, &None));
+    let len: usize = d.sealed_header("content-length").unwrap().parse().unwrap();
+    assert!(len > 50, "{len}");
+    assert_eq!(stack.recorded().last().unwrap().method, "HEAD");
 }
 
 fn replay_checks(stack: &Stack) {
