@@ -535,3 +535,73 @@ fn local_window_survives_slot_eviction() {
     assert_eq!(b.decode(1, "GET", &r).unwrap().status, 200);
     assert!(stack.stat("wasmcustom.veil.relay.pair_fetches") >= 2);
 }
+
+/// Many requests on one pair at once, over Envoy's two workers: every `seq` is accepted once
+/// (the slot's compare-and-swap loses no update), and each is refused when sent again.
+#[test]
+fn concurrent_requests_on_one_pair_across_workers() {
+    let stack = Stack::start();
+    let (id, p) = paired(&stack);
+    let encoded: Vec<relay::Encoded> = (1..=48u64)
+        .map(|seq| p.encode(&id, seq, "POST", "/app/echo", &[], Some(b"x")))
+        .collect();
+    let listen = stack.listen;
+    let run = |expect: u16| {
+        std::thread::scope(|s| {
+            for chunk in encoded.chunks(6) {
+                s.spawn(move || {
+                    for e in chunk {
+                        let r = e.send(listen);
+                        assert_eq!(r.status, expect, "{}", r.text());
+                    }
+                });
+            }
+        });
+    };
+    run(200);
+    run(409);
+    assert_eq!(stack.recorded().len(), 48);
+}
+
+/// A pair idle for longer than the keyservice's idle TTL is refused (`relay-pair-unknown`,
+/// from the filter's slot in `local` mode); the Rust client then re-pairs by itself.
+#[test]
+fn idle_pairs_are_refused_and_the_client_repairs() {
+    let stack = Stack::start_with(StackOptions {
+        keyservice_env: vec![("RELAY_IDLE_TTL_SECS".into(), "1".into())],
+        ..Default::default()
+    });
+    let (id, p) = paired(&stack);
+    let r = p
+        .encode(&id, 1, "GET", "/app/echo", &[], None)
+        .send(stack.listen);
+    assert_eq!(p.decode(1, "GET", &r).unwrap().status, 200);
+    let client = veil_relay::Client::new(
+        &format!("http://{}/veil", stack.listen),
+        veil_relay::Options {
+            pairs: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        client
+            .request("GET", "/app/echo", &[], None)
+            .unwrap()
+            .status,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let r = p
+        .encode(&id, 2, "GET", "/app/echo", &[], None)
+        .send(stack.listen);
+    assert_relay_error(&r, 401, "relay-pair-unknown");
+    assert_eq!(
+        client
+            .request("GET", "/app/echo", &[], None)
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(client.stats().repairs, 1);
+}
