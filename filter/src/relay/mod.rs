@@ -442,8 +442,8 @@ impl RelayStream {
         Ok(())
     }
 
-    /// Local replay mode: authenticate, move the window, apply. Ok(false): the pair is not
-    /// in its slot (fetch it).
+    /// Local replay mode: authenticate, move the window, apply. `Ok(Some(..))`: the pair is
+    /// not in its slot (fetch it; the control and method come back for that).
     fn accept_local(
         &mut self,
         vm: &VmState,
