@@ -391,8 +391,13 @@ fn refusals_with_stable_codes() {
         c2s: veil_core::relay::PartCipher::new(&[1; 32]),
         s2c: veil_core::relay::PartCipher::new(&[2; 32]),
     };
-    let e = ghost.encode(&id, 1, "GET", "/app/echo", &[], None);
-    assert_relay_error(&send(&e), 401, "relay-pair-unknown");
+    for seq in 1..=6 {
+        let e = ghost.encode(&id, seq, "GET", "/app/echo", &[], None);
+        assert_relay_error(&send(&e), 401, "relay-pair-unknown");
+    }
+    // Asked once per worker VM at most (2 workers), then remembered as unknown.
+    let lookups = stack.keyservice_metric("veil_keyservice_relay_lookups_total", "unknown");
+    assert!((1..=2).contains(&lookups), "{lookups}");
     // Decoded paths outside the routes, or not plain.
     for path in [
         "/admin",
@@ -604,4 +609,44 @@ fn idle_pairs_are_refused_and_the_client_repairs() {
         200
     );
     assert_eq!(client.stats().repairs, 1);
+}
+
+/// Without the keyservice: `local` mode keeps serving known pairs (no callout per request);
+/// pairing, unknown pairs and `global` mode answer `relay-unavailable`.
+#[test]
+fn keyservice_down() {
+    for mode in ["local", "global"] {
+        let mut stack = stack_with(json!({"replay": {"mode": mode}}));
+        let (id, p) = paired(&stack);
+        stack.keyservice_proc.kill();
+        let r = p
+            .encode(&id, 1, "GET", "/app/echo", &[], None)
+            .send(stack.listen);
+        if mode == "local" {
+            assert_eq!(p.decode(1, "GET", &r).unwrap().status, 200, "{mode}");
+        } else {
+            assert_relay_error(&r, 503, "relay-unavailable");
+        }
+        let r = http::request(
+            stack.listen,
+            "POST",
+            "/veil/pair",
+            &[
+                ("x-veil-client-id", &id),
+                ("content-type", "application/json"),
+            ],
+            br#"{"keys":["AAAA"]}"#,
+        )
+        .unwrap();
+        assert_relay_error(&r, 503, "relay-unavailable");
+        let ghost = RawPair {
+            pair_id: "BBBBBBBBBBBBBBBBBBBBBB".into(),
+            c2s: veil_core::relay::PartCipher::new(&[1; 32]),
+            s2c: veil_core::relay::PartCipher::new(&[2; 32]),
+        };
+        let r = ghost
+            .encode(&id, 1, "GET", "/app/echo", &[], None)
+            .send(stack.listen);
+        assert_relay_error(&r, 503, "relay-unavailable");
+    }
 }

@@ -355,6 +355,9 @@ impl RelayStream {
         ctl: Control,
         method: String,
     ) -> Result<Action, RelayError> {
+        if pairs::is_unknown(vm, &ctl.pair_id, now_ms()) {
+            return Err(RelayError::PairUnknown);
+        }
         let path = format!("/v1/relay/pairs/{}", ctl.pair_id);
         let token = callout::dispatch(vm, "GET", &path, None)?;
         Metrics::add(vm.metrics.relay_pair_fetches, 1);
@@ -501,6 +504,7 @@ impl RelayStream {
                 }
                 Some(404) => {
                     pairs::forget(vm, &ctl.pair_id);
+                    pairs::mark_unknown(vm, &ctl.pair_id, now_ms());
                     Err(RelayError::PairUnknown)
                 }
                 _ => Err(RelayError::Unavailable("keyservice sequence check failed")),
@@ -546,7 +550,10 @@ impl RelayStream {
     ) -> Result<bool, RelayError> {
         match status {
             Some(200) => {}
-            Some(404) => return Err(RelayError::PairUnknown),
+            Some(404) => {
+                pairs::mark_unknown(vm, &ctl.pair_id, now_ms());
+                return Err(RelayError::PairUnknown);
+            }
             _ => return Err(RelayError::Unavailable("keyservice pair fetch failed")),
         }
         let answer: PairAnswer = callout::parse(body)?;

@@ -47,11 +47,18 @@ const CAS_TRIES: usize = 16;
 /// Longest client id a slot stores (ids are 101 characters).
 const MAX_CLIENT_ID: usize = 200;
 
-/// This VM's pairs (key schedules), bounded.
+/// How long a pair id the keyservice does not know is refused without asking again. Pair
+/// ids are random and known from their pairing on, so an unknown one never becomes valid.
+const UNKNOWN_MS: i64 = 60_000;
+const MAX_UNKNOWN: usize = 4096;
+
+/// This VM's pairs (key schedules), bounded, and the pair ids known to be unknown.
 #[derive(Default)]
 pub struct PairCache {
     pairs: HashMap<String, Rc<Pair>>,
     order: VecDeque<String>,
+    /// Pair id → unix ms until which it is refused without a callout.
+    unknown: HashMap<String, i64>,
 }
 
 impl PairCache {
@@ -430,6 +437,27 @@ fn evicted_max(pair_id: &str) -> Option<u64> {
         .and_then(|e| e.get(PAIR_ID_LEN..))
         .and_then(|m| m.try_into().ok())
         .map(u64::from_be_bytes)
+}
+
+/// Whether the keyservice said lately that it does not know `pair_id` (no callout then:
+/// a flood of made-up pair ids costs the keyservice one lookup each per minute and VM).
+pub fn is_unknown(vm: &VmState, pair_id: &str, now_ms: i64) -> bool {
+    vm.pairs
+        .try_borrow()
+        .is_ok_and(|c| c.unknown.get(pair_id).is_some_and(|until| *until > now_ms))
+}
+
+/// Remembers that the keyservice does not know `pair_id`.
+pub fn mark_unknown(vm: &VmState, pair_id: &str, now_ms: i64) {
+    if let Ok(mut c) = vm.pairs.try_borrow_mut() {
+        if c.unknown.len() >= MAX_UNKNOWN {
+            c.unknown.retain(|_, until| *until > now_ms);
+            if c.unknown.len() >= MAX_UNKNOWN {
+                c.unknown.clear();
+            }
+        }
+        c.unknown.insert(pair_id.to_string(), now_ms + UNKNOWN_MS);
+    }
 }
 
 /// Drops a pair the keyservice no longer knows (or that expired) from this VM and its slot.
