@@ -10,7 +10,7 @@ step "browser client: node tests (X-Wing vectors, wire format, relay vectors, co
 step "building the filter (wasm32-wasip1, release)"
 cargo build -q -p veil-filter --target wasm32-wasip1 --release
 step "building the native binaries"
-cargo build -q -p veil-keyservice -p veil-e2e --bins
+cargo build -q -p veil-keyservice -p veil-e2e -p veil-relay --bins
 step "lint"
 make -s lint
 step "tests (unit, property, standards vectors, end to end through Envoy)"
