@@ -4,7 +4,8 @@
 //!
 //! Prerequisites (the Makefile's `test` target does them): `scripts/setup.sh`, the release
 //! wasm (`cargo build -p veil-filter --target wasm32-wasip1 --release`) and the keyservice
-//! binary (`cargo build -p veil-keyservice`).
+//! binary (`cargo build -p veil-keyservice`); the relay tests also run the `veil-relay` CLI
+//! (`cargo build -p veil-relay`) and `redis-server`.
 
 pub mod check;
 pub mod hop;
