@@ -650,3 +650,39 @@ fn keyservice_down() {
         assert_relay_error(&r, 503, "relay-unavailable");
     }
 }
+
+/// `local` mode sends no request to the keyservice, yet a busy pair stays alive there: past
+/// half the idle TTL the filter touches it, so after an Envoy restart or an eviction it can
+/// still be fetched.
+#[test]
+fn local_mode_keeps_busy_pairs_alive_in_the_keyservice() {
+    let stack = Stack::start_with(StackOptions {
+        keyservice_env: vec![("RELAY_IDLE_TTL_SECS".into(), "2".into())],
+        ..Default::default()
+    });
+    let (_, idle) = paired(&stack);
+    let (busy_id, busy) = paired(&stack);
+    let started = std::time::Instant::now();
+    let mut seq = 0;
+    while started.elapsed() < std::time::Duration::from_millis(4500) {
+        seq += 1;
+        let r = busy
+            .encode(&busy_id, seq, "GET", "/app/echo", &[], None)
+            .send(stack.listen);
+        assert_eq!(busy.decode(seq, "GET", &r).unwrap().status, 200);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+    }
+    let lookup = |pair_id: &str| {
+        http::request(
+            stack.keyservice,
+            "GET",
+            &format!("/v1/relay/pairs/{pair_id}"),
+            &[("authorization", &format!("Bearer {}", veil_e2e::TOKEN))],
+            b"",
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(lookup(&busy.pair_id), 200, "the busy pair was kept alive");
+    assert_eq!(lookup(&idle.pair_id), 404, "the idle one was dropped");
+}

@@ -464,8 +464,13 @@ impl RelayStream {
             |pair| decode_parts(relay, &ctl, &method, pair),
         )?;
         match accepted {
-            Some((pair, plain)) => {
-                self.apply(ctl, method, pair, plain)?;
+            Some(a) => {
+                if a.touch {
+                    // Fire and forget: its answer reaches `on_callout` as a token not ours.
+                    let path = format!("/v1/relay/pairs/{}", ctl.pair_id);
+                    let _ = callout::dispatch(vm, "GET", &path, None);
+                }
+                self.apply(ctl, method, a.pair, a.value)?;
                 Ok(None)
             }
             None => Ok(Some((ctl, method))),

@@ -87,8 +87,9 @@ impl PairCache {
 // Slot layout (offsets after the client id are relative to `24 + n`):
 //   0 version (1) | 1 pair id (22) | 23 client id length n (1) | 24 client id (n)
 //   c2s (32) | s2c (32) | expires_at i64be | idle_ttl u32be | last_used i64be | window (24)
-const VERSION: u8 = 1;
-const FIXED_TAIL: usize = 32 + 32 + 8 + 4 + 8 + veil_core::relay::window::WINDOW_BYTES;
+//   | touched i64be (when the keyservice last saw the pair)
+const VERSION: u8 = 2;
+const FIXED_TAIL: usize = 32 + 32 + 8 + 4 + 8 + veil_core::relay::window::WINDOW_BYTES + 8;
 
 /// A slot's bytes, checked once; accessors never index out of bounds.
 struct Slot {
@@ -129,6 +130,7 @@ impl Slot {
         b.extend_from_slice(&keys.idle_ttl_secs.to_be_bytes());
         b.extend_from_slice(&now.to_be_bytes());
         b.extend_from_slice(&ReplayWindow::new().to_bytes());
+        b.extend_from_slice(&now.to_be_bytes());
         Some(Slot { bytes: b, tail })
     }
 
@@ -166,6 +168,21 @@ impl Slot {
 
     fn window(&self) -> Option<ReplayWindow> {
         ReplayWindow::from_bytes(self.field(self.tail + 84, 24))
+    }
+
+    fn touched(&self) -> i64 {
+        be_i64(self.field(self.tail + 108, 8))
+    }
+
+    /// In `local` mode the keyservice sees no request: past half its idle TTL since it last
+    /// saw the pair, the next request touches it there (marked now, in the same CAS write),
+    /// so a busy pair stays fetchable after an eviction or an Envoy restart.
+    fn take_touch(&mut self, now: i64) -> bool {
+        let due = now - self.touched() >= i64::from(self.idle_ttl() / 2).max(1);
+        if due {
+            self.set(108, &now.to_be_bytes());
+        }
+        due
     }
 
     fn set(&mut self, at: usize, value: &[u8]) {
@@ -248,6 +265,14 @@ fn check_owner(client_id: &[u8], wanted: &str) -> Result<(), RelayError> {
     }
 }
 
+/// A request `local` mode accepted: the pair, what `verify` returned, and whether the
+/// keyservice should be told the pair is in use (`GET /v1/relay/pairs/{id}`, answer unused).
+pub struct Accepted<T> {
+    pub pair: Rc<Pair>,
+    pub value: T,
+    pub touch: bool,
+}
+
 /// `local` replay mode: accepts `seq` on the pair in its slot (one read, one CAS write).
 /// `verify` runs once, before the window moves: a request whose parts do not open (or whose
 /// path is refused) uses up no sequence number. `Ok(None)`: no slot holds the pair (fetch
@@ -260,7 +285,7 @@ pub fn accept_local<T>(
     width: u32,
     now: i64,
     verify: impl FnOnce(&Pair) -> Result<T, RelayError>,
-) -> Result<Option<(Rc<Pair>, T)>, RelayError> {
+) -> Result<Option<Accepted<T>>, RelayError> {
     let key = slot_key(vm, pair_id);
     let mut verify = Some(verify);
     let mut verified: Option<(Rc<Pair>, T)> = None;
@@ -292,9 +317,10 @@ pub fn accept_local<T>(
             return Err(e);
         }
         slot.set_use(now, &window);
+        let touch = slot.take_touch(now);
         // CAS mismatch: another worker used the slot meanwhile; read again.
         if host::set_shared(&key, &slot.bytes, Some(cas)).is_ok() {
-            return Ok(verified);
+            return Ok(verified.map(|(pair, value)| Accepted { pair, value, touch }));
         }
     }
     Err(RelayError::Unavailable("relay slot contended"))
