@@ -769,11 +769,24 @@ impl RelayStream {
         }
     }
 
+    /// Trailers are no part of the protocol: an encoded answer loses them rather than carry
+    /// application data in plaintext.
     pub fn on_response_trailers(&mut self, vm: &VmState) -> Action {
-        if !matches!(self.resp, Resp::Body { .. }) {
+        if !matches!(self.resp, Resp::Body { .. } | Resp::Done) || self.session.is_none() {
             return Action::Continue;
         }
-        self.on_response_body(vm, self.resp_size, true)
+        let trailers = MapType::HttpResponseTrailers;
+        let dropped = host::get_headers(trailers).and_then(|list| {
+            list.iter()
+                .try_for_each(|(name, _)| host::remove_header(trailers, name))
+        });
+        if dropped.is_err() {
+            return self.fail(vm, RelayError::Unavailable("cannot drop the trailers"));
+        }
+        if matches!(self.resp, Resp::Body { .. }) {
+            return self.on_response_body(vm, self.resp_size, true);
+        }
+        Action::Continue
     }
 }
 
