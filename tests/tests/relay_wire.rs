@@ -686,3 +686,30 @@ fn local_mode_keeps_busy_pairs_alive_in_the_keyservice() {
     assert_eq!(lookup(&busy.pair_id), 200, "the busy pair was kept alive");
     assert_eq!(lookup(&idle.pair_id), 404, "the idle one was dropped");
 }
+
+/// A bad relay section keeps Envoy from starting (fail closed), naming the path at fault.
+#[test]
+fn invalid_relay_config_is_refused_naming_the_path() {
+    for (relay, message) in [
+        (
+            json!({"routes": ["app/*"]}),
+            "relay.routes[0]: must start with '/'",
+        ),
+        (
+            json!({"client_id_secret_env": "VEIL_NO_SUCH_VARIABLE"}),
+            "relay.client_id_secret_env",
+        ),
+    ] {
+        let mut config = veil_e2e::demo_filter_config();
+        for (k, v) in relay.as_object().cloned().unwrap_or_default() {
+            config["relay"][k] = v;
+        }
+        let err = Stack::try_start_with(StackOptions {
+            filter_config: config,
+            ..Default::default()
+        })
+        .err()
+        .unwrap_or_else(|| panic!("Envoy must refuse {relay}"));
+        assert!(err.contains(message), "{message}:\n{err}");
+    }
+}
