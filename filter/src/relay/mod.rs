@@ -524,7 +524,7 @@ impl RelayStream {
             Ok(true) if matches!(self.req, Req::Body) && !self.req_done => {}
             Ok(true) => {
                 let opened = match self.req {
-                    Req::Body => self.open_body(vm, self.req_size),
+                    Req::Body => self.open_body(self.req_size),
                     _ => Ok(()),
                 };
                 let resumed = opened.and_then(|()| {
@@ -587,7 +587,7 @@ impl RelayStream {
     }
 
     /// Opens the body part in place of the buffered body.
-    fn open_body(&mut self, vm: &VmState, size: usize) -> Result<(), RelayError> {
+    fn open_body(&mut self, size: usize) -> Result<(), RelayError> {
         let s = self
             .session
             .as_ref()
@@ -607,7 +607,6 @@ impl RelayStream {
             .map_err(hostcall("replacing the body failed"))?;
         body.fill(0);
         self.req = Req::Forwarded;
-        let _ = vm;
         Ok(())
     }
 
@@ -628,7 +627,7 @@ impl RelayStream {
             Req::PairBody { .. } => self.send_pairing(vm, size).map(|()| Action::Pause),
             Req::Body if size > limit => Err(RelayError::TooLarge),
             Req::Body if !eos => return Action::Pause,
-            Req::Body => self.open_body(vm, size).map(|()| Action::Continue),
+            Req::Body => self.open_body(size).map(|()| Action::Continue),
             Req::NoBody if size > 0 => Err(RelayError::BadRequest(
                 "a body without a body part (flags uh)",
             )),
