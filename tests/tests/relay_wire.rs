@@ -713,3 +713,65 @@ fn invalid_relay_config_is_refused_naming_the_path() {
         assert!(err.contains(message), "{message}:\n{err}");
     }
 }
+
+/// An encoded request over HTTP/2 (curl, h2c prior knowledge), as a CDN or load balancer
+/// would send it to Envoy: decoded for the upstream, encoded back, body included.
+#[test]
+fn http2_downstream() {
+    let stack = Stack::start();
+    let (id, p) = paired(&stack);
+    let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let e = p.encode(
+        &id,
+        1,
+        "PUT",
+        "/app/reflect?over=h2",
+        &[("x-reflect-content-type", "application/x-h2")],
+        Some(&body),
+    );
+    let dir = stack.dir.join("h2");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("req.bin"), &e.body).unwrap();
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--http2-prior-knowledge", "-X", &e.method])
+        .arg("-D")
+        .arg(dir.join("head.txt"))
+        .arg("-o")
+        .arg(dir.join("resp.bin"))
+        .arg("--data-binary")
+        .arg(format!("@{}", dir.join("req.bin").display()));
+    for (n, v) in &e.headers {
+        cmd.args(["-H", &format!("{n}: {v}")]);
+    }
+    let out = cmd
+        .arg(format!("http://{}{}", stack.listen, e.target))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let head = std::fs::read_to_string(dir.join("head.txt")).unwrap();
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let r = http::Response {
+        status: 200,
+        headers,
+        body: std::fs::read(dir.join("resp.bin")).unwrap(),
+    };
+    let d = p.decode(1, "PUT", &r).unwrap();
+    assert_eq!(d.body.as_deref(), Some(&body[..]));
+    assert_eq!(d.sealed_header("content-type"), Some("application/x-h2"));
+    let rec = stack.recorded();
+    assert_eq!(
+        rec.last().map(|r| r.path.as_str()),
+        Some("/app/reflect?over=h2")
+    );
+    assert_eq!(rec.last().map(|r| r.body.clone()), Some(body));
+}
