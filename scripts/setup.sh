@@ -21,7 +21,7 @@ apt_install() {
 }
 
 # Tools the scripts use.
-apt_install curl ca-certificates python3-venv
+apt_install curl ca-certificates python3-venv openssl
 # The relay's session store tests run a real redis-server (started by the tests themselves).
 apt_install redis-server
 # The relay's browser tests: Debian's Chromium (driven by npm playwright-core), Node.js + npm.

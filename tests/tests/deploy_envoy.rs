@@ -1,0 +1,287 @@
+//! The standalone Envoy configs in `envoy/`, each loaded by the real pinned Envoy: every one
+//! validates (`--mode validate` also configures the Veil filter, so its plugin JSON is
+//! checked too), and the Seal config runs traffic with TLS origination to a local TLS
+//! "vendor" whose certificate comes from a test CA.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use veil_e2e::check::{kids_in, unseal};
+use veil_e2e::deploy::{envoy_validate, py_ok, scratch_dir, Envoy, TestCa};
+use veil_e2e::{fixture, free_port, http, render, repo_root, wasm_path, Stack};
+
+/// The configs shipped in `envoy/` (YAML only; the demo's filter JSON is its companion).
+const SHIPPED: &[&str] = &["veil-demo.yaml", "veil-relay.yaml", "veil-seal.yaml"];
+
+fn s(p: &Path) -> &OsStr {
+    p.as_os_str()
+}
+
+/// `tests/deploy/override.py` on `src` with `args` into `dir/out`.
+fn override_config(src: &Path, dir: &Path, out: &str, args: &[String]) -> PathBuf {
+    let dst = dir.join(out);
+    let mut a: Vec<&OsStr> = vec![s(src), s(&dst)];
+    a.extend(args.iter().map(OsStr::new));
+    py_ok("override.py", &a);
+    dst
+}
+
+#[test]
+fn every_config_in_the_envoy_folder_is_covered_and_validates() {
+    let mut found: Vec<String> = fs::read_dir(repo_root().join("envoy"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .collect();
+    found.sort();
+    assert_eq!(found, SHIPPED, "a new config in envoy/ needs a test here");
+    let dir = scratch_dir("validate");
+    let wasm = format!("--wasm={}", wasm_path().display());
+
+    // The demo template, rendered by the script the demo and compose use.
+    let demo = dir.join("demo.yaml");
+    let out = Command::new("python3")
+        .arg(repo_root().join("scripts/render-envoy.py"))
+        .arg(repo_root().join("envoy/veil-demo.yaml"))
+        .arg(&demo)
+        .envs([
+            ("VEIL_LISTEN_ADDR", "127.0.0.1"),
+            ("VEIL_LISTEN_PORT", "10000"),
+            ("VEIL_ADMIN_ADDR", "127.0.0.1"),
+            ("VEIL_ADMIN_PORT", "9901"),
+            ("VEIL_UPSTREAM_ADDR", "127.0.0.1"),
+            ("VEIL_UPSTREAM_PORT", "18080"),
+            ("VEIL_KEYSERVICE_ADDR", "127.0.0.1"),
+            ("VEIL_KEYSERVICE_PORT", "9911"),
+        ])
+        .env("VEIL_WASM", wasm_path())
+        .env(
+            "VEIL_FILTER_CONFIG_FILE",
+            repo_root().join("envoy/veil-demo.filter.json"),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "render-envoy.py: {out:?}");
+    envoy_validate(&demo).unwrap_or_else(|e| panic!("{e}"));
+
+    // The seal config as shipped, only the wasm path pointed at the build.
+    let seal = override_config(
+        &repo_root().join("envoy/veil-seal.yaml"),
+        &dir,
+        "seal.yaml",
+        std::slice::from_ref(&wasm),
+    );
+    envoy_validate(&seal).unwrap_or_else(|e| panic!("{e}"));
+
+    // The relay config: Envoy's part (CORS filter, policy, routes, clusters) must validate.
+    // Until the filter build knows the `relay` section, the only acceptable refusal of the
+    // shipped file is that unknown section; then it validates without it.
+    let relay_src = repo_root().join("envoy/veil-relay.yaml");
+    let relay = override_config(&relay_src, &dir, "relay.yaml", std::slice::from_ref(&wasm));
+    if let Err(e) = envoy_validate(&relay) {
+        assert!(
+            e.contains("invalid configuration: relay: unknown field `relay`"),
+            "veil-relay.yaml is refused for another reason than the missing relay feature:\n{e}"
+        );
+        let without = override_config(
+            &relay_src,
+            &dir,
+            "relay-without.yaml",
+            &[wasm.clone(), "--drop-plugin-key=relay".into()],
+        );
+        envoy_validate(&without).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// `--mode validate` runs the filter's `on_configure`: an invalid plugin configuration is a
+/// validation failure, so validating a config also checks its Veil JSON.
+#[test]
+fn validate_mode_configures_the_filter() {
+    let dir = scratch_dir("validate-bad");
+    let template = fs::read_to_string(repo_root().join("envoy/veil-demo.yaml")).unwrap();
+    let vars = |cfg: &str| {
+        vec![
+            ("VEIL_LISTEN_ADDR", "127.0.0.1".to_string()),
+            ("VEIL_LISTEN_PORT", "10000".into()),
+            ("VEIL_ADMIN_ADDR", "127.0.0.1".into()),
+            ("VEIL_ADMIN_PORT", "9901".into()),
+            ("VEIL_UPSTREAM_ADDR", "127.0.0.1".into()),
+            ("VEIL_UPSTREAM_PORT", "18080".into()),
+            ("VEIL_KEYSERVICE_ADDR", "127.0.0.1".into()),
+            ("VEIL_KEYSERVICE_PORT", "9911".into()),
+            ("VEIL_WASM", wasm_path().display().to_string()),
+            ("VEIL_FILTER_CONFIG", cfg.to_string()),
+        ]
+    };
+    let good = dir.join("good.yaml");
+    let cfg = veil_e2e::demo_filter_config().to_string();
+    fs::write(&good, render(&template, &vars(&cfg))).unwrap();
+    envoy_validate(&good).unwrap_or_else(|e| panic!("{e}"));
+    let bad = dir.join("bad.yaml");
+    let cfg = r#"{"keyservice":{"cluster":"veil_keyservice","token_env":"VEIL_KEYSERVICE_TOKEN"},"routes":[{"prefix":"collector","seal":{"profile":"moesif"}}]}"#;
+    fs::write(&bad, render(&template, &vars(cfg))).unwrap();
+    let e = envoy_validate(&bad).expect_err("an invalid plugin config must not validate");
+    assert!(e.contains("routes[0].prefix: must start with '/'"), "{e}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The local TLS vendor: Envoy terminating TLS for api.moesif.net / api.moesif.com with a
+/// test-CA certificate, forwarding to the stack's recording upstream.
+fn tls_vendor(stack: &Stack, dir: &Path, ca: &TestCa) -> (Envoy, SocketAddr) {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let template = fs::read_to_string(repo_root().join("tests/deploy/tls-upstream.yaml")).unwrap();
+    let yaml = render(
+        &template,
+        &[
+            ("VEIL_ADMIN_PORT", admin.port().to_string()),
+            ("VEIL_LISTEN_PORT", listen.port().to_string()),
+            ("VEIL_TLS_CERT", ca.cert.display().to_string()),
+            ("VEIL_TLS_KEY", ca.key.display().to_string()),
+            ("VEIL_UPSTREAM_PORT", stack.upstream.port().to_string()),
+        ],
+    );
+    let path = dir.join("tls-vendor.yaml");
+    fs::write(&path, yaml).unwrap();
+    let envoy = Envoy::start("tls-vendor", dir, &path, admin).unwrap_or_else(|e| panic!("{e}"));
+    (envoy, listen)
+}
+
+/// The shipped seal config with its addresses pointed at the test processes; `ca` replaces
+/// the system CA bundle when given.
+fn seal_envoy(
+    stack: &Stack,
+    dir: &Path,
+    vendor: SocketAddr,
+    ca: Option<&Path>,
+) -> (Envoy, SocketAddr) {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut args = vec![
+        format!("--listen={listen}"),
+        format!("--admin={admin}"),
+        format!("--cluster=moesif_collector={vendor}"),
+        format!("--cluster=moesif_api={vendor}"),
+        format!("--cluster=veil_keyservice={}", stack.keyservice),
+        format!("--wasm={}", wasm_path().display()),
+    ];
+    if let Some(ca) = ca {
+        args.push(format!("--ca={}", ca.display()));
+    }
+    let path = override_config(
+        &repo_root().join("envoy/veil-seal.yaml"),
+        dir,
+        "seal.yaml",
+        &args,
+    );
+    let envoy = Envoy::start("seal", dir, &path, admin).unwrap_or_else(|e| panic!("{e}"));
+    envoy.wait_for_keys();
+    (envoy, listen)
+}
+
+#[test]
+fn seal_config_seals_and_originates_tls_with_sni_and_validation() {
+    let stack = Stack::start();
+    let dir = scratch_dir("seal-tls");
+    let ca = TestCa::new(&dir, &["api.moesif.net", "api.moesif.com"]);
+    let (vendor, vendor_addr) = tls_vendor(&stack, &dir, &ca);
+    let (seal, listen) = seal_envoy(&stack, &dir, vendor_addr, Some(&ca.ca_cert));
+
+    // Collector: sealed, to api.moesif.net over TLS.
+    stack.clear_recorded();
+    let event = fixture("event.json");
+    let r = http::request(
+        listen,
+        "POST",
+        "/collector/v1/events",
+        &[("content-type", "application/json")],
+        &event,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    let fwd = &rec[0];
+    assert_eq!(
+        (fwd.method.as_str(), fwd.path.as_str()),
+        ("POST", "/v1/events")
+    );
+    assert_eq!(fwd.header("host"), Some("api.moesif.net"));
+    assert_eq!(fwd.header("x-test-tls-sni"), Some("api.moesif.net"));
+    let version = fwd.header("x-test-tls-version").unwrap_or_default();
+    assert!(matches!(version, "TLSv1.2" | "TLSv1.3"), "{version:?}");
+    assert!(!kids_in(&fwd.body).is_empty(), "the event left sealed");
+    let text = String::from_utf8_lossy(&fwd.body);
+    for secret in [
+        "078-05-1120",
+        "jane@example.com",
+        "Jane Q. Public",
+        "203.0.113.7",
+    ] {
+        assert!(!text.contains(secret), "{secret} left in the clear");
+    }
+    assert_eq!(unseal(&stack, &fwd.body), event, "unseals to the original");
+    assert!(seal.stat("cluster.moesif_collector.ssl.handshake") >= 1);
+
+    // Management API: to api.moesif.com over TLS, /api/ becomes /v1/, answers unsealed.
+    stack.clear_recorded();
+    let search = fixture("search-request-plaintext.json");
+    let r = http::request(
+        listen,
+        "POST",
+        "/api/search/~/search/events",
+        &[("content-type", "application/json")],
+        &search,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].path, "/v1/search/~/search/events");
+    assert_eq!(rec[0].header("host"), Some("api.moesif.com"));
+    assert_eq!(rec[0].header("x-test-tls-sni"), Some("api.moesif.com"));
+    assert!(seal.stat("cluster.moesif_api.ssl.handshake") >= 1);
+    let answer: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("veil:v1:"),
+        "the answer is unsealed: {answer}"
+    );
+
+    // Nothing but the two routes reaches the vendor.
+    stack.clear_recorded();
+    let r = http::request(listen, "POST", "/v1/events", &[], &event).unwrap();
+    assert_eq!(r.status, 404);
+    assert!(stack.recorded().is_empty());
+    drop((seal, vendor));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// With the shipped trust (the system CA bundle), a vendor whose certificate does not chain
+/// to it gets no request at all: the handshake fails verification.
+#[test]
+fn seal_config_refuses_a_vendor_certificate_outside_the_system_bundle() {
+    let stack = Stack::start();
+    let dir = scratch_dir("seal-untrusted");
+    let ca = TestCa::new(&dir, &["api.moesif.net", "api.moesif.com"]);
+    let (vendor, vendor_addr) = tls_vendor(&stack, &dir, &ca);
+    let (seal, listen) = seal_envoy(&stack, &dir, vendor_addr, None);
+    stack.clear_recorded();
+    let r = http::request(
+        listen,
+        "POST",
+        "/collector/v1/events",
+        &[("content-type", "application/json")],
+        &fixture("event.json"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(stack.recorded().is_empty(), "nothing reached the vendor");
+    assert!(seal.stat("cluster.moesif_collector.ssl.fail_verify_error") >= 1);
+    drop((seal, vendor));
+    let _ = fs::remove_dir_all(&dir);
+}
