@@ -45,7 +45,7 @@ pub fn get(addr: SocketAddr, target: &str) -> io::Result<Response> {
     request(addr, "GET", target, &[], b"")
 }
 
-/// Sends the request line, `host`, the given headers, `content-length` (unless a GET/DELETE
+/// Sends the request line, `host` (the address, unless the caller gives one), the given headers, `content-length` (unless a GET/DELETE
 /// has no body, or the caller set `transfer-encoding`) and `connection: close`.
 pub fn request(
     addr: SocketAddr,
@@ -57,7 +57,10 @@ pub fn request(
     let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut head = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\n");
+    let mut head = format!("{method} {target} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("host: {addr}\r\n"));
+    }
     let mut chunked = false;
     for (n, v) in headers {
         chunked |= n.eq_ignore_ascii_case("transfer-encoding");

@@ -1,0 +1,355 @@
+//! The Istio manifests in `istio/`: every custom resource validates against the published
+//! Istio CRD schema (tests/schemas), the rest passes structural checks, and the Envoy
+//! config that results from applying the EnvoyFilter and a WasmPlugin to a base listener
+//! (tests/deploy/istio_render.py, as istiod does) is run by the real Envoy with traffic.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use veil_e2e::check::{kids_in, unseal};
+use veil_e2e::deploy::{py, py_ok, scratch_dir, Envoy};
+use veil_e2e::{fixture, free_port, http, render, repo_root, wasm_path, Stack};
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+#[test]
+fn every_manifest_validates_against_the_published_schemas() {
+    let out = py_ok(
+        "validate.py",
+        &[os("istio"), repo_root().join("istio").as_os_str()],
+    );
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut files: Vec<&str> = Vec::new();
+    for line in out.lines() {
+        let mut f = line.split(' ');
+        assert_eq!(f.next(), Some("ok"), "{line}");
+        files.push(f.next().unwrap());
+        *kinds.entry(f.next().unwrap()).or_default() += 1;
+    }
+    let want: BTreeMap<&str, usize> = [
+        ("Component", 1),
+        ("DestinationRule", 2),
+        ("Deployment", 2),
+        ("EnvoyFilter", 1),
+        ("Gateway", 1),
+        ("Kustomization", 3),
+        ("Secret", 1),
+        ("Service", 1),
+        ("ServiceEntry", 1),
+        ("VirtualService", 1),
+        ("WasmPlugin", 2),
+    ]
+    .into();
+    assert_eq!(kinds, want, "{out}");
+    // Every YAML file under istio/ was checked.
+    let mut on_disk = Vec::new();
+    for dir in ["base", "gateway", "keyservice", "sidecar-egress"] {
+        for e in fs::read_dir(repo_root().join("istio").join(dir)).unwrap() {
+            on_disk.push(format!(
+                "istio/{dir}/{}",
+                e.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    on_disk.sort();
+    files.dedup();
+    assert_eq!(files, on_disk);
+}
+
+/// The validator refuses what Istio or the structural rules refuse: each mutation of a
+/// shipped manifest is an error naming the place.
+#[test]
+fn the_validator_refuses_broken_manifests() {
+    let dir = scratch_dir("istio-bad");
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "sidecar-egress/wasmplugin.yaml",
+            "failStrategy: FAIL_CLOSE",
+            "failStrategy: FAIL_CLOSED",
+            "spec.failStrategy: 'FAIL_CLOSED' is not one of",
+        ),
+        (
+            "sidecar-egress/wasmplugin.yaml",
+            "pluginName: veil",
+            "pluginNme: veil",
+            "'pluginNme' was unexpected",
+        ),
+        (
+            "base/envoyfilter-keyservice.yaml",
+            "applyTo: CLUSTER",
+            "applyTo: CLUSTERS",
+            "configPatches.0.applyTo: 'CLUSTERS' is not one of",
+        ),
+        (
+            "base/egress-moesif.yaml",
+            "location: MESH_EXTERNAL",
+            "location: OUTSIDE",
+            "spec.location: 'OUTSIDE' is not one of",
+        ),
+        (
+            "keyservice/keyservice-sidecar.yaml",
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFilesystem: false",
+            "securityContext.readOnlyRootFilesystem must be True",
+        ),
+        (
+            "keyservice/keyservice-sidecar.yaml",
+            "runAsNonRoot: true",
+            "runAsNonRoot: false",
+            "securityContext.runAsNonRoot must be True",
+        ),
+        (
+            "keyservice/keyservice-sidecar.yaml",
+            "key: token }",
+            "key: tokn }",
+            "Secret veil-keyservice has no key tokn",
+        ),
+    ];
+    for (i, (file, from, to, msg)) in cases.iter().enumerate() {
+        let src = repo_root().join("istio").join(file);
+        let text = fs::read_to_string(&src).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        let bad = dir.join(format!("{i}.yaml"));
+        fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+        let secret = repo_root().join("istio/keyservice/secret.example.yaml");
+        let out = py(
+            "validate.py",
+            &[os("istio"), bad.as_os_str(), secret.as_os_str()],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file} with {to:?} validated");
+        assert!(err.contains(msg), "{file} with {to:?}: {err}");
+    }
+    // A kustomization naming a file that is not there.
+    let k = dir.join("kustomization.yaml");
+    fs::write(
+        &k,
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [gone.yaml]\n",
+    )
+    .unwrap();
+    let out = py("validate.py", &[os("istio"), k.as_os_str()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resources: gone.yaml does not exist"));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Renders `base` (a tests/deploy template) for the stack, applies the Istio resources with
+/// istio_render.py, points the EnvoyFilter's keyservice cluster at the test keyservice and
+/// starts Envoy. Returns Envoy, its listen address and the renderer's report.
+fn istio_envoy(
+    stack: &Stack,
+    dir: &Path,
+    base: &str,
+    resources: &[&str],
+    render_args: &[&str],
+) -> (Envoy, SocketAddr, String) {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let template = fs::read_to_string(repo_root().join("tests/deploy").join(base)).unwrap();
+    let base_path = dir.join("base.yaml");
+    fs::write(
+        &base_path,
+        render(
+            &template,
+            &[
+                ("VEIL_ADMIN_PORT", admin.port().to_string()),
+                ("VEIL_LISTEN_PORT", listen.port().to_string()),
+                ("VEIL_UPSTREAM_PORT", stack.upstream.port().to_string()),
+            ],
+        ),
+    )
+    .unwrap();
+    let rendered = dir.join("istio.yaml");
+    let wasm = wasm_path();
+    let res: Vec<_> = resources
+        .iter()
+        .map(|r| repo_root().join("istio").join(r))
+        .collect();
+    let mut args: Vec<&OsStr> = vec![base_path.as_os_str(), rendered.as_os_str()];
+    args.extend(res.iter().map(|r| r.as_os_str()));
+    args.extend(render_args.iter().map(|a| os(a)));
+    args.extend([os("--wasm-file"), wasm.as_os_str()]);
+    let report = py_ok("istio_render.py", &args);
+    // The keyservice cluster exists only if the EnvoyFilter added it: override.py refuses
+    // to point a cluster that is not there.
+    let final_path = dir.join("envoy.yaml");
+    py_ok(
+        "override.py",
+        &[
+            rendered.as_os_str(),
+            final_path.as_os_str(),
+            os(&format!("--cluster=veil_keyservice={}", stack.keyservice)),
+        ],
+    );
+    let envoy =
+        Envoy::start("istio-envoy", dir, &final_path, admin).unwrap_or_else(|e| panic!("{e}"));
+    envoy.wait_for_keys();
+    (envoy, listen, report)
+}
+
+fn assert_sealed(stack: &Stack, body: &[u8], event: &[u8]) {
+    assert!(!kids_in(body).is_empty(), "the event left sealed");
+    let text = String::from_utf8_lossy(body);
+    for secret in ["078-05-1120", "jane@example.com", "Jane Q. Public"] {
+        assert!(!text.contains(secret), "{secret} left in the clear");
+    }
+    assert_eq!(unseal(stack, body), event, "unseals to the original");
+}
+
+#[test]
+fn sidecar_egress_seals_what_the_app_sends_to_the_vendor() {
+    let stack = Stack::start();
+    let dir = scratch_dir("istio-sidecar");
+    let (envoy, listen, report) = istio_envoy(
+        &stack,
+        &dir,
+        "istio-base-sidecar.yaml",
+        &[
+            "base/envoyfilter-keyservice.yaml",
+            "sidecar-egress/wasmplugin.yaml",
+        ],
+        &[
+            "--context=SIDECAR_OUTBOUND",
+            "--labels=app=shop,veil.dev/keyservice=true",
+            "--port=10080",
+            "--namespace=shop",
+        ],
+    );
+    assert!(report.contains("added cluster veil_keyservice"), "{report}");
+    assert!(
+        report.contains("WasmPlugin veil-seal: inserted before envoy.filters.http.router"),
+        "{report}"
+    );
+    // The app sends to the vendor's own host and path, as its SDK always did.
+    stack.clear_recorded();
+    let event = fixture("event.json");
+    let r = http::request(
+        listen,
+        "POST",
+        "/v1/events",
+        &[
+            ("host", "api.moesif.net:10080"),
+            ("content-type", "application/json"),
+        ],
+        &event,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].path, "/v1/events");
+    assert_sealed(&stack, &rec[0].body, &event);
+    assert!(envoy.stat("wasmcustom.veil.keys.fetch_ok") >= 1);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The sidecar WasmPlugin matches outbound traffic to its port only: a workload without
+/// the label, or a port other than 10080, gets no filter.
+#[test]
+fn sidecar_wasmplugin_selects_only_its_workloads_and_port() {
+    let dir = scratch_dir("istio-select");
+    let base = dir.join("base.yaml");
+    let template =
+        fs::read_to_string(repo_root().join("tests/deploy/istio-base-sidecar.yaml")).unwrap();
+    fs::write(
+        &base,
+        render(
+            &template,
+            &[
+                ("VEIL_ADMIN_PORT", "1".into()),
+                ("VEIL_LISTEN_PORT", "2".into()),
+                ("VEIL_UPSTREAM_PORT", "3".into()),
+            ],
+        ),
+    )
+    .unwrap();
+    let plugin = repo_root().join("istio/sidecar-egress/wasmplugin.yaml");
+    let ef = repo_root().join("istio/base/envoyfilter-keyservice.yaml");
+    let wasm = wasm_path();
+    let run = |labels: &str, port: &str, ctx: &str| {
+        let out = dir.join("out.yaml");
+        py_ok(
+            "istio_render.py",
+            &[
+                base.as_os_str(),
+                out.as_os_str(),
+                ef.as_os_str(),
+                plugin.as_os_str(),
+                os(&format!("--labels={labels}")),
+                os(&format!("--port={port}")),
+                os(&format!("--context={ctx}")),
+                os("--wasm-file"),
+                wasm.as_os_str(),
+            ],
+        )
+    };
+    let on = run("veil.dev/keyservice=true", "10080", "SIDECAR_OUTBOUND");
+    assert!(on.contains("WasmPlugin veil-seal"), "{on}");
+    let other_port = run("veil.dev/keyservice=true", "80", "SIDECAR_OUTBOUND");
+    assert!(!other_port.contains("WasmPlugin"), "{other_port}");
+    let inbound = run("veil.dev/keyservice=true", "10080", "SIDECAR_INBOUND");
+    assert!(!inbound.contains("WasmPlugin"), "{inbound}");
+    let unlabelled = run("app=shop", "10080", "SIDECAR_OUTBOUND");
+    assert!(unlabelled.trim().is_empty(), "{unlabelled}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gateway_seals_collector_traffic_and_unseals_management_answers() {
+    let stack = Stack::start();
+    let dir = scratch_dir("istio-gateway");
+    let (_envoy, listen, report) = istio_envoy(
+        &stack,
+        &dir,
+        "istio-base-gateway.yaml",
+        &[
+            "base/envoyfilter-keyservice.yaml",
+            "gateway/wasmplugin.yaml",
+        ],
+        &[
+            "--context=GATEWAY",
+            "--labels=app=veil-gateway,istio=veil-gateway,veil.dev/keyservice=true",
+            "--port=8080",
+            "--namespace=veil",
+        ],
+    );
+    assert!(
+        report.contains("WasmPlugin veil-gateway: inserted before"),
+        "{report}"
+    );
+    stack.clear_recorded();
+    let event = fixture("event.json");
+    let r = http::request(
+        listen,
+        "POST",
+        "/collector/v1/events",
+        &[("content-type", "application/json")],
+        &event,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].path, "/v1/events");
+    assert_eq!(rec[0].header("host"), Some("api.moesif.net"));
+    assert_sealed(&stack, &rec[0].body, &event);
+
+    let r = http::request(
+        listen,
+        "POST",
+        "/api/search/~/search/events",
+        &[("content-type", "application/json")],
+        &fixture("search-request-plaintext.json"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("veil:v1:"),
+        "answer unsealed"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
