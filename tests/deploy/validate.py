@@ -2,7 +2,9 @@
 """Validates Veil's deployment manifests offline.
 
   validate.py istio PATH...     every YAML document under PATH (files or directories)
-  validate.py compose FILE      a Compose file against the Compose specification's schema
+  validate.py compose FILE [--base DIR]
+                                a Compose file against the Compose specification's schema;
+                                relative paths in it resolve from DIR (default: its folder)
 
 Istio custom resources are checked against the `openAPIV3Schema` of their kind's served
 version in tests/schemas/istio-crds.gen.yaml with a JSON-schema validator (Draft 4, the
@@ -19,6 +21,7 @@ is printed as `error: ...` and the exit status is 1.
 import copy
 import json
 import os
+import re
 import sys
 
 import jsonschema
@@ -222,14 +225,22 @@ def istio(paths):
             error(f"Secret {name} has no key {key}")
 
 
-def compose(path):
+def compose(path, base=None):
     schema = json.load(open(COMPOSE_SCHEMA, encoding="utf-8"))
-    doc = yaml.safe_load(open(path, encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    for e in sorted(cls(schema).iter_errors(doc), key=lambda e: list(e.absolute_path)):
+    text = open(path, encoding="utf-8").read()
+    doc = yaml.safe_load(text)
+    # Compose interpolates `$NAME` and `${...}` everywhere and refuses any other `$`
+    # (write `$$` for a literal one). Comments are not interpolated.
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue
+        if re.search(r"\$(?![{$A-Za-z_])", line.replace("$$", "")):
+            error(f"{rel(path)}:{lineno}: a `$` compose cannot interpolate: {line.strip()}")
+    # The schema says draft-07 (its $schema URL lacks the trailing '#').
+    for e in sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in e.absolute_path)
         error(f"{rel(path)}: {where}: {e.message}")
-    base = os.path.dirname(os.path.abspath(path))
+    base = base or os.path.dirname(os.path.abspath(path))
     for name, svc in doc.get("services", {}).items():
         build = svc.get("build")
         if isinstance(build, dict):
@@ -258,7 +269,8 @@ def main():
     if sys.argv[1] == "istio":
         istio(sys.argv[2:])
     else:
-        compose(sys.argv[2])
+        base = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--base" else None
+        compose(sys.argv[2], base)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 1 if errors else 0
