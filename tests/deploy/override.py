@@ -9,15 +9,12 @@ Usage: override.py IN OUT [--listen ADDR:PORT] [--admin ADDR:PORT]
 --cluster  the endpoint of cluster NAME (its type, TLS settings and SNI stay as shipped)
 --wasm     vm_config.code.local.filename of every wasm filter
 --ca       validation_context.trusted_ca.filename of every upstream TLS context
---drop-plugin-key KEY   remove top-level KEY from every wasm filter's JSON configuration
-           (for a section the filter build under test does not know yet)
 
 Every option must change something that exists (a cluster name that is not in the config,
 a --ca with no TLS context, ... is an error), so a test cannot silently run a config other
 than the one it names.
 """
 import argparse
-import json
 import sys
 
 import yaml
@@ -47,7 +44,6 @@ def main():
     p.add_argument("--cluster", action="append", default=[])
     p.add_argument("--wasm")
     p.add_argument("--ca")
-    p.add_argument("--drop-plugin-key", action="append", default=[])
     a = p.parse_args()
     cfg = yaml.safe_load(open(a.src, encoding="utf-8"))
     res = cfg["static_resources"]
@@ -65,7 +61,7 @@ def main():
             sys.exit(f"error: {a.src}: no cluster {name!r} (has {sorted(clusters)})")
         eps = clusters[name]["load_assignment"]["endpoints"]
         eps[0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] = addr(where)
-    counts = {"wasm": 0, "ca": 0, "drop_plugin_key": 0}
+    counts = {"wasm": 0, "ca": 0}
 
     def visit(node):
         if not isinstance(node, dict):
@@ -77,19 +73,11 @@ def main():
         if a.ca and isinstance(vc, dict) and "trusted_ca" in vc:
             vc["trusted_ca"] = {"filename": a.ca}
             counts["ca"] += 1
-        conf = node.get("configuration")
-        if a.drop_plugin_key and "vm_config" in node and isinstance(conf, dict):
-            plugin = json.loads(conf["value"])
-            for key in a.drop_plugin_key:
-                if key in plugin:
-                    del plugin[key]
-                    counts["drop_plugin_key"] += 1
-            conf["value"] = json.dumps(plugin)
 
     walk(cfg, visit)
-    for what in ("wasm", "ca", "drop_plugin_key"):
+    for what in ("wasm", "ca"):
         if getattr(a, what) and counts[what] == 0:
-            sys.exit(f"error: {a.src}: --{what.replace('_', '-')} given but nothing to change")
+            sys.exit(f"error: {a.src}: --{what} given but nothing to change")
     with open(a.dst, "w", encoding="utf-8") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
 

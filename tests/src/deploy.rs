@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use crate::{envoy_bin, free_port, http, repo_root, wait_for, Proc};
 
+/// The relay client-id secret given to Envoy (`VEIL_RELAY_CLIENT_ID_SECRET`, as
+/// envoy/veil-relay.yaml names it).
+pub const RELAY_SECRET: &str = "deploy-test relay client id secret, 32+ bytes";
+
 /// The project's virtualenv python (scripts/setup.sh installs requirements.txt into it).
 pub fn python() -> PathBuf {
     let p = repo_root().join(".venv/bin/python");
@@ -70,6 +74,7 @@ pub fn envoy_validate(config: &Path) -> Result<(), String> {
         .args(["--mode", "validate", "--log-level", "warn", "-c"])
         .arg(config)
         .env("VEIL_KEYSERVICE_TOKEN", crate::TOKEN)
+        .env("VEIL_RELAY_CLIENT_ID_SECRET", RELAY_SECRET)
         .output()
         .unwrap_or_else(|e| panic!("envoy: {e}"));
     if out.status.success() {
@@ -106,7 +111,8 @@ impl Envoy {
             .args(["--concurrency", "1", "--log-level", "info"])
             .args(["--disable-hot-restart", "--base-id"])
             .arg(free_port().to_string())
-            .env("VEIL_KEYSERVICE_TOKEN", crate::TOKEN);
+            .env("VEIL_KEYSERVICE_TOKEN", crate::TOKEN)
+            .env("VEIL_RELAY_CLIENT_ID_SECRET", RELAY_SECRET);
         let mut proc = Proc::spawn(name, dir, &mut cmd);
         wait_for(&format!("{name} /ready"), Duration::from_secs(30), || {
             if let Ok(Some(status)) = proc.child.try_wait() {

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use veil_core::relay::ClientIdSecret;
 use veil_e2e::check::{kids_in, unseal};
-use veil_e2e::deploy::{envoy_validate, py_ok, scratch_dir, Envoy, TestCa};
+use veil_e2e::deploy::{envoy_validate, py_ok, scratch_dir, Envoy, TestCa, RELAY_SECRET};
 use veil_e2e::{fixture, free_port, http, render, repo_root, wasm_path, Stack};
 
 /// The configs shipped in `envoy/` (YAML only; the demo's filter JSON is its companion).
@@ -77,24 +78,14 @@ fn every_config_in_the_envoy_folder_is_covered_and_validates() {
     );
     envoy_validate(&seal).unwrap_or_else(|e| panic!("{e}"));
 
-    // The relay config: Envoy's part (CORS filter, policy, routes, clusters) must validate.
-    // Until the filter build knows the `relay` section, the only acceptable refusal of the
-    // shipped file is that unknown section; then it validates without it.
-    let relay_src = repo_root().join("envoy/veil-relay.yaml");
-    let relay = override_config(&relay_src, &dir, "relay.yaml", std::slice::from_ref(&wasm));
-    if let Err(e) = envoy_validate(&relay) {
-        assert!(
-            e.contains("invalid configuration: relay: unknown field `relay`"),
-            "veil-relay.yaml is refused for another reason than the missing relay feature:\n{e}"
-        );
-        let without = override_config(
-            &relay_src,
-            &dir,
-            "relay-without.yaml",
-            &[wasm.clone(), "--drop-plugin-key=relay".into()],
-        );
-        envoy_validate(&without).unwrap_or_else(|e| panic!("{e}"));
-    }
+    // The relay config as shipped, only the wasm path pointed at the build.
+    let relay = override_config(
+        &repo_root().join("envoy/veil-relay.yaml"),
+        &dir,
+        "relay.yaml",
+        std::slice::from_ref(&wasm),
+    );
+    envoy_validate(&relay).unwrap_or_else(|e| panic!("{e}"));
     let _ = fs::remove_dir_all(&dir);
 }
 
@@ -283,5 +274,108 @@ fn seal_config_refuses_a_vendor_certificate_outside_the_system_bundle() {
     assert!(stack.recorded().is_empty(), "nothing reached the vendor");
     assert!(seal.stat("cluster.moesif_collector.ssl.fail_verify_error") >= 1);
     drop((seal, vendor));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The shipped relay config, addresses pointed at the test processes, runs: it issues
+/// client ids signed with the secret from the environment, Envoy's CORS filter answers
+/// preflights for the configured origin only, pass-through routes reach the app with the
+/// added headers, and a plaintext request to a relayed route is refused before the app.
+/// (Encoded requests: tests/tests/relay_browser.rs, with the demo config.)
+#[test]
+fn relay_config_runs_client_ids_cors_and_route_rules() {
+    let stack = Stack::start();
+    let dir = scratch_dir("relay");
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let path = override_config(
+        &repo_root().join("envoy/veil-relay.yaml"),
+        &dir,
+        "relay.yaml",
+        &[
+            format!("--listen={listen}"),
+            format!("--admin={admin}"),
+            format!("--cluster=app={}", stack.upstream),
+            format!("--cluster=veil_keyservice={}", stack.keyservice),
+            format!("--wasm={}", wasm_path().display()),
+        ],
+    );
+    let envoy = Envoy::start("relay", &dir, &path, admin).unwrap_or_else(|e| panic!("{e}"));
+    stack.clear_recorded();
+
+    // Client id: signed with VEIL_RELAY_CLIENT_ID_SECRET, as the seed's CLIENT_ID_SECRET.
+    let r = http::get(listen, "/veil/relay").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.header("x-veil-client-id").unwrap_or_default().to_string();
+    let secret = ClientIdSecret::new(RELAY_SECRET.as_bytes()).unwrap();
+    assert!(
+        secret.verify(&id),
+        "{id:?} is signed with the configured secret"
+    );
+    let other = ClientIdSecret::new(b"another secret of at least 32 bytes.....").unwrap();
+    assert!(!other.verify(&id));
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (v["version"].as_i64(), v["client_id"].as_str()),
+        (Some(1), Some(id.as_str()))
+    );
+
+    // CORS: a preflight from the configured origin is answered by Envoy...
+    let preflight = |origin: &str| {
+        http::request(
+            listen,
+            "OPTIONS",
+            "/veil/pair",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "content-type, x-veil-client-id",
+                ),
+            ],
+            b"",
+        )
+        .unwrap()
+    };
+    let ok = preflight("https://app.example.com");
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let methods = ok
+        .header("access-control-allow-methods")
+        .unwrap_or_default();
+    for m in ["OPTIONS", "HEAD", "GET", "POST"] {
+        assert!(methods.contains(m), "{m} allowed: {methods}");
+    }
+    // ...and gets no CORS grant from any other origin.
+    let evil = preflight("https://evil.example");
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+    assert!(
+        stack.recorded().is_empty(),
+        "preflights never reach the app"
+    );
+
+    // Pass-through route: to the app as it is, with the added response header (HEADERS).
+    let r = http::get(listen, "/health").unwrap();
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].path, "/health");
+
+    // A relayed route in plaintext: refused by the filter, nothing reaches the app.
+    stack.clear_recorded();
+    let r = http::request(listen, "POST", "/api/orders", &[], b"{\"card\":\"4111\"}").unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    let p: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(p["code"], "relay-required");
+    assert!(stack.recorded().is_empty());
+    // A /veil/ path the relay does not serve stops at Envoy.
+    let r = http::get(listen, "/veil/unknown").unwrap();
+    assert_eq!(r.status, 404);
+    assert!(stack.recorded().is_empty());
+    drop(envoy);
     let _ = fs::remove_dir_all(&dir);
 }
