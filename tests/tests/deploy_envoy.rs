@@ -13,7 +13,7 @@ use serde_json::Value;
 use veil_core::relay::ClientIdSecret;
 use veil_e2e::check::{kids_in, unseal};
 use veil_e2e::deploy::{envoy_validate, py_ok, scratch_dir, Envoy, TestCa, RELAY_SECRET};
-use veil_e2e::{fixture, free_port, http, render, repo_root, wasm_path, Stack};
+use veil_e2e::{fixture, free_port, http, relay, render, repo_root, wasm_path, Stack};
 
 /// The configs shipped in `envoy/` (YAML only; the demo's filter JSON is its companion).
 const SHIPPED: &[&str] = &["veil-demo.yaml", "veil-relay.yaml", "veil-seal.yaml"];
@@ -280,10 +280,10 @@ fn seal_config_refuses_a_vendor_certificate_outside_the_system_bundle() {
 /// The shipped relay config, addresses pointed at the test processes, runs: it issues
 /// client ids signed with the secret from the environment, Envoy's CORS filter answers
 /// preflights for the configured origin only, pass-through routes reach the app with the
-/// added headers, and a plaintext request to a relayed route is refused before the app.
-/// (Encoded requests: tests/tests/relay_browser.rs, with the demo config.)
+/// added headers, an encoded request reaches the app decoded and its answer decodes, and a
+/// plaintext request to a relayed route is refused before the app.
 #[test]
-fn relay_config_runs_client_ids_cors_and_route_rules() {
+fn relay_config_runs_pairing_encoded_requests_cors_and_route_rules() {
     let stack = Stack::start();
     let dir = scratch_dir("relay");
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -320,7 +320,41 @@ fn relay_config_runs_client_ids_cors_and_route_rules() {
         (Some(1), Some(id.as_str()))
     );
 
+    // Pairing and one encoded request to a relayed route: the app gets the plaintext
+    // request, the client decodes the answer, nothing readable crossed in between.
+    let pairs = relay::pair(listen, &id, 1);
+    stack.clear_recorded();
+    let enc = pairs[0].encode(
+        &id,
+        1,
+        "POST",
+        "/api/orders?card=4111-secret",
+        &[("x-app-secret", "secret-header")],
+        Some(b"{\"note\":\"secret-body\"}"),
+    );
+    for secret in ["/api/orders", "4111-secret", "secret-header", "secret-body"] {
+        let wire = format!("{} {:?}", enc.target, enc.headers);
+        assert!(!wire.contains(secret), "{secret} on the wire");
+        assert!(!String::from_utf8_lossy(&enc.body).contains(secret));
+    }
+    let r = enc.send(listen);
+    let d = pairs[0]
+        .decode(1, "POST", &r)
+        .unwrap_or_else(|e| panic!("decoding the answer: {e} ({})", r.text()));
+    assert_eq!(d.status, 200);
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(
+        (rec[0].method.as_str(), rec[0].path.as_str()),
+        ("POST", "/api/orders?card=4111-secret")
+    );
+    assert_eq!(rec[0].header("x-app-secret"), Some("secret-header"));
+    assert_eq!(rec[0].body, b"{\"note\":\"secret-body\"}");
+    // HEADERS on a relayed answer: kept readable (visible_response_headers).
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+
     // CORS: a preflight from the configured origin is answered by Envoy...
+    stack.clear_recorded();
     let preflight = |origin: &str| {
         http::request(
             listen,
