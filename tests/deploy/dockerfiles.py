@@ -7,7 +7,8 @@ For each Dockerfile (build context: the repository root):
   is the toolchain rust-toolchain.toml pins;
 - every COPY/ADD source from the context exists and is not excluded by .dockerignore;
 - every `cargo build -p PKG [--bin BIN]` names a workspace package (and one of its bins),
-  per `cargo metadata`;
+  per `cargo metadata`; with `--locked`, Cargo.lock must be up to date with the manifests
+  (else that build fails);
 - the final stage runs as a non-root USER, except the wasm image, whose final stage must
   be `FROM scratch` holding exactly /plugin.wasm (what Istio's WasmPlugin takes).
 Prints `ok <file>` per Dockerfile; problems as `error: ...`, exit status 1.
@@ -46,6 +47,13 @@ def main():
     meta = json.loads(subprocess.run(
         ["cargo", "metadata", "--no-deps", "--format-version", "1", "--offline"],
         cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    host = re.search(r"^host: (\S+)", subprocess.run(
+        ["rustc", "-vV"], cwd=ROOT, check=True, capture_output=True, text=True).stdout, re.M).group(1)
+    # Resolves the whole graph against Cargo.lock without changing it (may fetch manifests
+    # of the host's packages from crates.io, as the build would).
+    locked = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--locked", "--filter-platform", host],
+        cwd=ROOT, capture_output=True, text=True)
     bins = {p["name"]: {t["name"] for t in p["targets"] if "bin" in t["kind"]} for p in meta["packages"]}
     toolchain = re.search(r'channel\s*=\s*"([^"]+)"', open(os.path.join(ROOT, "rust-toolchain.toml")).read()).group(1)
     ignored = [l.strip().rstrip("/") for l in open(os.path.join(ROOT, ".dockerignore"))
@@ -91,6 +99,9 @@ def main():
             elif op == "RUN":
                 for m in re.finditer(r"cargo build([^&;|]*)", rest):
                     words = m.group(1).split()
+                    if "--locked" in words and locked.returncode != 0:
+                        errors.append(f"{rel}: cargo build --locked: Cargo.lock is not up to date "
+                                      f"({locked.stderr.strip().splitlines()[-1] if locked.stderr.strip() else 'cargo metadata --locked failed'})")
                     pkg = words[words.index("-p") + 1] if "-p" in words else None
                     if pkg not in bins:
                         errors.append(f"{rel}: cargo build -p {pkg}: no such workspace package")
