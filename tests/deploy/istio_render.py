@@ -10,12 +10,17 @@ BASE      an Envoy bootstrap standing in for what istiod generates for the workl
 --labels  the workload's pod labels (WasmPlugin selector, EnvoyFilter workloadSelector)
 --port    the destination port of the listener's traffic, as a WasmPlugin `match` sees it
 --wasm-file  the module Istio's agent would have fetched from the WasmPlugin `url`
-RESOURCE  YAML files holding WasmPlugin and EnvoyFilter resources (others are skipped)
+RESOURCE  YAML files holding WasmPlugin, EnvoyFilter and DestinationRule resources (others
+          are skipped)
 
 What it does, as Istio does:
 - EnvoyFilter: for a selected workload, each configPatch whose match.context fits; only
   `applyTo: CLUSTER` with `operation: ADD` is implemented (the patch value becomes a
   cluster); any other patch is an error, so nothing is silently ignored.
+- DestinationRule: `tls` (top level or per port) with mode SIMPLE becomes the
+  UpstreamTlsContext of the base's `outbound|<port>||<host>` cluster: `sni`, the
+  `subjectAltNames` as exact DNS SAN matchers, `caCertificates` as trusted CA. Other TLS
+  modes are an error.
 - WasmPlugin: for a selected workload whose traffic its `match` covers, an
   `envoy.filters.http.wasm` filter named `<namespace>.<name>`: root_id = pluginName,
   configuration = pluginConfig as JSON in a StringValue (protojson: sorted keys, integral
@@ -143,6 +148,7 @@ def main():
     cfg = yaml.safe_load(open(a.base, encoding="utf-8"))
     clusters = cfg["static_resources"].setdefault("clusters", [])
     plugins = []
+    by_name = {c["name"]: c for c in clusters}
     for path in a.resources:
         for res in yaml.safe_load_all(open(path, encoding="utf-8")):
             if not res:
@@ -164,6 +170,32 @@ def main():
                         die(f"{path}: configPatches[{i}]: cluster {value['name']} already exists")
                     clusters.append(value)
                     print(f"EnvoyFilter {res['metadata']['name']}: added cluster {value['name']}")
+            elif kind == "DestinationRule":
+                host = spec["host"]
+                policy = spec.get("trafficPolicy", {})
+                settings = [(p["port"]["number"], p["tls"]) for p in policy.get("portLevelSettings", []) if "tls" in p]
+                for name, cluster in by_name.items():
+                    parts = name.split("|")
+                    if len(parts) != 4 or parts[0] != "outbound" or parts[3] != host:
+                        continue
+                    tls = next((t for port, t in settings if str(port) == parts[1]), policy.get("tls"))
+                    if not tls:
+                        continue
+                    if tls.get("mode") != "SIMPLE":
+                        die(f"{path}: DestinationRule {res['metadata']['name']}: tls mode {tls.get('mode')} is not implemented here")
+                    validation = {}
+                    if tls.get("caCertificates"):
+                        validation["trusted_ca"] = {"filename": tls["caCertificates"]}
+                    if tls.get("subjectAltNames"):
+                        validation["match_typed_subject_alt_names"] = [
+                            {"san_type": "DNS", "matcher": {"exact": n}} for n in tls["subjectAltNames"]]
+                    ctx = {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"}
+                    if tls.get("sni"):
+                        ctx["sni"] = tls["sni"]
+                    if validation:
+                        ctx["common_tls_context"] = {"validation_context": validation}
+                    cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
+                    print(f"DestinationRule {res['metadata']['name']}: TLS origination on {name}")
             elif kind == "WasmPlugin":
                 if not selected(spec.get("selector", {}).get("matchLabels"), labels):
                     continue

@@ -242,3 +242,27 @@ impl TestCa {
         }
     }
 }
+
+/// The local TLS "vendor": an Envoy terminating TLS for api.moesif.net / api.moesif.com
+/// with `ca`'s server certificate (tests/deploy/tls-upstream.yaml), forwarding to
+/// `upstream` with the SNI and TLS version as request headers. Returns it and its address.
+pub fn tls_vendor(dir: &Path, upstream: SocketAddr, ca: &TestCa) -> (Envoy, SocketAddr) {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let template = fs::read_to_string(repo_root().join("tests/deploy/tls-upstream.yaml"))
+        .unwrap_or_else(|e| panic!("tests/deploy/tls-upstream.yaml: {e}"));
+    let yaml = crate::render(
+        &template,
+        &[
+            ("VEIL_ADMIN_PORT", admin.port().to_string()),
+            ("VEIL_LISTEN_PORT", listen.port().to_string()),
+            ("VEIL_TLS_CERT", ca.cert.display().to_string()),
+            ("VEIL_TLS_KEY", ca.key.display().to_string()),
+            ("VEIL_UPSTREAM_PORT", upstream.port().to_string()),
+        ],
+    );
+    let path = dir.join("tls-vendor.yaml");
+    fs::write(&path, yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let envoy = Envoy::start("tls-vendor", dir, &path, admin).unwrap_or_else(|e| panic!("{e}"));
+    (envoy, listen)
+}

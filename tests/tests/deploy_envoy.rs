@@ -12,7 +12,9 @@ use std::process::Command;
 use serde_json::Value;
 use veil_core::relay::ClientIdSecret;
 use veil_e2e::check::{kids_in, unseal};
-use veil_e2e::deploy::{envoy_validate, py_ok, scratch_dir, Envoy, TestCa, RELAY_SECRET};
+use veil_e2e::deploy::{
+    envoy_validate, py_ok, scratch_dir, tls_vendor, Envoy, TestCa, RELAY_SECRET,
+};
 use veil_e2e::{fixture, free_port, http, relay, render, repo_root, wasm_path, Stack};
 
 /// The configs shipped in `envoy/` (YAML only; the demo's filter JSON is its companion).
@@ -121,28 +123,6 @@ fn validate_mode_configures_the_filter() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// The local TLS vendor: Envoy terminating TLS for api.moesif.net / api.moesif.com with a
-/// test-CA certificate, forwarding to the stack's recording upstream.
-fn tls_vendor(stack: &Stack, dir: &Path, ca: &TestCa) -> (Envoy, SocketAddr) {
-    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let template = fs::read_to_string(repo_root().join("tests/deploy/tls-upstream.yaml")).unwrap();
-    let yaml = render(
-        &template,
-        &[
-            ("VEIL_ADMIN_PORT", admin.port().to_string()),
-            ("VEIL_LISTEN_PORT", listen.port().to_string()),
-            ("VEIL_TLS_CERT", ca.cert.display().to_string()),
-            ("VEIL_TLS_KEY", ca.key.display().to_string()),
-            ("VEIL_UPSTREAM_PORT", stack.upstream.port().to_string()),
-        ],
-    );
-    let path = dir.join("tls-vendor.yaml");
-    fs::write(&path, yaml).unwrap();
-    let envoy = Envoy::start("tls-vendor", dir, &path, admin).unwrap_or_else(|e| panic!("{e}"));
-    (envoy, listen)
-}
-
 /// The shipped seal config with its addresses pointed at the test processes; `ca` replaces
 /// the system CA bundle when given.
 fn seal_envoy(
@@ -180,7 +160,7 @@ fn seal_config_seals_and_originates_tls_with_sni_and_validation() {
     let stack = Stack::start();
     let dir = scratch_dir("seal-tls");
     let ca = TestCa::new(&dir, &["api.moesif.net", "api.moesif.com"]);
-    let (vendor, vendor_addr) = tls_vendor(&stack, &dir, &ca);
+    let (vendor, vendor_addr) = tls_vendor(&dir, stack.upstream, &ca);
     let (seal, listen) = seal_envoy(&stack, &dir, vendor_addr, Some(&ca.ca_cert));
 
     // Collector: sealed, to api.moesif.net over TLS.
@@ -219,8 +199,8 @@ fn seal_config_seals_and_originates_tls_with_sni_and_validation() {
     assert_eq!(unseal(&stack, &fwd.body), event, "unseals to the original");
     assert!(seal.stat("cluster.moesif_collector.ssl.handshake") >= 1);
 
-    // Management API: to api.moesif.com over TLS, /api/ becomes /v1/, answers unsealed.
-    stack.clear_recorded();
+    // Management API: to api.moesif.com over TLS, /api/ becomes /v1/; the vendor's answer
+    // holds the sealed event, which comes back unsealed.
     let search = fixture("search-request-plaintext.json");
     let r = http::request(
         listen,
@@ -232,15 +212,19 @@ fn seal_config_seals_and_originates_tls_with_sni_and_validation() {
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let rec = stack.recorded();
-    assert_eq!(rec.len(), 1);
-    assert_eq!(rec[0].path, "/v1/search/~/search/events");
-    assert_eq!(rec[0].header("host"), Some("api.moesif.com"));
-    assert_eq!(rec[0].header("x-test-tls-sni"), Some("api.moesif.com"));
+    assert_eq!(rec.len(), 2);
+    assert_eq!(rec[1].path, "/v1/search/~/search/events");
+    assert_eq!(rec[1].header("host"), Some("api.moesif.com"));
+    assert_eq!(rec[1].header("x-test-tls-sni"), Some("api.moesif.com"));
     assert!(seal.stat("cluster.moesif_api.ssl.handshake") >= 1);
-    let answer: Value = serde_json::from_slice(&r.body).unwrap();
+    let answer = String::from_utf8_lossy(&r.body);
     assert!(
-        !String::from_utf8_lossy(&r.body).contains("veil:v1:"),
+        !answer.contains("veil:v1:"),
         "the answer is unsealed: {answer}"
+    );
+    assert!(
+        answer.contains("jane@example.com"),
+        "the event came back: {answer}"
     );
 
     // Nothing but the two routes reaches the vendor.
@@ -259,7 +243,7 @@ fn seal_config_refuses_a_vendor_certificate_outside_the_system_bundle() {
     let stack = Stack::start();
     let dir = scratch_dir("seal-untrusted");
     let ca = TestCa::new(&dir, &["api.moesif.net", "api.moesif.com"]);
-    let (vendor, vendor_addr) = tls_vendor(&stack, &dir, &ca);
+    let (vendor, vendor_addr) = tls_vendor(&dir, stack.upstream, &ca);
     let (seal, listen) = seal_envoy(&stack, &dir, vendor_addr, None);
     stack.clear_recorded();
     let r = http::request(

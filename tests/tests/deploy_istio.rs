@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use veil_e2e::check::{kids_in, unseal};
-use veil_e2e::deploy::{py, py_ok, scratch_dir, Envoy};
+use veil_e2e::deploy::{py, py_ok, scratch_dir, tls_vendor, Envoy, TestCa};
 use veil_e2e::{fixture, free_port, http, render, repo_root, wasm_path, Stack};
 
 fn os(s: &str) -> &OsStr {
@@ -137,16 +137,20 @@ fn the_validator_refuses_broken_manifests() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// Renders `base` (a tests/deploy template) for the stack, applies the Istio resources with
-/// istio_render.py, points the EnvoyFilter's keyservice cluster at the test keyservice and
-/// starts Envoy. Returns Envoy, its listen address and the renderer's report.
+/// Renders `base` (a tests/deploy template) with its outbound clusters at the local TLS
+/// vendor, applies the Istio resources with istio_render.py, points the EnvoyFilter's
+/// keyservice cluster at the test keyservice and the DestinationRules' CA at the test CA,
+/// and starts Envoy. Returns Envoy, its listen address, the renderer's report and the
+/// vendor (kept running).
 fn istio_envoy(
     stack: &Stack,
     dir: &Path,
     base: &str,
     resources: &[&str],
     render_args: &[&str],
-) -> (Envoy, SocketAddr, String) {
+) -> (Envoy, SocketAddr, String, Envoy) {
+    let ca = TestCa::new(dir, &["api.moesif.net", "api.moesif.com"]);
+    let (vendor, vendor_addr) = tls_vendor(dir, stack.upstream, &ca);
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let template = fs::read_to_string(repo_root().join("tests/deploy").join(base)).unwrap();
@@ -158,7 +162,7 @@ fn istio_envoy(
             &[
                 ("VEIL_ADMIN_PORT", admin.port().to_string()),
                 ("VEIL_LISTEN_PORT", listen.port().to_string()),
-                ("VEIL_UPSTREAM_PORT", stack.upstream.port().to_string()),
+                ("VEIL_UPSTREAM_PORT", vendor_addr.port().to_string()),
             ],
         ),
     )
@@ -174,8 +178,8 @@ fn istio_envoy(
     args.extend(render_args.iter().map(|a| os(a)));
     args.extend([os("--wasm-file"), wasm.as_os_str()]);
     let report = py_ok("istio_render.py", &args);
-    // The keyservice cluster exists only if the EnvoyFilter added it: override.py refuses
-    // to point a cluster that is not there.
+    // The keyservice cluster exists only if the EnvoyFilter added it, and a TLS context
+    // only if a DestinationRule made one: override.py refuses to change what is not there.
     let final_path = dir.join("envoy.yaml");
     py_ok(
         "override.py",
@@ -183,12 +187,13 @@ fn istio_envoy(
             rendered.as_os_str(),
             final_path.as_os_str(),
             os(&format!("--cluster=veil_keyservice={}", stack.keyservice)),
+            os(&format!("--ca={}", ca.ca_cert.display())),
         ],
     );
     let envoy =
         Envoy::start("istio-envoy", dir, &final_path, admin).unwrap_or_else(|e| panic!("{e}"));
     envoy.wait_for_keys();
-    (envoy, listen, report)
+    (envoy, listen, report, vendor)
 }
 
 fn assert_sealed(stack: &Stack, body: &[u8], event: &[u8]) {
@@ -204,12 +209,13 @@ fn assert_sealed(stack: &Stack, body: &[u8], event: &[u8]) {
 fn sidecar_egress_seals_what_the_app_sends_to_the_vendor() {
     let stack = Stack::start();
     let dir = scratch_dir("istio-sidecar");
-    let (envoy, listen, report) = istio_envoy(
+    let (envoy, listen, report, _vendor) = istio_envoy(
         &stack,
         &dir,
         "istio-base-sidecar.yaml",
         &[
             "base/envoyfilter-keyservice.yaml",
+            "base/egress-moesif.yaml",
             "sidecar-egress/wasmplugin.yaml",
         ],
         &[
@@ -220,6 +226,12 @@ fn sidecar_egress_seals_what_the_app_sends_to_the_vendor() {
         ],
     );
     assert!(report.contains("added cluster veil_keyservice"), "{report}");
+    assert!(
+        report.contains(
+            "DestinationRule moesif-collector-tls: TLS origination on outbound|10080||api.moesif.net"
+        ),
+        "{report}"
+    );
     assert!(
         report.contains("WasmPlugin veil-seal: inserted before envoy.filters.http.router"),
         "{report}"
@@ -242,6 +254,8 @@ fn sidecar_egress_seals_what_the_app_sends_to_the_vendor() {
     let rec = stack.recorded();
     assert_eq!(rec.len(), 1);
     assert_eq!(rec[0].path, "/v1/events");
+    // Left over TLS (the DestinationRule), as the vendor's host.
+    assert_eq!(rec[0].header("x-test-tls-sni"), Some("api.moesif.net"));
     assert_sealed(&stack, &rec[0].body, &event);
     assert!(envoy.stat("wasmcustom.veil.keys.fetch_ok") >= 1);
     let _ = fs::remove_dir_all(&dir);
@@ -302,12 +316,13 @@ fn sidecar_wasmplugin_selects_only_its_workloads_and_port() {
 fn gateway_seals_collector_traffic_and_unseals_management_answers() {
     let stack = Stack::start();
     let dir = scratch_dir("istio-gateway");
-    let (_envoy, listen, report) = istio_envoy(
+    let (_envoy, listen, report, _vendor) = istio_envoy(
         &stack,
         &dir,
         "istio-base-gateway.yaml",
         &[
             "base/envoyfilter-keyservice.yaml",
+            "base/egress-moesif.yaml",
             "gateway/wasmplugin.yaml",
         ],
         &[
@@ -336,8 +351,11 @@ fn gateway_seals_collector_traffic_and_unseals_management_answers() {
     assert_eq!(rec.len(), 1);
     assert_eq!(rec[0].path, "/v1/events");
     assert_eq!(rec[0].header("host"), Some("api.moesif.net"));
+    assert_eq!(rec[0].header("x-test-tls-sni"), Some("api.moesif.net"));
     assert_sealed(&stack, &rec[0].body, &event);
 
+    // The management API: the search goes out over TLS to api.moesif.com; the vendor's
+    // answer holds the sealed event, which comes back unsealed.
     let r = http::request(
         listen,
         "POST",
@@ -347,9 +365,15 @@ fn gateway_seals_collector_traffic_and_unseals_management_answers() {
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
+    let answer = String::from_utf8_lossy(&r.body);
+    assert!(!answer.contains("veil:v1:"), "answer unsealed: {answer}");
     assert!(
-        !String::from_utf8_lossy(&r.body).contains("veil:v1:"),
-        "answer unsealed"
+        answer.contains("jane@example.com"),
+        "the event came back: {answer}"
     );
+    let rec = stack.recorded();
+    let search = rec.last().unwrap();
+    assert_eq!(search.path, "/v1/search/~/search/events");
+    assert_eq!(search.header("x-test-tls-sni"), Some("api.moesif.com"));
     let _ = fs::remove_dir_all(&dir);
 }
