@@ -369,6 +369,24 @@ fn relay_config_runs_pairing_encoded_requests_cors_and_route_rules() {
         assert!(methods.contains(m), "{m} allowed: {methods}");
     }
     // ...and gets no CORS grant from any other origin.
+    // The relay's own answers carry the grant too (a cross-origin client reads them).
+    let r = http::request(
+        listen,
+        "GET",
+        "/veil/relay",
+        &[("origin", "https://app.example.com")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let exposed = r
+        .header("access-control-expose-headers")
+        .unwrap_or_default();
+    assert!(exposed.contains("x-veil-client-id"), "{exposed}");
     let evil = preflight("https://evil.example");
     assert_eq!(evil.header("access-control-allow-origin"), None);
     assert!(
@@ -392,7 +410,10 @@ fn relay_config_runs_pairing_encoded_requests_cors_and_route_rules() {
     assert!(stack.recorded().is_empty());
     // A /veil/ path the relay does not serve stops at Envoy.
     let r = http::get(listen, "/veil/unknown").unwrap();
-    assert_eq!(r.status, 404);
+    assert_eq!(
+        (r.status, r.header("x-veil-relay-error")),
+        (404, Some("relay-route-not-allowed"))
+    );
     assert!(stack.recorded().is_empty());
     drop(envoy);
     let _ = fs::remove_dir_all(&dir);
