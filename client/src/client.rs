@@ -381,7 +381,7 @@ impl Client {
         let headers_json = encode_headers(&headers);
         wire::decode_request_headers(&headers_json).map_err(|_| {
             ClientError::Usage(
-                "a header is not allowed through the relay (host, content-length, hop-by-hop, x-veil-*, or a bad name/value)"
+                "a header is not allowed through the relay (host, content-length, hop-by-hop, origin, referer, sec-*, x-veil-*, or a bad name/value)"
                     .into(),
             )
         })?;

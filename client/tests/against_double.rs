@@ -387,6 +387,11 @@ fn a_replay_refusal_is_retried_on_a_fresh_seq_and_others_give_up() {
         .request("GET", "/a", &[h("x-veil-relay", "x")], None)
         .is_err());
     assert!(c.request("GET", "a", &[], None).is_err());
+    // browser-controlled names (the filter would refuse them: relay-decode-failed)
+    for n in ["origin", "Referer", "sec-fetch-site", "sec-ch-ua"] {
+        let e = c.request("GET", "/a", &[h(n, "x")], None).unwrap_err();
+        assert!(matches!(e, veil_relay::ClientError::Usage(_)), "{n}: {e}");
+    }
     assert_eq!(c.stats().requests, before);
 }
 

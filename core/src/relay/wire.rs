@@ -444,7 +444,11 @@ pub fn sealed_path_part<'p>(prefix: &str, path: &'p str) -> Option<&'p str> {
     (!b64.is_empty()).then_some(b64)
 }
 
-/// Request header names the filter refuses in the decoded headers.
+/// Request header names the filter refuses in the decoded headers: framing and hop-by-hop
+/// headers (the filter and Envoy own them), and `origin` and `referer`, which the browser
+/// sets on the wire and a page's script cannot: a decoded header replaces the wire header
+/// of the same name, so a malicious page could otherwise encode its own `origin` and pass
+/// an upstream's Origin (CSRF) check.
 pub const FORBIDDEN_REQUEST_HEADERS: &[&str] = &[
     "host",
     "content-length",
@@ -454,7 +458,22 @@ pub const FORBIDDEN_REQUEST_HEADERS: &[&str] = &[
     "te",
     "upgrade",
     "proxy-connection",
+    "origin",
+    "referer",
 ];
+
+/// Name prefixes refused in the decoded request headers: `x-veil-` (the relay's own) and
+/// `sec-` (`sec-fetch-*`, `sec-ch-*`, …: set by the browser only, by the fetch spec's rule
+/// that scripts may not set `sec-` names, so an encoded one would be a forgery).
+pub const FORBIDDEN_REQUEST_HEADER_PREFIXES: &[&str] = &["x-veil-", "sec-"];
+
+/// Whether the protocol keeps `name` (lowercase) out of the decoded request headers.
+pub fn is_forbidden_request_header(name: &str) -> bool {
+    FORBIDDEN_REQUEST_HEADERS.contains(&name)
+        || FORBIDDEN_REQUEST_HEADER_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p))
+}
 
 /// The headers JSON: `[[name, value], ...]` in order.
 pub fn encode_headers(list: &[(String, String)]) -> Vec<u8> {
@@ -493,13 +512,10 @@ fn decode_headers(bytes: &[u8]) -> Result<Vec<(String, String)>, RelayError> {
 }
 
 /// Decoded request headers, refused when a name is not a lowercase token, is forbidden
-/// (`FORBIDDEN_REQUEST_HEADERS`, `x-veil-*`) or a value holds control characters.
+/// ([`is_forbidden_request_header`]) or a value holds control characters.
 pub fn decode_request_headers(bytes: &[u8]) -> Result<Vec<(String, String)>, RelayError> {
     let list = decode_headers(bytes)?;
-    if list
-        .iter()
-        .any(|(n, _)| FORBIDDEN_REQUEST_HEADERS.contains(&n.as_str()) || n.starts_with("x-veil-"))
-    {
+    if list.iter().any(|(n, _)| is_forbidden_request_header(n)) {
         return Err(RelayError::DecodeFailed("a decoded header is not allowed"));
     }
     Ok(list)
@@ -805,6 +821,48 @@ mod tests {
         let r = decode_response_headers(br#"[["content-length","3"],["etag","\"x\""]]"#).unwrap();
         assert_eq!(r.len(), 2);
         assert!(decode_response_headers(br#"[["Content-Type","x"]]"#).is_err());
+    }
+
+    #[test]
+    fn browser_controlled_request_headers_are_refused() {
+        // A page's script could otherwise replace what the browser put on the wire (a
+        // decoded header replaces the wire header of the same name): Origin-based CSRF
+        // checks, Fetch Metadata and client hints would trust a forgery.
+        for name in [
+            "origin",
+            "referer",
+            "sec-fetch-site",
+            "sec-fetch-mode",
+            "sec-fetch-dest",
+            "sec-fetch-user",
+            "sec-ch-ua",
+            "sec-ch-ua-platform",
+            "sec-websocket-key",
+            "sec-",
+        ] {
+            let json = encode_headers(&[
+                ("accept".to_string(), "*/*".to_string()),
+                (name.to_string(), "https://evil.example".to_string()),
+            ]);
+            let e = decode_request_headers(&json).unwrap_err();
+            assert_eq!(e.code(), "relay-decode-failed", "{name}");
+            assert!(is_forbidden_request_header(name), "{name}");
+        }
+        // Look-alikes are ordinary application headers; the response side is not limited.
+        for name in ["origin-x", "x-origin", "referrer", "secret", "sec", "x-sec-fetch"] {
+            let list = vec![(name.to_string(), "v".to_string())];
+            assert_eq!(
+                decode_request_headers(&encode_headers(&list)).unwrap(),
+                list,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            decode_response_headers(br#"[["origin","o"],["sec-x","1"]]"#)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
