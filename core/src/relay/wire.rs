@@ -849,7 +849,14 @@ mod tests {
             assert!(is_forbidden_request_header(name), "{name}");
         }
         // Look-alikes are ordinary application headers; the response side is not limited.
-        for name in ["origin-x", "x-origin", "referrer", "secret", "sec", "x-sec-fetch"] {
+        for name in [
+            "origin-x",
+            "x-origin",
+            "referrer",
+            "secret",
+            "sec",
+            "x-sec-fetch",
+        ] {
             let list = vec![(name.to_string(), "v".to_string())];
             assert_eq!(
                 decode_request_headers(&encode_headers(&list)).unwrap(),
