@@ -14,7 +14,12 @@ export const Part = Object.freeze({
   ResponseBody: 5,
 });
 
-/** Request header names the filter refuses inside the sealed header list (§3). */
+/**
+ * Request header names the filter refuses inside the sealed header list (§3): framing and
+ * hop-by-hop headers, and the browser-controlled `origin` and `referer` (with every `sec-*`
+ * name, below): a sealed header replaces the wire header of the same name, so a page must
+ * not be able to override what the browser itself put on the wire.
+ */
 const FORBIDDEN_REQUEST_HEADERS = new Set([
   'host',
   'content-length',
@@ -24,6 +29,8 @@ const FORBIDDEN_REQUEST_HEADERS = new Set([
   'te',
   'upgrade',
   'proxy-connection',
+  'origin',
+  'referer',
 ]);
 
 const utf8 = new TextEncoder();
@@ -131,7 +138,7 @@ export function parseResponseControl(value) {
 
 /** True for a name the protocol keeps out of the sealed request headers. */
 export function isForbiddenRequestHeader(name) {
-  return name.startsWith(':') || name.startsWith('x-veil-') || FORBIDDEN_REQUEST_HEADERS.has(name);
+  return name.startsWith(':') || name.startsWith('x-veil-') || name.startsWith('sec-') || FORBIDDEN_REQUEST_HEADERS.has(name);
 }
 
 /** `headers_json`: a JSON array of `[name, value]` pairs (names lowercase), as bytes. */

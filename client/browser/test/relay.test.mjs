@@ -192,6 +192,22 @@ test('fetch semantics: other origins, x-veil-* headers and GET bodies are refuse
   assert.deepEqual(j.headers, [['content-type', 'text/plain;charset=UTF-8'], ['x-one', '1']]);
 });
 
+test('browser-controlled headers (origin, referer, sec-*) never travel sealed, even where fetch lets a script set them', async () => {
+  // A browser's fetch drops these itself; Node's does not, so this is the module's own rule:
+  // a sealed header would replace the browser's wire header of the same name (CSRF).
+  const { s } = echoServer();
+  const relay = relayFor(s);
+  const r = await relay.fetch('/app/echo/forged', {
+    headers: [['Origin', 'https://evil.example'], ['referer', 'https://evil.example/'], ['sec-fetch-site', 'same-origin'],
+      ['sec-ch-ua', '"x"'], ['x-ok', '1'], ['secret', 's']],
+  });
+  assert.equal(r.status, 200);
+  const j = await r.json();
+  assert.deepEqual(j.headers, [['x-ok', '1'], ['secret', 's']]);
+  // and the stand-in (which refuses them like the filter) saw no refusal
+  assert.equal(s.log.filter((l) => l.url.includes('/veil/x/')).length, 1);
+});
+
 test('a pair whose sequence numbers are used up, or that is about to expire, is replaced', async () => {
   const { s } = echoServer();
   let now = Date.now();

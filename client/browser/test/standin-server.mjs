@@ -9,7 +9,7 @@ import { ml_kem768_x25519 as xwing } from '@noble/post-quantum/hybrid.js';
 const LABEL = 'veil-relay/v1';
 const SECRET = Buffer.from('stand-in client id secret, 32+ bytes long!!');
 const VISIBLE = new Set(['set-cookie', 'date', 'server', 'vary', 'cache-control', 'strict-transport-security', 'x-request-id']);
-const FORBIDDEN = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'upgrade', 'proxy-connection']);
+const FORBIDDEN = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'upgrade', 'proxy-connection', 'origin', 'referer']);
 
 const b64 = (b) => Buffer.from(b).toString('base64url');
 const unb64 = (s) => Buffer.from(s, 'base64url');
@@ -123,7 +123,7 @@ export class StandIn {
     try {
       path = open(pair.c2s, 1, seq, ad(pairId, seq, method, flags, 1), unb64(u.pathname.slice('/veil/x/'.length))).toString();
       reqHeaders = JSON.parse(open(pair.c2s, 2, seq, ad(pairId, seq, method, flags, 2), unb64(headers.get('x-veil-relay-eh') ?? '')).toString());
-      if (reqHeaders.some(([n]) => n !== n.toLowerCase() || n.startsWith(':') || n.startsWith('x-veil-') || FORBIDDEN.has(n))) throw new Error('header');
+      if (reqHeaders.some(([n]) => n !== n.toLowerCase() || n.startsWith(':') || n.startsWith('x-veil-') || n.startsWith('sec-') || FORBIDDEN.has(n))) throw new Error('header');
       if (flags === 'uhb') {
         if (headers.get('content-type') !== 'application/octet-stream') throw new Error('content-type');
         reqBody = open(pair.c2s, 3, seq, ad(pairId, seq, method, flags, 3), body ?? Buffer.alloc(0));

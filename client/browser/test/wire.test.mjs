@@ -56,10 +56,13 @@ test('headers_json: compact JSON array of pairs, order and repeats kept; decodin
 });
 
 test('forbidden request header names', () => {
-  for (const n of [':path', 'host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'upgrade', 'proxy-connection', 'x-veil-relay']) {
+  for (const n of [':path', 'host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'upgrade', 'proxy-connection', 'x-veil-relay',
+    'origin', 'referer', 'sec-fetch-site', 'sec-fetch-mode', 'sec-fetch-dest', 'sec-ch-ua', 'sec-ch-ua-platform']) {
     assert.ok(isForbiddenRequestHeader(n), n);
   }
-  for (const n of ['accept', 'content-type', 'authorization', 'x-veilx', 'cookie']) assert.ok(!isForbiddenRequestHeader(n), n);
+  for (const n of ['accept', 'content-type', 'authorization', 'x-veilx', 'cookie', 'origin-x', 'x-origin', 'referrer', 'secret', 'x-sec-fetch']) {
+    assert.ok(!isForbiddenRequestHeader(n), n);
+  }
 });
 
 test('HKDF-SHA256 through WebCrypto: RFC 5869 test case 1 (the call deriveKeyBytes makes)', async () => {
