@@ -374,6 +374,30 @@ fn refusals_with_stable_codes() {
     // A decoded header that is not allowed.
     let e = p.encode(&id, 5, "GET", "/app/echo", &[("host", "evil")], None);
     assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    // Browser-controlled headers sealed by a page's script, next to the browser's own wire
+    // values: refused, so they can never replace what the browser sent (CSRF via Origin,
+    // Fetch Metadata). Each case on a fresh seq, none moves the window or is forwarded.
+    for (i, (name, forged, wire)) in [
+        ("origin", "https://app.example", "https://evil.example"),
+        ("referer", "https://app.example/", "https://evil.example/"),
+        ("sec-fetch-site", "same-origin", "cross-site"),
+        ("sec-fetch-mode", "navigate", "cors"),
+        ("sec-ch-ua", "\"forged\"", "\"browser\""),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = p.encode(
+            &id,
+            40 + i as u64,
+            "GET",
+            "/app/echo",
+            &[(name, forged)],
+            None,
+        );
+        e.headers.push((name.to_string(), wire.to_string()));
+        assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    }
     // Client ids: forged, or another valid client's.
     let e = p.encode(&other_id, 6, "GET", "/app/echo", &[], None);
     assert_relay_error(&send(&e), 401, "relay-pair-unknown");
@@ -440,6 +464,21 @@ fn refusals_with_stable_codes() {
         "relay-required",
     );
     assert_eq!(stack.recorded().len(), 1);
+    // The browser's own wire values reach the upstream unchanged.
+    stack.clear_recorded();
+    let mut e = p.encode(&id, 50, "GET", "/app/reflect", &[("x-app", "1")], None);
+    for (n, v) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        e.headers.push((n.to_string(), v.to_string()));
+    }
+    assert_eq!(p.decode(50, "GET", &send(&e)).unwrap().status, 200);
+    let seen = stack.recorded();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("origin"), Some("https://evil.example"));
+    assert_eq!(seen[0].header("sec-fetch-site"), Some("cross-site"));
+    assert_eq!(seen[0].header("x-app"), Some("1"));
 }
 
 /// Flips one character of a base64url string (still base64url).
