@@ -27,6 +27,8 @@ apt_install redis-server
 # The relay's browser tests: Debian's Chromium (driven by npm playwright-core), Node.js + npm.
 apt_install chromium
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+# The aws-cloudhsm (PKCS#11) provider's tests: SoftHSM2 and its softhsm2-util.
+apt_install softhsm2
 if [ "${1:-}" = "bench" ]; then
   apt_install wrk
 fi

@@ -15,8 +15,9 @@ use crate::config::{
     ConfigError, Flags, KeyringConfig, LogConfig, ProcessEnv, ProviderKind, ServeConfig, Vars,
     ENV_LISTEN,
 };
-use crate::keyring::{now_unix, rfc3339_utc, Keyring, KeyringError, RootEntry, RootState, Roots};
+use crate::keyring::{now_unix, rfc3339_utc, Keyring, KeyringError, RootState, Roots};
 use crate::logging::{self, ANNOUNCE_TARGET};
+use crate::manage;
 use crate::provider::{self, KeyProvider, LocalProvider, ProviderError, LOCAL_WARNING};
 use crate::server::{self, AppState};
 
@@ -66,14 +67,35 @@ pub enum Command {
     /// Manage the keyring.
     #[command(subcommand)]
     Keyring(KeyringCommand),
+    /// Validate the configuration and probe the provider (a readable report).
+    Check,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum KeyringCommand {
     /// Create a new keyring with one root (and, for the local provider, the KEK file if missing).
     Init,
     /// Show each root and whether it unwraps and matches its check value.
     Status,
+    /// Start a new root version for new data; older versions keep decrypting.
+    RotateRoot,
+    /// Re-wrap every root under another KEK or provider, without touching data.
+    Rewrap {
+        /// A setting of the target provider, overriding the environment for it
+        /// (repeatable), e.g. `--to KMS_PROVIDER=aws-kms --to AWS_CUSTOMER_KEY_ID=arn:…`.
+        #[arg(long = "to", value_name = "VAR=VALUE", required = true)]
+        to: Vec<String>,
+    },
+    /// Unwrap every root (active and disabled) and check its key-check value.
+    Verify,
+    /// Crypto-shred one root version: remove it from the keyring. IRREVERSIBLE.
+    Destroy {
+        /// The root version to destroy (`3` or `r3`).
+        version: String,
+        /// Do not ask for confirmation (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// A failure of a command: printed as `error: <message>`.
@@ -118,6 +140,7 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line against `vars`.
 pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
+    let mut check = false;
     let (serve_args, keyring_cmd) = match cli.command {
         None => (cli.serve.clone(), None),
         Some(Command::Serve(a)) => (
@@ -127,6 +150,10 @@ pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
             },
             None,
         ),
+        Some(Command::Check) => {
+            check = true;
+            (cli.serve.clone(), None)
+        }
         Some(Command::Keyring(k)) => {
             if cli.serve.listen.is_some() || cli.serve.token_file.is_some() {
                 return Err(Failure(
@@ -147,29 +174,34 @@ pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
 
     // Validate every setting before touching a file or a socket.
     let log = LogConfig::from_vars(vars)?;
+    if check {
+        let runtime = runtime()?;
+        logging::init(&log, std::io::stderr)?;
+        return runtime.block_on(manage::check(vars, &flags));
+    }
     let kcfg = KeyringConfig::from_vars(vars, &flags)?;
     let scfg = match keyring_cmd {
         None => Some(ServeConfig::from_vars(vars, &flags)?),
         Some(_) => None,
     };
-    if kcfg.provider != ProviderKind::Local {
-        return Err(provider::not_available(kcfg.provider).into());
-    }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure(format!("cannot start the async runtime: {e}")))?;
+    let runtime = runtime()?;
 
     match (keyring_cmd, scfg) {
-        (Some(KeyringCommand::Init), _) => {
+        (Some(cmd), _) => {
             logging::init(&log, std::io::stderr)?;
-            runtime.block_on(keyring_init(&kcfg))
-        }
-        (Some(KeyringCommand::Status), _) => {
-            logging::init(&log, std::io::stderr)?;
-            runtime.block_on(keyring_status(&kcfg))
+            runtime.block_on(async {
+                match cmd {
+                    KeyringCommand::Init => keyring_init(&kcfg).await,
+                    KeyringCommand::Status => keyring_status(&kcfg).await,
+                    KeyringCommand::RotateRoot => manage::rotate_root(&kcfg).await,
+                    KeyringCommand::Rewrap { to } => manage::rewrap(&kcfg, vars, &flags, &to).await,
+                    KeyringCommand::Verify => manage::verify(&kcfg).await,
+                    KeyringCommand::Destroy { version, yes } => {
+                        manage::destroy(&kcfg, &version, yes).await
+                    }
+                }
+            })
         }
         (None, Some(scfg)) => {
             logging::init(&log, std::io::stdout)?;
@@ -183,8 +215,16 @@ pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(format!("cannot start the async runtime: {e}")))
+}
+
 /// The local provider's loud warning: logged by `serve`, printed to stderr by the CLI.
-fn warn_local(provider: &dyn KeyProvider, as_log: bool) {
+pub fn warn_local(provider: &dyn KeyProvider, as_log: bool) {
     if provider.kind() != ProviderKind::Local {
         return;
     }
@@ -227,12 +267,11 @@ pub async fn keyring_init(cfg: &KeyringConfig) -> Result<(), Failure> {
             };
             Box::new(p)
         }
-        other => return Err(provider::not_available(other).into()),
+        _ => provider::open(cfg).await?,
     };
     warn_local(provider.as_ref(), false);
 
-    let root = provider::generate_root()?;
-    let entry = RootEntry::wrap(1, &root, provider.as_ref(), rfc3339_utc(now_unix())).await?;
+    let (root, entry) = manage::new_root(1, provider.as_ref()).await?;
     // Prove the round trip before anything is written.
     entry
         .unwrap(provider.as_ref())
@@ -257,7 +296,7 @@ pub async fn keyring_init(cfg: &KeyringConfig) -> Result<(), Failure> {
 pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
     let path = &cfg.keyring;
     let keyring = Keyring::load(path)?;
-    let provider = provider::open(cfg);
+    let provider = provider::open(cfg).await;
     println!("keyring   {} ({})", path.display(), keyring.format);
     match &provider {
         Ok(p) => {
@@ -333,13 +372,29 @@ pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `serve`: load and verify every active root, bind, serve until SIGTERM/SIGINT.
-pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure> {
-    // The keyring first: a missing one is the error to report (with the `init` hint).
-    let keyring = Keyring::load(&cfg.keyring)?;
-    let provider = provider::open(cfg)?;
-    warn_local(provider.as_ref(), true);
-    let roots = Roots::unwrap_all(&keyring, provider.as_ref(), Path::new(&cfg.keyring)).await?;
+/// Opens the provider and unwraps every active root.
+async fn load_roots(cfg: &KeyringConfig) -> Result<(Arc<dyn KeyProvider>, Roots), (bool, Failure)> {
+    let keyring = Keyring::load(&cfg.keyring).map_err(|e| (false, e.into()))?;
+    let provider: Arc<dyn KeyProvider> = provider::open(cfg)
+        .await
+        .map_err(|e| (e.is_transient(), e.into()))?
+        .into();
+    match Roots::unwrap_all(&keyring, provider.as_ref(), Path::new(&cfg.keyring)).await {
+        Ok(roots) => Ok((provider, roots)),
+        Err(e) => {
+            // A provider outage is worth retrying; a wrong KEK or a tampered root is not.
+            let transient = matches!(&e, KeyringError::Root { message, .. }
+                if message.starts_with("provider unavailable"));
+            Err((transient, e.into()))
+        }
+    }
+}
+
+/// First retry after this long, doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn log_loaded(cfg: &KeyringConfig, provider: &dyn KeyProvider, roots: &Roots) {
     tracing::info!(
         keyring = %cfg.keyring.display(),
         provider = %provider.kind(),
@@ -349,10 +404,45 @@ pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure
         rotation_months = cfg.rotation.get(),
         "keyring loaded; every active root unwrapped and matched its check value"
     );
+}
+
+/// `serve`: load and verify every active root, bind, serve until SIGTERM/SIGINT. If the
+/// provider is unreachable at start, serve not-ready (`/readyz` 503) and retry with backoff;
+/// any other failure refuses to start.
+pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure> {
+    // The keyring first: a missing one is the error to report (with the `init` hint).
+    let first = match load_roots(cfg).await {
+        Err((false, e)) => return Err(e),
+        r => r,
+    };
     let relay = crate::relay::Relay::start(scfg.relay.clone())
         .await
         .map_err(Failure)?;
-    let state = Arc::new(AppState::new(roots, cfg.rotation, scfg.token).with_relay(relay));
+    let (state, pending) = match first {
+        Ok((provider, roots)) => {
+            warn_local(provider.as_ref(), true);
+            log_loaded(cfg, provider.as_ref(), &roots);
+            let st = AppState::new(roots, cfg.rotation, scfg.token).with_relay(relay);
+            let _ = st
+                .reloader
+                .set(server::Reloader::new(cfg.keyring.clone(), provider));
+            (Arc::new(st), false)
+        }
+        Err((false, e)) => return Err(e),
+        Err((true, e)) => {
+            tracing::error!(
+                error = %e.0,
+                "the key provider is unreachable; serving not-ready and retrying with backoff"
+            );
+            let st = AppState::new(
+                Roots::from_map(Default::default()),
+                cfg.rotation,
+                scfg.token,
+            )
+            .with_relay(relay);
+            (Arc::new(st), true)
+        }
+    };
     let listener = tokio::net::TcpListener::bind(scfg.listen)
         .await
         .map_err(|e| {
@@ -365,7 +455,39 @@ pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure
     let addr = listener
         .local_addr()
         .map_err(|e| Failure(format!("{ENV_LISTEN}: {e}")))?;
-    state.set_ready(true);
+    if pending {
+        let state = state.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let mut wait = RETRY_FIRST;
+            loop {
+                tokio::time::sleep(wait).await;
+                match load_roots(&cfg).await {
+                    Ok((provider, roots)) => {
+                        warn_local(provider.as_ref(), true);
+                        log_loaded(&cfg, provider.as_ref(), &roots);
+                        state.set_roots(roots);
+                        let _ = state
+                            .reloader
+                            .set(server::Reloader::new(cfg.keyring.clone(), provider));
+                        state.set_ready(true);
+                        tracing::info!(target: ANNOUNCE_TARGET, "veil-keyservice ready");
+                        return;
+                    }
+                    Err((_, e)) => {
+                        wait = (wait * 2).min(RETRY_MAX);
+                        tracing::error!(
+                            error = %e.0,
+                            retry_in_secs = wait.as_secs(),
+                            "the keyring's roots are still not unwrapped; not ready"
+                        );
+                    }
+                }
+            }
+        });
+    } else {
+        state.set_ready(true);
+    }
     tracing::info!(target: ANNOUNCE_TARGET, %addr, "veil-keyservice listening on {addr}");
     server::serve(listener, state, server::shutdown_signal())
         .await
@@ -395,20 +517,19 @@ mod tests {
             Cli::try_parse_from(["veil-keyservice", "serve", "--listen", "127.0.0.1:1"]).unwrap();
         assert!(matches!(c.command, Some(Command::Serve(_))));
         assert!(Cli::try_parse_from(["veil-keyservice", "keyring", "rotate"]).is_err());
-    }
-
-    #[test]
-    fn cloud_providers_are_not_available_yet() {
-        use std::collections::HashMap;
-        for p in ["aws-kms", "aws-cloudhsm", "azure-keyvault"] {
-            let vars: HashMap<&str, &str> = [("KMS_PROVIDER", p)].into_iter().collect();
-            let cli = Cli::try_parse_from(["veil-keyservice", "keyring", "status"]).unwrap();
-            let e = run(cli, &vars).unwrap_err().0;
-            assert!(
-                e.contains(&format!("provider {p} is not available in this build yet")),
-                "{e}"
-            );
-        }
+        let c =
+            Cli::try_parse_from(["veil-keyservice", "keyring", "destroy", "r2", "--yes"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Some(Command::Keyring(KeyringCommand::Destroy { yes: true, .. }))
+        ));
+        assert!(Cli::try_parse_from(["veil-keyservice", "keyring", "rewrap"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["veil-keyservice", "check"])
+                .unwrap()
+                .command,
+            Some(Command::Check)
+        ));
     }
 
     #[test]

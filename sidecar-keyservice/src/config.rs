@@ -27,6 +27,40 @@ pub const ENV_ROTATION_ALIAS: &str = "MOESIF_ENCRYPTION_ROTATION_MONTHS";
 pub const ENV_LOG: &str = "VEIL_LOG";
 pub const ENV_LOG_FORMAT: &str = "VEIL_LOG_FORMAT";
 
+// aws-kms (names as the seeds name them; the SDK itself also reads AWS_ENDPOINT_URL*).
+pub const ENV_AWS_KEY_ID: &str = "AWS_CUSTOMER_KEY_ID";
+pub const ENV_AWS_REGION: &str = "AWS_KMS_REGION";
+pub const ENV_AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const ENV_AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub const ENV_AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+pub const ENV_AWS_ROLE_ARN: &str = "AWS_SECURE_PROXY_ROLE_ARN";
+pub const ENV_AWS_ROLE_SESSION_NAME: &str = "AWS_ROLE_SESSION_NAME";
+pub const ENV_AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+pub const DEFAULT_AWS_REGION: &str = "us-west-2";
+pub const DEFAULT_AWS_ROLE_SESSION_NAME: &str = "veil-keyservice";
+
+// aws-cloudhsm (PKCS#11).
+pub const ENV_PKCS11_MODULE: &str = "VEIL_PKCS11_MODULE";
+pub const ENV_PKCS11_TOKEN_LABEL: &str = "VEIL_PKCS11_TOKEN_LABEL";
+pub const ENV_PKCS11_SLOT: &str = "VEIL_PKCS11_SLOT";
+pub const ENV_PKCS11_PIN_FILE: &str = "VEIL_PKCS11_PIN_FILE";
+pub const ENV_PKCS11_KEY_LABEL: &str = "VEIL_PKCS11_KEY_LABEL";
+/// Where AWS CloudHSM Client SDK 5 installs its PKCS#11 library.
+pub const DEFAULT_PKCS11_MODULE: &str = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so";
+pub const DEFAULT_PKCS11_KEY_LABEL: &str = "veil-kek";
+
+// azure-keyvault.
+pub const ENV_AZURE_VAULT_URL: &str = "AZURE_VAULT_URL";
+pub const ENV_AZURE_KEY_NAME: &str = "AZURE_KEY_NAME";
+pub const ENV_AZURE_KEY_VERSION: &str = "AZURE_KEY_VERSION";
+pub const ENV_AZURE_TENANT_ID: &str = "AZURE_TENANT_ID";
+pub const ENV_AZURE_CLIENT_ID: &str = "AZURE_CLIENT_ID";
+pub const ENV_AZURE_CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
+pub const ENV_AZURE_AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
+pub const ENV_IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
+pub const ENV_IDENTITY_HEADER: &str = "IDENTITY_HEADER";
+pub const DEFAULT_AZURE_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+
 pub const DEFAULT_KEYRING: &str = "veil-keyring.json";
 pub const DEFAULT_LOCAL_KEK_FILE: &str = "veil-local-kek.key";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
@@ -216,13 +250,288 @@ pub struct LocalProviderConfig {
     pub kek_file_from: String,
 }
 
+/// A secret setting (client secret, access key, PIN): zeroized on drop, Debug redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(Zeroizing::new(value))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// `aws-kms` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsKmsConfig {
+    /// `AWS_CUSTOMER_KEY_ID`: key ARN (recommended), key id or alias; written to the keyring.
+    pub key_id: String,
+    /// `AWS_KMS_REGION`, default `us-west-2`.
+    pub region: String,
+    /// Static credentials (`AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY`, optional
+    /// `AWS_SESSION_TOKEN`); `None` = the SDK's default chain.
+    pub static_credentials: Option<(String, Secret, Option<Secret>)>,
+    /// `AWS_SECURE_PROXY_ROLE_ARN`: assume this role through STS with the credentials above.
+    pub role_arn: Option<String>,
+    /// `AWS_ROLE_SESSION_NAME`, default `veil-keyservice`.
+    pub role_session_name: String,
+    /// `AWS_ENDPOINT_URL` (the SDK's standard variable; also read here so `keyring rewrap
+    /// --to AWS_ENDPOINT_URL=…` applies it). The SDK reads service-specific ones itself.
+    pub endpoint_url: Option<String>,
+}
+
+/// `aws-cloudhsm` (PKCS#11) settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Config {
+    /// `VEIL_PKCS11_MODULE`: the PKCS#11 library.
+    pub module: PathBuf,
+    /// `VEIL_PKCS11_TOKEN_LABEL` or `VEIL_PKCS11_SLOT`; neither = the first slot with a token.
+    pub token_label: Option<String>,
+    pub slot: Option<u64>,
+    /// `VEIL_PKCS11_PIN_FILE` (required): the crypto user's PIN (CloudHSM: `user:password`).
+    pub pin_file: PathBuf,
+    /// `VEIL_PKCS11_KEY_LABEL`: label of the AES-256 key on the token, default `veil-kek`.
+    pub key_label: String,
+}
+
+/// How the Azure provider gets its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET`.
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        secret: Secret,
+    },
+    /// Managed identity (`AZURE_CLIENT_ID` picks a user-assigned one).
+    ManagedIdentity { client_id: Option<String> },
+}
+
+/// `azure-keyvault` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureConfig {
+    /// `AZURE_VAULT_URL`, e.g. `https://my-vault.vault.azure.net` (https only).
+    pub vault_url: String,
+    /// `AZURE_KEY_NAME` and optional `AZURE_KEY_VERSION` (default: the current version).
+    pub key_name: String,
+    pub key_version: Option<String>,
+    pub auth: AzureAuth,
+    /// `AZURE_AUTHORITY_HOST`, default `https://login.microsoftonline.com`.
+    pub authority_host: String,
+    /// `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (App Service / Container Apps managed
+    /// identity); unset = the instance metadata endpoint.
+    pub identity_endpoint: Option<(String, Secret)>,
+}
+
+/// The selected provider's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloudConfig {
+    Local,
+    AwsKms(AwsKmsConfig),
+    CloudHsm(Pkcs11Config),
+    Azure(AzureConfig),
+}
+
 /// Settings every command needs: where the keyring is and how roots are wrapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyringConfig {
     pub keyring: PathBuf,
     pub provider: ProviderKind,
     pub local: LocalProviderConfig,
+    /// The selected provider's own settings (validated only for the selected one).
+    pub cloud: CloudConfig,
     pub rotation: RotationMonths,
+}
+
+fn required(vars: &dyn Vars, name: &str, why: &str) -> Result<String, ConfigError> {
+    lookup(vars, None, name)?
+        .map(|s| s.value.trim().to_string())
+        .ok_or_else(|| ConfigError::new(name, format!("required with {why}")))
+}
+
+fn optional(vars: &dyn Vars, name: &str) -> Result<Option<String>, ConfigError> {
+    Ok(lookup(vars, None, name)?.map(|s| s.value.trim().to_string()))
+}
+
+impl AwsKmsConfig {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let why = "KMS_PROVIDER=aws-kms (the KMS key ARN, key id or alias that wraps the roots)";
+        let key_id = required(vars, ENV_AWS_KEY_ID, why)?;
+        let region = optional(vars, ENV_AWS_REGION)?.unwrap_or_else(|| DEFAULT_AWS_REGION.into());
+        let access = optional(vars, ENV_AWS_ACCESS_KEY_ID)?;
+        let secret = vars
+            .var(ENV_AWS_SECRET_ACCESS_KEY)?
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        let token = vars
+            .var(ENV_AWS_SESSION_TOKEN)?
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        let static_credentials = match (access, secret) {
+            (Some(a), Some(s)) => Some((a, s, token)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    ENV_AWS_SECRET_ACCESS_KEY,
+                    format!("required when {ENV_AWS_ACCESS_KEY_ID} is set"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_AWS_ACCESS_KEY_ID,
+                    format!("required when {ENV_AWS_SECRET_ACCESS_KEY} is set"),
+                ))
+            }
+        };
+        let role_arn = optional(vars, ENV_AWS_ROLE_ARN)?;
+        if let Some(r) = &role_arn {
+            if !r.starts_with("arn:") || !r.contains(":role/") {
+                return Err(ConfigError::new(
+                    ENV_AWS_ROLE_ARN,
+                    format!("{r:?} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"),
+                ));
+            }
+        }
+        let role_session_name = optional(vars, ENV_AWS_ROLE_SESSION_NAME)?
+            .unwrap_or_else(|| DEFAULT_AWS_ROLE_SESSION_NAME.into());
+        let endpoint_url = optional(vars, ENV_AWS_ENDPOINT_URL)?;
+        Ok(AwsKmsConfig {
+            key_id,
+            region,
+            static_credentials,
+            role_arn,
+            role_session_name,
+            endpoint_url,
+        })
+    }
+}
+
+impl Pkcs11Config {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let module = PathBuf::from(
+            optional(vars, ENV_PKCS11_MODULE)?.unwrap_or_else(|| DEFAULT_PKCS11_MODULE.into()),
+        );
+        let token_label = optional(vars, ENV_PKCS11_TOKEN_LABEL)?;
+        let slot = match optional(vars, ENV_PKCS11_SLOT)? {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                ConfigError::new(ENV_PKCS11_SLOT, format!("{v:?} is not a slot number"))
+            })?),
+        };
+        if token_label.is_some() && slot.is_some() {
+            return Err(ConfigError::new(
+                format!("{ENV_PKCS11_TOKEN_LABEL} / {ENV_PKCS11_SLOT}"),
+                "both are set; set only one",
+            ));
+        }
+        let pin_file = PathBuf::from(required(
+            vars,
+            ENV_PKCS11_PIN_FILE,
+            "KMS_PROVIDER=aws-cloudhsm (a file holding the crypto user's PIN)",
+        )?);
+        let key_label = optional(vars, ENV_PKCS11_KEY_LABEL)?
+            .unwrap_or_else(|| DEFAULT_PKCS11_KEY_LABEL.into());
+        Ok(Pkcs11Config {
+            module,
+            token_label,
+            slot,
+            pin_file,
+            key_label,
+        })
+    }
+}
+
+impl AzureConfig {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let why = "KMS_PROVIDER=azure-keyvault";
+        let vault_url = required(vars, ENV_AZURE_VAULT_URL, why)?
+            .trim_end_matches('/')
+            .to_string();
+        if !vault_url.starts_with("https://") {
+            return Err(ConfigError::new(
+                ENV_AZURE_VAULT_URL,
+                format!(
+                    "{vault_url:?} must be an https:// URL (e.g. https://my-vault.vault.azure.net)"
+                ),
+            ));
+        }
+        let key_name = required(vars, ENV_AZURE_KEY_NAME, why)?;
+        let key_version = optional(vars, ENV_AZURE_KEY_VERSION)?;
+        let tenant = optional(vars, ENV_AZURE_TENANT_ID)?;
+        let client_id = optional(vars, ENV_AZURE_CLIENT_ID)?;
+        let secret = vars
+            .var(ENV_AZURE_CLIENT_SECRET)?
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        let auth = match (tenant, client_id, secret) {
+            (Some(tenant_id), Some(client_id), Some(secret)) => AzureAuth::ClientSecret {
+                tenant_id,
+                client_id,
+                secret,
+            },
+            (None, client_id, None) => AzureAuth::ManagedIdentity { client_id },
+            (None, _, Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_AZURE_TENANT_ID,
+                    format!("required when {ENV_AZURE_CLIENT_SECRET} is set"),
+                ))
+            }
+            (_, None, Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_AZURE_CLIENT_ID,
+                    format!("required when {ENV_AZURE_CLIENT_SECRET} is set"),
+                ))
+            }
+            (Some(_), _, None) => {
+                return Err(ConfigError::new(
+                    ENV_AZURE_CLIENT_SECRET,
+                    format!(
+                        "required when {ENV_AZURE_TENANT_ID} is set (client-secret sign-in); \
+                         unset {ENV_AZURE_TENANT_ID} to use a managed identity"
+                    ),
+                ))
+            }
+        };
+        let authority_host = optional(vars, ENV_AZURE_AUTHORITY_HOST)?
+            .unwrap_or_else(|| DEFAULT_AZURE_AUTHORITY_HOST.into())
+            .trim_end_matches('/')
+            .to_string();
+        let identity_endpoint = match (
+            optional(vars, ENV_IDENTITY_ENDPOINT)?,
+            vars.var(ENV_IDENTITY_HEADER)?.filter(|v| !v.is_empty()),
+        ) {
+            (Some(e), Some(h)) => Some((e, Secret::new(h))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    ENV_IDENTITY_HEADER,
+                    format!("required when {ENV_IDENTITY_ENDPOINT} is set"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_IDENTITY_ENDPOINT,
+                    format!("required when {ENV_IDENTITY_HEADER} is set"),
+                ))
+            }
+        };
+        Ok(AzureConfig {
+            vault_url,
+            key_name,
+            key_version,
+            auth,
+            authority_host,
+            identity_endpoint,
+        })
+    }
 }
 
 fn path_flag(p: &Option<PathBuf>) -> Option<String> {
@@ -269,11 +578,18 @@ impl KeyringConfig {
             },
         };
 
+        let cloud = match provider {
+            ProviderKind::Local => CloudConfig::Local,
+            ProviderKind::AwsKms => CloudConfig::AwsKms(AwsKmsConfig::from_vars(vars)?),
+            ProviderKind::AwsCloudHsm => CloudConfig::CloudHsm(Pkcs11Config::from_vars(vars)?),
+            ProviderKind::AzureKeyVault => CloudConfig::Azure(AzureConfig::from_vars(vars)?),
+        };
         let rotation = rotation_from_vars(vars, flags)?;
         Ok(KeyringConfig {
             keyring,
             provider,
             local,
+            cloud,
             rotation,
         })
     }
@@ -512,16 +828,91 @@ mod tests {
     }
 
     #[test]
-    fn cloud_providers_parse() {
-        for (s, k) in [
-            ("aws-kms", ProviderKind::AwsKms),
-            ("aws-cloudhsm", ProviderKind::AwsCloudHsm),
-            ("azure-keyvault", ProviderKind::AzureKeyVault),
+    fn cloud_providers_parse_and_name_missing_settings() {
+        for (s, k, missing) in [
+            ("aws-kms", ProviderKind::AwsKms, ENV_AWS_KEY_ID),
+            (
+                "aws-cloudhsm",
+                ProviderKind::AwsCloudHsm,
+                ENV_PKCS11_PIN_FILE,
+            ),
+            (
+                "azure-keyvault",
+                ProviderKind::AzureKeyVault,
+                ENV_AZURE_VAULT_URL,
+            ),
         ] {
-            let c = KeyringConfig::from_vars(&vars(&[(ENV_KMS_PROVIDER, s)]), &Flags::default())
-                .unwrap();
-            assert_eq!(c.provider, k);
+            let e = KeyringConfig::from_vars(&vars(&[(ENV_KMS_PROVIDER, s)]), &Flags::default())
+                .unwrap_err();
+            assert_eq!(e.what, missing, "{e}");
+            let _ = k;
         }
+        let c = KeyringConfig::from_vars(
+            &vars(&[
+                (ENV_KMS_PROVIDER, "aws-kms"),
+                (ENV_AWS_KEY_ID, "alias/veil"),
+            ]),
+            &Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.provider, ProviderKind::AwsKms);
+        let CloudConfig::AwsKms(a) = c.cloud else {
+            panic!("not aws")
+        };
+        assert_eq!(a.region, "us-west-2");
+        assert!(a.static_credentials.is_none() && a.role_arn.is_none());
+    }
+
+    #[test]
+    fn aws_settings() {
+        let base = [(ENV_KMS_PROVIDER, "aws-kms"), (ENV_AWS_KEY_ID, "k")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = vars(&base);
+            v.extend(extra.iter().copied());
+            KeyringConfig::from_vars(&v, &Flags::default())
+        };
+        let e = with(&[(ENV_AWS_ACCESS_KEY_ID, "AKIA")]).unwrap_err();
+        assert_eq!(e.what, ENV_AWS_SECRET_ACCESS_KEY);
+        let e = with(&[(ENV_AWS_ROLE_ARN, "veil-role")]).unwrap_err();
+        assert_eq!(e.what, ENV_AWS_ROLE_ARN);
+        let c = with(&[
+            (ENV_AWS_ACCESS_KEY_ID, "AKIA"),
+            (ENV_AWS_SECRET_ACCESS_KEY, "s3cr3t-value"),
+            (ENV_AWS_REGION, "eu-central-1"),
+        ])
+        .unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        let CloudConfig::AwsKms(a) = c.cloud else {
+            panic!("not aws")
+        };
+        assert_eq!(a.region, "eu-central-1");
+    }
+
+    #[test]
+    fn azure_settings() {
+        let base = [
+            (ENV_KMS_PROVIDER, "azure-keyvault"),
+            (ENV_AZURE_VAULT_URL, "https://v.vault.azure.net/"),
+            (ENV_AZURE_KEY_NAME, "veil"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = vars(&base);
+            v.extend(extra.iter().copied());
+            KeyringConfig::from_vars(&v, &Flags::default())
+        };
+        let CloudConfig::Azure(a) = with(&[]).unwrap().cloud else {
+            panic!("not azure")
+        };
+        assert_eq!(a.vault_url, "https://v.vault.azure.net");
+        assert_eq!(a.auth, AzureAuth::ManagedIdentity { client_id: None });
+        let e = with(&[(ENV_AZURE_CLIENT_SECRET, "x")]).unwrap_err();
+        assert_eq!(e.what, ENV_AZURE_TENANT_ID);
+        let e = with(&[(ENV_AZURE_TENANT_ID, "t")]).unwrap_err();
+        assert_eq!(e.what, ENV_AZURE_CLIENT_SECRET);
+        let mut v = vars(&base);
+        v.insert(ENV_AZURE_VAULT_URL, "http://v");
+        let e = KeyringConfig::from_vars(&v, &Flags::default()).unwrap_err();
+        assert_eq!(e.what, ENV_AZURE_VAULT_URL);
     }
 
     #[test]

@@ -214,7 +214,20 @@ impl RootEntry {
                 },
             )
             .await?;
-        Ok(RootEntry {
+        Ok(RootEntry::from_wrapped(
+            version, root, &wrapped, provider, created_at,
+        ))
+    }
+
+    /// An active entry for `root`, already wrapped by `provider` as `wrapped`.
+    pub fn from_wrapped(
+        version: u32,
+        root: &RootKey,
+        wrapped: &[u8],
+        provider: &dyn KeyProvider,
+        created_at: String,
+    ) -> RootEntry {
+        RootEntry {
             version,
             state: RootState::Active,
             created_at,
@@ -224,7 +237,12 @@ impl RootEntry {
             },
             wrapped: base64::engine::general_purpose::STANDARD.encode(wrapped),
             check: hex::encode(root.check_value()),
-        })
+        }
+    }
+
+    /// Whether `provider` is the KEK this root is wrapped under.
+    pub fn wrapped_by(&self, provider: &dyn KeyProvider) -> bool {
+        self.kek.provider == provider.kind().as_str() && self.kek.key_id == provider.key_id()
     }
 
     fn wrapped_bytes(&self) -> Result<Vec<u8>, String> {

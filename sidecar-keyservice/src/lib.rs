@@ -20,10 +20,14 @@
     )
 )]
 
+pub mod aws_kms;
+pub mod azure;
 pub mod cli;
 pub mod config;
 pub mod keyring;
 pub mod logging;
+pub mod manage;
+pub mod pkcs11;
 pub mod provider;
 pub mod relay;
 pub mod server;

@@ -18,7 +18,7 @@ use thiserror::Error;
 use veil_core::keys::RootKey;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::config::{io_reason, KeyringConfig, ProviderKind};
+use crate::config::{io_reason, CloudConfig, KeyringConfig, ProviderKind};
 
 /// A boxed, sendable future: keeps [`KeyProvider`] usable as `dyn KeyProvider`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,9 +51,65 @@ pub enum ProviderError {
     /// The wrapped root has the wrong shape.
     #[error("malformed wrapped root: {0}")]
     Malformed(String),
-    /// The provider could not be reached or refused the call; may be transient.
+    /// The provider could not be reached (network, timeout, throttling); may be transient,
+    /// so `serve` retries it with backoff.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
+    /// The provider answered and refused (access denied, unknown or disabled key, …): not
+    /// transient, retrying does not help.
+    #[error("provider refused: {0}")]
+    Refused(String),
+}
+
+impl ProviderError {
+    /// Whether retrying later may succeed (only [`ProviderError::Unavailable`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProviderError::Unavailable(_))
+    }
+}
+
+/// Log target of the one line per provider call (operation, key id, outcome, latency).
+pub const KMS_TARGET: &str = "veil_keyservice::kms";
+
+/// Logs one provider call. Never key material: the operation, the key id, the outcome.
+pub fn log_call(
+    kind: ProviderKind,
+    operation: &str,
+    key_id: &str,
+    started: std::time::Instant,
+    outcome: Result<(), &ProviderError>,
+) {
+    let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    match outcome {
+        Ok(()) => tracing::info!(
+            target: KMS_TARGET,
+            provider = %kind,
+            operation,
+            key_id,
+            outcome = "ok",
+            latency_ms,
+            "provider call"
+        ),
+        Err(e) => tracing::warn!(
+            target: KMS_TARGET,
+            provider = %kind,
+            operation,
+            key_id,
+            outcome = "error",
+            error = %e,
+            latency_ms,
+            "provider call failed"
+        ),
+    }
+}
+
+/// What `veil-keyservice check` learned from probing a provider.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    /// Lines of the report (what was checked and how it went).
+    pub lines: Vec<String>,
+    /// Problems found; empty means the provider is usable.
+    pub problems: Vec<String>,
 }
 
 /// A key-encryption key that wraps and unwraps roots.
@@ -80,24 +136,62 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         wrapped: &'a [u8],
         ctx: WrapContext,
     ) -> BoxFuture<'a, Result<RootKey, ProviderError>>;
-}
 
-/// Opens the configured provider. Never creates a KEK (that is `keyring init`'s explicit step).
-pub fn open(cfg: &KeyringConfig) -> Result<Box<dyn KeyProvider>, ProviderError> {
-    match cfg.provider {
-        ProviderKind::Local => Ok(Box::new(LocalProvider::open(
-            &cfg.local.kek_file,
-            &cfg.local.kek_file_from,
-        )?)),
-        other => Err(not_available(other)),
+    /// A new random root and its wrapped form. By default the operating system's RNG and
+    /// [`KeyProvider::wrap`]; AWS KMS overrides it with `GenerateDataKey`.
+    fn generate<'a>(
+        &'a self,
+        ctx: WrapContext,
+    ) -> BoxFuture<'a, Result<(RootKey, Vec<u8>), ProviderError>> {
+        Box::pin(async move {
+            let root = generate_root()?;
+            let wrapped = self.wrap(&root, ctx).await?;
+            Ok((root, wrapped))
+        })
+    }
+
+    /// Probes the provider for `veil-keyservice check`: key constraints, permissions, a
+    /// wrap/unwrap round trip of a throwaway root. Never touches the keyring.
+    fn probe(&self) -> BoxFuture<'_, Probe> {
+        Box::pin(async move { round_trip_probe(self).await })
     }
 }
 
-/// The error for a provider this build does not implement yet.
-pub fn not_available(kind: ProviderKind) -> ProviderError {
-    ProviderError::Config(format!(
-        "KMS_PROVIDER: provider {kind} is not available in this build yet (only \"local\" is)"
-    ))
+/// The probe every provider shares: wrap and unwrap a throwaway root (version 0 context,
+/// which no keyring root can have).
+pub async fn round_trip_probe<P: KeyProvider + ?Sized>(p: &P) -> Probe {
+    let mut probe = Probe::default();
+    let ctx = WrapContext { root_version: 0 };
+    match generate_root() {
+        Err(e) => probe.problems.push(e.to_string()),
+        Ok(root) => match p.wrap(&root, ctx).await {
+            Err(e) => probe.problems.push(format!("wrap: {e}")),
+            Ok(w) => match p.unwrap(&w, ctx).await {
+                Ok(back) if back.as_bytes() == root.as_bytes() => probe
+                    .lines
+                    .push("wrap/unwrap round trip of a throwaway root: ok".into()),
+                Ok(_) => probe
+                    .problems
+                    .push("unwrap returned another root than was wrapped".into()),
+                Err(e) => probe.problems.push(format!("unwrap: {e}")),
+            },
+        },
+    }
+    probe
+}
+
+/// Opens the configured provider. Never creates a KEK (that is `keyring init`'s explicit
+/// step for the local provider; cloud KEKs are created by their owners).
+pub async fn open(cfg: &KeyringConfig) -> Result<Box<dyn KeyProvider>, ProviderError> {
+    match &cfg.cloud {
+        CloudConfig::Local => Ok(Box::new(LocalProvider::open(
+            &cfg.local.kek_file,
+            &cfg.local.kek_file_from,
+        )?)),
+        CloudConfig::AwsKms(c) => Ok(Box::new(crate::aws_kms::AwsKmsProvider::open(c).await?)),
+        CloudConfig::CloudHsm(c) => Ok(Box::new(crate::pkcs11::Pkcs11Provider::open(c).await?)),
+        CloudConfig::Azure(c) => crate::azure::AzureProvider::open(c).await,
+    }
 }
 
 /// Random bytes from the operating system.

@@ -14,7 +14,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::PathRejection;
@@ -32,7 +32,8 @@ use veil_core::keys::{Dek, Epoch, Kid, RotationMonths};
 use zeroize::Zeroizing;
 
 use crate::config::Token;
-use crate::keyring::{now_unix, Roots};
+use crate::keyring::{now_unix, Keyring, RootState, Roots};
+use crate::provider::KeyProvider;
 
 /// Log target of the per-request access log.
 pub const ACCESS_TARGET: &str = "veil_keyservice::access";
@@ -46,9 +47,34 @@ pub struct Metrics {
     pub ready: AtomicBool,
 }
 
+/// Where the keyring and its KEK are, so the server can pick up roots added after it started
+/// (`keyring rotate-root` on another replica) when a filter asks for one of their keys.
+pub struct Reloader {
+    pub keyring: std::path::PathBuf,
+    pub provider: Arc<dyn KeyProvider>,
+    /// When the keyring was last re-read: at most one reload per [`RELOAD_MIN_INTERVAL`].
+    last: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// Unknown root versions trigger at most one keyring reload per this interval.
+pub const RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Reloader {
+    pub fn new(keyring: std::path::PathBuf, provider: Arc<dyn KeyProvider>) -> Reloader {
+        Reloader {
+            keyring,
+            provider,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
 /// Everything a request handler needs.
 pub struct AppState {
-    pub roots: Roots,
+    /// The unwrapped roots; replaced whole when the keyring is (re)loaded.
+    roots: RwLock<Arc<Roots>>,
+    /// Set once the provider is open (not in tests that build the state by hand).
+    pub reloader: std::sync::OnceLock<Reloader>,
     pub rotation: RotationMonths,
     pub token: Token,
     pub metrics: Metrics,
@@ -73,12 +99,75 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(roots: Roots, rotation: RotationMonths, token: Token) -> AppState {
         AppState {
-            roots,
+            roots: RwLock::new(Arc::new(roots)),
+            reloader: std::sync::OnceLock::new(),
             rotation,
             token,
             metrics: Metrics::default(),
             clock: now_unix,
             relay: None,
+        }
+    }
+
+    /// The roots held now.
+    pub fn roots(&self) -> Arc<Roots> {
+        match self.roots.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn set_roots(&self, roots: Roots) {
+        let roots = Arc::new(roots);
+        match self.roots.write() {
+            Ok(mut r) => *r = roots,
+            Err(p) => *p.into_inner() = roots,
+        }
+    }
+
+    /// Re-reads the keyring and unwraps its active roots if `version` is not held yet and
+    /// the last reload is old enough. Roots already held are kept if the reload fails.
+    async fn reload_for(&self, version: u32) -> bool {
+        let Some(r) = self.reloader.get() else {
+            return false;
+        };
+        let mut last = r.last.lock().await;
+        if self.roots().versions().contains(&version) {
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < RELOAD_MIN_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        let keyring = match Keyring::load(&r.keyring) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "keyring reload failed; keeping the roots held");
+                return false;
+            }
+        };
+        if !keyring
+            .roots
+            .iter()
+            .any(|e| e.version == version && e.state == RootState::Active)
+        {
+            return false;
+        }
+        match Roots::unwrap_all(&keyring, r.provider.as_ref(), &r.keyring).await {
+            Ok(roots) => {
+                tracing::info!(
+                    root_versions = ?roots.versions(),
+                    current_root = roots.current(),
+                    "keyring reloaded: a filter asked for root r{version}"
+                );
+                let found = roots.versions().contains(&version);
+                self.set_roots(roots);
+                found
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "keyring reload failed; keeping the roots held");
+                false
+            }
         }
     }
 
@@ -353,15 +442,16 @@ async fn current_keys(State(state): State<Arc<AppState>>) -> Response {
     }
     let now = (state.clock)();
     let epoch = Epoch::containing(now, state.rotation);
+    let roots = state.roots();
     let mut keys = Vec::with_capacity(2);
     for e in [epoch, epoch.next(state.rotation)] {
-        match state.roots.current_dek(e) {
+        match roots.current_dek(e) {
             Some((kid, dek)) => keys.push(KeyOut::new(kid, dek, state.rotation)),
             None => return not_ready(),
         }
     }
     secret_json(&CurrentOut {
-        current_root: state.roots.current(),
+        current_root: roots.current(),
         rotation_months: state.rotation.get(),
         keys,
     })
@@ -410,7 +500,11 @@ async fn key_by_kid(
             ),
         );
     }
-    match state.roots.dek(&kid) {
+    let mut dek = state.roots().dek(&kid);
+    if dek.is_none() && state.reload_for(kid.root_version).await {
+        dek = state.roots().dek(&kid);
+    }
+    match dek {
         Some(dek) => secret_json(&KeyOut::new(kid, dek, state.rotation)),
         None => problem(
             StatusCode::NOT_FOUND,
@@ -459,8 +553,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         m.data_key_kid.load(Ordering::Relaxed),
         m.auth_failures.load(Ordering::Relaxed),
         u8::from(state.is_ready()),
-        state.roots.current(),
-        state.roots.versions().len(),
+        state.roots().current(),
+        state.roots().versions().len(),
     );
     if let Some(relay) = &state.relay {
         body.push_str(&relay.render_metrics().await);

@@ -536,7 +536,7 @@ fn config_errors_are_one_line_and_name_the_setting() {
     assert!(!o.status.success());
     assert_eq!(
         o.stderr.trim(),
-        "error: KMS_PROVIDER: provider aws-kms is not available in this build yet (only \"local\" is)"
+        "error: AWS_CUSTOMER_KEY_ID: required with KMS_PROVIDER=aws-kms (the KMS key ARN, key id or alias that wraps the roots)"
     );
     assert!(!env.kek().exists() && !env.keyring().exists());
 

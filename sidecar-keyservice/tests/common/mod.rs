@@ -86,6 +86,19 @@ impl Env {
         out.output(status)
     }
 
+    /// Runs the binary with `input` on its standard input (killed after [`LIMIT`]).
+    pub fn run_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut c = self.command(args);
+        c.stdin(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let out = Captured::start(child);
+        let status = out.wait(LIMIT).expect("command did not finish in time");
+        out.output(status)
+    }
+
     /// `keyring init`, which must succeed.
     pub fn init(&self) -> Output {
         let o = self.run(&["keyring", "init"]);
@@ -323,4 +336,160 @@ pub fn metric(server: &Server, name_and_labels: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// A child process killed (and reaped) on drop: the servers tests start.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The project's virtualenv (scripts/setup.sh creates it); a test that needs it fails with
+/// a hint rather than skipping.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../.venv/bin")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (installs requirements.txt into .venv)",
+        p.display()
+    );
+    p
+}
+
+/// Waits until something accepts TCP connections on `port` (bounded by [`LIMIT`]).
+pub fn wait_port(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + LIMIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("server exited early: {s}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server on port {port} did not start in time"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What `tests/aws/moto_setup.py` created.
+pub struct MotoSetup {
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub key: String,
+    pub disabled_key: String,
+    pub role: String,
+    pub denied_role: String,
+}
+
+/// A real moto server (KMS, STS, IAM) on a free loopback port with IAM enforced after the
+/// setup script's 10 requests.
+pub fn start_moto() -> (Daemon, MotoSetup) {
+    let port = free_port();
+    let mut child = Command::new(venv_bin("moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", "10")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port, &mut child);
+    let daemon = Daemon(child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/aws/moto_setup.py");
+    let out = Command::new(venv_bin("python"))
+        .arg(script)
+        .arg(&endpoint)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "moto setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = |k: &str| v[k].as_str().unwrap().to_string();
+    let setup = MotoSetup {
+        endpoint,
+        access_key_id: g("access_key_id"),
+        secret_access_key: g("secret_access_key"),
+        key: g("key"),
+        disabled_key: g("disabled_key"),
+        role: g("role"),
+        denied_role: g("denied_role"),
+    };
+    (daemon, setup)
+}
+
+/// A TCP forwarder from a loopback port to another, that can be switched off and on: stands
+/// for a network path to the KMS that breaks and heals.
+pub struct Forwarder {
+    pub port: u16,
+    target: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// A forwarder on a free port, not listening yet.
+    pub fn new(target: u16) -> Forwarder {
+        Forwarder {
+            port: free_port(),
+            target,
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            thread: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(false, Ordering::SeqCst);
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, target) = (self.stop.clone(), self.target);
+        self.thread = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((inbound, _)) => {
+                        inbound.set_nonblocking(false).unwrap();
+                        let Ok(outbound) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        for (mut a, mut b) in [
+                            (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                            (outbound, inbound),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut a, &mut b);
+                                let _ = b.shutdown(std::net::Shutdown::Write);
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }));
+    }
+
+    /// Stops accepting (the listening socket closes; new connections are refused).
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
