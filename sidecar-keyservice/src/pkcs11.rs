@@ -95,9 +95,16 @@ impl Pkcs11Provider {
         let pin = read_pin(&cfg.pin_file)?;
         let pkcs11 = Pkcs11::new(&cfg.module)
             .map_err(|e| ProviderError::Config(format!("{ENV_PKCS11_MODULE} {module}: {e}")))?;
-        pkcs11
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| p11("C_Initialize", e))?;
+        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            // A second provider on the same module in this process (rewrap between two
+            // keys of one HSM): the library is already initialized, which is fine.
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::CryptokiAlreadyInitialized,
+                _,
+            )) => {}
+            Err(e) => return Err(p11("C_Initialize", e)),
+        }
         let slots = pkcs11
             .get_slots_with_token()
             .map_err(|e| p11("C_GetSlotList", e))?;
@@ -107,6 +114,15 @@ impl Pkcs11Provider {
             .map_err(|e| p11("C_OpenSession", e))?;
         session
             .login(UserType::User, Some(&pin))
+            .or_else(|e| match e {
+                // Login state is per application: a second provider in this process is
+                // already logged in.
+                cryptoki::error::Error::Pkcs11(
+                    cryptoki::error::RvError::UserAlreadyLoggedIn,
+                    _,
+                ) => Ok(()),
+                other => Err(other),
+            })
             .map_err(|e| match e {
                 cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::PinIncorrect, _) => {
                     ProviderError::Refused(format!(

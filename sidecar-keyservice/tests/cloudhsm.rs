@@ -234,3 +234,32 @@ fn rewrap_local_to_softhsm_keeps_data_keys() {
     );
     s.stop();
 }
+
+#[test]
+fn rewrap_between_two_keys_of_one_token() {
+    let env = hsm_env(&[("veil-kek", false), ("veil-kek-2", false)]);
+    env.init();
+    let s = env.serve();
+    let before = s.get("/v1/data-keys/r1.2026-01", Some(TOKEN)).json();
+    s.stop();
+    let o = env.run(&[
+        "keyring",
+        "rewrap",
+        "--to",
+        "VEIL_PKCS11_KEY_LABEL=veil-kek-2",
+    ]);
+    assert!(o.status.success(), "{}", o.all());
+    let k = Keyring::load(&env.keyring()).unwrap();
+    assert_eq!(k.roots[0].kek.key_id, "pkcs11:token=veil;object=veil-kek-2");
+    // The old key no longer opens it; the new one serves the same data keys.
+    assert_eq!(env.run(&["keyring", "verify"]).status.code(), Some(1));
+    let mut moved = Env::new();
+    moved.vars = env.vars.clone();
+    moved.set("VEIL_PKCS11_KEY_LABEL", "veil-kek-2");
+    let s = moved.serve();
+    assert_eq!(
+        s.get("/v1/data-keys/r1.2026-01", Some(TOKEN)).json(),
+        before
+    );
+    s.stop();
+}
