@@ -195,6 +195,19 @@ fn assumed_role_works_and_a_denied_role_is_refused() {
     );
     assert!(!denied.keyring().exists());
 
+    // A role whose trust policy does not name this user: STS refuses AssumeRole.
+    let mut untrusted = aws_env(&m);
+    untrusted.set("AWS_SECURE_PROXY_ROLE_ARN", &m.untrusted_role);
+    let o = untrusted.run(&["keyring", "init"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.all());
+    let line = error_line(&o);
+    assert!(line.contains("provider refused"), "{line}");
+    assert!(
+        line.contains("AssumeRole") || line.contains("sts:AssumeRole"),
+        "{line}"
+    );
+    assert!(!untrusted.keyring().exists());
+
     // Static keys that moto does not know: refused before any key is made.
     let mut bogus = aws_env(&m);
     bogus

@@ -1,8 +1,9 @@
-"""Sets up a moto server (started with INITIAL_NO_AUTH_ACTION_COUNT=10, so IAM is enforced
-from the 11th request on) for the aws-kms tests; prints the ids as one JSON line.
+"""Sets up a moto server (started with INITIAL_NO_AUTH_ACTION_COUNT=11, so IAM is enforced
+from the 12th request on) for the aws-kms tests; prints the ids as one JSON line.
 
-Exactly 10 requests: a user with static keys and a least-privilege policy, an enabled and a
-disabled symmetric key, a role the user may assume with KMS rights, one without them.
+Exactly 11 requests: a user with static keys and a least-privilege policy, an enabled and a
+disabled symmetric key, a role the user may assume with KMS rights, one without them, and one
+whose trust policy does not name the user.
 """
 import json
 import sys
@@ -37,8 +38,11 @@ role = iam.create_role(RoleName="veil-kms", AssumeRolePolicyDocument=trust)["Rol
 iam.put_role_policy(RoleName="veil-kms", PolicyName="kms", PolicyDocument=doc([
     {"Effect": "Allow", "Action": kms_actions, "Resource": "*"}]))  # 9
 denied = iam.create_role(RoleName="veil-denied", AssumeRolePolicyDocument=trust)["Role"]["Arn"]  # 10
+other_trust = doc([{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:user/someone-else"},
+                    "Action": "sts:AssumeRole"}])
+untrusted = iam.create_role(RoleName="veil-untrusted", AssumeRolePolicyDocument=other_trust)["Role"]["Arn"]  # 11
 
 print(json.dumps({
     "access_key_id": ak["AccessKeyId"], "secret_access_key": ak["SecretAccessKey"],
-    "key": key, "disabled_key": disabled, "role": role, "denied_role": denied,
+    "key": key, "disabled_key": disabled, "role": role, "denied_role": denied, "untrusted_role": untrusted,
 }), flush=True)

@@ -386,15 +386,16 @@ pub struct MotoSetup {
     pub disabled_key: String,
     pub role: String,
     pub denied_role: String,
+    pub untrusted_role: String,
 }
 
 /// A real moto server (KMS, STS, IAM) on a free loopback port with IAM enforced after the
-/// setup script's 10 requests.
+/// setup script's 11 requests.
 pub fn start_moto() -> (Daemon, MotoSetup) {
     let port = free_port();
     let mut child = Command::new(venv_bin("moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", "10")
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", "11")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -425,6 +426,7 @@ pub fn start_moto() -> (Daemon, MotoSetup) {
         disabled_key: g("disabled_key"),
         role: g("role"),
         denied_role: g("denied_role"),
+        untrusted_role: g("untrusted_role"),
     };
     (daemon, setup)
 }
