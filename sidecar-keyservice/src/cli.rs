@@ -1,4 +1,5 @@
-//! The command line: `veil-keyservice [serve]`, `keyring init`, `keyring status`.
+//! The command line: `veil-keyservice [serve]`, `check`, `keyring …` (init and status here,
+//! the other keyring commands in [`crate::manage`]).
 //!
 //! Exit status 0 only on success; otherwise one line `error: …` on stderr that names the
 //! variable, flag, file or field at fault, and exit status 1 (2 for command-line usage errors).

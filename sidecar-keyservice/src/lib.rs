@@ -3,11 +3,13 @@
 //! loopback HTTP API authenticated by a bearer token.
 //!
 //! - [`config`]: environment variables and flags, validated at start.
-//! - [`provider`]: the [`provider::KeyProvider`] trait (wrap/unwrap a root under a KEK) and
-//!   the development-only local provider; cloud providers plug in here.
+//! - [`provider`]: the [`provider::KeyProvider`] trait (wrap/unwrap/generate a root under a
+//!   KEK) and the development-only local provider; the cloud providers: [`aws_kms`],
+//!   [`pkcs11`] (`aws-cloudhsm`), [`azure`] (`azure-keyvault`).
 //! - [`keyring`]: the keyring file (format, atomic writes, unwrapping and check values).
 //! - [`server`]: the HTTP API, metrics, graceful shutdown.
-//! - [`cli`]: `serve`, `keyring init`, `keyring status`.
+//! - [`cli`]: `serve`, `keyring init`, `keyring status`; [`manage`]: `keyring rotate-root`,
+//!   `rewrap`, `verify`, `destroy`, and `check`.
 //! - [`relay`]: the relay's pairing, session store (memory or Redis) and API.
 #![cfg_attr(
     not(test),

@@ -1,4 +1,5 @@
-//! `veil-keyservice [serve] | keyring init | keyring status`; see `docs/keyservice.md`.
+//! `veil-keyservice [serve] | check | keyring <init|status|rotate-root|rewrap|verify|destroy>`;
+//! see `docs/keyservice.md`.
 
 fn main() -> std::process::ExitCode {
     veil_keyservice::cli::main()
