@@ -80,6 +80,9 @@ class Scenario:
     upstream_args: tuple[str, ...] = ("--no-record",)
     available: bool = True
     unavailable: str = ""
+    # The probe's answer must carry sealed values through the control and none through the
+    # treatment (proves the filter unsealed it).
+    probe_unsealed: bool = False
     in_default_set: bool = True
 
 
@@ -98,9 +101,15 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         "unseal",
-        "search answers unsealed on their way back to the customer",
-        available=False,
-        unavailable="the unseal role is not built yet",
+        "a sealed search answer (fixtures/moesif/search-response-plaintext.json, its 2 events sealed "
+        "under the stack's data key) unsealed on GET /api/static (upstream /v1/static)",
+        path="/api/static",
+        method="GET",
+        headers=(("Accept", "application/json"),),
+        filter_counter="veil.unseal.responses",
+        # {sealed_search} is the fixture sealed by veil-bench-seal-fixture when the stack starts.
+        upstream_args=("--no-record", "--static-body", "{sealed_search}"),
+        probe_unsealed=True,
     ),
     Scenario(
         "relay-local",
@@ -234,8 +243,9 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return e.code, e.read().decode("utf-8", "replace")
 
 
-def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 5.0) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 5.0,
+              method: str = "POST") -> tuple[int, str]:
+    req = urllib.request.Request(url, data=body if body else None, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read().decode("utf-8", "replace")
@@ -445,10 +455,24 @@ class Stack:
         )
         wait_until("keyservice", 20, lambda: http_get(f"http://{self.keyservice_addr}/readyz")[0] == 200,
                    self.procs, ks, f"{self.tag}-keyservice")
+        upstream_args = list(self.upstream_args)
+        if "{sealed_search}" in upstream_args:
+            # The search answer's events sealed under this keyring's current data key.
+            sealed = rd / f"{self.tag}-sealed-search.json"
+            r = subprocess.run(
+                [str(self.bins["seal_fixture"]), "--keyservice", self.keyservice_addr,
+                 "--token-file", str(rd / "keyservice.token"),
+                 "--in", str(ROOT / "fixtures/moesif/search-response-plaintext.json"), "--out", str(sealed)],
+                capture_output=True, text=True, timeout=30,
+            )
+            if r.returncode != 0:
+                raise BenchError(f"veil-bench-seal-fixture failed: {r.stderr.strip()}")
+            log(f"    {r.stdout.strip()}")
+            upstream_args = [str(sealed) if x == "{sealed_search}" else x for x in upstream_args]
         up = self.procs.start(
             f"{self.tag}-upstream",
             [str(self.bins["upstream"]), "--listen", self.upstream_addr,
-             "--threads", str(a.upstream_threads), *self.upstream_args],
+             "--threads", str(a.upstream_threads), *upstream_args],
             base_env,
             cpus_rest,
         )
@@ -784,11 +808,14 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
     before = envoy_stats(t_env.admin)
     for e in (c_env, t_env):
         try:
-            status, text = http_post(f"http://{e.listen}{sc.path}", body, headers)
+            status, text = http_post(f"http://{e.listen}{sc.path}", body, headers, method=sc.method)
         except OSError as err:
             raise BenchError(f"{sc.name}: probe request to the {e.role} Envoy failed: {err}") from err
         if status != 200:
             raise BenchError(f"{sc.name}: {e.role} answered {status} to a probe request: {text[:300]}")
+        if sc.probe_unsealed and (("veil:v1:" in text) != (e.role == "control")):
+            raise BenchError(f"{sc.name}: the {e.role} answer {'lacks' if e.role == 'control' else 'still has'} "
+                             f"sealed values: {text[:300]}")
     if sc.filter_counter:
         after = envoy_stats(t_env.admin)
         if stat(after, sc.filter_counter) - stat(before, sc.filter_counter) != 1:
@@ -998,6 +1025,7 @@ def build(args) -> dict[str, Path]:
         "wasm": target / "wasm32-wasip1/release/veil_filter.wasm",
         "keyservice": target / "release/veil-keyservice",
         "upstream": target / "release/veil-demo-upstream",
+        "seal_fixture": target / "release/veil-bench-seal-fixture",
     }
     if not args.no_build:
         step("building release artefacts (filter wasm, keyservice, demo upstream)")

@@ -10,6 +10,8 @@
 //! * `/v1/reflect` and `/app/reflect` answer with the request's own body (content type,
 //!   encoding, status and extra headers chosen by request headers), so tests can have Veil
 //!   unseal (or relay) any response they craft;
+//! * `GET /v1/static` answers with the file given by `--static-body` (JSON; for the load
+//!   benchmark's `unseal` scenario), `404` without it;
 //! * `GET /_recorded` lists the records (oldest first), `DELETE /_recorded` clears them;
 //! * `GET /healthz` answers `200 {"status":"ok"}`.
 //!
@@ -68,6 +70,10 @@ struct Args {
     /// Print one line per request (method, path, status, body size; never the body).
     #[arg(long)]
     log: bool,
+
+    /// Answer `GET /v1/static` with this file (read once at start, `application/json`).
+    #[arg(long)]
+    static_body: Option<std::path::PathBuf>,
 }
 
 /// One received request, kept raw; encoded to JSON only when `/_recorded` is read.
@@ -116,6 +122,8 @@ struct AppState {
     log: bool,
     /// `x-demo-barrier` groups waiting to be released together.
     barriers: Mutex<HashMap<String, Arc<tokio::sync::Barrier>>>,
+    /// What `GET /v1/static` answers (`--static-body`).
+    static_body: Option<Bytes>,
 }
 
 impl AppState {
@@ -203,6 +211,9 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The vendor's events search (Moesif management API), as the upstream sees it.
 const SEARCH_EVENTS_PATH: &str = "/v1/search/~/search/events";
+
+/// Where the `--static-body` file is served.
+const STATIC_PATH: &str = "/v1/static";
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -305,6 +316,11 @@ async fn catch_all(State(state): State<Shared>, mut req: Request) -> Response {
 
     let resp = if method == Method::POST && uri.path() == SEARCH_EVENTS_PATH {
         search_double::answer(&state.recorded_events(), &body, &headers)
+    } else if method == Method::GET && uri.path() == STATIC_PATH {
+        match &state.static_body {
+            Some(b) => json_response(StatusCode::OK, b.clone()),
+            None => json_response(StatusCode::NOT_FOUND, r#"{"error":"no --static-body"}"#),
+        }
     } else if uri.path() == "/v1/reflect" || uri.path() == "/app/reflect" {
         reflect(&headers, &body)
     } else if is_echo_path(uri.path()) {
@@ -655,7 +671,14 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
+    let static_body = match &args.static_body {
+        Some(p) => Some(Bytes::from(std::fs::read(p).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("--static-body {}: {e}", p.display()))
+        })?)),
+        None => None,
+    };
     let state = Arc::new(AppState {
+        static_body,
         recorded: (!args.no_record).then(|| Mutex::new(VecDeque::new())),
         max_recorded: args.max_recorded,
         log: args.log,
