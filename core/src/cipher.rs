@@ -19,7 +19,7 @@
 //!
 //! m = 'd': (V, C)    = AES-SIV(K_siv, [AD], PT)               RFC 5297, S2V with CMAC-AES-256
 //!          payload   = base64url-no-pad(V (16 bytes) || C)
-//! m = 'r': N         = 12 random bytes (getrandom)
+//! m = 'r': N         = 12 random bytes (crate::nonce: ChaCha20 seeded from getrandom)
 //!          (C, T)    = AES-256-GCM(K_gcm, N, AD, PT)          NIST SP 800-38D, 128-bit tag
 //!          payload   = base64url-no-pad(N || C || T)
 //!
@@ -214,7 +214,8 @@ impl SealingKey {
     ///
     /// `value` is: for [`ValueType::String`] the UTF-8 bytes of the decoded string; for
     /// [`ValueType::Number`] the exact JSON number text; for [`ValueType::Bool`]
-    /// `true`/`false`. Randomized mode draws the nonce from the system RNG (`getrandom`).
+    /// `true`/`false`. Randomized mode draws the nonce from [`crate::nonce`] (a per-thread
+    /// CSPRNG seeded from the system RNG).
     /// On error `out` is left as it was.
     pub fn seal_into(
         &self,
@@ -225,11 +226,7 @@ impl SealingKey {
     ) -> Result<(), CipherError> {
         match mode {
             Mode::Deterministic => self.seal_siv(ty, value, out),
-            Mode::Randomized => {
-                let mut nonce = [0u8; GCM_NONCE_LEN];
-                getrandom::fill(&mut nonce).map_err(|_| CipherError::Random)?;
-                self.seal_gcm(ty, value, nonce, out)
-            }
+            Mode::Randomized => self.seal_gcm(ty, value, crate::nonce::fresh()?, out),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod encoding;
 pub mod json;
 pub mod keys;
 pub mod memo;
+pub mod nonce;
 pub mod policy;
 pub mod problem;
 pub mod relay;

@@ -77,6 +77,7 @@ pub fn scan_string(input: &[u8], i: usize) -> Result<(StrSpan, usize), JsonError
     let mut j = start;
     let mut escaped = false;
     loop {
+        j = skip_plain(input, j);
         match input.get(j) {
             Some(b'"') => {
                 return Ok((
@@ -121,6 +122,38 @@ pub fn scan_string(input: &[u8], i: usize) -> Result<(StrSpan, usize), JsonError
             }
         }
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Marks (high bit of the byte) every `"`, `\\` and control byte (< 0x20) of the 8-byte
+/// word (little-endian: byte 0 first). The classic has-zero-byte / has-less-than tests: a
+/// borrow can mark a byte *after* a marked one, never before, so the lowest mark is exact.
+#[inline]
+fn special_mask(w: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    quote | backslash | control
+}
+
+/// Skips string bytes that need no attention 8 at a time; returns the index of the first
+/// `"`, `\\` or control byte, or of the last (< 8) bytes, which the byte loop handles.
+#[inline]
+fn skip_plain(input: &[u8], mut j: usize) -> usize {
+    while let Some(word) = input.get(j..j + 8) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let mask = special_mask(u64::from_le_bytes(word));
+        if mask != 0 {
+            return j + (mask.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    j
 }
 
 fn hex4(raw: &[u8], at: usize) -> Option<u32> {
@@ -396,4 +429,64 @@ pub fn skip_key(input: &[u8], i: usize) -> Result<usize, JsonError> {
         });
     }
     Ok(skip_ws(input, k + 1))
+}
+
+#[cfg(test)]
+mod swar_tests {
+    use super::*;
+
+    fn special(b: u8) -> bool {
+        b == b'"' || b == b'\\' || b < 0x20
+    }
+
+    #[test]
+    fn the_lowest_mark_is_the_first_special_byte() {
+        // Fillers around the byte: plain ASCII and bytes >= 0x80 (UTF-8), which the
+        // less-than test must not take for control bytes; and a second byte after it.
+        for filler in [b'a', 0x20, 0x7f, 0x80, 0xc3, 0xff] {
+            for pos in 0..8 {
+                for b in 0..=255u8 {
+                    for after in [filler, b'"', 0x00, 0x01] {
+                        let mut w = [filler; 8];
+                        w[pos] = b;
+                        if pos < 7 {
+                            w[7] = after;
+                        }
+                        let expect = w.iter().position(|&x| special(x));
+                        let mask = special_mask(u64::from_le_bytes(w));
+                        let got = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
+                        assert_eq!(got, expect, "{w:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_scan_the_same_at_every_alignment() {
+        for pad in 0..9 {
+            for (body, end) in [
+                ("plain text that is longer than a word", None),
+                ("tab\there", Some(3)),
+                ("q\\\"uote and more text after it", None),
+                ("ünïcödé ∑ text", None),
+            ] {
+                let s = format!("{}\"{body}\"", " ".repeat(pad));
+                let r = scan_string(s.as_bytes(), pad);
+                match end {
+                    None => {
+                        let (span, next) = r.unwrap();
+                        assert_eq!(&s[span.start..span.end], body);
+                        assert_eq!(next, s.len());
+                    }
+                    Some(at) => assert_eq!(
+                        r.unwrap_err(),
+                        JsonError::ControlChar {
+                            offset: pad + 1 + at
+                        }
+                    ),
+                }
+            }
+        }
+    }
 }
