@@ -960,7 +960,7 @@ def report(sc: Scenario, res: dict) -> None:
         f"{res['callouts_keyservice']} (keyservice /metrics) for {res['treatment_requests']} requests "
         f"= {res['callouts_per_req']:.2e} per request")
     if sc.filter_counter:
-        log(f"  filter counted {res['filter_counted']} sealed requests ({sc.filter_counter}); "
+        log(f"  filter counted {res['filter_counted']} requests ({sc.filter_counter}); "
             f"rejected/failed: {res['filter_rejected_or_failed']}")
     if res["noisy_rounds"]:
         log(f"  WARNING: {res['noisy_rounds']} round(s) kept although other processes used up to "
