@@ -23,6 +23,7 @@ pub mod json;
 pub mod keys;
 pub mod memo;
 pub mod nonce;
+pub mod open_memo;
 pub mod policy;
 pub mod problem;
 pub mod relay;

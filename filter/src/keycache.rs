@@ -2,15 +2,18 @@
 //! data so every worker VM uses the same fetch, and turned into cipher state once per kid.
 //! The request path only looks keys up here; it never waits for a callout.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use veil_core::cipher::SealingKey;
+use veil_core::cipher::{CipherError, Opened, SealingKey};
 use veil_core::json::KeyLookup;
 use veil_core::keys::{Dek, Epoch, Kid, RotationMonths};
+use veil_core::open_memo::OpenMemo;
+use veil_core::value::SealedValue;
 
 use crate::host;
 
@@ -84,9 +87,23 @@ pub struct KeyCache {
     extra_order: VecDeque<Kid>,
     /// Kids the keyservice does not know (404), until unix ms.
     unknown: HashMap<Kid, i64>,
+    /// Values already opened (the unseal role opens the same ones again and again).
+    open_memo: RefCell<OpenMemo>,
 }
 
 impl KeyCache {
+    /// An empty cache whose unseal memo holds at most `memo_entries` values of at most
+    /// `memo_value_bytes` plaintext bytes (0 entries: no memo).
+    pub fn new(memo_entries: usize, memo_value_bytes: usize) -> KeyCache {
+        KeyCache {
+            open_memo: RefCell::new(OpenMemo::new(
+                memo_entries,
+                OpenMemo::payload_len_for(memo_value_bytes),
+            )),
+            ..KeyCache::default()
+        }
+    }
+
     /// The sealing key for `now` (current root, epoch of `now`), if held.
     pub fn sealing_key(&self, now_unix: i64, rotation: RotationMonths) -> Option<Rc<SealingKey>> {
         let root = self.current_root?;
@@ -220,6 +237,14 @@ impl KeyLookup for KeyCache {
             .find(|k| k.kid() == kid)
             .or_else(|| self.extra.get(&kid))
             .map(|k| &**k)
+    }
+
+    fn open(&self, v: &SealedValue<'_>) -> Option<Result<Opened, CipherError>> {
+        let key = self.key(v.kid)?;
+        Some(match self.open_memo.try_borrow_mut() {
+            Ok(mut memo) => memo.open(key, v),
+            Err(_) => key.open(v),
+        })
     }
 }
 

@@ -35,9 +35,10 @@ pub struct Buffers {
 impl VmState {
     pub fn new(config: FilterConfig, metrics: Metrics) -> VmState {
         let memo = SealMemo::new(config.seal_memo_entries, config.seal_memo_max_value_bytes);
+        let keys = KeyCache::new(config.seal_memo_entries, config.seal_memo_max_value_bytes);
         VmState {
             config,
-            keys: RefCell::new(KeyCache::default()),
+            keys: RefCell::new(keys),
             metrics,
             ondemand: RefCell::new(OnDemand::default()),
             pairs: RefCell::new(PairCache::default()),

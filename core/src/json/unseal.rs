@@ -6,13 +6,19 @@
 //! counted: the response still arrives.
 
 use super::scan::{self, JsonError, Literal};
-use crate::cipher::{SealingKey, ValueType};
+use crate::cipher::{CipherError, Opened, SealingKey, ValueType};
 use crate::keys::Kid;
 use crate::value::{SealedValue, PREFIX};
 
 /// Finds the cipher state for a kid.
 pub trait KeyLookup {
     fn key(&self, kid: Kid) -> Option<&SealingKey>;
+
+    /// Opens `v` with its kid's key; `None` if the kid is not held. A lookup may memoize
+    /// (the filter's does, [`crate::open_memo::OpenMemo`]).
+    fn open(&self, v: &SealedValue<'_>) -> Option<Result<Opened, CipherError>> {
+        self.key(v.kid).map(|k| k.open(v))
+    }
 }
 
 impl KeyLookup for Vec<SealingKey> {
@@ -252,11 +258,11 @@ fn open(
     keys: &dyn KeyLookup,
     stats: &mut UnsealStats,
 ) -> Option<(ValueType, zeroize::Zeroizing<Vec<u8>>)> {
-    let Some(key) = keys.key(v.kid) else {
+    let Some(opened) = keys.open(v) else {
         stats.unknown_kid += 1;
         return None;
     };
-    match key.open(v) {
+    match opened {
         Ok(o) => {
             // Never emit invalid JSON, even for a value that authenticated.
             let valid = match o.ty {

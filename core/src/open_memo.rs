@@ -1,0 +1,225 @@
+//! A bounded memo of opened values: sealed payload → (kid, mode, type, plaintext).
+//!
+//! The unseal role opens the same values again and again (dashboards refresh the same
+//! searches; deterministic values repeat by design), and with software AES in wasm each
+//! open costs microseconds. A value is only memoized after it authenticated under its kid's
+//! key, so a hit returns exactly what [`SealingKey::open`] returned for that text.
+//!
+//! Bounds and hygiene as [`crate::memo::SealMemo`]: at most `max_entries` values with
+//! payloads of at most `max_payload_len` bytes, two generations (a hit in the older one is
+//! promoted; when the young one is full the old one is dropped), plaintexts zeroized when
+//! dropped. `max_entries` = 0 turns it off. The same timing caveat as the seal memo applies
+//! (a hit is faster than a miss); `seal_memo_entries: 0` turns both off.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+
+use zeroize::Zeroizing;
+
+use crate::cipher::{CipherError, Opened, SealingKey, ValueType};
+use crate::keys::Kid;
+use crate::value::{Mode, SealedValue};
+
+/// A payload held as a map key (ciphertext: not secret).
+#[derive(PartialEq, Eq, Hash)]
+struct Payload(Box<[u8]>);
+
+impl Borrow<[u8]> for Payload {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+struct Entry {
+    kid: Kid,
+    mode: Mode,
+    ty: ValueType,
+    plain: Zeroizing<Box<[u8]>>,
+}
+
+type Map = HashMap<Payload, Entry, foldhash::fast::RandomState>;
+
+pub struct OpenMemo {
+    max_entries: usize,
+    max_payload_len: usize,
+    young: Map,
+    old: Map,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl Default for OpenMemo {
+    /// Off.
+    fn default() -> Self {
+        OpenMemo::new(0, 0)
+    }
+}
+
+impl OpenMemo {
+    /// The payload length of a value whose plaintext is `max_value_len` bytes (either mode),
+    /// so that a memo sized like the seal memo holds the same values.
+    pub fn payload_len_for(max_value_len: usize) -> usize {
+        let raw = max_value_len.saturating_add(1 + 12 + 16);
+        raw.div_ceil(3).saturating_mul(4)
+    }
+
+    /// `max_entries` = 0 disables the memo.
+    pub fn new(max_entries: usize, max_payload_len: usize) -> OpenMemo {
+        OpenMemo {
+            max_entries,
+            max_payload_len,
+            young: Map::default(),
+            old: Map::default(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Opens `v` with `key` (its kid's key), from the memo if it holds the value.
+    pub fn open(&mut self, key: &SealingKey, v: &SealedValue<'_>) -> Result<Opened, CipherError> {
+        let payload = v.payload.as_bytes();
+        if self.max_entries == 0 || payload.len() > self.max_payload_len {
+            return key.open(v);
+        }
+        let same = |e: &Entry| e.kid == v.kid && e.mode == v.mode;
+        if let Some(e) = self.young.get(payload).filter(|e| same(e)) {
+            self.hits += 1;
+            return Ok(opened(e));
+        }
+        if let Some((p, e)) = self.old.remove_entry(payload) {
+            if same(&e) {
+                self.hits += 1;
+                let o = opened(&e);
+                self.insert(p, e);
+                return Ok(o);
+            }
+        }
+        self.misses += 1;
+        let o = key.open(v)?;
+        let entry = Entry {
+            kid: v.kid,
+            mode: v.mode,
+            ty: o.ty,
+            plain: Zeroizing::new(o.value.as_slice().into()),
+        };
+        self.insert(Payload(payload.into()), entry);
+        Ok(o)
+    }
+
+    fn insert(&mut self, p: Payload, e: Entry) {
+        if self.young.len() >= self.max_entries.div_ceil(2) {
+            // The old generation is dropped (its plaintexts wiped); the young one ages.
+            self.old = core::mem::take(&mut self.young);
+        }
+        self.young.insert(p, e);
+    }
+}
+
+fn opened(e: &Entry) -> Opened {
+    Opened {
+        ty: e.ty,
+        value: Zeroizing::new(e.plain.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Dek;
+
+    fn key(epoch: &str, byte: u8) -> SealingKey {
+        SealingKey::new(
+            Kid::new(1, epoch.parse().unwrap()),
+            &Dek::from_bytes([byte; 32]),
+        )
+    }
+
+    fn seal(k: &SealingKey, mode: Mode, v: &[u8]) -> String {
+        let mut out = Vec::new();
+        k.seal_into(mode, ValueType::String, v, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn hits_return_what_open_returns_and_are_bounded() {
+        let k = key("2026-01", 3);
+        let mut memo = OpenMemo::new(8, 256);
+        let texts: Vec<String> = (0..20u8)
+            .map(|i| {
+                seal(
+                    &k,
+                    if i % 2 == 0 {
+                        Mode::Deterministic
+                    } else {
+                        Mode::Randomized
+                    },
+                    &[b'v', i],
+                )
+            })
+            .collect();
+        for round in 0..3 {
+            for (i, t) in texts.iter().enumerate() {
+                let v = SealedValue::parse(t).unwrap();
+                let o = memo.open(&k, &v).unwrap();
+                assert_eq!(
+                    (o.ty, o.value.as_slice()),
+                    (ValueType::String, &[b'v', i as u8][..]),
+                    "round {round}"
+                );
+                assert!(memo.len() <= 8, "bounded: {}", memo.len());
+            }
+        }
+        // Repeats right away hit.
+        let v = SealedValue::parse(&texts[0]).unwrap();
+        let before = memo.hits;
+        memo.open(&k, &v).unwrap();
+        memo.open(&k, &v).unwrap();
+        assert!(memo.hits >= before + 1);
+    }
+
+    #[test]
+    fn failures_are_not_memoized_and_another_kid_is_a_miss() {
+        let k = key("2026-01", 3);
+        let wrong = key("2026-01", 4);
+        let mut memo = OpenMemo::new(100, 256);
+        let t = seal(&k, Mode::Deterministic, b"secret");
+        let v = SealedValue::parse(&t).unwrap();
+        assert_eq!(
+            memo.open(&wrong, &v).unwrap_err(),
+            CipherError::Authentication
+        );
+        assert!(memo.is_empty());
+        // Once opened with the right key it is held, yet the wrong key still fails: a hit
+        // needs the value to have been opened with the caller's kid, and the same payload
+        // under another kid text is another value.
+        memo.open(&k, &v).unwrap();
+        assert_eq!(memo.len(), 1);
+        let other = t.replace("r1.2026-01", "r1.2026-02");
+        let v2 = SealedValue::parse(&other).unwrap();
+        let k2 = key("2026-02", 3);
+        assert!(
+            memo.open(&k2, &v2).is_err(),
+            "the kid is authenticated data"
+        );
+    }
+
+    #[test]
+    fn long_payloads_and_a_zero_limit_bypass_the_memo() {
+        let k = key("2026-01", 3);
+        let t = seal(&k, Mode::Deterministic, b"a value longer than the limit");
+        let v = SealedValue::parse(&t).unwrap();
+        let mut small = OpenMemo::new(100, 8);
+        let mut off = OpenMemo::new(0, 256);
+        small.open(&k, &v).unwrap();
+        off.open(&k, &v).unwrap();
+        assert_eq!((small.len(), off.len()), (0, 0));
+    }
+}
