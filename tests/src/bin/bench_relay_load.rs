@@ -67,7 +67,7 @@ struct Args {
 }
 
 enum Sender {
-    Relay(veil_relay::Client),
+    Relay(Box<veil_relay::Client>),
     Plain(ureq::Agent),
 }
 
@@ -121,7 +121,7 @@ fn sender(a: &Args) -> Result<Sender, String> {
             };
             let c = veil_relay::Client::new(&base, opts).map_err(|e| e.to_string())?;
             c.connect().map_err(|e| format!("relay setup: {e}"))?;
-            Sender::Relay(c)
+            Sender::Relay(Box::new(c))
         }
         Mode::Plain => {
             let config = ureq::Agent::config_builder()
