@@ -580,6 +580,58 @@ fn local_window_survives_slot_eviction() {
     assert!(stack.stat("wasmcustom.veil.relay.pair_fetches") >= 2);
 }
 
+/// `local` mode with 4 slots, i.e. one set of 4 ways: every pair hashes to the same set,
+/// yet 4 live pairs keep their own ways and never evict each other (no eviction, no fetch,
+/// round after round); a fifth takes the least recently used one's way, so the table stays
+/// bounded at 4, and the evicted pair comes back by a fetch with its window intact. (A
+/// direct-mapped table of 4 slots put 4 pairs in distinct slots with probability 3/32.)
+#[test]
+fn colliding_live_pairs_share_a_set_without_evicting() {
+    let stack = stack_with(json!({"pair_cache_slots": 4}));
+    let id = relay::discover(stack.listen);
+    let pairs = relay::pair(stack.listen, &id, 4);
+    let evictions = stack.stat("wasmcustom.veil.relay.slot_evictions");
+    let fetches = stack.stat("wasmcustom.veil.relay.pair_fetches");
+    for seq in 1..=3u64 {
+        for p in &pairs {
+            let r = p
+                .encode(&id, seq, "POST", "/app/echo", &[], Some(b"x"))
+                .send(stack.listen);
+            assert_eq!(p.decode(seq, "POST", &r).unwrap().status, 200);
+        }
+    }
+    assert_eq!(
+        stack.stat("wasmcustom.veil.relay.slot_evictions"),
+        evictions
+    );
+    assert_eq!(stack.stat("wasmcustom.veil.relay.pair_fetches"), fetches);
+    // Pairs[0] is the least recently used: a fifth pair takes its way.
+    let old = pairs[0].encode(&id, 3, "POST", "/app/echo", &[], Some(b"x"));
+    let fifth = relay::pair(stack.listen, &id, 1).remove(0);
+    assert_eq!(
+        stack.stat("wasmcustom.veil.relay.slot_evictions"),
+        evictions + 1
+    );
+    let r = fifth
+        .encode(&id, 1, "GET", "/app/echo", &[], None)
+        .send(stack.listen);
+    assert_eq!(fifth.decode(1, "GET", &r).unwrap().status, 200);
+    // The others kept their ways: no fetch for them.
+    for p in &pairs[1..] {
+        let r = p
+            .encode(&id, 4, "GET", "/app/echo", &[], None)
+            .send(stack.listen);
+        assert_eq!(p.decode(4, "GET", &r).unwrap().status, 200);
+    }
+    assert_eq!(stack.stat("wasmcustom.veil.relay.pair_fetches"), fetches);
+    // The evicted one is fetched back; its window still refuses what it had seen.
+    assert_relay_error(&old.send(stack.listen), 409, "relay-replay");
+    assert_eq!(
+        stack.stat("wasmcustom.veil.relay.pair_fetches"),
+        fetches + 1
+    );
+}
+
 /// Many requests on one pair at once, over Envoy's two workers: every `seq` is accepted once
 /// (the slot's compare-and-swap loses no update), and each is refused when sent again.
 #[test]

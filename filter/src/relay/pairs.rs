@@ -1,14 +1,18 @@
 //! Relay pairs: each pair's two AES-256-GCM key schedules, built once per VM, and a bounded
-//! set of Envoy shared-data slots (`veil.relay.slot.<n>`) that every worker VM reads.
+//! set-associative table in Envoy shared data (`veil.relay.set.<n>`) that every worker VM
+//! reads.
 //!
 //! A slot holds one pair in a fixed binary layout (no JSON on the request path): its id,
 //! client id, keys, end of life, idle TTL, last use and — in `local` replay mode — its replay
-//! window. A request in `local` mode costs one shared-data read and one CAS write (the window
-//! and last use); in `global` mode the VM cache alone (the keyservice keeps the window).
+//! window. A set is one shared-data value holding up to 4 slots (ways), so one read and one
+//! compare-and-swap write cover the whole set and a pair is never in two ways at once. A
+//! request in `local` mode costs one shared-data read and one CAS write (the window and last
+//! use); in `global` mode the VM cache alone (the keyservice keeps the window).
 //!
-//! Slot `n` is chosen by a hash of the pair id. A pair whose slot another pair took (more
-//! live pairs than `pair_cache_slots`) is fetched again from the keyservice: in `local` mode
-//! its window then starts afresh (docs/relay.md, "Replay").
+//! Set `n` is chosen by a hash of the pair id. A new pair takes a free way, else a dead
+//! pair's, else the least recently used live pair's (counted); the evicted pair is fetched
+//! again from the keyservice, its window restored from the eviction log (docs/relay.md,
+//! "Replay").
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -92,6 +96,7 @@ const VERSION: u8 = 2;
 const FIXED_TAIL: usize = 32 + 32 + 8 + 4 + 8 + veil_core::relay::window::WINDOW_BYTES + 8;
 
 /// A slot's bytes, checked once; accessors never index out of bounds.
+#[derive(Clone)]
 struct Slot {
     bytes: Zeroizing<Vec<u8>>,
     /// Offset of c2s.
@@ -213,27 +218,100 @@ impl Slot {
     }
 }
 
-/// FNV-1a: spreads pair ids (random already) over the slots.
-fn slot_key(vm: &VmState, pair_id: &str) -> String {
+/// Ways per set: a pair may sit in any of its set's `WAYS` slots, so two live pairs whose
+/// ids hash to one set no longer evict each other (a direct-mapped table did, each eviction
+/// costing a keyservice callout).
+const WAYS: usize = 4;
+/// First byte of a set's shared-data value.
+const SET_VERSION: u8 = 1;
+
+/// `(sets, ways)` for `pair_cache_slots`: `ways` = min(4, slots), `sets` = slots / ways, so
+/// at most `pair_cache_slots` pairs are held (a remainder of slots goes unused).
+fn geometry(vm: &VmState) -> (usize, usize) {
     let slots = vm
         .config
         .relay
         .as_ref()
         .map_or(1, |r| r.pair_cache_slots)
         .max(1);
+    let ways = WAYS.min(slots);
+    (slots / ways, ways)
+}
+
+/// FNV-1a: spreads pair ids (random already) over the sets.
+fn set_key(vm: &VmState, pair_id: &str) -> String {
+    let (sets, _) = geometry(vm);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in pair_id.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    let n = h % u64::try_from(slots).unwrap_or(1);
-    format!("veil.relay.slot.{n}")
+    let n = h % u64::try_from(sets).unwrap_or(1);
+    format!("veil.relay.set.{n}")
 }
 
-fn read_slot(key: &str) -> Result<Option<(Slot, u32)>, RelayError> {
+/// One set as read from shared data: its slots (at most `ways`) and the CAS to write back
+/// with (`None`: the key does not exist yet).
+struct Set {
+    slots: Vec<Slot>,
+    cas: Option<u32>,
+}
+
+impl Set {
+    /// `[SET_VERSION] (u16be length, slot)*`; an entry that does not parse is dropped (its
+    /// pair is fetched again).
+    fn parse(bytes: &[u8], cas: Option<u32>, ways: usize) -> Set {
+        let mut slots = Vec::with_capacity(ways);
+        if bytes.first() == Some(&SET_VERSION) {
+            let mut rest = bytes.get(1..).unwrap_or_default();
+            while slots.len() < ways {
+                let Some((len, tail)) = rest.split_first_chunk::<2>() else {
+                    break;
+                };
+                let len = usize::from(u16::from_be_bytes(*len));
+                let Some(entry) = tail.get(..len) else {
+                    break;
+                };
+                if let Some(slot) = Slot::parse(entry.to_vec()) {
+                    slots.push(slot);
+                }
+                rest = tail.get(len..).unwrap_or_default();
+            }
+        }
+        Set { slots, cas }
+    }
+
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let size = 1 + self.slots.iter().map(|s| 2 + s.bytes.len()).sum::<usize>();
+        let mut b = Zeroizing::new(Vec::with_capacity(size));
+        b.push(SET_VERSION);
+        for s in &self.slots {
+            let len = u16::try_from(s.bytes.len()).unwrap_or(0);
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&s.bytes);
+        }
+        b
+    }
+
+    fn find(&self, pair_id: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.pair_id() == pair_id.as_bytes())
+    }
+
+    /// Compare-and-swap write. False: another worker changed the set meanwhile.
+    fn write(&self, key: &str) -> bool {
+        host::set_shared(key, &self.encode(), self.cas).is_ok()
+    }
+}
+
+fn read_set(key: &str, ways: usize) -> Result<Set, RelayError> {
     match host::get_shared(key) {
-        Ok(Some((bytes, cas))) => Ok(Slot::parse(bytes).map(|s| (s, cas))),
-        Ok(None) => Ok(None),
+        Ok(Some((bytes, cas))) => Ok(Set::parse(&Zeroizing::new(bytes), Some(cas), ways)),
+        Ok(None) => Ok(Set {
+            slots: Vec::new(),
+            cas: None,
+        }),
         Err(_) => Err(RelayError::Unavailable("shared data unreadable")),
     }
 }
@@ -286,23 +364,22 @@ pub fn accept_local<T>(
     now: i64,
     verify: impl FnOnce(&Pair) -> Result<T, RelayError>,
 ) -> Result<Option<Accepted<T>>, RelayError> {
-    let key = slot_key(vm, pair_id);
+    let key = set_key(vm, pair_id);
+    let (_, ways) = geometry(vm);
     let mut verify = Some(verify);
     let mut verified: Option<(Rc<Pair>, T)> = None;
     for _ in 0..CAS_TRIES {
-        let Some((mut slot, cas)) = read_slot(&key)? else {
+        let mut set = read_set(&key, ways)?;
+        let Some(slot) = set.find(pair_id).and_then(|i| set.slots.get_mut(i)) else {
             return Ok(None);
         };
-        if slot.pair_id() != pair_id.as_bytes() {
-            return Ok(None);
-        }
         check_owner(slot.client_id(), client_id)?;
         if !slot.is_live(now) {
             forget(vm, pair_id);
             return Err(RelayError::PairUnknown);
         }
         if verified.is_none() {
-            let pair = pair_of(vm, pair_id, &slot)?;
+            let pair = pair_of(vm, pair_id, slot)?;
             let f = verify
                 .take()
                 .ok_or(RelayError::Unavailable("relay slot contended"))?;
@@ -318,8 +395,8 @@ pub fn accept_local<T>(
         }
         slot.set_use(now, &window);
         let touch = slot.take_touch(now);
-        // CAS mismatch: another worker used the slot meanwhile; read again.
-        if host::set_shared(&key, &slot.bytes, Some(cas)).is_ok() {
+        // CAS mismatch: another worker used the set meanwhile; read again.
+        if set.write(&key) {
             return Ok(verified.map(|(pair, value)| Accepted { pair, value, touch }));
         }
     }
@@ -338,13 +415,12 @@ pub fn lookup(
     let pair = match cached {
         Some(p) => p,
         None => {
-            let Some((slot, _)) = read_slot(&slot_key(vm, pair_id))? else {
+            let (_, ways) = geometry(vm);
+            let set = read_set(&set_key(vm, pair_id), ways)?;
+            let Some(slot) = set.find(pair_id).and_then(|i| set.slots.get(i)) else {
                 return Ok(None);
             };
-            if slot.pair_id() != pair_id.as_bytes() {
-                return Ok(None);
-            }
-            pair_of(vm, pair_id, &slot)?
+            pair_of(vm, pair_id, slot)?
         }
     };
     check_owner(pair.client_id.as_bytes(), client_id)?;
@@ -380,28 +456,52 @@ pub fn install(
             }
         }
     }
-    let key = slot_key(vm, keys.pair_id);
+    let key = set_key(vm, keys.pair_id);
+    let (_, ways) = geometry(vm);
     let mut written = false;
     for _ in 0..CAS_TRIES {
-        let current = read_slot(&key)?;
-        let cas = match &current {
-            Some((slot, _)) if slot.pair_id() == keys.pair_id.as_bytes() => {
-                written = true;
-                break;
+        let mut set = read_set(&key, ways)?;
+        if set.find(keys.pair_id).is_some() {
+            written = true;
+            break;
+        }
+        if set.cas.is_none() {
+            // Absent: Envoy cannot create a key atomically (CAS 0 means "whatever is
+            // there"), so create it empty, then install under CAS like any other write.
+            if host::set_shared(&key, &[SET_VERSION], None).is_err() {
+                return Err(RelayError::Unavailable("shared data unwritable"));
             }
-            Some((slot, cas)) => {
-                if slot.is_live(now) {
-                    Metrics::add(vm.metrics.relay_slot_evictions, 1);
-                    let max = slot.window().map_or(0, |w| w.max());
-                    record_eviction(slot.pair_id(), max);
-                }
-                Some(*cas)
-            }
-            // Absent: CAS 0 means "whatever is there" in Envoy; a race then is last-wins,
-            // which only ever replaces a fresh window with another fresh one.
-            None => None,
+            continue;
+        }
+        // A free way, else a dead pair's, else the least recently used live pair's.
+        let dead = set.slots.iter().position(|s| !s.is_live(now));
+        let victim = match dead {
+            Some(i) => Some(i),
+            None if set.slots.len() < ways => None,
+            None => set
+                .slots
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.last_used())
+                .map(|(i, _)| i),
         };
-        if host::set_shared(&key, &fresh.bytes, cas).is_ok() {
+        let mut evicted = false;
+        match victim.and_then(|i| set.slots.get_mut(i)) {
+            Some(old) => {
+                if old.is_live(now) {
+                    // Logged before the write, so a replay cannot slip between the two.
+                    let max = old.window().map_or(0, |w| w.max());
+                    record_eviction(old.pair_id(), max);
+                    evicted = true;
+                }
+                *old = fresh.clone();
+            }
+            None => set.slots.push(fresh.clone()),
+        }
+        if set.write(&key) {
+            if evicted {
+                Metrics::add(vm.metrics.relay_slot_evictions, 1);
+            }
             written = true;
             break;
         }
@@ -491,11 +591,14 @@ pub fn forget(vm: &VmState, pair_id: &str) {
     if let Ok(mut c) = vm.pairs.try_borrow_mut() {
         c.remove(pair_id);
     }
-    let key = slot_key(vm, pair_id);
-    if let Ok(Some((slot, cas))) = read_slot(&key) {
-        if slot.pair_id() == pair_id.as_bytes() {
-            // An empty value parses as no slot.
-            let _ = host::set_shared(&key, &[], Some(cas));
+    let key = set_key(vm, pair_id);
+    let (_, ways) = geometry(vm);
+    if let Ok(mut set) = read_set(&key, ways) {
+        if let Some(i) = set.find(pair_id) {
+            set.slots.remove(i);
+            // CAS mismatch: the set changed meanwhile; the pair's idle TTL or the next
+            // request's check removes it then.
+            let _ = set.write(&key);
         }
     }
 }
