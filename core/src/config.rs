@@ -32,6 +32,8 @@ impl ConfigError {
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default `max_sealed_body_bytes`: 3 MiB.
+pub const DEFAULT_MAX_SEALED_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub const DEFAULT_MAX_DEPTH: usize = 128;
 pub const DEFAULT_SEAL_MEMO_ENTRIES: usize = 8192;
 
@@ -43,6 +45,8 @@ struct RawConfig {
     rotation_months: Option<u16>,
     #[serde(default)]
     max_body_bytes: Option<usize>,
+    #[serde(default)]
+    max_sealed_body_bytes: Option<usize>,
     #[serde(default)]
     max_depth: Option<usize>,
     #[serde(default)]
@@ -314,6 +318,10 @@ pub struct FilterConfig {
     pub keyservice: KeyserviceConfig,
     pub rotation: RotationMonths,
     pub max_body_bytes: usize,
+    /// Largest body the filter forwards after sealing (sealing grows a body; a body of
+    /// tiny numbers grows ~25×). Default 3 MiB: below Envoy's buffer limit, so the filter
+    /// refuses with problem+json instead of Envoy answering a bare 413.
+    pub max_sealed_body_bytes: usize,
     pub max_depth: usize,
     /// Deterministic seals remembered per worker (0 = off). Default 8192.
     pub seal_memo_entries: usize,
@@ -400,6 +408,15 @@ impl FilterConfig {
             return Err(ConfigError::at(
                 "max_body_bytes",
                 format!("must be from 1 to {MAX_MAX_BODY_BYTES}"),
+            ));
+        }
+        let max_sealed_body_bytes = raw
+            .max_sealed_body_bytes
+            .unwrap_or(DEFAULT_MAX_SEALED_BODY_BYTES);
+        if !(1..=4 * MAX_MAX_BODY_BYTES).contains(&max_sealed_body_bytes) {
+            return Err(ConfigError::at(
+                "max_sealed_body_bytes",
+                format!("must be from 1 to {}", 4 * MAX_MAX_BODY_BYTES),
             ));
         }
         let max_depth = raw.max_depth.unwrap_or(DEFAULT_MAX_DEPTH);
@@ -499,6 +516,7 @@ impl FilterConfig {
             keyservice,
             rotation,
             max_body_bytes,
+            max_sealed_body_bytes,
             max_depth,
             seal_memo_entries,
             seal_memo_max_value_bytes,
@@ -788,6 +806,21 @@ mod tests {
         match parse(v) {
             Ok(_) => "accepted".into(),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn max_sealed_body_bytes_default_and_bounds() {
+        let c = parse(serde_json::json!({"keyservice": {"token": TOKEN}})).unwrap();
+        assert_eq!(c.max_sealed_body_bytes, DEFAULT_MAX_SEALED_BODY_BYTES);
+        let c = parse(serde_json::json!({"keyservice": {"token": TOKEN}, "max_sealed_body_bytes": 10}))
+            .unwrap();
+        assert_eq!(c.max_sealed_body_bytes, 10);
+        for bad in [0, 4 * MAX_MAX_BODY_BYTES + 1] {
+            assert_eq!(
+                err(serde_json::json!({"keyservice": {"token": TOKEN}, "max_sealed_body_bytes": bad})),
+                "max_sealed_body_bytes: must be from 1 to 268435456"
+            );
         }
     }
 

@@ -37,6 +37,14 @@ pub struct PreparedSiv {
     d_ad: Block,
 }
 
+/// The S2V state is derived from K1: wiped on drop (the CMAC and AES states wipe
+/// themselves, their crates' `zeroize` feature is on).
+impl Drop for PreparedSiv {
+    fn drop(&mut self) {
+        self.d_ad.as_mut_slice().zeroize();
+    }
+}
+
 /// The authentication failed: the tag does not match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SivError;

@@ -14,6 +14,7 @@ use veil_core::json::KeyLookup;
 use veil_core::keys::{Dek, Epoch, Kid, RotationMonths};
 use veil_core::open_memo::OpenMemo;
 use veil_core::value::SealedValue;
+use zeroize::Zeroize;
 
 use crate::host;
 
@@ -36,6 +37,13 @@ pub struct CurrentKeys {
 pub struct KeyEntry {
     pub kid: String,
     pub dek: String,
+}
+
+/// The DEK text is a secret: wiped when the parsed answer goes away.
+impl Drop for KeyEntry {
+    fn drop(&mut self) {
+        self.dek.zeroize();
+    }
 }
 
 /// Most keys fetched on demand that one VM keeps (older epochs and roots), oldest evicted.
@@ -220,6 +228,7 @@ impl KeyCache {
         else {
             return Ok(false);
         };
+        let bytes = zeroize::Zeroizing::new(bytes);
         if self.shared_version == Some(version) {
             return Ok(false);
         }
@@ -307,9 +316,27 @@ impl OnDemandRecord {
 
 /// Adds `fetched_at` to a keyservice answer for shared data, without re-serializing keys
 /// through a typed struct that might drop fields.
-pub fn with_fetched_at(body: &[u8], now_unix: i64) -> Option<Vec<u8>> {
+/// The answer holds DEKs: the tree's strings are wiped before it is dropped, and the result
+/// is wiped when the caller drops it.
+pub fn with_fetched_at(body: &[u8], now_unix: i64) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.as_object_mut()?
-        .insert("fetched_at".into(), serde_json::Value::from(now_unix));
-    serde_json::to_vec(&v).ok()
+    let out = v
+        .as_object_mut()
+        .map(|o| {
+            o.insert("fetched_at".into(), serde_json::Value::from(now_unix));
+        })
+        .and_then(|()| serde_json::to_vec(&v).ok())
+        .map(zeroize::Zeroizing::new);
+    wipe(&mut v);
+    out
+}
+
+/// Zeroizes every string of a JSON tree (in place).
+fn wipe(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe),
+        _ => {}
+    }
 }

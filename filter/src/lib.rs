@@ -172,6 +172,7 @@ impl Root {
             None => return Err("keyservice call failed (no :status: reset or timeout)".into()),
         }
         let body = host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .map(zeroize::Zeroizing::new)
             .map_err(|e| format!("reading the answer failed with host status {}", e.0))?;
         let now = now_ms().unwrap_or(0) / 1000;
         let mut answer = parse_current(&body).map_err(|e| e.to_string())?;

@@ -196,8 +196,12 @@ impl SealRequest {
                 }
             }
             .map(|stats| {
+                // Sealing grows the body; past the cap Envoy itself would answer 413.
+                if b.out.len() > vm.config.max_sealed_body_bytes {
+                    return (stats, Err(None));
+                }
                 let r = host::set_buffer(BufferType::HttpRequestBody, 0, size, &b.out);
-                (stats, r)
+                (stats, r.map_err(Some))
             })
         });
         match sealed {
@@ -206,7 +210,17 @@ impl SealRequest {
                 Metrics::add(vm.metrics.seal_values, i64::from(stats.sealed));
                 Ok(())
             }
-            Ok((_, Err(e))) => Err(Refusal::hostcall("replacing the body", e)),
+            Ok((_, Err(Some(e)))) => Err(Refusal::hostcall("replacing the body", e)),
+            Ok((_, Err(None))) => {
+                Metrics::add(vm.metrics.rejected_too_large, 1);
+                Err(Refusal::new(
+                    ProblemKind::TooLarge,
+                    format!(
+                        "the sealed body would exceed max_sealed_body_bytes ({})",
+                        vm.config.max_sealed_body_bytes
+                    ),
+                ))
+            }
             Err(SealError::Json(e)) => {
                 Metrics::add(vm.metrics.rejected_bad_json, 1);
                 Err(Refusal::new(ProblemKind::BadJson, e.to_string()))

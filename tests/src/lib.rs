@@ -8,7 +8,6 @@
 //! (`cargo build -p veil-relay`) and `redis-server`.
 
 pub mod check;
-pub mod deploy;
 pub mod hop;
 pub mod http;
 pub mod relay;
@@ -155,6 +154,8 @@ pub struct StackOptions {
     pub keyservice_env: Vec<(String, String)>,
     /// Return only once the filter fetched its first data key (default true).
     pub wait_for_keys: bool,
+    /// Envoy's log arguments (default `--log-level info`).
+    pub envoy_log_args: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -164,8 +165,13 @@ impl Default for StackOptions {
             concurrency: 2,
             keyservice_env: Vec::new(),
             wait_for_keys: true,
+            envoy_log_args: default_envoy_log_args(),
         }
     }
+}
+
+fn default_envoy_log_args() -> Vec<String> {
+    vec!["--log-level".into(), "info".into()]
 }
 
 pub fn demo_filter_config() -> Value {
@@ -199,6 +205,9 @@ pub struct Stack {
     pub envoy: Proc,
     pub keyservice_proc: Proc,
     pub upstream_proc: Proc,
+    /// How to start the keyservice and Envoy again (fault tests restart them).
+    keyservice_cmd: Vec<(String, String)>,
+    envoy_cmd: Vec<String>,
 }
 
 impl Stack {
@@ -232,15 +241,21 @@ impl Stack {
         assert!(init.status.success(), "keyring init failed: {init:?}");
 
         let keyservice: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let mut cmd = Command::new(keyservice_bin());
-        cmd.arg("serve")
-            .envs(keyring_env.iter().map(|(k, v)| (*k, v.as_os_str())))
-            .env("KMS_PROVIDER", "local")
-            .env("VEIL_KEYSERVICE_LISTEN", keyservice.to_string())
-            .env("VEIL_KEYSERVICE_TOKEN", TOKEN)
-            .env("VEIL_LOG", "debug")
-            .envs(opts.keyservice_env.iter().map(|(k, v)| (k, v)));
-        let keyservice_proc = Proc::spawn("keyservice", &dir, &mut cmd);
+        let mut keyservice_cmd: Vec<(String, String)> = keyring_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.display().to_string()))
+            .collect();
+        keyservice_cmd.extend(
+            [
+                ("KMS_PROVIDER", "local".to_string()),
+                ("VEIL_KEYSERVICE_LISTEN", keyservice.to_string()),
+                ("VEIL_KEYSERVICE_TOKEN", TOKEN.to_string()),
+                ("VEIL_LOG", "debug".to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        keyservice_cmd.extend(opts.keyservice_env.iter().cloned());
+        let keyservice_proc = spawn_keyservice(&dir, &keyservice_cmd, "keyservice");
 
         let upstream_proc = Proc::spawn(
             "upstream",
@@ -259,11 +274,12 @@ impl Stack {
                 .filter(|r| r.status == 200)
         });
 
-        let (envoy, listen, admin) = match start_envoy(
+        let (envoy, listen, admin, envoy_cmd) = match start_envoy(
             &dir,
             "envoy",
             &opts.filter_config,
             opts.concurrency,
+            &opts.envoy_log_args,
             upstream,
             keyservice,
         ) {
@@ -282,6 +298,8 @@ impl Stack {
             envoy,
             keyservice_proc,
             upstream_proc,
+            keyservice_cmd,
+            envoy_cmd,
         };
         if opts.wait_for_keys {
             wait_for(
@@ -295,11 +313,12 @@ impl Stack {
 
     /// Starts a second Envoy with `filter_config` on this stack's keyservice and upstream.
     pub fn start_extra_envoy(&self, filter_config: &Value) -> ExtraEnvoy {
-        let (proc, listen, admin) = start_envoy(
+        let (proc, listen, admin, _) = start_envoy(
             &self.dir,
             "envoy2",
             filter_config,
             1,
+            &default_envoy_log_args(),
             self.upstream,
             self.keyservice,
         )
@@ -398,6 +417,52 @@ impl Stack {
         )
     }
 
+    /// Kills the keyservice (SIGKILL, no graceful shutdown).
+    pub fn kill_keyservice(&mut self) {
+        self.keyservice_proc.kill();
+    }
+
+    /// Starts the keyservice again on the same address and keyring; returns once ready.
+    /// `log_name` names its log file (`<log_name>.log`; all_logs reads the current one only).
+    pub fn restart_keyservice(&mut self, log_name: &'static str) {
+        self.keyservice_proc.kill();
+        self.keyservice_proc = spawn_keyservice(&self.dir, &self.keyservice_cmd, log_name);
+        let addr = self.keyservice;
+        wait_for("keyservice /readyz", Duration::from_secs(20), || {
+            http::get(addr, "/readyz").ok().filter(|r| r.status == 200)
+        });
+    }
+
+    /// Kills Envoy and starts it again with the same configuration and ports; returns once
+    /// its admin says ready (not waiting for keys).
+    pub fn restart_envoy(&mut self, log_name: &'static str) {
+        self.envoy.kill();
+        self.envoy = spawn_envoy(&self.dir, &self.envoy_cmd, log_name);
+        let admin = self.admin;
+        wait_for("Envoy /ready after restart", Duration::from_secs(30), || {
+            http::get(admin, "/ready").ok().filter(|r| r.status == 200)
+        });
+    }
+
+    /// The log files of everything this stack ever started (restarts included).
+    pub fn all_log_files(&self) -> String {
+        let mut out = String::new();
+        if let Ok(dir) = fs::read_dir(&self.dir) {
+            for e in dir.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    out.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// True while the Envoy process has not exited.
+    pub fn envoy_alive(&mut self) -> bool {
+        matches!(self.envoy.child.try_wait(), Ok(None))
+    }
+
     /// All log text of the stack (Envoy, keyservice, upstream).
     pub fn all_logs(&self) -> String {
         [&self.envoy, &self.keyservice_proc, &self.upstream_proc]
@@ -429,9 +494,10 @@ fn start_envoy(
     name: &'static str,
     filter_config: &Value,
     concurrency: u32,
+    log_args: &[String],
     upstream: SocketAddr,
     keyservice: SocketAddr,
-) -> Result<(Proc, SocketAddr, SocketAddr), String> {
+) -> Result<(Proc, SocketAddr, SocketAddr, Vec<String>), String> {
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let config = filter_config.to_string().replace('\'', "''");
@@ -454,14 +520,15 @@ fn start_envoy(
     );
     let yaml_path = dir.join(format!("{name}.yaml"));
     fs::write(&yaml_path, yaml).unwrap_or_else(|e| panic!("{}: {e}", yaml_path.display()));
-    let mut cmd = Command::new(envoy_bin());
-    cmd.arg("-c")
-        .arg(&yaml_path)
-        .args(["--concurrency", &concurrency.to_string()])
-        .args(["--log-level", "info", "--disable-hot-restart"])
-        .env("VEIL_KEYSERVICE_TOKEN", TOKEN)
-        .env("VEIL_RELAY_CLIENT_ID_SECRET", RELAY_SECRET);
-    let mut envoy = Proc::spawn(name, dir, &mut cmd);
+    let mut args = vec![
+        "-c".to_string(),
+        yaml_path.display().to_string(),
+        "--concurrency".into(),
+        concurrency.to_string(),
+        "--disable-hot-restart".into(),
+    ];
+    args.extend(log_args.iter().cloned());
+    let mut envoy = spawn_envoy(dir, &args, name);
     wait_for("Envoy /ready", Duration::from_secs(30), || {
         if let Ok(Some(status)) = envoy.child.try_wait() {
             return Some(Err(format!(
@@ -474,7 +541,21 @@ fn start_envoy(
             .filter(|r| r.status == 200)
             .map(|_| Ok(()))
     })?;
-    Ok((envoy, listen, admin))
+    Ok((envoy, listen, admin, args))
+}
+
+fn spawn_envoy(dir: &Path, args: &[String], name: &'static str) -> Proc {
+    let mut cmd = Command::new(envoy_bin());
+    cmd.args(args)
+        .env("VEIL_KEYSERVICE_TOKEN", TOKEN)
+        .env("VEIL_RELAY_CLIENT_ID_SECRET", RELAY_SECRET);
+    Proc::spawn(name, dir, &mut cmd)
+}
+
+fn spawn_keyservice(dir: &Path, env: &[(String, String)], name: &'static str) -> Proc {
+    let mut cmd = Command::new(keyservice_bin());
+    cmd.arg("serve").envs(env.iter().map(|(k, v)| (k, v)));
+    Proc::spawn(name, dir, &mut cmd)
 }
 
 /// Another Envoy with the filter, sharing a [`Stack`]'s keyservice and upstream (two
