@@ -2,7 +2,7 @@
 # Addresses for up/demo: VEIL_LISTEN, VEIL_ADMIN, VEIL_KEYSERVICE, VEIL_UPSTREAM (README).
 SHELL := bash
 .DEFAULT_GOAL := help
-.PHONY: help demo up down status test lint wasm bench
+.PHONY: help demo up down status test lint wasm bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -34,3 +34,7 @@ wasm: ## build the filter (target/wasm32-wasip1/release/veil_filter.wasm)
 bench: ## load benchmark with and without the filter: make bench [SCENARIO=seal] [DURATION=5]
 	scripts/setup.sh bench
 	.venv/bin/python bench/run.py $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(DURATION),--duration $(DURATION))
+
+fuzz: ## fuzz every core parser (nightly): make fuzz [FUZZ_SECONDS=60] [FUZZ_KEEP=1 grows fuzz/corpus]
+	scripts/setup.sh
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

@@ -29,6 +29,8 @@ apt_install chromium
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 # The aws-cloudhsm (PKCS#11) provider's tests: SoftHSM2 and its softhsm2-util.
 apt_install softhsm2
+# libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
+apt_install g++
 if [ "${1:-}" = "bench" ]; then
   apt_install wrk
 fi
@@ -37,6 +39,16 @@ fi
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   step "adding Rust target wasm32-wasip1"
   rustup target add wasm32-wasip1
+fi
+
+# Fuzzing (make fuzz, and a short run in make test): nightly Rust and a pinned cargo-fuzz.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  step "adding the nightly Rust toolchain (cargo-fuzz needs it)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz 0.13.2"; then
+  step "installing cargo-fuzz 0.13.2"
+  cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 
 # Python virtualenv with the pinned Envoy binary.
