@@ -32,6 +32,8 @@ impl ConfigError {
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const MAX_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest `test_clock_offset_secs`, either way: 20 years.
+pub const MAX_TEST_CLOCK_OFFSET_SECS: u64 = 20 * 366 * 86_400;
 /// Default `max_sealed_body_bytes`: 3 MiB.
 pub const DEFAULT_MAX_SEALED_BODY_BYTES: usize = 3 * 1024 * 1024;
 pub const DEFAULT_MAX_DEPTH: usize = 128;
@@ -47,6 +49,8 @@ struct RawConfig {
     max_body_bytes: Option<usize>,
     #[serde(default)]
     max_sealed_body_bytes: Option<usize>,
+    #[serde(default)]
+    test_clock_offset_secs: Option<i64>,
     #[serde(default)]
     max_depth: Option<usize>,
     #[serde(default)]
@@ -322,6 +326,10 @@ pub struct FilterConfig {
     /// tiny numbers grows ~25×). Default 3 MiB: below Envoy's buffer limit, so the filter
     /// refuses with problem+json instead of Envoy answering a bare 413.
     pub max_sealed_body_bytes: usize,
+    /// Test only: seconds added to Envoy's clock when the filter picks the epoch to seal
+    /// under, so a test can cross an epoch boundary (Envoy is statically linked, so
+    /// libfaketime cannot move its clock). Default 0; never set it in production.
+    pub test_clock_offset_secs: i64,
     pub max_depth: usize,
     /// Deterministic seals remembered per worker (0 = off). Default 8192.
     pub seal_memo_entries: usize,
@@ -417,6 +425,13 @@ impl FilterConfig {
             return Err(ConfigError::at(
                 "max_sealed_body_bytes",
                 format!("must be from 1 to {}", 4 * MAX_MAX_BODY_BYTES),
+            ));
+        }
+        let test_clock_offset_secs = raw.test_clock_offset_secs.unwrap_or(0);
+        if test_clock_offset_secs.unsigned_abs() > MAX_TEST_CLOCK_OFFSET_SECS {
+            return Err(ConfigError::at(
+                "test_clock_offset_secs",
+                format!("must be within ±{MAX_TEST_CLOCK_OFFSET_SECS} (20 years)"),
             ));
         }
         let max_depth = raw.max_depth.unwrap_or(DEFAULT_MAX_DEPTH);
@@ -517,6 +532,7 @@ impl FilterConfig {
             rotation,
             max_body_bytes,
             max_sealed_body_bytes,
+            test_clock_offset_secs,
             max_depth,
             seal_memo_entries,
             seal_memo_max_value_bytes,
@@ -813,12 +829,22 @@ mod tests {
     fn max_sealed_body_bytes_default_and_bounds() {
         let c = parse(serde_json::json!({"keyservice": {"token": TOKEN}})).unwrap();
         assert_eq!(c.max_sealed_body_bytes, DEFAULT_MAX_SEALED_BODY_BYTES);
-        let c = parse(serde_json::json!({"keyservice": {"token": TOKEN}, "max_sealed_body_bytes": 10}))
-            .unwrap();
+        let c =
+            parse(serde_json::json!({"keyservice": {"token": TOKEN}, "max_sealed_body_bytes": 10}))
+                .unwrap();
         assert_eq!(c.max_sealed_body_bytes, 10);
+        assert_eq!(c.test_clock_offset_secs, 0);
+        assert_eq!(
+            err(
+                serde_json::json!({"keyservice": {"token": TOKEN}, "test_clock_offset_secs": -700_000_000})
+            ),
+            "test_clock_offset_secs: must be within ±632448000 (20 years)"
+        );
         for bad in [0, 4 * MAX_MAX_BODY_BYTES + 1] {
             assert_eq!(
-                err(serde_json::json!({"keyservice": {"token": TOKEN}, "max_sealed_body_bytes": bad})),
+                err(
+                    serde_json::json!({"keyservice": {"token": TOKEN}, "max_sealed_body_bytes": bad})
+                ),
                 "max_sealed_body_bytes: must be from 1 to 268435456"
             );
         }

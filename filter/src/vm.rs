@@ -53,6 +53,7 @@ impl VmState {
     /// The key for sealing now: from this VM's cache, or else from what another worker put
     /// in shared data. No callout on the request path.
     pub fn sealing_key(&self, now_unix: i64) -> Option<Rc<SealingKey>> {
+        let now_unix = now_unix.saturating_add(self.config.test_clock_offset_secs);
         let rotation = self.config.rotation;
         let mut keys = self.keys.try_borrow_mut().ok()?;
         if let Some(k) = keys.sealing_key(now_unix, rotation) {

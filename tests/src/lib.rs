@@ -439,9 +439,11 @@ impl Stack {
         self.envoy.kill();
         self.envoy = spawn_envoy(&self.dir, &self.envoy_cmd, log_name);
         let admin = self.admin;
-        wait_for("Envoy /ready after restart", Duration::from_secs(30), || {
-            http::get(admin, "/ready").ok().filter(|r| r.status == 200)
-        });
+        wait_for(
+            "Envoy /ready after restart",
+            Duration::from_secs(30),
+            || http::get(admin, "/ready").ok().filter(|r| r.status == 200),
+        );
     }
 
     /// The log files of everything this stack ever started (restarts included).

@@ -73,11 +73,7 @@ fn event_of_len(len: usize) -> String {
 const LIMIT: usize = 1024 * 1024;
 
 fn cases() -> Vec<Case> {
-    let deep = format!(
-        "{}\"{MARK}\"{}",
-        "[".repeat(10_000),
-        "]".repeat(10_000)
-    );
+    let deep = format!("{}\"{MARK}\"{}", "[".repeat(10_000), "]".repeat(10_000));
     let huge_string = format!(r#"{{"s":"{MARK}{}"}}"#, "x".repeat(900_000));
     let many_strings: Vec<String> = (0..20_000).map(|i| format!("\"{MARK}{i}\"")).collect();
     let many_numbers = vec!["7"; 400_000].join(",");
@@ -86,20 +82,32 @@ fn cases() -> Vec<Case> {
     let mut bad_utf8 = event(&format!(r#""{MARK}__""#)).into_bytes();
     let at = bad_utf8.len() - 70;
     bad_utf8[at] = 0xFF;
-    let bomb = gzip(
-        event(&format!(r#""{MARK}{}""#, " ".repeat(64 * 1024 * 1024)))
-            .as_bytes(),
-    );
-    let deflate_bomb = deflate_raw(
-        event(&format!(r#"["{MARK}"{}]"#, ",0".repeat(8 * 1024 * 1024))).as_bytes(),
-    );
+    let bomb = gzip(event(&format!(r#""{MARK}{}""#, " ".repeat(64 * 1024 * 1024))).as_bytes());
+    let deflate_bomb =
+        deflate_raw(event(&format!(r#"["{MARK}"{}]"#, ",0".repeat(8 * 1024 * 1024))).as_bytes());
     let mut cases = vec![
-        case("nesting 10,000 deep", event(&deep), Want::Problem(400, "bad-json")),
-        case("nesting at max_depth (128)", event(&format!("{}\"{MARK}\"{}", "[".repeat(120), "]".repeat(120))), Want::Sealed),
+        case(
+            "nesting 10,000 deep",
+            event(&deep),
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "nesting at max_depth (128)",
+            event(&format!("{}\"{MARK}\"{}", "[".repeat(120), "]".repeat(120))),
+            Want::Sealed,
+        ),
         case("string of 900 KB", event(&huge_string), Want::Sealed),
-        case("array of 20,000 strings", event(&format!("[{}]", many_strings.join(","))), Want::Sealed),
+        case(
+            "array of 20,000 strings",
+            event(&format!("[{}]", many_strings.join(","))),
+            Want::Sealed,
+        ),
         // ~800 KB in, ~20 MB once every number is sealed: over max_sealed_body_bytes.
-        case("array of 400,000 numbers", event(&format!("[{many_numbers}]")), Want::Problem(413, "body-too-large")),
+        case(
+            "array of 400,000 numbers",
+            event(&format!("[{many_numbers}]")),
+            Want::Problem(413, "body-too-large"),
+        ),
         case(
             "numbers 1e400, -0, 30 digits, 1E-400",
             event(&format!(
@@ -107,50 +115,148 @@ fn cases() -> Vec<Case> {
             )),
             Want::Sealed,
         ),
-        case("invalid UTF-8 in a string", bad_utf8, Want::Problem(400, "bad-json")),
-        case("lone surrogate \\ud800 in a sealed string", event(&format!(r#""{MARK}\ud800""#)), Want::Problem(400, "bad-json")),
-        case("lone low surrogate \\udc00 in a sealed string", event(&format!(r#""{MARK}\udc00x""#)), Want::Problem(400, "bad-json")),
-        case("escaped surrogate pair", event(&format!(r#""{MARK}\ud83d\ude00""#)), Want::SealedSameValue),
-        case("duplicate keys", event(&format!(r#"{{"a":"{MARK}1","a":"{MARK}2"}}"#)), Want::Sealed),
-        case("duplicate request objects", format!(r#"{{"request":{{"body":"{MARK}"}},"request":{{"body":"{MARK}x"}}}}"#), Want::Sealed),
+        case(
+            "invalid UTF-8 in a string",
+            bad_utf8,
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "lone surrogate \\ud800 in a sealed string",
+            event(&format!(r#""{MARK}\ud800""#)),
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "lone low surrogate \\udc00 in a sealed string",
+            event(&format!(r#""{MARK}\udc00x""#)),
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "escaped surrogate pair",
+            event(&format!(r#""{MARK}\ud83d\ude00""#)),
+            Want::SealedSameValue,
+        ),
+        case(
+            "duplicate keys",
+            event(&format!(r#"{{"a":"{MARK}1","a":"{MARK}2"}}"#)),
+            Want::Sealed,
+        ),
+        case(
+            "duplicate request objects",
+            format!(r#"{{"request":{{"body":"{MARK}"}},"request":{{"body":"{MARK}x"}}}}"#),
+            Want::Sealed,
+        ),
         case("byte-order mark", bom, Want::Problem(400, "bad-json")),
-        case("trailing garbage", format!("{} xyz", event(&format!(r#""{MARK}""#))), Want::Problem(400, "bad-json")),
-        case("two documents", format!("{0}{0}", event(&format!(r#""{MARK}""#))), Want::Problem(400, "bad-json")),
-        case("unterminated string", format!(r#"{{"request":{{"body":"{MARK}"#), Want::Problem(400, "bad-json")),
-        case("NUL inside a string", event(&format!("\"{MARK}\u{0}\"")), Want::Problem(400, "bad-json")),
-        case("NaN literal", event(&format!(r#"{{"m":"{MARK}","n":NaN}}"#)), Want::Problem(400, "bad-json")),
-        case("single quotes", event(&format!("'{MARK}'")), Want::Problem(400, "bad-json")),
+        case(
+            "trailing garbage",
+            format!("{} xyz", event(&format!(r#""{MARK}""#))),
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "two documents",
+            format!("{0}{0}", event(&format!(r#""{MARK}""#))),
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "unterminated string",
+            format!(r#"{{"request":{{"body":"{MARK}"#),
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "NUL inside a string",
+            event(&format!("\"{MARK}\u{0}\"")),
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "NaN literal",
+            event(&format!(r#"{{"m":"{MARK}","n":NaN}}"#)),
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "single quotes",
+            event(&format!("'{MARK}'")),
+            Want::Problem(400, "bad-json"),
+        ),
         case("empty body", "", Want::Forwarded),
-        case("whitespace-only body", "   \n", Want::Problem(400, "bad-json")),
-        case("body at the limit (1 MiB)", event_of_len(LIMIT), Want::Sealed),
-        case("body one byte over the limit", event_of_len(LIMIT + 1), Want::Problem(413, "body-too-large")),
+        case(
+            "whitespace-only body",
+            "   \n",
+            Want::Problem(400, "bad-json"),
+        ),
+        case(
+            "body at the limit (1 MiB)",
+            event_of_len(LIMIT),
+            Want::Sealed,
+        ),
+        case(
+            "body one byte over the limit",
+            event_of_len(LIMIT + 1),
+            Want::Problem(413, "body-too-large"),
+        ),
     ];
-    let mut text_plain = case("JSON sent as text/plain", event(&format!(r#""{MARK}""#)), Want::Sealed);
+    let mut text_plain = case(
+        "JSON sent as text/plain",
+        event(&format!(r#""{MARK}""#)),
+        Want::Sealed,
+    );
     text_plain.headers = vec![("content-type", "text/plain".into())];
     cases.push(text_plain);
-    let mut xml = case("XML sent as application/xml", format!("<a>{MARK}</a>"), Want::Problem(400, "bad-json"));
+    let mut xml = case(
+        "XML sent as application/xml",
+        format!("<a>{MARK}</a>"),
+        Want::Problem(400, "bad-json"),
+    );
     xml.headers = vec![("content-type", "application/xml".into())];
     cases.push(xml);
-    let mut form = case("form body, no content-type", format!("secret={MARK}"), Want::Problem(400, "bad-json"));
+    let mut form = case(
+        "form body, no content-type",
+        format!("secret={MARK}"),
+        Want::Problem(400, "bad-json"),
+    );
     form.headers = vec![];
     cases.push(form);
     let mut chunked = case("chunked body", event(&format!(r#""{MARK}""#)), Want::Sealed);
-    chunked.headers.push(("transfer-encoding", "chunked".into()));
+    chunked
+        .headers
+        .push(("transfer-encoding", "chunked".into()));
     cases.push(chunked);
-    let mut chunked_over = case("chunked body over the limit", event_of_len(LIMIT + 10), Want::Problem(413, "body-too-large"));
-    chunked_over.headers.push(("transfer-encoding", "chunked".into()));
+    let mut chunked_over = case(
+        "chunked body over the limit",
+        event_of_len(LIMIT + 10),
+        Want::Problem(413, "body-too-large"),
+    );
+    chunked_over
+        .headers
+        .push(("transfer-encoding", "chunked".into()));
     cases.push(chunked_over);
-    let mut gz = case("gzip bomb (64 MiB of spaces)", bomb, Want::Problem(413, "body-too-large"));
+    let mut gz = case(
+        "gzip bomb (64 MiB of spaces)",
+        bomb,
+        Want::Problem(413, "body-too-large"),
+    );
     gz.headers.push(("content-encoding", "gzip".into()));
     cases.push(gz);
-    let mut df = case("raw deflate bomb (16 MiB)", deflate_bomb, Want::Problem(413, "body-too-large"));
+    let mut df = case(
+        "raw deflate bomb (16 MiB)",
+        deflate_bomb,
+        Want::Problem(413, "body-too-large"),
+    );
     df.headers.push(("content-encoding", "deflate".into()));
     cases.push(df);
-    let mut corrupt = case("corrupt gzip", b"\x1f\x8b\x08\x00garbage-garbage".to_vec(), Want::Problem(400, "bad-content-encoding"));
+    let mut corrupt = case(
+        "corrupt gzip",
+        b"\x1f\x8b\x08\x00garbage-garbage".to_vec(),
+        Want::Problem(400, "bad-content-encoding"),
+    );
     corrupt.headers.push(("content-encoding", "gzip".into()));
     cases.push(corrupt);
-    let mut stacked = case("stacked encodings gzip, gzip", gzip(&gzip(event(&format!(r#""{MARK}""#)).as_bytes())), Want::Problem(415, "unsupported-content-encoding"));
-    stacked.headers.push(("content-encoding", "gzip, gzip".into()));
+    let mut stacked = case(
+        "stacked encodings gzip, gzip",
+        gzip(&gzip(event(&format!(r#""{MARK}""#)).as_bytes())),
+        Want::Problem(415, "unsupported-content-encoding"),
+    );
+    stacked
+        .headers
+        .push(("content-encoding", "gzip, gzip".into()));
     cases.push(stacked);
     cases
 }
@@ -180,7 +286,10 @@ fn leak_forms(mark: &str) -> Vec<String> {
 fn assert_no_marker(hay: &[u8], what: &str) {
     let hay = String::from_utf8_lossy(hay);
     for form in leak_forms(MARK) {
-        assert!(!hay.contains(&form), "{what} contains the marker as {form:?}");
+        assert!(
+            !hay.contains(&form),
+            "{what} contains the marker as {form:?}"
+        );
     }
 }
 
@@ -237,10 +346,17 @@ fn hostile_bodies_have_defined_outcomes_and_never_leak() {
             Want::Forwarded => resp.status == 200 && rec.len() == 1 && rec[0].body == c.body,
         };
         if !ok {
-            failures.push(format!("{}: want {:?}, got {} {:?}", c.name, c.want, resp.status, code));
+            failures.push(format!(
+                "{}: want {:?}, got {} {:?}",
+                c.name, c.want, resp.status, code
+            ));
         }
     }
-    assert!(failures.is_empty(), "unexpected outcomes:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "unexpected outcomes:\n{}",
+        failures.join("\n")
+    );
     assert_eq!(vm_stats(&stack), vms_before, "no wasm VM was recreated");
     assert!(stack.envoy_alive(), "Envoy still runs");
     assert_no_marker(stack.all_logs().as_bytes(), "the stack's logs");
@@ -257,7 +373,11 @@ fn http2_with_trailers_is_sealed() {
         .enable_all()
         .build()
         .unwrap();
-    let (status, answer) = rt.block_on(h2_post(stack.listen, "/collector/v1/events", body.as_bytes()));
+    let (status, answer) = rt.block_on(h2_post(
+        stack.listen,
+        "/collector/v1/events",
+        body.as_bytes(),
+    ));
     println!("h2c with trailers: {status}, answer {} bytes", answer.len());
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     let rec = stack.recorded();
@@ -267,7 +387,11 @@ fn http2_with_trailers_is_sealed() {
 
     // Refusals over HTTP/2 are the same problem+json.
     stack.clear_recorded();
-    let (status, answer) = rt.block_on(h2_post(stack.listen, "/collector/v1/events", b"{\"request\":"));
+    let (status, answer) = rt.block_on(h2_post(
+        stack.listen,
+        "/collector/v1/events",
+        b"{\"request\":",
+    ));
     assert_eq!(status, 400);
     let p: serde_json::Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(p["code"], "bad-json");

@@ -76,6 +76,8 @@ fn load(
                             counts.other.fetch_add(1, Ordering::SeqCst)
                         }
                     };
+                    // Paced, so a run stays under the recording upstream's 10,000 entries.
+                    thread::sleep(Duration::from_millis(1));
                 }
             })
         })
@@ -104,7 +106,10 @@ fn fast_refresh() -> StackOptions {
 #[test]
 fn keyservice_killed_and_restarted_under_load_seal_keeps_working_on_cached_keys() {
     let mut stack = Stack::start_with(fast_refresh());
-    let (stop, counts) = (Arc::new(AtomicBool::new(false)), Arc::new(Counts::default()));
+    let (stop, counts) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Counts::default()),
+    );
     let workers = load(stack.listen, 2, Arc::clone(&stop), Arc::clone(&counts));
     thread::sleep(Duration::from_millis(500));
 
@@ -119,9 +124,11 @@ fn keyservice_killed_and_restarted_under_load_seal_keeps_working_on_cached_keys(
     let ok_before_restart = counts.ok.load(Ordering::SeqCst);
     stack.restart_keyservice("keyservice-restarted");
     let fetched = stack.stat("wasmcustom.veil.keys.fetch_ok");
-    wait_for("a key refresh after the restart", Duration::from_secs(15), || {
-        (stack.stat("wasmcustom.veil.keys.fetch_ok") > fetched).then_some(())
-    });
+    wait_for(
+        "a key refresh after the restart",
+        Duration::from_secs(15),
+        || (stack.stat("wasmcustom.veil.keys.fetch_ok") > fetched).then_some(()),
+    );
     thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     for w in workers {
@@ -131,11 +138,21 @@ fn keyservice_killed_and_restarted_under_load_seal_keeps_working_on_cached_keys(
     counts.print("keyservice killed and restarted", leaked);
     println!("  requests sent while the keyservice was down: {during_outage}");
     assert!(during_outage >= 5, "load went on during the outage");
-    assert!(counts.ok.load(Ordering::SeqCst) > ok_before_restart, "succeeds after restart");
-    assert_eq!(counts.refused.load(Ordering::SeqCst), 0, "cached keys cover the outage");
+    assert!(
+        counts.ok.load(Ordering::SeqCst) > ok_before_restart,
+        "succeeds after restart"
+    );
+    assert_eq!(
+        counts.refused.load(Ordering::SeqCst),
+        0,
+        "cached keys cover the outage"
+    );
     assert_eq!(counts.other.load(Ordering::SeqCst), 0);
     assert_eq!(leaked, 0);
-    assert_eq!(stack.recorded().len() as u64, counts.ok.load(Ordering::SeqCst));
+    assert_eq!(
+        stack.recorded().len() as u64,
+        counts.ok.load(Ordering::SeqCst)
+    );
 }
 
 #[test]
@@ -144,17 +161,25 @@ fn envoy_restarted_refuses_cleanly_until_the_key_arrives_then_seals() {
     // Envoy comes back while the keyservice is down: no key yet.
     stack.kill_keyservice();
     stack.restart_envoy("envoy-restarted");
-    let (stop, counts) = (Arc::new(AtomicBool::new(false)), Arc::new(Counts::default()));
+    let (stop, counts) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Counts::default()),
+    );
     let workers = load(stack.listen, 2, Arc::clone(&stop), Arc::clone(&counts));
     wait_for("refusals before the key", Duration::from_secs(15), || {
         (counts.refused.load(Ordering::SeqCst) >= 10).then_some(())
     });
     assert_eq!(counts.ok.load(Ordering::SeqCst), 0, "no key, no success");
-    assert!(stack.recorded().is_empty(), "nothing forwarded without a key");
+    assert!(
+        stack.recorded().is_empty(),
+        "nothing forwarded without a key"
+    );
     stack.restart_keyservice("keyservice-restarted");
-    wait_for("successes after the key arrived", Duration::from_secs(20), || {
-        (counts.ok.load(Ordering::SeqCst) >= 20).then_some(())
-    });
+    wait_for(
+        "successes after the key arrived",
+        Duration::from_secs(20),
+        || (counts.ok.load(Ordering::SeqCst) >= 20).then_some(()),
+    );
     let refused_at = counts.refused.load(Ordering::SeqCst);
     thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
@@ -170,14 +195,20 @@ fn envoy_restarted_refuses_cleanly_until_the_key_arrives_then_seals() {
     );
     assert_eq!(counts.other.load(Ordering::SeqCst), 0);
     assert_eq!(leaked, 0);
-    assert_eq!(stack.recorded().len() as u64, counts.ok.load(Ordering::SeqCst));
+    assert_eq!(
+        stack.recorded().len() as u64,
+        counts.ok.load(Ordering::SeqCst)
+    );
 }
 
 #[test]
 fn envoy_restarted_with_the_keyservice_up_first_requests_succeed_or_503() {
     let mut stack = Stack::start_with(fast_refresh());
     stack.restart_envoy("envoy-restarted");
-    let (stop, counts) = (Arc::new(AtomicBool::new(false)), Arc::new(Counts::default()));
+    let (stop, counts) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Counts::default()),
+    );
     let workers = load(stack.listen, 2, Arc::clone(&stop), Arc::clone(&counts));
     wait_for("successes after restart", Duration::from_secs(20), || {
         (counts.ok.load(Ordering::SeqCst) >= 20).then_some(())
@@ -190,5 +221,80 @@ fn envoy_restarted_with_the_keyservice_up_first_requests_succeed_or_503() {
     counts.print("Envoy restarted (keyservice up)", leaked);
     assert_eq!(counts.other.load(Ordering::SeqCst), 0);
     assert_eq!(leaked, 0);
-    assert_eq!(stack.recorded().len() as u64, counts.ok.load(Ordering::SeqCst));
+    assert_eq!(
+        stack.recorded().len() as u64,
+        counts.ok.load(Ordering::SeqCst)
+    );
+}
+
+/// The filter's clock is moved (test-only `test_clock_offset_secs`) so the next epoch
+/// starts 15 s after the test starts (on the filter's clock); load runs across the boundary. The keyservice always serves the current
+/// and the next epoch's key, so no request fails and the kid changes mid-load.
+#[test]
+fn epoch_boundary_crossed_under_load_no_request_fails() {
+    use veil_core::keys::{Epoch, RotationMonths};
+    let rotation = RotationMonths::new(1).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let current = Epoch::containing(now, rotation);
+    let next = current.next(rotation);
+    let offset = next.start_unix() - 15 - now;
+    // When the filter's clock crosses, in real time.
+    let crossing = std::time::Instant::now() + Duration::from_secs(15);
+    let mut config = veil_e2e::demo_filter_config();
+    config["rotation_months"] = json!(1);
+    config["test_clock_offset_secs"] = json!(offset);
+    let stack = Stack::start_with(StackOptions {
+        filter_config: config,
+        keyservice_env: vec![("ENCRYPTION_ROTATION_MONTHS".into(), "1".into())],
+        ..Default::default()
+    });
+    let start = crossing - Duration::from_secs(4);
+    thread::sleep(start.saturating_duration_since(std::time::Instant::now()));
+    let (stop, counts) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(Counts::default()),
+    );
+    let workers = load(stack.listen, 2, Arc::clone(&stop), Arc::clone(&counts));
+    // Run from ~4 s before to 4 s after the boundary.
+    thread::sleep(
+        (crossing + Duration::from_secs(4)).saturating_duration_since(std::time::Instant::now()),
+    );
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let rec = stack.recorded();
+    let kids: Vec<Vec<String>> = rec
+        .iter()
+        .map(|r| veil_e2e::check::kids_in(&r.body))
+        .collect();
+    let (before, after) = (
+        format!("r1.{}", current.label()),
+        format!("r1.{}", next.label()),
+    );
+    let n_before = kids.iter().filter(|k| *k == &vec![before.clone()]).count();
+    let n_after = kids.iter().filter(|k| *k == &vec![after.clone()]).count();
+    let leaked = leaked(&stack);
+    counts.print("epoch boundary crossed", leaked);
+    println!("  sealed under {before}: {n_before}, under {after}: {n_after}");
+    assert!(
+        n_before >= 5 && n_after >= 5,
+        "load ran on both sides of the boundary"
+    );
+    assert_eq!(
+        n_before + n_after,
+        rec.len(),
+        "every body sealed under one of the two"
+    );
+    assert_eq!(
+        counts.refused.load(Ordering::SeqCst),
+        0,
+        "no request failed"
+    );
+    assert_eq!(counts.other.load(Ordering::SeqCst), 0);
+    assert_eq!(leaked, 0);
+    assert_eq!(rec.len() as u64, counts.ok.load(Ordering::SeqCst));
 }

@@ -8,7 +8,11 @@ use serde_json::{json, Value};
 use veil_e2e::{http, Stack, StackOptions, TOKEN};
 
 /// Marked values sent in sealed places; each must never appear in a log.
-const MARKS: &[&str] = &["HYGMARK-ssn-0c11e5", "HYGMARK-mail-8e2b@example.com", "HYGMARK-q-19d7"];
+const MARKS: &[&str] = &[
+    "HYGMARK-ssn-0c11e5",
+    "HYGMARK-mail-8e2b@example.com",
+    "HYGMARK-q-19d7",
+];
 const WRONG_TOKEN: &str = "HYGWRONG-token-token-token-token-0000";
 
 /// A secret in the forms a log line could carry it.
@@ -29,7 +33,11 @@ fn forms(secret: &[u8]) -> Vec<String> {
         let mut padded = vec![0u8; shift];
         padded.extend_from_slice(secret);
         let enc = std.encode(&padded);
-        out.push(enc.get(4..enc.len().saturating_sub(4)).unwrap_or_default().to_string());
+        out.push(
+            enc.get(4..enc.len().saturating_sub(4))
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     out.retain(|s| s.len() >= 8);
     out
@@ -60,20 +68,47 @@ fn no_plaintext_key_or_token_in_any_log_at_debug_and_trace() {
         .to_string()
     };
     // Sealed, refused as bad JSON, refused as too deep: all carry the marks.
-    let ok = stack.post_json("/collector/v1/events", event(json!({"ssn": MARKS[0]})).as_bytes());
+    let ok = stack.post_json(
+        "/collector/v1/events",
+        event(json!({"ssn": MARKS[0]})).as_bytes(),
+    );
     assert_eq!(ok.status, 200, "{}", ok.text());
     let bad = format!("{}garbage", event(json!({"ssn": MARKS[0]})));
-    assert_eq!(stack.post_json("/collector/v1/events", bad.as_bytes()).status, 400);
-    let deep = event(json!(null)).replace("null", &format!("{}\"{}\"{}", "[".repeat(200), MARKS[0], "]".repeat(200)));
-    assert_eq!(stack.post_json("/collector/v1/events", deep.as_bytes()).status, 400);
+    assert_eq!(
+        stack
+            .post_json("/collector/v1/events", bad.as_bytes())
+            .status,
+        400
+    );
+    let deep = event(json!(null)).replace(
+        "null",
+        &format!("{}\"{}\"{}", "[".repeat(200), MARKS[0], "]".repeat(200)),
+    );
+    assert_eq!(
+        stack
+            .post_json("/collector/v1/events", deep.as_bytes())
+            .status,
+        400
+    );
     // A plaintext search on the unseal route: the term is sealed on its way to the vendor.
     let search = json!({"post_filter": {"bool": {"must": [{"term": {"request.body.email.raw": MARKS[1]}}]}}});
-    let s = stack.post_json("/api/search/~/search/events?from=-1d", search.to_string().as_bytes());
+    let s = stack.post_json(
+        "/api/search/~/search/events?from=-1d",
+        search.to_string().as_bytes(),
+    );
     assert!(s.status < 500, "search: {} {}", s.status, s.text());
     // The keyservice without a token and with a wrong one: 401 problem+json.
     for auth in [None, Some(format!("Bearer {WRONG_TOKEN}"))] {
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let r = http::request(stack.keyservice, "GET", "/v1/data-keys/current", &headers, b"").unwrap();
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let r = http::request(
+            stack.keyservice,
+            "GET",
+            "/v1/data-keys/current",
+            &headers,
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.status, 401);
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
         let t = r.json()["type"].as_str().unwrap_or_default().to_string();
@@ -83,14 +118,25 @@ fn no_plaintext_key_or_token_in_any_log_at_debug_and_trace() {
 
     // The data keys the filter holds.
     let auth = format!("Bearer {TOKEN}");
-    let r = http::request(stack.keyservice, "GET", "/v1/data-keys/current", &[("authorization", &auth)], b"").unwrap();
+    let r = http::request(
+        stack.keyservice,
+        "GET",
+        "/v1/data-keys/current",
+        &[("authorization", &auth)],
+        b"",
+    )
+    .unwrap();
     assert_eq!(r.status, 200);
     let mut secrets: Vec<Vec<u8>> = MARKS.iter().map(|m| m.as_bytes().to_vec()).collect();
     secrets.push(TOKEN.as_bytes().to_vec());
     secrets.push(WRONG_TOKEN.as_bytes().to_vec());
     for k in r.json()["keys"].as_array().unwrap() {
         let dek = k["dek"].as_str().unwrap();
-        secrets.push(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(dek).unwrap());
+        secrets.push(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(dek)
+                .unwrap(),
+        );
     }
     // Read the logs only once Envoy has flushed them: stop it first.
     stack.envoy.kill();
@@ -98,9 +144,19 @@ fn no_plaintext_key_or_token_in_any_log_at_debug_and_trace() {
     // The logs are verbose (so the search below is not vacuous)…
     assert!(logs.contains("[debug]"), "Envoy logged at debug");
     assert!(logs.contains("[trace]"), "Envoy logged at trace");
-    assert!(logs.contains("wasm log"), "the filter's own lines are there");
-    assert!(logs.contains("\"level\":\"TRACE\"") || logs.contains("TRACE"), "keyservice at trace");
-    println!("searched {} bytes of logs for {} secrets", logs.len(), secrets.len());
+    assert!(
+        logs.contains("wasm log"),
+        "the filter's own lines are there"
+    );
+    assert!(
+        logs.contains("\"level\":\"TRACE\"") || logs.contains("TRACE"),
+        "keyservice at trace"
+    );
+    println!(
+        "searched {} bytes of logs for {} secrets",
+        logs.len(),
+        secrets.len()
+    );
     // Envoy's own `router` component, at debug, dumps every header of every request it
     // routes, the filter's keyservice callout included (Envoy has no redaction for it): the
     // token's one allowed appearance, in exactly that form. Production keeps `router` and
@@ -116,7 +172,11 @@ fn no_plaintext_key_or_token_in_any_log_at_debug_and_trace() {
     // …and hold none of the secrets in any form anywhere else.
     for s in &secrets {
         for f in forms(s) {
-            assert!(!logs.contains(&f), "a secret appeared in the logs (form {} chars)", f.len());
+            assert!(
+                !logs.contains(&f),
+                "a secret appeared in the logs (form {} chars)",
+                f.len()
+            );
         }
     }
 }
@@ -124,9 +184,18 @@ fn no_plaintext_key_or_token_in_any_log_at_debug_and_trace() {
 #[test]
 fn filter_config_without_a_token_is_refused() {
     for (keyservice, want) in [
-        (json!({"cluster": "veil_keyservice"}), "a bearer token is required"),
-        (json!({"token_env": "VEIL_NO_SUCH_VARIABLE"}), "VEIL_NO_SUCH_VARIABLE is not set"),
-        (json!({"token": TOKEN, "token_env": "VEIL_KEYSERVICE_TOKEN"}), "not both"),
+        (
+            json!({"cluster": "veil_keyservice"}),
+            "a bearer token is required",
+        ),
+        (
+            json!({"token_env": "VEIL_NO_SUCH_VARIABLE"}),
+            "VEIL_NO_SUCH_VARIABLE is not set",
+        ),
+        (
+            json!({"token": TOKEN, "token_env": "VEIL_KEYSERVICE_TOKEN"}),
+            "not both",
+        ),
     ] {
         let mut config = veil_e2e::demo_filter_config();
         config["keyservice"] = keyservice;
