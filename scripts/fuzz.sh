@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target (fuzz/fuzz_targets/) for SECONDS each (default 10) on a
-# scratch copy of its corpus, so new inputs do not grow the repository's corpus.
+# Runs every cargo-fuzz target (fuzz/fuzz_targets/) for SECONDS each (default 10), starting
+# from fuzz/seeds/<target>/ (named inputs from fixtures/) and fuzz/corpus/<target>/ (the
+# minimized corpus of earlier long runs); new inputs go to a scratch directory, so a run
+# does not grow the repository.
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # A crash stops the run: the input is in fuzz/artifacts/<target>/ (reproduce with
 # `cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>`).
@@ -21,9 +23,9 @@ targets=("$@")
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 for t in "${targets[@]}"; do
-  mkdir -p "$scratch/$t" "fuzz/corpus/$t"
+  mkdir -p "$scratch/$t" "fuzz/corpus/$t" "fuzz/seeds/$t"
   log="$scratch/$t.log"
-  if ! cargo +nightly fuzz run -O "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
+  if ! cargo +nightly fuzz run -O "$t" "$scratch/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
       -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 -max_len=65536 \
       >"$log" 2>&1; then
     tail -n 40 "$log"
@@ -35,7 +37,8 @@ for t in "${targets[@]}"; do
   printf '    %-16s %8s execs in %ss, %s, 0 crashes\n' "$t" "$runs" "$secs" "${cov:-cov: ?}"
   if [ "${FUZZ_KEEP:-0}" = 1 ]; then
     mkdir -p "$scratch/min-$t"
-    cargo +nightly fuzz run -O "$t" "$scratch/min-$t" "fuzz/corpus/$t" "$scratch/$t" -- -merge=1 >/dev/null 2>&1
+    cargo +nightly fuzz run -O "$t" "$scratch/min-$t" "fuzz/corpus/$t" "$scratch/$t" -- \
+      -merge=1 -max_len=4096 >/dev/null 2>&1
     rm -rf "fuzz/corpus/$t"; mv "$scratch/min-$t" "fuzz/corpus/$t"
   fi
 done
