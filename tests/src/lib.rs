@@ -8,6 +8,7 @@
 //! (`cargo build -p veil-relay`) and `redis-server`.
 
 pub mod check;
+pub mod deploy;
 pub mod hop;
 pub mod http;
 pub mod relay;
