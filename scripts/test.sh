@@ -13,7 +13,7 @@ step "building the native binaries"
 cargo build -q -p veil-keyservice -p veil-e2e -p veil-relay --bins
 step "lint"
 make -s lint
-step "tests (unit, property, standards vectors, end to end through Envoy)"
-cargo test -q --workspace --exclude veil-filter
 step "fuzz: every target for a few seconds (scripts/fuzz.sh; longer runs: make fuzz)"
 scripts/fuzz.sh "${VEIL_FUZZ_SECONDS:-6}"
+step "tests (unit, property, standards vectors, end to end through Envoy)"
+cargo test -q --workspace --exclude veil-filter
