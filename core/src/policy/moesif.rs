@@ -426,6 +426,43 @@ impl Policy for MoesifPolicy {
 mod tests {
     use super::*;
 
+    /// A lone surrogate has no UTF-8 form, so a string holding one cannot be sealed or
+    /// matched faithfully: refused wherever the walker reads it — a sealed value, a readable
+    /// field's value, a field name.
+    #[test]
+    fn lone_surrogates_are_refused() {
+        use crate::cipher::SealingKey;
+        use crate::json::{seal_document, JsonError, Scratch, SealError};
+        use crate::keys::{Dek, Kid};
+        let key = SealingKey::new(
+            "r1.2026-01".parse::<Kid>().unwrap(),
+            &Dek::from_bytes([3; 32]),
+        );
+        let policy = MoesifPolicy::new(
+            Route::from_path("/v1/events").unwrap(),
+            Arc::new(MoesifRules::new(&MoesifOptions::default())),
+        );
+        for body in [
+            r#"{"request":{"body":{"a":"x\ud800"}}}"#,
+            r#"{"direction":"\ud800","request":{"body":{"a":"x"}}}"#,
+            r#"{"request":{"body":{"\udc00":1}}}"#,
+        ] {
+            let mut out = Vec::new();
+            let r = seal_document(
+                body.as_bytes(),
+                &policy,
+                &key,
+                128,
+                &mut Scratch::default(),
+                &mut out,
+            );
+            assert!(
+                matches!(r, Err(SealError::Json(JsonError::Surrogate { .. }))),
+                "{body}: {r:?}"
+            );
+        }
+    }
+
     #[test]
     fn routes() {
         let r = |p| Route::from_path(p);
