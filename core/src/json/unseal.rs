@@ -87,9 +87,16 @@ pub fn unseal_document(
                         text.extend_from_slice(raw);
                     }
                     let s = core::str::from_utf8(&text).unwrap_or_default();
+                    let (mark, opened) = (out.len(), stats.opened);
                     out.extend_from_slice(input.get(copied..i).unwrap_or_default());
                     unseal_string(s, keys, &mut stats, out);
-                    copied = next;
+                    if stats.opened == opened {
+                        // Nothing opened: the string stays byte for byte as sent (its
+                        // escapes unchanged), so it is copied with the rest later.
+                        out.truncate(mark);
+                    } else {
+                        copied = next;
+                    }
                 }
                 i = next;
             }
@@ -290,6 +297,27 @@ fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `unseal` fuzz target: a string that starts like a Veil value but opens
+    /// nothing came back re-escaped (`\/` → `/`, `\\` kept), so an answer with nothing to
+    /// open was not forwarded byte for byte.
+    #[test]
+    fn a_string_with_the_prefix_that_opens_nothing_stays_byte_for_byte() {
+        let keys = vec![SealingKey::new(
+            "r1.2026-01".parse::<Kid>().unwrap(),
+            &crate::keys::Dek::from_bytes([1; 32]),
+        )];
+        for doc in [
+            r#""veil:v1:!11qq^qqn\\\\nqq\/\\n""#,
+            r#"{"a":["x veil:v1:r1.2026-01:d:AAAA \u00e9\/"]}"#,
+            r#"{"u":"https:\/\/x?q=veil:v1:r9.2026-01:d:QUFBQUFBQUFBQUFBQUFBQUFB"}"#,
+        ] {
+            let mut out = Vec::new();
+            let stats = unseal_document(doc.as_bytes(), &keys, 16, &mut out).unwrap();
+            assert_eq!(stats.opened, 0, "{doc}");
+            assert_eq!(String::from_utf8(out).unwrap(), doc);
+        }
+    }
 
     #[test]
     fn kids_in_finds_each_kid_once_in_order() {
