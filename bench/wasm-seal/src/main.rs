@@ -190,6 +190,43 @@ fn main() {
             );
         });
     }
+    // The relay's crypto for one 1 KB request and answer (relay-local): open the body part
+    // and seal the answer's body part, AES-256-GCM (software AES and GHASH in wasm).
+    let pc = veil_core::relay::PartCipher::new(&[0x42; 32]);
+    let ctx = veil_core::relay::PartContext {
+        pair_id: "AAAAAAAAAAAAAAAAAAAAAA",
+        seq: 7,
+        method: "POST",
+        flags: "hb",
+        status: Some(200),
+    };
+    let part = veil_core::relay::Part::ResponseBody;
+    let body = vec![b'x'; 1024];
+    let mut sealed = body.clone();
+    pc.seal_in_place(part, &ctx, &mut sealed).expect("seal");
+    let mut rbuf: Vec<u8> = Vec::with_capacity(2048);
+    let n = "relay/gcm_seal_1k";
+    if want(n) {
+        time(n, warm, measure, || {
+            rbuf.clear();
+            rbuf.extend_from_slice(black_box(&body));
+            black_box(pc.seal_in_place(part, &ctx, &mut rbuf).is_ok());
+        });
+    }
+    let n = "relay/gcm_open_1k";
+    if want(n) {
+        time(n, warm, measure, || {
+            rbuf.clear();
+            rbuf.extend_from_slice(black_box(&sealed));
+            black_box(pc.open_in_place(part, &ctx, &mut rbuf).is_ok());
+        });
+    }
+    let n = "relay/key_schedule";
+    if want(n) {
+        time(n, warm, measure, || {
+            black_box(veil_core::relay::PartCipher::new(black_box(&[0x42; 32])));
+        });
+    }
     let n = "rng/getrandom_12B";
     if want(n) {
         let mut nonce = [0u8; 12];
