@@ -6,6 +6,7 @@ pub mod clientid;
 pub mod error;
 pub mod kem;
 pub mod keys;
+pub mod pairing;
 pub mod routes;
 pub mod window;
 pub mod wire;

@@ -22,7 +22,7 @@ use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use veil_core::relay::{kem, keys};
+use veil_core::relay::{kem, keys, pairing};
 use zeroize::Zeroizing;
 
 use super::metrics::inc;
@@ -243,38 +243,13 @@ async fn pair(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
             "client_id is not a relay client id (uuid.hex)".into(),
         );
     }
-    let max = relay.config.max_keys_per_pairing;
-    if req.keys.is_empty() || req.keys.len() > max {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            "too-many-keys",
-            format!("keys: 1 to {max} public keys, got {}", req.keys.len()),
-        );
-    }
-    let mut pks = Vec::with_capacity(req.keys.len());
-    for (i, k) in req.keys.iter().enumerate() {
-        match URL_SAFE_NO_PAD.decode(k) {
-            Ok(pk) if pk.len() == kem::PUBLIC_KEY_LEN => pks.push(pk),
-            Ok(pk) => {
-                return refused(
-                    StatusCode::BAD_REQUEST,
-                    "bad-key",
-                    format!(
-                        "keys[{i}]: an X-Wing public key is {} bytes, got {}",
-                        kem::PUBLIC_KEY_LEN,
-                        pk.len()
-                    ),
-                )
-            }
-            Err(_) => {
-                return refused(
-                    StatusCode::BAD_REQUEST,
-                    "bad-key",
-                    format!("keys[{i}]: not base64url without padding"),
-                )
-            }
+    let pks = match pairing::decode_public_keys(&req.keys, relay.config.max_keys_per_pairing) {
+        Ok(pks) => pks,
+        Err(e @ pairing::PairingKeysError::Count { .. }) => {
+            return refused(StatusCode::BAD_REQUEST, "too-many-keys", e.to_string())
         }
-    }
+        Err(e) => return refused(StatusCode::BAD_REQUEST, "bad-key", e.to_string()),
+    };
 
     let now = (state.clock)();
     let lifetime = i64::try_from(relay.config.limits.max_lifetime_secs).unwrap_or(i64::MAX);
