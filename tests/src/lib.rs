@@ -146,6 +146,7 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
 }
 
 /// What a test may change about the stack.
+#[derive(Clone)]
 pub struct StackOptions {
     /// The filter's plugin configuration (JSON). Default: envoy/veil-demo.filter.json.
     pub filter_config: Value,
@@ -216,8 +217,18 @@ impl Stack {
         Stack::start_with(StackOptions::default())
     }
 
+    /// Starts the stack; a port that another process took between `free_port` and Envoy's
+    /// bind (a race no free-port scheme avoids) is retried on new ports, twice at most.
     pub fn start_with(opts: StackOptions) -> Stack {
-        Stack::try_start_with(opts).unwrap_or_else(|e| panic!("{e}"))
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Stack::try_start_with(opts.clone()) {
+                Ok(stack) => return stack,
+                Err(e) if e.contains("Address already in use") => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("{last}")
     }
 
     /// Like `start_with`, but if Envoy refuses to start, returns its log as the error.
