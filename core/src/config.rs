@@ -547,6 +547,17 @@ impl FilterConfig {
             .iter()
             .find_map(|r| r.strip(path).map(|rest| (r, rest)))
     }
+
+    /// May a relayed request with this decoded path (no query) go to the upstream? Only
+    /// inside the relay's `routes`, and never on a path a route rule claims: a relayed
+    /// request skips the route rules, so a decoded body on a sealed route would otherwise
+    /// leave in plaintext.
+    pub fn relay_may_forward(&self, plain_path: &str) -> bool {
+        self.relay
+            .as_ref()
+            .is_some_and(|relay| relay.route_allowed(plain_path))
+            && self.route(plain_path).is_none()
+    }
 }
 
 /// Parses and validates the `relay` section.
@@ -919,6 +930,31 @@ mod tests {
         assert!(r.requires_relay("/app/x"));
         assert!(!r.requires_relay("/app/public/logo.png"));
         assert!(!r.requires_relay("/admin"));
+    }
+
+    #[test]
+    fn relayed_requests_never_reach_a_route_rule() {
+        let secret = "s".repeat(32);
+        let config = |routes: serde_json::Value| {
+            parse(serde_json::json!({"keyservice": {"token": TOKEN},
+                "routes": [{"prefix": "/collector", "seal": {"profile": "moesif"}},
+                           {"prefix": "/api", "unseal": {}}],
+                "relay": {"client_id_secret": secret, "routes": routes}}))
+            .unwrap()
+        };
+        // Any path may be relayed, except the ones a seal or unseal rule claims.
+        let any = config(serde_json::json!([]));
+        assert!(any.relay_may_forward("/app/echo"));
+        assert!(!any.relay_may_forward("/collector/v1/events"));
+        assert!(!any.relay_may_forward("/api/search"));
+        // Inside `routes` only, and still never a rule's path.
+        let some = config(serde_json::json!(["/app/*", "/collector/*"]));
+        assert!(some.relay_may_forward("/app/echo"));
+        assert!(!some.relay_may_forward("/other"));
+        assert!(!some.relay_may_forward("/collector/v1/events"));
+        // Without a relay section nothing is relayed.
+        let none = parse(serde_json::json!({"keyservice": {"token": TOKEN}})).unwrap();
+        assert!(!none.relay_may_forward("/app/echo"));
     }
 
     #[test]

@@ -872,3 +872,32 @@ fn http2_downstream() {
     );
     assert_eq!(rec.last().map(|r| r.body.clone()), Some(body));
 }
+
+/// A relayed request skips the route rules, so with `routes` empty (any path may be relayed)
+/// a decoded Moesif event for the sealed collector route must still never leave in plaintext:
+/// the relay refuses every path a seal or unseal rule claims.
+#[test]
+fn relayed_requests_never_bypass_the_seal_rules() {
+    let stack = stack_with(json!({"routes": []}));
+    let (id, p) = paired(&stack);
+    let event = veil_e2e::fixture("event.json");
+    let mut seq = 0;
+    for path in ["/collector/v1/events", "/api/search/~/search/events"] {
+        seq += 1;
+        let e = p.encode(
+            &id,
+            seq,
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            Some(&event),
+        );
+        assert_relay_error(&e.send(stack.listen), 404, "relay-route-not-allowed");
+    }
+    assert!(stack.recorded().is_empty(), "{:?}", stack.recorded());
+    // Any other path is relayed.
+    let e = p.encode(&id, seq + 1, "POST", "/app/echo", &[], Some(b"ok"));
+    let r = e.send(stack.listen);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(stack.recorded().len(), 1);
+}

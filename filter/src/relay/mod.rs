@@ -28,7 +28,7 @@ pub mod pairs;
 use std::rc::Rc;
 
 use proxy_wasm::types::{Action, BufferType, MapType, StreamType};
-use veil_core::config::{RelayConfig, ReplayMode};
+use veil_core::config::{FilterConfig, RelayConfig, ReplayMode};
 use veil_core::relay::routes::is_plain_path;
 use veil_core::relay::wire::{
     decode_request_headers, encode_headers, is_visible_response_header, sealed_path_part, TAG_LEN,
@@ -75,7 +75,7 @@ struct Plain {
 /// Opens the path and headers parts (which authenticates the control header: pair, `seq`,
 /// method and flags are in every part's AD) and checks the decoded path.
 fn decode_parts(
-    relay: &RelayConfig,
+    config: &FilterConfig,
     ctl: &Control,
     method: &str,
     pair: &Pair,
@@ -90,6 +90,10 @@ fn decode_parts(
     let wire_path = host::get_header(REQ, ":path")
         .map_err(hostcall("reading :path failed"))?
         .unwrap_or_default();
+    let relay = config
+        .relay
+        .as_ref()
+        .ok_or(RelayError::Unavailable("relay is not configured"))?;
     let sealed = sealed_path_part(&relay.prefix, &wire_path)
         .ok_or(RelayError::BadRequest("the path is not P/x/<sealed path>"))?;
     let path = String::from_utf8(pair.c2s.open_b64(Part::RequestUrl, &ctx, sealed)?)
@@ -98,7 +102,7 @@ fn decode_parts(
         .map_err(hostcall("reading x-veil-relay-eh failed"))?
         .ok_or(RelayError::BadRequest("x-veil-relay-eh is missing"))?;
     let headers = decode_request_headers(&pair.c2s.open_b64(Part::RequestHeaders, &ctx, &eh)?)?;
-    check_route(relay, &path)?;
+    check_route(config, relay, &path)?;
     Ok(Plain { path, headers })
 }
 
@@ -373,7 +377,7 @@ impl RelayStream {
         pair: Rc<Pair>,
     ) -> Result<Action, RelayError> {
         // Authenticate before the keyservice moves the window.
-        let plain = decode_parts(relay_of(vm)?, &ctl, &method, &pair)?;
+        let plain = decode_parts(&vm.config, &ctl, &method, &pair)?;
         let path = format!("/v1/relay/pairs/{}/seq", ctl.pair_id);
         let body = format!("{{\"seq\":{}}}", ctl.seq);
         let token = callout::dispatch(vm, "POST", &path, Some(body.as_bytes()))?;
@@ -461,7 +465,7 @@ impl RelayStream {
             ctl.seq,
             relay.replay.window,
             now_secs(),
-            |pair| decode_parts(relay, &ctl, &method, pair),
+            |pair| decode_parts(&vm.config, &ctl, &method, pair),
         )?;
         match accepted {
             Some(a) => {
@@ -789,8 +793,9 @@ impl RelayStream {
     }
 }
 
-/// The decoded path must be a plain path inside the relay `routes`, outside the prefix.
-fn check_route(relay: &RelayConfig, path: &str) -> Result<(), RelayError> {
+/// The decoded path must be a plain path inside the relay `routes`, outside the prefix, and
+/// not one a route rule (seal, unseal) claims.
+fn check_route(config: &FilterConfig, relay: &RelayConfig, path: &str) -> Result<(), RelayError> {
     let plain = path.split_once('?').map_or(path, |(p, _)| p);
     let prefix = relay.prefix.trim_end_matches('/');
     let under_prefix = plain
@@ -799,7 +804,7 @@ fn check_route(relay: &RelayConfig, path: &str) -> Result<(), RelayError> {
     if !is_plain_path(plain) || under_prefix {
         return Err(RelayError::RouteNotAllowed);
     }
-    if !relay.route_allowed(plain) {
+    if !config.relay_may_forward(plain) {
         return Err(RelayError::RouteNotAllowed);
     }
     Ok(())
