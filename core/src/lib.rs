@@ -19,6 +19,7 @@
 pub mod cipher;
 pub mod config;
 pub mod encoding;
+pub mod header_map;
 pub mod json;
 pub mod keys;
 pub mod memo;

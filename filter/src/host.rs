@@ -8,6 +8,7 @@ use std::ptr::{null, null_mut};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proxy_wasm::types::{BufferType, LogLevel, MapType, StreamType};
+use veil_core::header_map::{self, HeaderMap};
 
 /// A non-Ok hostcall status (the raw ABI value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,45 +179,23 @@ pub fn get_header(map: MapType, name: &str) -> HostResult<Option<String>> {
 /// Every header of `map`, in order (names as Envoy holds them: lowercase). A map whose
 /// serialization does not parse is an error (BadArgument), never a panic.
 pub fn get_headers(map: MapType) -> HostResult<Vec<(String, String)>> {
-    let mut data: *mut u8 = null_mut();
-    let mut size: usize = 0;
-    match unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) } {
-        0 => {
-            let bytes = unsafe { take(data, size) };
-            deserialize_map(&bytes).ok_or(HostError(BAD_ARGUMENT))
-        }
-        NOT_FOUND => Ok(Vec::new()),
-        s => Err(HostError(s)),
-    }
+    Ok(read_headers(map)?.to_pairs())
 }
 
 pub const BAD_ARGUMENT: u32 = 2;
 
-/// Parses the proxy-wasm header map form (see [`serialize_map`]); None if malformed.
-fn deserialize_map(bytes: &[u8]) -> Option<Vec<(String, String)>> {
-    if bytes.is_empty() {
-        return Some(Vec::new());
+/// Reads a whole header map with one hostcall (`proxy_get_header_map_pairs`). A request's
+/// path, relay marker, method, encoding and length are then lookups, not hostcalls of their
+/// own: every hostcall is a round trip through V8's C API (bench/RESULTS.md). A map whose
+/// serialization does not parse is an error (BadArgument).
+pub fn read_headers(map: MapType) -> HostResult<HeaderMap> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    match unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) } {
+        0 => HeaderMap::parse(unsafe { take(data, size) }).ok_or(HostError(BAD_ARGUMENT)),
+        NOT_FOUND => Ok(HeaderMap::default()),
+        s => Err(HostError(s)),
     }
-    let u32_at = |at: usize| -> Option<usize> {
-        let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(b)).ok()
-    };
-    let count = u32_at(0)?;
-    let mut p = count.checked_mul(8)?.checked_add(4)?;
-    let mut out = Vec::with_capacity(count.min(1024));
-    for n in 0..count {
-        let s = n.checked_mul(8)?.checked_add(4)?;
-        let (klen, vlen) = (u32_at(s)?, u32_at(s.checked_add(4)?)?);
-        let key = bytes.get(p..p.checked_add(klen)?)?;
-        p = p.checked_add(klen)?.checked_add(1)?;
-        let value = bytes.get(p..p.checked_add(vlen)?)?;
-        p = p.checked_add(vlen)?.checked_add(1)?;
-        out.push((
-            String::from_utf8_lossy(key).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
-    }
-    Some(out)
 }
 
 /// Adds a header value (keeps existing values of the same name).
@@ -250,31 +229,8 @@ pub fn set_effective_context(context_id: u32) -> HostResult<()> {
     check(unsafe { proxy_set_effective_context(context_id) })
 }
 
-/// Serializes a header map in the proxy-wasm wire form: count, (key len, value len)*,
-/// then each key and value NUL-terminated; all integers u32 little-endian.
-fn serialize_map(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut size = 4;
-    for (k, v) in pairs {
-        size += 8 + k.len() + v.len() + 2;
-    }
-    let mut out = Vec::with_capacity(size);
-    let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX).to_le_bytes();
-    out.extend_from_slice(&n(pairs.len()));
-    for (k, v) in pairs {
-        out.extend_from_slice(&n(k.len()));
-        out.extend_from_slice(&n(v.len()));
-    }
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
-}
-
 pub fn send_local_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
-    let h = serialize_map(headers);
+    let h = header_map::encode(headers);
     check(unsafe {
         proxy_send_local_response(
             status,

@@ -6,7 +6,8 @@
 //! embedded at compile time together with its subresource-integrity hash, which is the etag
 //! and the `x-veil-integrity` header (docs/relay-browser.md).
 
-use proxy_wasm::types::{Action, LogLevel, MapType};
+use proxy_wasm::types::{Action, LogLevel};
+use veil_core::header_map::HeaderMap;
 
 use crate::host;
 use crate::metrics::Metrics;
@@ -32,19 +33,13 @@ const CACHE_CONTROL: &str = "public, max-age=3600";
 
 /// Answers `GET`/`HEAD` for [`PATH`] (any query); None for every other path, which the
 /// caller dispatches as usual. Other methods on the path are refused with 405.
-pub fn serve(metrics: &Metrics, path: &str) -> Option<Action> {
+pub fn serve(metrics: &Metrics, head: &HeaderMap, path: &str) -> Option<Action> {
     let bare = path.split_once('?').map_or(path, |(p, _)| p);
     if bare != PATH {
         return None;
     }
-    // Only for this path: two more hostcalls. A header that cannot be read counts as absent.
-    let method = host::get_header(MapType::HttpRequestHeaders, ":method")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let inm = host::get_header(MapType::HttpRequestHeaders, "if-none-match")
-        .ok()
-        .flatten();
+    let method = head.get(":method").unwrap_or_default();
+    let inm = head.get("if-none-match");
     let if_none_match = inm.as_deref();
     let common: [(&str, &str); 7] = [
         ("etag", ETAG),
@@ -59,7 +54,7 @@ pub fn serve(metrics: &Metrics, path: &str) -> Option<Action> {
         // a cached copy must then not serve another origin.
         ("vary", "origin"),
     ];
-    let (status, body): (u32, &[u8]) = match method.as_str() {
+    let (status, body): (u32, &[u8]) = match &*method {
         "GET" | "HEAD" if if_none_match.is_some_and(matches_etag) => (304, b""),
         "GET" | "HEAD" => (200, BODY),
         _ => (405, b""),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use proxy_wasm::types::{Action, BufferType, MapType};
 use veil_core::config::{RouteRule, SealProfile};
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
+use veil_core::header_map::HeaderMap;
 use veil_core::json::{seal_document_with, Memoized, SealError};
 use veil_core::policy::json::JsonRules;
 use veil_core::policy::moesif::{MoesifPolicy, Route};
@@ -26,6 +27,17 @@ use crate::host;
 use crate::metrics::Metrics;
 use crate::reply::{refuse, Refusal};
 use crate::vm::VmState;
+
+/// The body's `content-encoding`. Several header lines are one list (RFC 9110 §5.3): a list
+/// of more than one coding is not one the filter decodes, so it is refused, never passed.
+pub(crate) fn content_encoding(head: &HeaderMap) -> Result<ContentEncoding, DecodeError> {
+    if head.count("content-encoding") > 1 {
+        return Err(DecodeError::Unsupported(
+            "several content-encoding headers".into(),
+        ));
+    }
+    ContentEncoding::from_header(head.get("content-encoding").as_deref())
+}
 
 /// The policy a request's body is sealed with.
 enum SealPolicy {
@@ -62,12 +74,13 @@ impl SealRequest {
     /// after the rule's prefix.
     pub fn start(
         vm: &VmState,
+        head: &HeaderMap,
         rule: &RouteRule,
         profile: &SealProfile,
         rest: &str,
         end_of_stream: bool,
     ) -> (SealRequest, Action) {
-        match Self::on_headers(vm, rule, profile, rest, end_of_stream) {
+        match Self::on_headers(vm, head, rule, profile, rest, end_of_stream) {
             Ok(state) => (SealRequest { state }, Action::Continue),
             Err(r) => (
                 SealRequest {
@@ -80,6 +93,7 @@ impl SealRequest {
 
     fn on_headers(
         vm: &VmState,
+        head: &HeaderMap,
         rule: &RouteRule,
         profile: &SealProfile,
         rest: &str,
@@ -93,12 +107,10 @@ impl SealRequest {
                     return Ok(State::Passing);
                 }
                 let Some(route) = Route::from_path(rest) else {
-                    let method = host::get_header(req, ":method")
-                        .map_err(|e| Refusal::hostcall("reading :method", e))?
-                        .unwrap_or_default();
+                    let method = head.get(":method").unwrap_or_default();
                     // Reads carry nothing to seal; anything else on a sealed prefix that no
                     // policy route covers could carry plaintext, so it is refused.
-                    if end_of_stream || matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+                    if end_of_stream || matches!(&*method, "GET" | "HEAD" | "OPTIONS") {
                         return Ok(State::Passing);
                     }
                     Metrics::add(vm.metrics.rejected_route, 1);
@@ -119,15 +131,11 @@ impl SealRequest {
         if end_of_stream {
             return Ok(State::Passing);
         }
-        let header = host::get_header(req, "content-encoding")
-            .map_err(|e| Refusal::hostcall("reading content-encoding", e))?;
-        let encoding = ContentEncoding::from_header(header.as_deref()).map_err(|e| {
+        let encoding = content_encoding(head).map_err(|e| {
             Metrics::add(vm.metrics.rejected_encoding, 1);
             Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string())
         })?;
-        if let Some(len) = host::get_header(req, "content-length")
-            .map_err(|e| Refusal::hostcall("reading content-length", e))?
-        {
+        if let Some(len) = head.get("content-length") {
             if len
                 .trim()
                 .parse::<usize>()

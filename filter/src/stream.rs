@@ -71,22 +71,28 @@ impl Context for Stream {
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let vm = Rc::clone(&self.vm);
-        let path = match host::get_header(MapType::HttpRequestHeaders, ":path") {
-            Ok(p) => p.unwrap_or_default(),
+        // One hostcall for every header the roles look at (path, relay marker, method,
+        // encoding, length).
+        let head = match host::read_headers(MapType::HttpRequestHeaders) {
+            Ok(h) => h,
             Err(e) => {
                 self.role = Role::Refused;
-                return refuse(&vm.metrics, &Refusal::hostcall("reading :path", e));
+                return refuse(
+                    &vm.metrics,
+                    &Refusal::hostcall("reading the request headers", e),
+                );
             }
         };
+        let path = head.get(":path").unwrap_or_default();
         if vm.config.relay.is_some() {
-            if let Some(action) = crate::relay_asset::serve(&vm.metrics, &path) {
+            if let Some(action) = crate::relay_asset::serve(&vm.metrics, &head, &path) {
                 self.role = Role::Refused;
                 return action;
             }
         }
         // The relay runs before the route rules: its endpoints, encoded requests, and the
         // refusal of plaintext on relayed routes.
-        if let Some((relay, action)) = RelayStream::start(&vm, &path, end_of_stream) {
+        if let Some((relay, action)) = RelayStream::start(&vm, &head, &path, end_of_stream) {
             self.role = Role::Relay(relay);
             return action;
         }
@@ -95,13 +101,14 @@ impl HttpContext for Stream {
         };
         match &rule.action {
             RouteAction::Seal(profile) => {
-                let (seal, action) = SealRequest::start(&vm, rule, profile, rest, end_of_stream);
+                let (seal, action) =
+                    SealRequest::start(&vm, &head, rule, profile, rest, end_of_stream);
                 self.role = Role::Seal(seal);
                 action
             }
             RouteAction::Unseal(unseal) => {
                 let (role, action) =
-                    UnsealStream::start(&vm, self.ctx, unseal, rest, end_of_stream);
+                    UnsealStream::start(&vm, &head, self.ctx, unseal, rest, end_of_stream);
                 self.role = Role::Unseal(role);
                 action
             }

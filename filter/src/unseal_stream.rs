@@ -36,6 +36,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use veil_core::cipher::SealingKey;
 use veil_core::config::{OnUnsealError, UnsealAction};
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
+use veil_core::header_map::HeaderMap;
 use veil_core::json::unseal::kids_in;
 use veil_core::json::unseal_document;
 use veil_core::keys::{Epoch, Kid};
@@ -127,6 +128,7 @@ impl UnsealStream {
     /// Starts on the request headers; `rest` is the path (with query) after the prefix.
     pub fn start(
         vm: &VmState,
+        head: &HeaderMap,
         ctx: u32,
         action: &UnsealAction,
         rest: &str,
@@ -138,7 +140,7 @@ impl UnsealStream {
             req: Req::Passing,
             resp: Resp::Idle,
         };
-        match s.on_request_headers(vm, rest, end_of_stream) {
+        match s.on_request_headers(vm, head, rest, end_of_stream) {
             // Headers continue (a paused header callback would also starve the body
             // callbacks, see `on_response_headers`); a search refused at the end of its body
             // is answered locally and the upstream request is reset before any body left.
@@ -163,15 +165,13 @@ impl UnsealStream {
     fn on_request_headers(
         &mut self,
         vm: &VmState,
+        head: &HeaderMap,
         rest: &str,
         end_of_stream: bool,
     ) -> Result<Req, Refusal> {
         let req = MapType::HttpRequestHeaders;
         // The answer must come in an encoding the filter can decode (not br or zstd).
-        if host::get_header(req, "accept-encoding")
-            .map_err(|e| Refusal::hostcall("reading accept-encoding", e))?
-            .is_some()
-        {
+        if head.get("accept-encoding").is_some() {
             host::replace_header(req, "accept-encoding", "gzip, deflate")
                 .map_err(|e| Refusal::hostcall("replacing accept-encoding", e))?;
         }
@@ -181,13 +181,9 @@ impl UnsealStream {
         if end_of_stream || !is_events_search(rest) {
             return Ok(Req::Passing);
         }
-        let header = host::get_header(req, "content-encoding")
-            .map_err(|e| Refusal::hostcall("reading content-encoding", e))?;
-        let encoding = ContentEncoding::from_header(header.as_deref())
+        let encoding = crate::seal_stream::content_encoding(head)
             .map_err(|e| Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string()))?;
-        if let Some(len) = host::get_header(req, "content-length")
-            .map_err(|e| Refusal::hostcall("reading content-length", e))?
-        {
+        if let Some(len) = head.get("content-length") {
             if len
                 .trim()
                 .parse::<usize>()

@@ -258,6 +258,18 @@ fn cases() -> Vec<Case> {
         .headers
         .push(("content-encoding", "gzip, gzip".into()));
     cases.push(stacked);
+    // The same list on two header lines (RFC 9110 §5.3: one field): refused like the above,
+    // never decoded once and sealed as if it were the whole story. (Envoy 1.40 folds the
+    // lines into one value before the filter sees them; the filter also refuses a map that
+    // still holds two.)
+    let mut two_lines = case(
+        "content-encoding gzip on two header lines",
+        gzip(&gzip(event(&format!(r#""{MARK}""#)).as_bytes())),
+        Want::Problem(415, "unsupported-content-encoding"),
+    );
+    two_lines.headers.push(("content-encoding", "gzip".into()));
+    two_lines.headers.push(("content-encoding", "gzip".into()));
+    cases.push(two_lines);
     cases
 }
 

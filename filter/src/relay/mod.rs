@@ -29,6 +29,7 @@ use std::rc::Rc;
 
 use proxy_wasm::types::{Action, BufferType, MapType, StreamType};
 use veil_core::config::{FilterConfig, RelayConfig, ReplayMode};
+use veil_core::header_map::HeaderMap;
 use veil_core::relay::routes::is_plain_path;
 use veil_core::relay::wire::{
     decode_request_headers, encode_headers, is_visible_response_header, sealed_path_part, TAG_LEN,
@@ -199,7 +200,12 @@ impl RelayStream {
 
     /// Takes the request if it is the relay's: under the prefix, carrying `x-veil-relay`, or
     /// plaintext on a relayed route. `None`: not the relay's (the route rules go on).
-    pub fn start(vm: &VmState, path: &str, end_of_stream: bool) -> Option<(RelayStream, Action)> {
+    pub fn start(
+        vm: &VmState,
+        head: &HeaderMap,
+        path: &str,
+        end_of_stream: bool,
+    ) -> Option<(RelayStream, Action)> {
         let relay = vm.config.relay.as_ref()?;
         let plain = path.split_once('?').map_or(path, |(p, _)| p);
         let prefix = relay.prefix.trim_end_matches('/');
@@ -211,10 +217,9 @@ impl RelayStream {
         let result = match under {
             None if relay.requires_relay(plain) => Err(RelayError::RelayRequired),
             None => return None,
-            Some(rest) => match host::get_header(REQ, HEADER_RELAY) {
-                Ok(Some(value)) => s.encoded(vm, path, &value, end_of_stream),
-                Ok(None) => s.endpoint(vm, rest, end_of_stream),
-                Err(_) => Err(RelayError::Unavailable("reading x-veil-relay failed")),
+            Some(rest) => match head.get(HEADER_RELAY) {
+                Some(value) => s.encoded(vm, head, path, &value, end_of_stream),
+                None => s.endpoint(vm, head, rest, end_of_stream),
             },
         };
         let action = match result {
@@ -233,23 +238,27 @@ impl RelayStream {
     }
 
     /// `P/relay`, `P/pair`, `P/echo[/msg]`; anything else under the prefix is refused.
-    fn endpoint(&mut self, vm: &VmState, rest: &str, eos: bool) -> Result<Action, RelayError> {
-        let method = host::get_header(REQ, ":method")
-            .map_err(hostcall("reading :method failed"))?
-            .unwrap_or_default();
-        match (method.as_str(), rest) {
+    fn endpoint(
+        &mut self,
+        vm: &VmState,
+        head: &HeaderMap,
+        rest: &str,
+        eos: bool,
+    ) -> Result<Action, RelayError> {
+        let method = head.get(":method").unwrap_or_default();
+        match (&*method, rest) {
             ("GET" | "HEAD", "/relay") => {
-                let presented = host::get_header(REQ, HEADER_CLIENT_ID)
-                    .map_err(hostcall("reading the client id failed"))?;
+                let presented = head.get(HEADER_CLIENT_ID);
                 endpoints::discovery(vm, method == "HEAD", presented.as_deref())?;
                 Ok(Action::Pause)
             }
             ("POST", "/pair") => {
                 let relay = relay_of(vm)?;
-                let client_id = host::get_header(REQ, HEADER_CLIENT_ID)
-                    .map_err(hostcall("reading the client id failed"))?
+                let client_id = head
+                    .get(HEADER_CLIENT_ID)
                     .filter(|id| relay.client_id_secret.verify(id))
-                    .ok_or(RelayError::BadClientId)?;
+                    .ok_or(RelayError::BadClientId)?
+                    .into_owned();
                 if eos {
                     return Err(RelayError::BadRequest("pairing without a body"));
                 }
@@ -291,6 +300,7 @@ impl RelayStream {
     fn encoded(
         &mut self,
         vm: &VmState,
+        head: &HeaderMap,
         path: &str,
         value: &str,
         eos: bool,
@@ -313,19 +323,15 @@ impl RelayStream {
                 "flags say a body part follows, none does",
             ));
         }
-        if c.body {
-            let len = host::get_header(REQ, "content-length")
-                .map_err(hostcall("reading content-length failed"))?;
-            if len
+        if c.body
+            && head
+                .get("content-length")
                 .and_then(|l| l.trim().parse::<usize>().ok())
                 .is_some_and(|n| n > relay.max_body_bytes.saturating_add(TAG_LEN))
-            {
-                return Err(RelayError::TooLarge);
-            }
+        {
+            return Err(RelayError::TooLarge);
         }
-        let method = host::get_header(REQ, ":method")
-            .map_err(hostcall("reading :method failed"))?
-            .unwrap_or_default();
+        let method = head.get(":method").unwrap_or_default().into_owned();
         let ctl = Control {
             client_id: c.client_id.to_string(),
             pair_id: c.pair_id.to_string(),
