@@ -7,10 +7,12 @@
 For each scenario: builds the release artefacts (unless --no-build), starts keyservice, the demo
 upstream (--no-record) and two Envoys from one rendered config (treatment: as rendered from
 envoy/veil-demo.yaml; control: the same YAML with the envoy.filters.http.wasm entry removed),
-then alternates control and treatment rounds (C,T,C,T,...) with wrk:
+then alternates control and treatment rounds (C,T,C,T,...):
 
-  1. closed loop at fixed concurrency (--connections): maximum requests/s and the ratio T/C;
-  2. open loop at a fixed rate (--rate-fraction of control's maximum): added latency T - C.
+  1. closed loop at fixed concurrency (--connections), wrk (veil-bench-load for the relay):
+     maximum requests/s and the ratio T/C;
+  2. open loop at a fixed rate (--rate-fraction of control's maximum), veil-bench-load --rate
+     (or wrk's Lua pacing with --rate-gen wrk): added latency T - C.
 
 Medians over rounds are reported, with Envoy's CPU time per request, its RSS, the keyservice
 callouts per request, and one machine-readable line per scenario. Everything started here is
@@ -71,7 +73,8 @@ class Scenario:
     body: str | None = None  # fixture, relative to the repository root
     headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
     # Distinct bodies generated from `body` (every string/number leaf made unique per variant),
-    # cycled by wrk, so the filter's deterministic-seal memo misses. 0 = replay `body` as is.
+    # cycled per request (by wrk and by veil-bench-load --bodies), so the filter's
+    # deterministic-seal memo misses. 0 = replay `body` as is.
     variants: int = 0
     # The filter counter that must grow by one per treatment request (proves the filter ran).
     filter_counter: str | None = "veil.seal.requests"
@@ -83,8 +86,9 @@ class Scenario:
     # The probe's answer must carry sealed values through the control and none through the
     # treatment (proves the filter unsealed it).
     probe_unsealed: bool = False
-    # "wrk", or "relay": veil-bench-relay-load (encodes every request with the relay client
-    # for the treatment, plaintext for the control; closed loop only, no fixed-rate phase).
+    # Closed-loop load: "wrk", or "relay": veil-bench-load (encodes every request with the
+    # relay client for the treatment, plaintext for the control). The fixed-rate phase uses
+    # veil-bench-load --rate for every scenario (relay mode for a relay treatment).
     loadgen: str = "wrk"
     # Targets of this scenario.
     ratio_min: float = TARGET_RATIO_MIN
@@ -687,13 +691,18 @@ def make_variants(src: Path, n: int, out: Path) -> None:
             f.write(json.dumps(vary(doc, i), separators=(",", ":")) + "\n")
 
 
+def variants_file(sc: Scenario, run_dir: Path) -> Path:
+    """The scenario's distinct bodies, one per line (read by wrk's script and veil-bench-load)."""
+    vfile = run_dir / f"{sc.name}.variants.jsonl"
+    if not vfile.exists():
+        make_variants(ROOT / sc.body, sc.variants, vfile)
+    return vfile
+
+
 def write_lua(sc: Scenario, run_dir: Path, rate: float | None, threads: int, poisson: bool) -> Path:
     headers = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in sc.headers)
     if sc.variants:
-        vfile = run_dir / f"{sc.name}.variants.jsonl"
-        if not vfile.exists():
-            make_variants(ROOT / sc.body, sc.variants, vfile)
-        body = LUA_VARIANT_BODIES % {"path": vfile}
+        body = LUA_VARIANT_BODIES % {"path": variants_file(sc, run_dir)}
     elif sc.body:
         body = LUA_STATIC_BODY % {"path": ROOT / sc.body}
     else:
@@ -721,7 +730,11 @@ class Round:
     max_ms: float = 0.0
     envoy_cpu_cores: float = 0.0
     envoy_cpu_us_per_req: float = 0.0
-    wrk_cpu_cores: float = 0.0
+    wrk_cpu_cores: float = 0.0  # the load generator's CPU (wrk or veil-bench-load)
+    gen: str = "wrk"  # "wrk" | "veil" (veil-bench-load)
+    # veil-bench-load --rate: how late sends left after their due time (µs), slots not sent.
+    late_us: dict = dataclasses.field(default_factory=dict)  # "50" -> µs
+    slots_missed: int = 0
     foreign_cores: float = 0.0
     rss_mib: float = 0.0
     noisy: bool = False
@@ -745,17 +758,24 @@ def wait_for_quiet(args, procs: Procs) -> float:
         time.sleep(1.0)
 
 
-def run_wrk(args, sc: Scenario, envoy: Envoy, lua: Path, seconds: float, phase: str, index: int,
-            procs: Procs) -> Round:
+def run_load(args, sc: Scenario, envoy: Envoy, lua: Path, seconds: float, phase: str, index: int,
+             procs: Procs, rate: float | None = None) -> Round:
+    """One round: wrk with `lua`, or veil-bench-load (relay scenarios; the fixed-rate phase
+    unless --rate-gen wrk)."""
     cpus_envoy, cpus_rest = args.cpu_sets
     if args.quiet_wait > 0 and phase != "warmup":
         wait_for_quiet(args, procs)
     url = f"http://{envoy.listen}{sc.path}"
-    argv = [args.wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s",
+    # wrk takes whole seconds only (0.5 would be a usage error).
+    argv = [args.wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{max(1, round(seconds))}s",
             "--latency", "--timeout", "5s", "-s", str(lua), url]
-    if sc.loadgen == "relay":
-        argv = relay_load_argv(args, sc, envoy, ["--connections", str(args.connections),
-                                                 "--duration", f"{seconds:g}"])
+    gen = "wrk"
+    if uses_veil_load(args, sc, rate):
+        gen = "veil"
+        extra = ["--connections", str(args.connections), "--duration", f"{seconds:g}"]
+        if rate:
+            extra += ["--rate", f"{rate:.3f}"]
+        argv = load_argv(args, sc, envoy, extra, stack_dir=lua.parent)
     preexec = (lambda: os.sched_setaffinity(0, cpus_rest)) if cpus_rest else None
     ours = [p.pid for _, p in procs.procs]
     epid = envoy.proc.pid
@@ -786,12 +806,13 @@ def run_wrk(args, sc: Scenario, envoy: Envoy, lua: Path, seconds: float, phase: 
     e1, b1, w1 = cpu_secs(epid), machine_busy_secs(), children_cpu()
     o1 = sum(cpu_secs(x) for x in ours)
     w_cpu = w1 - w0  # wrk was the only child reaped during the round
+    name = "wrk" if gen == "wrk" else "veil-bench-load"
     if p.returncode != 0:
-        raise BenchError(f"wrk failed ({p.returncode}): {err.strip() or out.strip()}")
+        raise BenchError(f"{name} failed ({p.returncode}): {err.strip() or out.strip()}")
     kv = dict(re.findall(r"(\S+?)=(\S+)", "\n".join(l for l in out.splitlines() if l.startswith("VEILBENCH"))))
     if "requests" not in kv:
-        raise BenchError(f"wrk printed no summary:\n{out}\n{err}")
-    r = Round(envoy.role, phase, index)
+        raise BenchError(f"{name} printed no summary:\n{out}\n{err}")
+    r = Round(envoy.role, phase, index, gen=gen)
     r.requests = int(kv["requests"])
     dur = int(kv["duration_us"]) / 1e6
     r.rps = r.requests / dur if dur > 0 else 0.0
@@ -801,24 +822,36 @@ def run_wrk(args, sc: Scenario, envoy: Envoy, lua: Path, seconds: float, phase: 
     for k, v in kv.items():
         if k.startswith("p") and k.endswith("_us"):
             r.p[k[1:-3]] = int(v) / 1000.0
+        elif k.startswith("late_p") and k.endswith("_us"):
+            r.late_us[k[6:-3]] = int(v)
+    r.slots_missed = int(kv.get("slots_missed", 0))
     r.mean_ms = float(kv["lat_mean_us"]) / 1000.0
     r.max_ms = int(kv["lat_max_us"]) / 1000.0
     envoy_cpu = e1 - e0
     r.envoy_cpu_cores = envoy_cpu / elapsed
     r.envoy_cpu_us_per_req = envoy_cpu * 1e6 / r.requests if r.requests else 0.0
     r.wrk_cpu_cores = w_cpu / elapsed
-    # Busy CPU time of the machine not spent in our processes or wrk: noise from elsewhere.
+    # Busy CPU time of the machine not spent in our processes or the generator: noise.
     r.foreign_cores = max(0.0, ((b1 - b0) - (o1 - o0) - w_cpu) / elapsed)
     r.rss_mib = max(rss) / MIB if rss else rss_bytes(epid) / MIB
     return r
 
 
-def relay_load_argv(args, sc: Scenario, envoy: Envoy, extra: list[str]) -> list[str]:
-    """veil-bench-relay-load: encoded through the relay for the treatment, plaintext for the
-    control (the same request)."""
-    argv = [str(args.relay_load), "--mode", "relay" if envoy.role == "treatment" else "plain",
+def uses_veil_load(args, sc: Scenario, rate: float | None) -> bool:
+    """veil-bench-load drives the relay scenarios (wrk cannot encode) and, unless --rate-gen
+    wrk, every fixed-rate round."""
+    return sc.loadgen == "relay" or bool(rate and args.rate_gen == "veil")
+
+
+def load_argv(args, sc: Scenario, envoy: Envoy, extra: list[str], stack_dir: Path) -> list[str]:
+    """veil-bench-load: through the relay for a relay scenario's treatment, plaintext otherwise
+    (the same request; the same distinct bodies as wrk for a scenario with variants)."""
+    relay = sc.loadgen == "relay" and envoy.role == "treatment"
+    argv = [str(args.load_gen), "--mode", "relay" if relay else "plain",
             "--url", f"http://{envoy.listen}", "--method", sc.method, "--path", sc.path]
-    if sc.body:
+    if sc.variants:
+        argv += ["--bodies", str(variants_file(sc, stack_dir))]
+    elif sc.body:
         argv += ["--body", str(ROOT / sc.body)]
     for k, v in sc.headers:
         argv += ["-H", f"{k}: {v}"]
@@ -830,7 +863,11 @@ def fmt_round(sc: Scenario, r: Round, rate: float | None) -> str:
     s = (f"  {sc.name:<11} {r.phase:<11} {r.role:<9} #{r.index}: {r.rps:9.0f} req/s{tgt}"
          f"  p50 {r.p.get('50', 0):6.3f}  p99 {r.p.get('99', 0):6.3f}  p99.9 {r.p.get('99.9', 0):6.3f} ms"
          f"  envoy {r.envoy_cpu_cores:4.2f} cores {r.envoy_cpu_us_per_req:6.1f} us/req"
-         f"  wrk {r.wrk_cpu_cores:4.2f}  other {r.foreign_cores:4.2f}  rss {r.rss_mib:6.1f} MiB")
+         f"  {r.gen} {r.wrk_cpu_cores:4.2f}  other {r.foreign_cores:4.2f}  rss {r.rss_mib:6.1f} MiB")
+    if r.late_us:
+        s += f"  late p50 {r.late_us.get('50', 0)} p99 {r.late_us.get('99', 0)} us"
+    if r.slots_missed:
+        s += f"  MISSED {r.slots_missed} slots"
     if r.errors:
         s += f"  ERRORS {r.errors} ({r.error_detail})"
     return s
@@ -850,8 +887,8 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
     before = envoy_stats(t_env.admin)
     for e in (c_env, t_env):
         if sc.loadgen == "relay":
-            r = subprocess.run(relay_load_argv(args, sc, e, ["--connections", "1", "--requests", "1",
-                                                            "--duration", "20"]),
+            r = subprocess.run(load_argv(args, sc, e, ["--connections", "1", "--requests", "1",
+                                                      "--duration", "20"], stack.run_dir),
                                capture_output=True, text=True, timeout=60)
             if r.returncode != 0 or "requests=1 " not in r.stdout or "err_status=0" not in r.stdout:
                 raise BenchError(f"{sc.name}: probe through the {e.role} Envoy failed: "
@@ -879,7 +916,7 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
 
     def one(role, phase, idx, lua, secs, rate=None):
         for attempt in range(args.noisy_retries + 1):
-            r = run_wrk(args, sc, envoys[role], lua, secs, phase, idx, procs)
+            r = run_load(args, sc, envoys[role], lua, secs, phase, idx, procs, rate)
             if role == "treatment" and phase != "warmup":
                 sent["treatment"] += r.requests
             noisy = phase != "warmup" and r.foreign_cores > args.noisy_above
@@ -913,7 +950,8 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
 
     rate = args.rate or rps_c * args.rate_fraction
     rate_rounds = {}
-    if rate > 0 and args.rate_fraction > 0 and sc.loadgen == "wrk":
+    if rate > 0 and args.rate_fraction > 0:
+        # The wrk script is used only with --rate-gen wrk (and never for the relay).
         paced = write_lua(sc, stack.run_dir, rate, args.threads, args.arrivals == "poisson")
         for i in range(1, args.rounds + 1):
             for role in order:
@@ -965,6 +1003,12 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
         res["added_ms"] = {p: lat["treatment"][p] - lat["control"][p] for p in ("50", "99", "99.9")}
         res["rate_envoy_cpu_us_per_req"] = {role: med(r.envoy_cpu_us_per_req for r in rate_rounds[role]) for role in order}
         res["rate_envoy_cpu_cores"] = {role: med(r.envoy_cpu_cores for r in rate_rounds[role]) for role in order}
+        res["rate_gen"] = "veil" if uses_veil_load(args, sc, rate) else "wrk"
+        res["rate_gen_cpu_cores"] = {role: med(r.wrk_cpu_cores for r in rate_rounds[role]) for role in order}
+        # How late veil-bench-load's sends left (µs after their due time); none for wrk.
+        res["rate_late_us"] = {role: {p: med(r.late_us.get(p) for r in rate_rounds[role]) for p in ("50", "99")}
+                               for role in order} if res["rate_gen"] == "veil" else {}
+        res["rate_slots_missed"] = sum(r.slots_missed for role in order for r in rate_rounds[role])
         res["rate_sustained"] = res["rate_achieved"]["treatment"] >= 0.97 * rate
     res["treatment_requests"] = t_requests
     res["filter_counted"] = filtered
@@ -997,6 +1041,15 @@ def report(sc: Scenario, res: dict) -> None:
             log(f"  {'  p' + p + ' at fixed rate (ms)':<34}{lc:12.3f}{lt:12.3f}{lt - lc:14.3f}")
         rc = res["rate_envoy_cpu_cores"]
         log(f"  {'  Envoy CPU at fixed rate (cores)':<34}{rc[c]:12.2f}{rc[t]:12.2f}")
+        gc = res["rate_gen_cpu_cores"]
+        log(f"  {'  ' + res['rate_gen'] + ' CPU at fixed rate (cores)':<34}{gc[c]:12.2f}{gc[t]:12.2f}")
+        if res["rate_late_us"]:
+            for p in ("50", "99"):
+                lc, lt = res["rate_late_us"][c][p], res["rate_late_us"][t][p]
+                log(f"  {'  send lateness p' + p + ' (us)':<34}{lc:12.0f}{lt:12.0f}")
+        if res["rate_slots_missed"]:
+            log(f"  NOTE: {res['rate_slots_missed']} send slots were never sent (the Envoy fell far "
+                "behind the schedule)")
         if not res["rate_sustained"]:
             log("  NOTE: the treatment could not sustain the fixed rate (it is above its maximum): the "
                 "added latency there is queueing, not the filter's service time")
@@ -1006,7 +1059,8 @@ def report(sc: Scenario, res: dict) -> None:
     ec = res["envoy_cpu_us_per_req"]
     log(f"  {'Envoy CPU per request (us)':<34}{ec[c]:12.1f}{ec[t]:12.1f}{ec[t] - ec[c]:14.1f}")
     log(f"  {'Envoy CPU used (cores)':<34}{res['envoy_cpu_cores'][c]:12.2f}{res['envoy_cpu_cores'][t]:12.2f}")
-    log(f"  {'wrk CPU used (cores)':<34}{res['wrk_cpu_cores'][c]:12.2f}{res['wrk_cpu_cores'][t]:12.2f}")
+    closed_gen = "veil-bench-load" if sc.loadgen == "relay" else "wrk"
+    log(f"  {closed_gen + ' CPU used (cores)':<34}{res['wrk_cpu_cores'][c]:12.2f}{res['wrk_cpu_cores'][t]:12.2f}")
     ri = res["rss_idle_mib"]
     log(f"  {'Envoy RSS idle after start (MiB)':<34}{ri[c]:12.1f}{ri[t]:12.1f}{ri[t] - ri[c]:14.1f}")
     log(f"  {'Envoy RSS under load (MiB)':<34}{res['rss_mib'][c]:12.1f}{res['rss_mib'][t]:12.1f}{res['rss_delta_mib']:14.1f}")
@@ -1066,7 +1120,11 @@ def machine_line(res: dict) -> str:
             f"p99_added_ms={res['added_ms']['99']:.3f}",
             f"p999_added_ms={res['added_ms']['99.9']:.3f}",
             f"rate_sustained={'yes' if res['rate_sustained'] else 'no'}",
+            f"rate_gen={res['rate_gen']}",
         ]
+        if res["rate_late_us"]:
+            late = max(res["rate_late_us"][role]["99"] for role in ("control", "treatment"))
+            parts.append(f"late_p99_us={late:.0f}")
     parts += [
         f"filter_us_per_req={res['filter_us_per_req_from_rps']:.1f}",
         f"cpu_us_per_req_added={res['filter_us_per_req_from_cpu']:.1f}",
@@ -1086,12 +1144,17 @@ def build(args) -> dict[str, Path]:
     target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
     if not target.is_absolute():
         target = ROOT / target
+    # --bin-dir: native binaries built elsewhere (e.g. the debug ones the test suite runs); the
+    # filter is always the release wasm, as in the end-to-end tests.
+    bin_dir = Path(args.bin_dir) if args.bin_dir else target / "release"
+    if not bin_dir.is_absolute():
+        bin_dir = ROOT / bin_dir
     bins = {
         "wasm": target / "wasm32-wasip1/release/veil_filter.wasm",
-        "keyservice": target / "release/veil-keyservice",
-        "upstream": target / "release/veil-demo-upstream",
-        "seal_fixture": target / "release/veil-bench-seal-fixture",
-        "relay_load": target / "release/veil-bench-relay-load",
+        "keyservice": bin_dir / "veil-keyservice",
+        "upstream": bin_dir / "veil-demo-upstream",
+        "seal_fixture": bin_dir / "veil-bench-seal-fixture",
+        "load_gen": bin_dir / "veil-bench-load",
     }
     if not args.no_build:
         step("building release artefacts (filter wasm, keyservice, demo upstream)")
@@ -1131,8 +1194,12 @@ def parse_args(argv=None):
     ap.add_argument("--rate-fraction", type=float, default=0.5,
                     help="fixed-rate phase at this fraction of control's max req/s; 0 skips the phase [0.5]")
     ap.add_argument("--rate", type=float, default=0, help="fixed rate in req/s (overrides --rate-fraction)")
+    ap.add_argument("--rate-gen", choices=("veil", "wrk"), default="veil",
+                    help="load generator of the fixed-rate phase: veil = veil-bench-load --rate (µs "
+                         "pacing, latency from the due time); wrk = wrk's Lua delay() pacing (1 ms "
+                         "ticks, latency from the send); the relay scenarios always use veil [veil]")
     ap.add_argument("--arrivals", choices=("uniform", "poisson"), default="uniform",
-                    help="send schedule of the fixed-rate phase [uniform]")
+                    help="send schedule of the fixed-rate phase; poisson needs --rate-gen wrk [uniform]")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
                     help="pin Envoy to CPU 0 and wrk/upstream/keyservice to the other CPUs "
                          "[default: on with 2 or more CPUs]")
@@ -1150,6 +1217,11 @@ def parse_args(argv=None):
     ap.add_argument("--envoy", default=str(ROOT / ".venv/bin/envoy"), help="Envoy binary [.venv/bin/envoy]")
     ap.add_argument("--envoy-log-level", default="warning", help="Envoy --log-level [warning]")
     ap.add_argument("--no-build", action="store_true", help="use the artefacts already built")
+    ap.add_argument("--bin-dir", metavar="DIR",
+                    help="take veil-keyservice, veil-demo-upstream, veil-bench-load and "
+                         "veil-bench-seal-fixture from DIR (relative: to the repository), e.g. "
+                         "target/debug with --no-build; the wasm stays the release build "
+                         "[$CARGO_TARGET_DIR/release]")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (configs, logs, keyring)")
     ap.add_argument("--json", metavar="FILE", help="also write every number to FILE as JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -1171,6 +1243,8 @@ def parse_args(argv=None):
         ap.error("--duration, --rounds, --connections and --threads must be positive")
     if args.connections < args.threads:
         ap.error("--connections must be at least --threads")
+    if args.arrivals == "poisson" and args.rate_gen != "wrk":
+        ap.error("--arrivals poisson needs --rate-gen wrk (veil-bench-load spaces sends evenly)")
     ncpu = len(os.sched_getaffinity(0))
     if args.pin is None:
         args.pin = ncpu >= 2
@@ -1221,14 +1295,16 @@ def main(argv=None) -> int:
     info = machine_info()
     try:
         bins = build(args)
-        args.relay_load = bins["relay_load"]
+        args.load_gen = bins["load_gen"]
         step(f"machine: {info['cpu_model']}, {info['cpus']} CPUs, kernel {info['kernel']}, "
              f"load average {' '.join(info['loadavg'])}")
         envoy_version = subprocess.run([args.envoy, "--version"], capture_output=True, text=True,
                                        timeout=60).stdout.strip().splitlines()
         envoy_version = envoy_version[-1] if envoy_version else "?"
         log(f"    envoy: {envoy_version}")
-        log(f"    wrk {args.threads} thread(s), {args.connections} connections; Envoy --concurrency 1"
+        log(f"    wrk {args.threads} thread(s), {args.connections} connections; fixed rate: "
+            + ("veil-bench-load --rate" if args.rate_gen == "veil" else "wrk Lua pacing (relay: veil-bench-load)")
+            + "; Envoy --concurrency 1"
             + (f"; pinned: Envoy on CPU {sorted(args.cpu_sets[0])}, the rest on {sorted(args.cpu_sets[1])}"
                if args.cpu_sets[0] else "; not pinned"))
         log(f"    rounds: warm-up {args.warmup:g}s per Envoy, then {args.rounds} x (control, treatment) "
