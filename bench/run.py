@@ -1150,7 +1150,7 @@ def build(args) -> dict[str, Path]:
     if not bin_dir.is_absolute():
         bin_dir = ROOT / bin_dir
     bins = {
-        "wasm": target / "wasm32-wasip1/release/veil_filter.wasm",
+        "wasm": ROOT / args.wasm if args.wasm else target / "wasm32-wasip1/release/veil_filter.wasm",
         "keyservice": bin_dir / "veil-keyservice",
         "upstream": bin_dir / "veil-demo-upstream",
         "seal_fixture": bin_dir / "veil-bench-seal-fixture",
@@ -1222,6 +1222,8 @@ def parse_args(argv=None):
                          "veil-bench-seal-fixture from DIR (relative: to the repository), e.g. "
                          "target/debug with --no-build; the wasm stays the release build "
                          "[$CARGO_TARGET_DIR/release]")
+    ap.add_argument("--wasm", metavar="FILE",
+                    help="the filter's wasm [$CARGO_TARGET_DIR/wasm32-wasip1/release/veil_filter.wasm]")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (configs, logs, keyring)")
     ap.add_argument("--json", metavar="FILE", help="also write every number to FILE as JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -1271,12 +1273,12 @@ def main(argv=None) -> int:
         return 0
     wrk = shutil.which("wrk")
     if not wrk:
-        raise BenchError("wrk not found: scripts/setup.sh bench installs it (apt-get install wrk)")
+        raise BenchError("wrk not found: scripts/setup.sh installs it (apt-get install wrk)")
     args.wrk = wrk
     try:
         import yaml  # noqa: F401
     except ImportError:
-        raise BenchError("PyYAML missing: scripts/setup.sh bench (or .venv/bin/pip install -r requirements.txt)")
+        raise BenchError("PyYAML missing: scripts/setup.sh (or .venv/bin/pip install -r requirements.txt)")
     if not Path(args.envoy).exists():
         raise BenchError(f"no Envoy at {args.envoy}: scripts/setup.sh installs it")
 

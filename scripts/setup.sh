@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Veil needs, only what is missing; safe to run again.
-#   scripts/setup.sh          demo + tests
-#   scripts/setup.sh bench    also the load generator (wrk)
+#   scripts/setup.sh          demo, tests and the load benchmark
+#   scripts/setup.sh bench    the same (kept for `make bench` and older instructions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,9 +31,9 @@ command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs np
 apt_install softhsm2
 # libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
 apt_install g++
-if [ "${1:-}" = "bench" ]; then
-  apt_install wrk
-fi
+# The load benchmark's generator for closed loops (bench/run.py); the tests run the harness
+# briefly (tests/tests/bench_harness.rs), so it is part of the normal setup.
+apt_install wrk
 
 # Rust: the toolchain and wasm target pinned in rust-toolchain.toml.
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
