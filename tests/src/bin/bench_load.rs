@@ -18,22 +18,24 @@
 //!   pairing happen before the clock starts) and sends the request encoded through the relay
 //!   prefix of `--url`;
 //! * `--mode plain`: the same request in plaintext, for the control and the treatment of the
-//!   scenarios without the relay, over a minimal HTTP/1.1 client ([`Plain`]): the request bytes
-//!   are built once, each exchange is one write and as few reads as the answer needs. It
-//!   shares a CPU with the upstream, so it must cost little (ureq cost ~40 µs per request).
+//!   scenarios without the relay, over hyper's HTTP/1.1 client connection ([`Plain`], one per
+//!   thread on its own current-thread runtime). It shares a CPU with the upstream, so it must
+//!   cost little (ureq, the relay client's HTTP stack, cost ~40 µs per request).
 //!
 //! Prints the summary in the format of the harness's wrk script (`VEILBENCH key=value` lines)
 //! so the harness parses both alike.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 const NAME: &str = "veil-bench-load";
 /// Longest allowed spin before a due time: more would cost the CPU the upstream shares.
@@ -101,10 +103,10 @@ struct Request {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
-    /// Empty: no body (e.g. GET). Several: cycled.
-    bodies: Vec<Vec<u8>>,
-    /// Plain mode: the whole HTTP/1.1 request per body (one if there is none), built once.
-    wire: Vec<Vec<u8>>,
+    /// Empty: no body (e.g. GET). Several: cycled (shared with the plain requests, no copy).
+    bodies: Vec<Bytes>,
+    /// Plain mode: `host:port` for the `host` header.
+    host: String,
 }
 
 impl Request {
@@ -113,8 +115,22 @@ impl Request {
         (n > 0).then(|| &self.bodies[(i % n) as usize][..])
     }
 
-    fn wire(&self, i: u64) -> &[u8] {
-        &self.wire[(i % self.wire.len() as u64) as usize]
+    /// Plain mode: request `i` of the body cycle.
+    fn plain(&self, i: u64) -> Result<hyper::Request<Full<Bytes>>, String> {
+        let n = self.bodies.len() as u64;
+        let body = if n > 0 {
+            self.bodies[(i % n) as usize].clone()
+        } else {
+            Bytes::new()
+        };
+        let mut b = hyper::Request::builder()
+            .method(self.method.as_str())
+            .uri(self.path.as_str())
+            .header(hyper::header::HOST, self.host.as_str());
+        for (name, value) in &self.headers {
+            b = b.header(name.as_str(), value.as_str());
+        }
+        b.body(Full::new(body)).map_err(|e| format!("request: {e}"))
     }
 }
 
@@ -130,178 +146,74 @@ fn authority(url: &str) -> Result<String, String> {
     Ok(host.to_string())
 }
 
-fn wire_request(
-    a: &Args,
-    host: &str,
-    headers: &[(String, String)],
-    body: Option<&[u8]>,
-) -> Vec<u8> {
-    let mut w = format!("{} {} HTTP/1.1\r\nhost: {host}\r\n", a.method, a.path).into_bytes();
-    for (n, v) in headers {
-        w.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
-    }
-    if let Some(b) = body {
-        w.extend_from_slice(format!("content-length: {}\r\n\r\n", b.len()).as_bytes());
-        w.extend_from_slice(b);
-    } else {
-        w.extend_from_slice(b"\r\n");
-    }
-    w
-}
-
-/// One keep-alive HTTP/1.1 connection (reopened after an error or a `connection: close`).
+/// One keep-alive HTTP/1.1 connection (hyper's client connection API), driven by this
+/// thread's current-thread runtime; opened again after an error or a closed connection.
 struct Plain {
     host: String,
-    stream: Option<TcpStream>,
-    buf: Vec<u8>,
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    rt: tokio::runtime::Runtime,
+    conn: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Plain {
-    fn new(host: String) -> Self {
-        Plain {
+    fn new(host: String) -> Result<Self, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        Ok(Plain {
             host,
-            stream: None,
-            buf: Vec::with_capacity(64 * 1024),
-        }
+            rt,
+            conn: None,
+        })
     }
 
-    fn exchange(&mut self, wire: &[u8]) -> Result<u16, String> {
-        let reused = self.stream.is_some();
-        match self.try_exchange(wire) {
-            Ok(v) => Ok(v),
-            // A kept-alive connection the server closed meanwhile: once more on a new one.
-            Err((e, nothing_read)) => {
-                self.stream = None;
-                if reused && nothing_read {
-                    self.try_exchange(wire).map_err(|(e, _)| {
-                        self.stream = None;
-                        e
-                    })
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    /// Err carries whether no byte of an answer had arrived.
-    fn try_exchange(&mut self, wire: &[u8]) -> Result<u16, (String, bool)> {
-        if self.stream.is_none() {
-            let s = TcpStream::connect(&self.host).map_err(|e| (format!("connect: {e}"), false))?;
-            let _ = s.set_nodelay(true);
-            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-            self.stream = Some(s);
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(("no connection".into(), false));
-        };
-        stream
-            .write_all(wire)
-            .map_err(|e| (format!("write: {e}"), true))?;
-        let buf = &mut self.buf;
-        buf.clear();
-        // Status line and headers.
-        let head_end = loop {
-            if let Some(i) = find(buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            if fill(stream, buf).map_err(|e| (e, buf.is_empty()))? == 0 {
-                return Err(("connection closed before the answer".into(), buf.is_empty()));
-            }
-        };
-        let head = std::str::from_utf8(&buf[..head_end])
-            .map_err(|_| ("answer head is not UTF-8".to_string(), false))?;
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| (format!("bad status line {:?}", head.lines().next()), false))?;
-        let (mut length, mut chunked, mut close) = (None, false, false);
-        for line in head.split("\r\n").skip(1) {
-            let Some((n, v)) = line.split_once(':') else {
-                continue;
+    /// One exchange; the answer's status (its whole body read).
+    fn exchange(&mut self, req: hyper::Request<Full<Bytes>>) -> Result<u16, String> {
+        let Plain { host, rt, conn } = self;
+        rt.block_on(async {
+            // A kept-alive connection the server closed meanwhile is not ready: open anew.
+            let mut sender = match conn.take() {
+                Some(mut c) => match c.ready().await {
+                    Ok(()) => c,
+                    Err(_) => connect(host).await?,
+                },
+                None => connect(host).await?,
             };
-            let (n, v) = (n.trim(), v.trim());
-            if n.eq_ignore_ascii_case("content-length") {
-                length = Some(
-                    v.parse::<usize>()
-                        .map_err(|_| ("bad content-length".to_string(), false))?,
-                );
-            } else if n.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = v.to_ascii_lowercase().contains("chunked");
-            } else if n.eq_ignore_ascii_case("connection") {
-                close = v.eq_ignore_ascii_case("close");
+            let result = async {
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| format!("exchange: {e}"))?;
+                let status = resp.status().as_u16();
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("body: {e}"))?;
+                Ok(status)
             }
-        }
-        // The whole body, read and dropped.
-        if chunked {
-            let mut pos = head_end;
-            loop {
-                let line_end = loop {
-                    if let Some(i) = find(&buf[pos..], b"\r\n") {
-                        break pos + i;
-                    }
-                    need_more(stream, buf)?;
-                };
-                let size_text = std::str::from_utf8(&buf[pos..line_end]).unwrap_or("");
-                let size_text = size_text.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_text, 16)
-                    .map_err(|_| (format!("bad chunk size {size_text:?}"), false))?;
-                pos = line_end + 2;
-                if size == 0 {
-                    // Trailers (if any) end with an empty line.
-                    loop {
-                        if buf[pos..].starts_with(b"\r\n") {
-                            break;
-                        }
-                        if find(&buf[pos..], b"\r\n\r\n").is_some() {
-                            break;
-                        }
-                        need_more(stream, buf)?;
-                    }
-                    break;
-                }
-                while buf.len() < pos + size + 2 {
-                    need_more(stream, buf)?;
-                }
-                pos += size + 2;
+            .await;
+            if result.is_ok() {
+                *conn = Some(sender);
             }
-        } else if let Some(n) = length {
-            while buf.len() < head_end + n {
-                need_more(stream, buf)?;
-            }
-        } else if !(status == 204 || status == 304 || (100..200).contains(&status)) {
-            // No length: the body ends with the connection.
-            while fill(stream, buf).map_err(|e| (e, false))? > 0 {}
-            close = true;
-        }
-        if close {
-            self.stream = None;
-        }
-        Ok(status)
+            result
+        })
     }
 }
 
-/// Reads what is there (at most 64 KiB) onto the end of `buf`; 0 at the end of the stream.
-fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, String> {
-    let old = buf.len();
-    buf.resize(old + 64 * 1024, 0);
-    let r = stream.read(&mut buf[old..]);
-    let n = *r.as_ref().unwrap_or(&0);
-    buf.truncate(old + n);
-    r.map_err(|e| format!("read: {e}"))
-}
-
-fn need_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), (String, bool)> {
-    match fill(stream, buf) {
-        Ok(0) => Err(("connection closed inside the answer".into(), false)),
-        Ok(_) => Ok(()),
-        Err(e) => Err((e, false)),
-    }
+async fn connect(host: &str) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(host)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    // Runs whenever this thread's runtime runs, i.e. during each exchange.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 impl Sender {
@@ -312,7 +224,7 @@ impl Sender {
                 .request(&r.method, &r.path, &r.headers, r.body(i))
                 .map(|a| a.status)
                 .map_err(|e| e.to_string()),
-            Sender::Plain(p) => p.exchange(r.wire(i)),
+            Sender::Plain(p) => p.exchange(r.plain(i)?),
         }
     }
 }
@@ -329,7 +241,7 @@ fn sender(a: &Args) -> Result<Sender, String> {
             c.connect().map_err(|e| format!("relay setup: {e}"))?;
             Sender::Relay(Box::new(c))
         }
-        Mode::Plain => Sender::Plain(Plain::new(authority(&a.url)?)),
+        Mode::Plain => Sender::Plain(Plain::new(authority(&a.url)?)?),
     })
 }
 
@@ -508,20 +420,12 @@ fn main() -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(e),
     };
-    let wire = if bodies.is_empty() {
-        vec![wire_request(&a, &host, &headers, None)]
-    } else {
-        bodies
-            .iter()
-            .map(|b| wire_request(&a, &host, &headers, Some(b)))
-            .collect()
-    };
     let req = Arc::new(Request {
         method: a.method.clone(),
         path: a.path.clone(),
         headers,
-        bodies,
-        wire,
+        bodies: bodies.into_iter().map(Bytes::from).collect(),
+        host,
     });
     let n = a.connections;
     tight_timer_slack(); // threads inherit it; each sets it again anyway
