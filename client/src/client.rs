@@ -1,6 +1,7 @@
 //! The relay client: discovers the relay (`GET P/relay`), pairs a pool of N pairs
 //! (`POST P/pair`), sends each request encoded on an idle pair, and recovers as the
-//! protocol's error table says (re-validate the client id, re-pair, retry once).
+//! protocol's error table says (re-validate the client id, re-pair, wait out an unavailable
+//! relay, retry once).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -31,6 +32,10 @@ pub struct Options {
     pub timeout: Duration,
     /// Largest (encoded) response body read. Default 64 MiB.
     pub max_response_bytes: u64,
+    /// After `relay-unavailable` (the keyservice or its store did not answer: a restart, a
+    /// Redis failover), wait this long and send once more on a fresh `seq`. Default 250 ms;
+    /// `None` returns the error at once.
+    pub unavailable_retry_after: Option<Duration>,
 }
 
 impl Default for Options {
@@ -40,6 +45,7 @@ impl Default for Options {
             client_id: None,
             timeout: Duration::from_secs(30),
             max_response_bytes: 64 * 1024 * 1024,
+            unavailable_retry_after: Some(Duration::from_millis(250)),
         }
     }
 }
@@ -137,14 +143,18 @@ enum Recovery {
     Revalidate,
     Repair,
     FreshSeq,
+    /// Wait, then a fresh seq: the relay could not reach its state; it often can a moment
+    /// later.
+    WaitThenFreshSeq(Duration),
     GiveUp,
 }
 
-fn recovery(code: &str) -> Recovery {
-    match code {
-        "relay-bad-client-id" => Recovery::Revalidate,
-        "relay-pair-unknown" | "relay-decode-failed" => Recovery::Repair,
-        "relay-replay" => Recovery::FreshSeq,
+fn recovery(code: &str, opts: &Options) -> Recovery {
+    match (code, opts.unavailable_retry_after) {
+        ("relay-bad-client-id", _) => Recovery::Revalidate,
+        ("relay-pair-unknown" | "relay-decode-failed", _) => Recovery::Repair,
+        ("relay-replay", _) => Recovery::FreshSeq,
+        ("relay-unavailable", Some(wait)) => Recovery::WaitThenFreshSeq(wait),
         _ => Recovery::GiveUp,
     }
 }
@@ -415,12 +425,16 @@ impl Client {
                     return outcome;
                 }
             };
-            match recovery(&code) {
+            match recovery(&code, &self.opts) {
                 Recovery::GiveUp => {
                     self.pool.give_back(ticket, pair);
                     return outcome;
                 }
                 Recovery::FreshSeq => held = Some((ticket, pair)),
+                Recovery::WaitThenFreshSeq(wait) => {
+                    std::thread::sleep(wait);
+                    held = Some((ticket, pair));
+                }
                 Recovery::Repair => match self.repair_one() {
                     Ok(fresh) => held = Some((ticket, fresh)),
                     Err(e) => {

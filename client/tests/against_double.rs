@@ -35,6 +35,8 @@ struct Double {
     used: Vec<String>,
     /// Refuse the next encoded request as a replay (once).
     fake_replay_once: bool,
+    /// Answer the next this many encoded requests `relay-unavailable`.
+    fake_unavailable: usize,
     pairings: usize,
 }
 
@@ -136,6 +138,10 @@ fn decode_and_answer(
     let c = RequestControl::parse(control)?;
     if !secret.verify(c.client_id) {
         return Err(RelayError::BadClientId);
+    }
+    if st.fake_unavailable > 0 {
+        st.fake_unavailable -= 1;
+        return Err(RelayError::Unavailable("the double's keyservice is down"));
     }
     if std::mem::take(&mut st.fake_replay_once) {
         return Err(RelayError::Replay);
@@ -393,6 +399,50 @@ fn a_replay_refusal_is_retried_on_a_fresh_seq_and_others_give_up() {
         assert!(matches!(e, veil_relay::ClientError::Usage(_)), "{n}: {e}");
     }
     assert_eq!(c.stats().requests, before);
+}
+
+#[test]
+fn relay_unavailable_is_waited_out_once_then_given_up() {
+    let (url, state) = start();
+    let wait = std::time::Duration::from_millis(60);
+    let c = Client::new(
+        &url,
+        Options {
+            pairs: 1,
+            unavailable_retry_after: Some(wait),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    c.request("GET", "/a", &[], None).unwrap();
+    // down for one request: answered after one pause, on the same pair
+    state.lock().unwrap().fake_unavailable = 1;
+    let t = std::time::Instant::now();
+    let r = c.request("GET", "/a", &[], None).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() >= wait, "the retry waited");
+    assert_eq!((c.stats().retries, c.stats().repairs), (1, 0));
+    // down for longer: one retry, then the error reaches the caller
+    state.lock().unwrap().fake_unavailable = 2;
+    let e = c.request("GET", "/a", &[], None).unwrap_err();
+    assert_eq!(e.relay_code(), Some("relay-unavailable"));
+    assert_eq!(c.stats().retries, 2);
+    // no retry configured: the error at once
+    let c = Client::new(
+        &url,
+        Options {
+            pairs: 1,
+            unavailable_retry_after: None,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    c.request("GET", "/a", &[], None).unwrap();
+    state.lock().unwrap().fake_unavailable = 1;
+    let e = c.request("GET", "/a", &[], None).unwrap_err();
+    assert_eq!(e.relay_code(), Some("relay-unavailable"));
+    assert_eq!(c.stats().retries, 0);
+    assert_eq!(state.lock().unwrap().fake_unavailable, 0);
 }
 
 #[test]
