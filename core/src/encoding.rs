@@ -26,6 +26,20 @@ pub enum DecodeError {
 
 impl ContentEncoding {
     /// Parses a `content-encoding` header value. Stacked encodings are refused.
+    /// The `content-encoding` of a whole header map. Several header lines are one list
+    /// (RFC 9110 §5.3), and a list of more than one coding is not one Veil decodes: refused,
+    /// never decoded once and passed on as if that were all.
+    pub fn from_headers(
+        headers: &crate::header_map::HeaderMap,
+    ) -> Result<ContentEncoding, DecodeError> {
+        if headers.count("content-encoding") > 1 {
+            return Err(DecodeError::Unsupported(
+                "several content-encoding headers".into(),
+            ));
+        }
+        ContentEncoding::from_header(headers.get("content-encoding").as_deref())
+    }
+
     pub fn from_header(value: Option<&str>) -> Result<ContentEncoding, DecodeError> {
         let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
             return Ok(ContentEncoding::Identity);
@@ -91,6 +105,36 @@ mod tests {
     use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
     use flate2::Compression;
     use std::io::Write;
+
+    #[test]
+    fn a_header_map_gives_one_coding_or_a_refusal() {
+        use crate::header_map::{encode, HeaderMap};
+        let map = |pairs: &[(&str, &str)]| HeaderMap::parse(encode(pairs)).unwrap();
+        assert_eq!(
+            ContentEncoding::from_headers(&map(&[(":path", "/")])).unwrap(),
+            ContentEncoding::Identity
+        );
+        assert_eq!(
+            ContentEncoding::from_headers(&map(&[("content-encoding", "GZIP")])).unwrap(),
+            ContentEncoding::Gzip
+        );
+        for two in [
+            &[("content-encoding", "gzip"), ("content-encoding", "gzip")][..],
+            &[
+                ("content-encoding", "identity"),
+                ("content-encoding", "gzip"),
+            ][..],
+            &[("content-encoding", "gzip, gzip")][..],
+        ] {
+            assert!(
+                matches!(
+                    ContentEncoding::from_headers(&map(two)),
+                    Err(DecodeError::Unsupported(_))
+                ),
+                "{two:?}"
+            );
+        }
+    }
 
     fn gz(data: &[u8]) -> Vec<u8> {
         let mut e = GzEncoder::new(Vec::new(), Compression::fast());

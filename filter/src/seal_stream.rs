@@ -28,17 +28,6 @@ use crate::metrics::Metrics;
 use crate::reply::{refuse, Refusal};
 use crate::vm::VmState;
 
-/// The body's `content-encoding`. Several header lines are one list (RFC 9110 §5.3): a list
-/// of more than one coding is not one the filter decodes, so it is refused, never passed.
-pub(crate) fn content_encoding(head: &HeaderMap) -> Result<ContentEncoding, DecodeError> {
-    if head.count("content-encoding") > 1 {
-        return Err(DecodeError::Unsupported(
-            "several content-encoding headers".into(),
-        ));
-    }
-    ContentEncoding::from_header(head.get("content-encoding").as_deref())
-}
-
 /// The policy a request's body is sealed with.
 enum SealPolicy {
     /// A Moesif collector route: the route's document shape plus the profile's rules.
@@ -131,7 +120,7 @@ impl SealRequest {
         if end_of_stream {
             return Ok(State::Passing);
         }
-        let encoding = content_encoding(head).map_err(|e| {
+        let encoding = ContentEncoding::from_headers(head).map_err(|e| {
             Metrics::add(vm.metrics.rejected_encoding, 1);
             Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string())
         })?;

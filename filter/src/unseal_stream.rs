@@ -181,7 +181,7 @@ impl UnsealStream {
         if end_of_stream || !is_events_search(rest) {
             return Ok(Req::Passing);
         }
-        let encoding = crate::seal_stream::content_encoding(head)
+        let encoding = ContentEncoding::from_headers(head)
             .map_err(|e| Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string()))?;
         if let Some(len) = head.get("content-length") {
             if len
