@@ -22,6 +22,7 @@ pub mod encoding;
 pub mod header_map;
 pub mod json;
 pub mod keys;
+pub mod keyservice_auth;
 pub mod memo;
 pub mod nonce;
 pub mod open_memo;

@@ -40,6 +40,13 @@ fn os_seeded() -> Result<Seeded, CipherError> {
 /// A fresh random GCM nonce.
 pub fn fresh() -> Result<[u8; GCM_NONCE_LEN], CipherError> {
     let mut nonce = [0u8; GCM_NONCE_LEN];
+    fill(&mut nonce)?;
+    Ok(nonce)
+}
+
+/// Fills `out` from the same per-thread CSPRNG (e.g. the nonce of a signed keyservice
+/// request, [`crate::keyservice_auth`]).
+pub fn fill(out: &mut [u8]) -> Result<(), CipherError> {
     let drawn = RNG.try_with(|cell| -> Result<(), CipherError> {
         let Ok(mut slot) = cell.try_borrow_mut() else {
             return Err(CipherError::Random);
@@ -49,15 +56,14 @@ pub fn fresh() -> Result<[u8; GCM_NONCE_LEN], CipherError> {
             _ => slot.insert(os_seeded()?),
         };
         s.left -= 1;
-        s.rng.fill_bytes(&mut nonce);
+        s.rng.fill_bytes(out);
         Ok(())
     });
     match drawn {
-        Ok(r) => r?,
+        Ok(r) => r,
         // The thread is being torn down (or re-entered): the OS directly.
-        Err(_) => getrandom::fill(&mut nonce).map_err(|_| CipherError::Random)?,
+        Err(_) => getrandom::fill(out).map_err(|_| CipherError::Random),
     }
-    Ok(nonce)
 }
 
 #[cfg(test)]
