@@ -16,6 +16,7 @@
     clippy::unimplemented
 )]
 
+mod callout_auth;
 mod host;
 mod keycache;
 mod metrics;
@@ -114,10 +115,21 @@ impl Root {
             _ => {}
         }
         let ks = &vm.config.keyservice;
-        let auth = format!("Bearer {}", ks.token);
+        let path = "/v1/data-keys/current";
+        let auth = match callout_auth::authorization(ks, "GET", path, b"") {
+            Ok(a) => a,
+            Err(e) => {
+                host::log(
+                    LogLevel::Warn,
+                    &format!("veil: cannot sign the keyservice request: {e}"),
+                );
+                self.fetch_failed(now_ms);
+                return;
+            }
+        };
         let headers = vec![
             (":method", "GET"),
-            (":path", "/v1/data-keys/current"),
+            (":path", path),
             (":authority", ks.authority.as_str()),
             ("authorization", auth.as_str()),
         ];

@@ -199,7 +199,7 @@ fn claim(vm: &VmState, kid: Kid, now_ms: i64) -> Claim {
 fn dispatch(vm: &VmState, kid: Kid) -> Result<u32, String> {
     let ks = &vm.config.keyservice;
     let path = format!("/v1/data-keys/{kid}");
-    let auth = format!("Bearer {}", ks.token);
+    let auth = crate::callout_auth::authorization(ks, "GET", &path, b"")?;
     let headers = vec![
         (":method", "GET"),
         (":path", path.as_str()),

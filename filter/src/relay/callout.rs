@@ -1,4 +1,4 @@
-//! The filter's relay callouts to the keyservice (its loopback cluster, bearer token): a
+//! The filter's relay callouts to the keyservice (its loopback cluster, signed requests): a
 //! pairing, a pair fetched by id, and (replay mode `global`) a sequence number check. Each is
 //! dispatched from the stream's own context, which gets the answer and resumes itself.
 //!
@@ -27,7 +27,8 @@ pub fn dispatch(
     body: Option<&[u8]>,
 ) -> Result<u32, RelayError> {
     let ks = &vm.config.keyservice;
-    let auth = Zeroizing::new(format!("Bearer {}", ks.token));
+    let auth = crate::callout_auth::authorization(ks, method, path, body.unwrap_or_default())
+        .map_err(RelayError::Unavailable)?;
     let mut headers = vec![
         (":method", method),
         (":path", path),
