@@ -80,6 +80,7 @@ fn decode_parts(
     ctl: &Control,
     method: &str,
     pair: &Pair,
+    wire: &HeaderMap,
 ) -> Result<Plain, RelayError> {
     let rc = RequestControl {
         client_id: &ctl.client_id,
@@ -88,9 +89,7 @@ fn decode_parts(
         body: ctl.body,
     };
     let ctx = rc.context(method);
-    let wire_path = host::get_header(REQ, ":path")
-        .map_err(hostcall("reading :path failed"))?
-        .unwrap_or_default();
+    let wire_path = wire.get(":path").unwrap_or_default();
     let relay = config
         .relay
         .as_ref()
@@ -99,8 +98,8 @@ fn decode_parts(
         .ok_or(RelayError::BadRequest("the path is not P/x/<sealed path>"))?;
     let path = String::from_utf8(pair.c2s.open_b64(Part::RequestUrl, &ctx, sealed)?)
         .map_err(|_| RelayError::DecodeFailed("the path is not UTF-8"))?;
-    let eh = host::get_header(REQ, HEADER_EH)
-        .map_err(hostcall("reading x-veil-relay-eh failed"))?
+    let eh = wire
+        .get(HEADER_EH)
         .ok_or(RelayError::BadRequest("x-veil-relay-eh is missing"))?;
     let headers = decode_request_headers(&pair.c2s.open_b64(Part::RequestHeaders, &ctx, &eh)?)?;
     check_route(config, relay, &path)?;
@@ -348,12 +347,12 @@ impl RelayStream {
             Action::Continue
         };
         match relay.replay.mode {
-            ReplayMode::Local => match self.accept_local(vm, ctl, method)? {
+            ReplayMode::Local => match self.accept_local(vm, ctl, method, head)? {
                 None => Ok(held),
                 Some((ctl, method)) => self.fetch_pair(vm, ctl, method),
             },
             ReplayMode::Global => match pairs::lookup(vm, &ctl.pair_id, &ctl.client_id, now)? {
-                Some(pair) => self.check_seq(vm, ctl, method, pair),
+                Some(pair) => self.check_seq(vm, ctl, method, pair, head),
                 None => self.fetch_pair(vm, ctl, method),
             },
         }
@@ -381,9 +380,10 @@ impl RelayStream {
         ctl: Control,
         method: String,
         pair: Rc<Pair>,
+        wire: &HeaderMap,
     ) -> Result<Action, RelayError> {
         // Authenticate before the keyservice moves the window.
-        let plain = decode_parts(&vm.config, &ctl, &method, &pair)?;
+        let plain = decode_parts(&vm.config, &ctl, &method, &pair, wire)?;
         let path = format!("/v1/relay/pairs/{}/seq", ctl.pair_id);
         let body = format!("{{\"seq\":{}}}", ctl.seq);
         let token = callout::dispatch(vm, "POST", &path, Some(body.as_bytes()))?;
@@ -404,10 +404,11 @@ impl RelayStream {
         method: String,
         pair: Rc<Pair>,
         plain: Plain,
+        wire: &HeaderMap,
     ) -> Result<(), RelayError> {
         // The wire headers minus x-veil-*, content-type and content-length, plus the decoded
         // ones (a decoded header replaces a wire header of the same name).
-        let wire = host::get_headers(REQ).map_err(hostcall("reading the headers failed"))?;
+        let wire = wire.to_pairs();
         let wire_len = wire
             .iter()
             .find(|(n, _)| n == "content-length")
@@ -462,6 +463,7 @@ impl RelayStream {
         vm: &VmState,
         ctl: Control,
         method: String,
+        wire: &HeaderMap,
     ) -> Result<Option<(Control, String)>, RelayError> {
         let relay = relay_of(vm)?;
         let accepted = pairs::accept_local(
@@ -471,7 +473,7 @@ impl RelayStream {
             ctl.seq,
             relay.replay.window,
             now_secs(),
-            |pair| decode_parts(&vm.config, &ctl, &method, pair),
+            |pair| decode_parts(&vm.config, &ctl, &method, pair, wire),
         )?;
         match accepted {
             Some(a) => {
@@ -480,7 +482,7 @@ impl RelayStream {
                     let path = format!("/v1/relay/pairs/{}", ctl.pair_id);
                     let _ = callout::dispatch(vm, "GET", &path, None);
                 }
-                self.apply(ctl, method, a.pair, a.value)?;
+                self.apply(ctl, method, a.pair, a.value, wire)?;
                 Ok(None)
             }
             None => Ok(Some((ctl, method))),
@@ -512,7 +514,10 @@ impl RelayStream {
                 plain,
                 ..
             } => match status {
-                Some(200) => self.apply(ctl, method, pair, plain).map(|()| true),
+                Some(200) => host::read_headers(REQ)
+                    .map_err(hostcall("reading the headers failed"))
+                    .and_then(|wire| self.apply(ctl, method, pair, plain, &wire))
+                    .map(|()| true),
                 Some(409) => {
                     Metrics::add(vm.metrics.relay_replays, 1);
                     Err(RelayError::Replay)
@@ -586,13 +591,15 @@ impl RelayStream {
         }
         let pair = endpoints::install(vm, &answer, &owner, true, now)?;
         let relay = relay_of(vm)?;
+        // The request's headers as they were on arrival (nothing changed them meanwhile).
+        let wire = host::read_headers(REQ).map_err(hostcall("reading the headers failed"))?;
         match relay.replay.mode {
-            ReplayMode::Local => match self.accept_local(vm, ctl, method)? {
+            ReplayMode::Local => match self.accept_local(vm, ctl, method, &wire)? {
                 None => Ok(true),
                 // Installed, yet not in its slot: a flood of pairings took it at once.
                 Some(_) => Err(RelayError::Unavailable("relay slot contended")),
             },
-            ReplayMode::Global => self.check_seq(vm, ctl, method, pair).map(|_| false),
+            ReplayMode::Global => self.check_seq(vm, ctl, method, pair, &wire).map(|_| false),
         }
     }
 

@@ -287,14 +287,33 @@ pub fn http_get(port: u16, path: &str, token: Option<&str>) -> Response {
 
 /// Like [`http_get`] with an arbitrary Authorization header value.
 pub fn http_raw(port: u16, path: &str, authorization: Option<&str>) -> Response {
+    http_request(port, "GET", path, authorization, None)
+}
+
+/// One HTTP/1.1 exchange over loopback (`Connection: close`, read to EOF, 10 s timeout); a
+/// body is sent as JSON.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&[u8]>,
+) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     if let Some(a) = authorization {
         req.push_str(&format!("Authorization: {a}\r\n"));
     }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
+    let body = body.unwrap_or_default();
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body);
+    s.write_all(&req).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8(raw).unwrap();
