@@ -149,11 +149,18 @@ struct Body<'a> {
 
 /// The JSON body of a problem. `detail` must never contain request content.
 pub fn problem_json(kind: ProblemKind, detail: &str) -> Vec<u8> {
+    problem_body(kind.code(), kind.title(), kind.status(), detail)
+}
+
+/// The one problem+json shape every Veil answer uses (the filter's [`ProblemKind`]s and the
+/// keyservice's own codes): `type` = `urn:veil:problem:<code>`, `title`, `status`, `code`,
+/// `detail`. `detail` must never contain request content or key material.
+pub fn problem_body(code: &str, title: &str, status: u16, detail: &str) -> Vec<u8> {
     let body = Body {
-        type_: format!("urn:veil:problem:{}", kind.code()),
-        title: kind.title(),
-        status: kind.status(),
-        code: kind.code(),
+        type_: format!("urn:veil:problem:{code}"),
+        title,
+        status,
+        code,
         detail,
     };
     serde_json::to_vec(&body).unwrap_or_default()

@@ -13,13 +13,15 @@ use clap::{Args, Parser, Subcommand};
 use veil_core::keys::{Epoch, Kid};
 
 use crate::config::{
-    ConfigError, Flags, KeyringConfig, LogConfig, ProcessEnv, ProviderKind, ServeConfig, Vars,
-    ENV_LISTEN,
+    ConfigError, Flags, KeyringConfig, LogConfig, ProcessEnv, ServeConfig, Vars, ENV_LISTEN,
 };
 use crate::keyring::{now_unix, rfc3339_utc, Keyring, KeyringError, RootState, Roots};
 use crate::logging::{self, ANNOUNCE_TARGET};
 use crate::manage;
-use crate::provider::{self, KeyProvider, LocalProvider, ProviderError, LOCAL_WARNING};
+use crate::providers::{
+    self as provider, KeyProvider, LocalProvider, ProviderConfig, ProviderError, ProviderKind,
+    LOCAL_WARNING,
+};
 use crate::server::{self, AppState};
 
 #[derive(Debug, Parser)]
@@ -245,11 +247,11 @@ pub async fn keyring_init(cfg: &KeyringConfig) -> Result<(), Failure> {
         }
         .into());
     }
-    let provider: Box<dyn KeyProvider> = match cfg.provider {
-        ProviderKind::Local => {
-            let kek = &cfg.local.kek_file;
+    let provider: Box<dyn KeyProvider> = match &cfg.provider {
+        ProviderConfig::Local(local) => {
+            let kek = &local.kek_file;
             let p = if kek.symlink_metadata().is_ok() {
-                let p = LocalProvider::open(kek, &cfg.local.kek_file_from)?;
+                let p = LocalProvider::open(kek, &local.kek_file_from)?;
                 println!(
                     "using existing local KEK file {} (key id {})",
                     kek.display(),
@@ -257,7 +259,7 @@ pub async fn keyring_init(cfg: &KeyringConfig) -> Result<(), Failure> {
                 );
                 p
             } else {
-                let p = LocalProvider::create(kek, &cfg.local.kek_file_from)?;
+                let p = LocalProvider::create(kek, &local.kek_file_from)?;
                 println!(
                     "created local KEK file {} (mode 0600, key id {}): keep it safe and \
                      separate from the keyring; without it the keyring cannot be unwrapped",
@@ -304,7 +306,7 @@ pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
             warn_local(p.as_ref(), false);
             println!("provider  {}", p.description());
         }
-        Err(e) => println!("provider  {} (cannot open: {e})", cfg.provider),
+        Err(e) => println!("provider  {} (cannot open: {e})", cfg.provider.kind()),
     }
     let now = now_unix();
     let epoch = Epoch::containing(now, cfg.rotation);

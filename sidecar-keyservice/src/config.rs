@@ -2,6 +2,8 @@
 //! validated before anything else happens. Every error names the variable, flag or file at
 //! fault, and never echoes a secret value.
 //!
+//! Each key provider's own settings live with it in [`crate::providers`].
+//!
 //! Precedence: command-line flag, then environment variable, then default. An environment
 //! variable set to the empty string counts as unset (compose files often pass `VAR=`).
 
@@ -15,9 +17,10 @@ use thiserror::Error;
 use veil_core::keys::RotationMonths;
 use zeroize::Zeroizing;
 
+use crate::providers::{ProviderConfig, ProviderKind};
+
 pub const ENV_KEYRING: &str = "VEIL_KEYRING";
 pub const ENV_KMS_PROVIDER: &str = "KMS_PROVIDER";
-pub const ENV_LOCAL_KEK_FILE: &str = "VEIL_LOCAL_KEK_FILE";
 pub const ENV_LISTEN: &str = "VEIL_KEYSERVICE_LISTEN";
 pub const ENV_ALLOW_NON_LOOPBACK: &str = "VEIL_KEYSERVICE_ALLOW_NON_LOOPBACK";
 pub const ENV_TOKEN: &str = "VEIL_KEYSERVICE_TOKEN";
@@ -27,42 +30,7 @@ pub const ENV_ROTATION_ALIAS: &str = "MOESIF_ENCRYPTION_ROTATION_MONTHS";
 pub const ENV_LOG: &str = "VEIL_LOG";
 pub const ENV_LOG_FORMAT: &str = "VEIL_LOG_FORMAT";
 
-// aws-kms (names as the seeds name them; the SDK itself also reads AWS_ENDPOINT_URL*).
-pub const ENV_AWS_KEY_ID: &str = "AWS_CUSTOMER_KEY_ID";
-pub const ENV_AWS_REGION: &str = "AWS_KMS_REGION";
-pub const ENV_AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
-pub const ENV_AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
-pub const ENV_AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
-pub const ENV_AWS_ROLE_ARN: &str = "AWS_SECURE_PROXY_ROLE_ARN";
-pub const ENV_AWS_ROLE_SESSION_NAME: &str = "AWS_ROLE_SESSION_NAME";
-pub const ENV_AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
-pub const DEFAULT_AWS_REGION: &str = "us-west-2";
-pub const DEFAULT_AWS_ROLE_SESSION_NAME: &str = "veil-keyservice";
-
-// aws-cloudhsm (PKCS#11).
-pub const ENV_PKCS11_MODULE: &str = "VEIL_PKCS11_MODULE";
-pub const ENV_PKCS11_TOKEN_LABEL: &str = "VEIL_PKCS11_TOKEN_LABEL";
-pub const ENV_PKCS11_SLOT: &str = "VEIL_PKCS11_SLOT";
-pub const ENV_PKCS11_PIN_FILE: &str = "VEIL_PKCS11_PIN_FILE";
-pub const ENV_PKCS11_KEY_LABEL: &str = "VEIL_PKCS11_KEY_LABEL";
-/// Where AWS CloudHSM Client SDK 5 installs its PKCS#11 library.
-pub const DEFAULT_PKCS11_MODULE: &str = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so";
-pub const DEFAULT_PKCS11_KEY_LABEL: &str = "veil-kek";
-
-// azure-keyvault.
-pub const ENV_AZURE_VAULT_URL: &str = "AZURE_VAULT_URL";
-pub const ENV_AZURE_KEY_NAME: &str = "AZURE_KEY_NAME";
-pub const ENV_AZURE_KEY_VERSION: &str = "AZURE_KEY_VERSION";
-pub const ENV_AZURE_TENANT_ID: &str = "AZURE_TENANT_ID";
-pub const ENV_AZURE_CLIENT_ID: &str = "AZURE_CLIENT_ID";
-pub const ENV_AZURE_CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
-pub const ENV_AZURE_AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
-pub const ENV_IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
-pub const ENV_IDENTITY_HEADER: &str = "IDENTITY_HEADER";
-pub const DEFAULT_AZURE_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
-
 pub const DEFAULT_KEYRING: &str = "veil-keyring.json";
-pub const DEFAULT_LOCAL_KEK_FILE: &str = "veil-local-kek.key";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9911";
 pub const DEFAULT_LOG: &str = "info";
 /// The shortest bearer token accepted.
@@ -120,13 +88,13 @@ impl Vars for HashMap<&str, &str> {
 }
 
 /// A value with the name of where it came from (flag, variable or "default"), for errors.
-struct Sourced {
-    value: String,
-    from: String,
+pub(crate) struct Sourced {
+    pub(crate) value: String,
+    pub(crate) from: String,
 }
 
 /// Flag, then variable (empty = unset), then nothing.
-fn lookup(
+pub(crate) fn lookup(
     vars: &dyn Vars,
     flag: Option<(&str, &str)>,
     env: &str,
@@ -144,55 +112,6 @@ fn lookup(
             value,
             from: env.to_string(),
         }))
-}
-
-/// Which key provider wraps the roots (`KMS_PROVIDER`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderKind {
-    Local,
-    AwsKms,
-    AwsCloudHsm,
-    AzureKeyVault,
-}
-
-impl ProviderKind {
-    pub const ALL: [ProviderKind; 4] = [
-        ProviderKind::Local,
-        ProviderKind::AwsKms,
-        ProviderKind::AwsCloudHsm,
-        ProviderKind::AzureKeyVault,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Local => "local",
-            ProviderKind::AwsKms => "aws-kms",
-            ProviderKind::AwsCloudHsm => "aws-cloudhsm",
-            ProviderKind::AzureKeyVault => "azure-keyvault",
-        }
-    }
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ProviderKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ProviderKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                let valid: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
-                format!(
-                    "unknown provider {s:?}; valid values are: {}",
-                    valid.join(", ")
-                )
-            })
-    }
 }
 
 /// Log output format (`VEIL_LOG_FORMAT`).
@@ -242,14 +161,6 @@ pub struct Flags {
     pub token_file: Option<PathBuf>,
 }
 
-/// The local provider's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalProviderConfig {
-    pub kek_file: PathBuf,
-    /// `VEIL_LOCAL_KEK_FILE` or `--local-kek-file`, for errors.
-    pub kek_file_from: String,
-}
-
 /// A secret setting (client secret, access key, PIN): zeroized on drop, Debug redacted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Zeroizing<String>);
@@ -269,272 +180,28 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `aws-kms` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsKmsConfig {
-    /// `AWS_CUSTOMER_KEY_ID`: key ARN (recommended), key id or alias; written to the keyring.
-    pub key_id: String,
-    /// `AWS_KMS_REGION`, default `us-west-2`.
-    pub region: String,
-    /// Static credentials (`AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY`, optional
-    /// `AWS_SESSION_TOKEN`); `None` = the SDK's default chain.
-    pub static_credentials: Option<(String, Secret, Option<Secret>)>,
-    /// `AWS_SECURE_PROXY_ROLE_ARN`: assume this role through STS with the credentials above.
-    pub role_arn: Option<String>,
-    /// `AWS_ROLE_SESSION_NAME`, default `veil-keyservice`.
-    pub role_session_name: String,
-    /// `AWS_ENDPOINT_URL` (the SDK's standard variable; also read here so `keyring rewrap
-    /// --to AWS_ENDPOINT_URL=…` applies it). The SDK reads service-specific ones itself.
-    pub endpoint_url: Option<String>,
-}
-
-/// `aws-cloudhsm` (PKCS#11) settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pkcs11Config {
-    /// `VEIL_PKCS11_MODULE`: the PKCS#11 library.
-    pub module: PathBuf,
-    /// `VEIL_PKCS11_TOKEN_LABEL` or `VEIL_PKCS11_SLOT`; neither = the first slot with a token.
-    pub token_label: Option<String>,
-    pub slot: Option<u64>,
-    /// `VEIL_PKCS11_PIN_FILE` (required): the crypto user's PIN (CloudHSM: `user:password`).
-    pub pin_file: PathBuf,
-    /// `VEIL_PKCS11_KEY_LABEL`: label of the AES-256 key on the token, default `veil-kek`.
-    pub key_label: String,
-}
-
-/// How the Azure provider gets its tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AzureAuth {
-    /// `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET`.
-    ClientSecret {
-        tenant_id: String,
-        client_id: String,
-        secret: Secret,
-    },
-    /// Managed identity (`AZURE_CLIENT_ID` picks a user-assigned one).
-    ManagedIdentity { client_id: Option<String> },
-}
-
-/// `azure-keyvault` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AzureConfig {
-    /// `AZURE_VAULT_URL`, e.g. `https://my-vault.vault.azure.net` (https only).
-    pub vault_url: String,
-    /// `AZURE_KEY_NAME` and optional `AZURE_KEY_VERSION` (default: the current version).
-    pub key_name: String,
-    pub key_version: Option<String>,
-    pub auth: AzureAuth,
-    /// `AZURE_AUTHORITY_HOST`, default `https://login.microsoftonline.com`.
-    pub authority_host: String,
-    /// `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (App Service / Container Apps managed
-    /// identity); unset = the instance metadata endpoint.
-    pub identity_endpoint: Option<(String, Secret)>,
-}
-
-/// The selected provider's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloudConfig {
-    Local,
-    AwsKms(AwsKmsConfig),
-    CloudHsm(Pkcs11Config),
-    Azure(AzureConfig),
-}
-
 /// Settings every command needs: where the keyring is and how roots are wrapped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyringConfig {
     pub keyring: PathBuf,
-    pub provider: ProviderKind,
-    pub local: LocalProviderConfig,
-    /// The selected provider's own settings (validated only for the selected one).
-    pub cloud: CloudConfig,
+    /// The selected provider with its own settings (only the selected one is validated).
+    pub provider: ProviderConfig,
     pub rotation: RotationMonths,
 }
 
-fn required(vars: &dyn Vars, name: &str, why: &str) -> Result<String, ConfigError> {
+/// A required variable (trimmed); the error says which provider needs it.
+pub(crate) fn required(vars: &dyn Vars, name: &str, why: &str) -> Result<String, ConfigError> {
     lookup(vars, None, name)?
         .map(|s| s.value.trim().to_string())
         .ok_or_else(|| ConfigError::new(name, format!("required with {why}")))
 }
 
-fn optional(vars: &dyn Vars, name: &str) -> Result<Option<String>, ConfigError> {
+/// An optional variable (trimmed; empty = unset).
+pub(crate) fn optional(vars: &dyn Vars, name: &str) -> Result<Option<String>, ConfigError> {
     Ok(lookup(vars, None, name)?.map(|s| s.value.trim().to_string()))
 }
 
-impl AwsKmsConfig {
-    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let why = "KMS_PROVIDER=aws-kms (the KMS key ARN, key id or alias that wraps the roots)";
-        let key_id = required(vars, ENV_AWS_KEY_ID, why)?;
-        let region = optional(vars, ENV_AWS_REGION)?.unwrap_or_else(|| DEFAULT_AWS_REGION.into());
-        let access = optional(vars, ENV_AWS_ACCESS_KEY_ID)?;
-        let secret = vars
-            .var(ENV_AWS_SECRET_ACCESS_KEY)?
-            .filter(|v| !v.is_empty())
-            .map(Secret::new);
-        let token = vars
-            .var(ENV_AWS_SESSION_TOKEN)?
-            .filter(|v| !v.is_empty())
-            .map(Secret::new);
-        let static_credentials = match (access, secret) {
-            (Some(a), Some(s)) => Some((a, s, token)),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    ENV_AWS_SECRET_ACCESS_KEY,
-                    format!("required when {ENV_AWS_ACCESS_KEY_ID} is set"),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    ENV_AWS_ACCESS_KEY_ID,
-                    format!("required when {ENV_AWS_SECRET_ACCESS_KEY} is set"),
-                ))
-            }
-        };
-        let role_arn = optional(vars, ENV_AWS_ROLE_ARN)?;
-        if let Some(r) = &role_arn {
-            if !r.starts_with("arn:") || !r.contains(":role/") {
-                return Err(ConfigError::new(
-                    ENV_AWS_ROLE_ARN,
-                    format!("{r:?} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"),
-                ));
-            }
-        }
-        let role_session_name = optional(vars, ENV_AWS_ROLE_SESSION_NAME)?
-            .unwrap_or_else(|| DEFAULT_AWS_ROLE_SESSION_NAME.into());
-        let endpoint_url = optional(vars, ENV_AWS_ENDPOINT_URL)?;
-        Ok(AwsKmsConfig {
-            key_id,
-            region,
-            static_credentials,
-            role_arn,
-            role_session_name,
-            endpoint_url,
-        })
-    }
-}
-
-impl Pkcs11Config {
-    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let module = PathBuf::from(
-            optional(vars, ENV_PKCS11_MODULE)?.unwrap_or_else(|| DEFAULT_PKCS11_MODULE.into()),
-        );
-        let token_label = optional(vars, ENV_PKCS11_TOKEN_LABEL)?;
-        let slot = match optional(vars, ENV_PKCS11_SLOT)? {
-            None => None,
-            Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                ConfigError::new(ENV_PKCS11_SLOT, format!("{v:?} is not a slot number"))
-            })?),
-        };
-        if token_label.is_some() && slot.is_some() {
-            return Err(ConfigError::new(
-                format!("{ENV_PKCS11_TOKEN_LABEL} / {ENV_PKCS11_SLOT}"),
-                "both are set; set only one",
-            ));
-        }
-        let pin_file = PathBuf::from(required(
-            vars,
-            ENV_PKCS11_PIN_FILE,
-            "KMS_PROVIDER=aws-cloudhsm (a file holding the crypto user's PIN)",
-        )?);
-        let key_label = optional(vars, ENV_PKCS11_KEY_LABEL)?
-            .unwrap_or_else(|| DEFAULT_PKCS11_KEY_LABEL.into());
-        Ok(Pkcs11Config {
-            module,
-            token_label,
-            slot,
-            pin_file,
-            key_label,
-        })
-    }
-}
-
-impl AzureConfig {
-    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let why = "KMS_PROVIDER=azure-keyvault";
-        let vault_url = required(vars, ENV_AZURE_VAULT_URL, why)?
-            .trim_end_matches('/')
-            .to_string();
-        if !vault_url.starts_with("https://") {
-            return Err(ConfigError::new(
-                ENV_AZURE_VAULT_URL,
-                format!(
-                    "{vault_url:?} must be an https:// URL (e.g. https://my-vault.vault.azure.net)"
-                ),
-            ));
-        }
-        let key_name = required(vars, ENV_AZURE_KEY_NAME, why)?;
-        let key_version = optional(vars, ENV_AZURE_KEY_VERSION)?;
-        let tenant = optional(vars, ENV_AZURE_TENANT_ID)?;
-        let client_id = optional(vars, ENV_AZURE_CLIENT_ID)?;
-        let secret = vars
-            .var(ENV_AZURE_CLIENT_SECRET)?
-            .filter(|v| !v.is_empty())
-            .map(Secret::new);
-        let auth = match (tenant, client_id, secret) {
-            (Some(tenant_id), Some(client_id), Some(secret)) => AzureAuth::ClientSecret {
-                tenant_id,
-                client_id,
-                secret,
-            },
-            (None, client_id, None) => AzureAuth::ManagedIdentity { client_id },
-            (None, _, Some(_)) => {
-                return Err(ConfigError::new(
-                    ENV_AZURE_TENANT_ID,
-                    format!("required when {ENV_AZURE_CLIENT_SECRET} is set"),
-                ))
-            }
-            (_, None, Some(_)) => {
-                return Err(ConfigError::new(
-                    ENV_AZURE_CLIENT_ID,
-                    format!("required when {ENV_AZURE_CLIENT_SECRET} is set"),
-                ))
-            }
-            (Some(_), _, None) => {
-                return Err(ConfigError::new(
-                    ENV_AZURE_CLIENT_SECRET,
-                    format!(
-                        "required when {ENV_AZURE_TENANT_ID} is set (client-secret sign-in); \
-                         unset {ENV_AZURE_TENANT_ID} to use a managed identity"
-                    ),
-                ))
-            }
-        };
-        let authority_host = optional(vars, ENV_AZURE_AUTHORITY_HOST)?
-            .unwrap_or_else(|| DEFAULT_AZURE_AUTHORITY_HOST.into())
-            .trim_end_matches('/')
-            .to_string();
-        let identity_endpoint = match (
-            optional(vars, ENV_IDENTITY_ENDPOINT)?,
-            vars.var(ENV_IDENTITY_HEADER)?.filter(|v| !v.is_empty()),
-        ) {
-            (Some(e), Some(h)) => Some((e, Secret::new(h))),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    ENV_IDENTITY_HEADER,
-                    format!("required when {ENV_IDENTITY_ENDPOINT} is set"),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    ENV_IDENTITY_ENDPOINT,
-                    format!("required when {ENV_IDENTITY_HEADER} is set"),
-                ))
-            }
-        };
-        Ok(AzureConfig {
-            vault_url,
-            key_name,
-            key_version,
-            auth,
-            authority_host,
-            identity_endpoint,
-        })
-    }
-}
-
-fn path_flag(p: &Option<PathBuf>) -> Option<String> {
+pub(crate) fn path_flag(p: &Option<PathBuf>) -> Option<String> {
     p.as_ref().map(|p| p.to_string_lossy().into_owned())
 }
 
@@ -549,7 +216,7 @@ impl KeyringConfig {
         .map(|s| PathBuf::from(s.value))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
 
-        let provider = match lookup(
+        let kind = match lookup(
             vars,
             flags.kms_provider.as_deref().map(|v| ("--kms-provider", v)),
             ENV_KMS_PROVIDER,
@@ -561,35 +228,11 @@ impl KeyringConfig {
                 .parse::<ProviderKind>()
                 .map_err(|m| ConfigError::new(&s.from, m))?,
         };
-
-        let kek_flag = path_flag(&flags.local_kek_file);
-        let local = match lookup(
-            vars,
-            kek_flag.as_deref().map(|v| ("--local-kek-file", v)),
-            ENV_LOCAL_KEK_FILE,
-        )? {
-            Some(s) => LocalProviderConfig {
-                kek_file: PathBuf::from(s.value),
-                kek_file_from: s.from,
-            },
-            None => LocalProviderConfig {
-                kek_file: PathBuf::from(DEFAULT_LOCAL_KEK_FILE),
-                kek_file_from: ENV_LOCAL_KEK_FILE.to_string(),
-            },
-        };
-
-        let cloud = match provider {
-            ProviderKind::Local => CloudConfig::Local,
-            ProviderKind::AwsKms => CloudConfig::AwsKms(AwsKmsConfig::from_vars(vars)?),
-            ProviderKind::AwsCloudHsm => CloudConfig::CloudHsm(Pkcs11Config::from_vars(vars)?),
-            ProviderKind::AzureKeyVault => CloudConfig::Azure(AzureConfig::from_vars(vars)?),
-        };
+        let provider = ProviderConfig::from_vars(kind, vars, flags)?;
         let rotation = rotation_from_vars(vars, flags)?;
         Ok(KeyringConfig {
             keyring,
             provider,
-            local,
-            cloud,
             rotation,
         })
     }
@@ -779,6 +422,9 @@ pub fn io_reason(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::aws_kms::*;
+    use crate::providers::azure_keyvault::*;
+    use crate::providers::cloudhsm::*;
 
     fn vars(pairs: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
         pairs.iter().copied().collect()
@@ -790,8 +436,10 @@ mod tests {
     fn defaults() {
         let c = KeyringConfig::from_vars(&vars(&[]), &Flags::default()).unwrap();
         assert_eq!(c.keyring, PathBuf::from("veil-keyring.json"));
-        assert_eq!(c.provider, ProviderKind::Local);
-        assert_eq!(c.local.kek_file, PathBuf::from("veil-local-kek.key"));
+        let ProviderConfig::Local(local) = &c.provider else {
+            panic!("not local")
+        };
+        assert_eq!(local.kek_file, PathBuf::from("veil-local-kek.key"));
         assert_eq!(c.rotation.get(), 12);
         let s = ServeConfig::from_vars(&vars(&[(ENV_TOKEN, TOKEN)]), &Flags::default()).unwrap();
         assert_eq!(s.listen, "127.0.0.1:9911".parse().unwrap());
@@ -809,7 +457,7 @@ mod tests {
         };
         let c = KeyringConfig::from_vars(&v, &flags).unwrap();
         assert_eq!(c.keyring, PathBuf::from("/flag/k.json"));
-        assert_eq!(c.provider, ProviderKind::Local);
+        assert_eq!(c.provider.kind(), ProviderKind::Local);
         let c = KeyringConfig::from_vars(&v, &Flags::default()).unwrap();
         assert_eq!(c.keyring, PathBuf::from("/env/k.json"));
     }
@@ -855,8 +503,8 @@ mod tests {
             &Flags::default(),
         )
         .unwrap();
-        assert_eq!(c.provider, ProviderKind::AwsKms);
-        let CloudConfig::AwsKms(a) = c.cloud else {
+        assert_eq!(c.provider.kind(), ProviderKind::AwsKms);
+        let ProviderConfig::AwsKms(a) = c.provider else {
             panic!("not aws")
         };
         assert_eq!(a.region, "us-west-2");
@@ -882,7 +530,7 @@ mod tests {
         ])
         .unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t-value"));
-        let CloudConfig::AwsKms(a) = c.cloud else {
+        let ProviderConfig::AwsKms(a) = c.provider else {
             panic!("not aws")
         };
         assert_eq!(a.region, "eu-central-1");
@@ -900,7 +548,7 @@ mod tests {
             v.extend(extra.iter().copied());
             KeyringConfig::from_vars(&v, &Flags::default())
         };
-        let CloudConfig::Azure(a) = with(&[]).unwrap().cloud else {
+        let ProviderConfig::AzureKeyVault(a) = with(&[]).unwrap().provider else {
             panic!("not azure")
         };
         assert_eq!(a.vault_url, "https://v.vault.azure.net");

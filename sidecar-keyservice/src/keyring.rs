@@ -24,7 +24,7 @@ use thiserror::Error;
 use veil_core::keys::{Dek, Epoch, Kid, RootKey};
 
 use crate::config::io_reason;
-use crate::provider::{KeyProvider, ProviderError, WrapContext};
+use crate::providers::{KeyProvider, ProviderError, WrapContext};
 
 /// The `format` of the keyring documents this build reads and writes.
 pub const FORMAT: &str = "veil-keyring/1";
@@ -383,7 +383,7 @@ fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), Keyrin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "keyring".into());
-    let suffix = crate::provider::random_bytes::<6>()
+    let suffix = crate::providers::random_bytes::<6>()
         .map(|b| hex::encode(b.as_ref()))
         .unwrap_or_else(|_| std::process::id().to_string());
     let tmp = dir.join(format!(".{name}.tmp-{suffix}"));

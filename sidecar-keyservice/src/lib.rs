@@ -3,11 +3,11 @@
 //! loopback HTTP API authenticated by a bearer token.
 //!
 //! - [`config`]: environment variables and flags, validated at start.
-//! - [`provider`]: the [`provider::KeyProvider`] trait (wrap/unwrap/generate a root under a
-//!   KEK) and the development-only local provider; the cloud providers: [`aws_kms`],
-//!   [`pkcs11`] (`aws-cloudhsm`), [`azure`] (`azure-keyvault`).
+//! - [`providers`]: the [`providers::KeyProvider`] trait (wrap/unwrap/generate a root under a
+//!   KEK) and one module per provider, each with its own settings: `local` (development
+//!   only), `aws_kms`, `cloudhsm` (`aws-cloudhsm`, PKCS#11), `azure_keyvault`.
 //! - [`keyring`]: the keyring file (format, atomic writes, unwrapping and check values).
-//! - [`server`]: the HTTP API, metrics, graceful shutdown.
+//! - [`server`]: the HTTP API (state, auth, handlers, problems), graceful shutdown.
 //! - [`cli`]: `serve`, `keyring init`, `keyring status`; [`manage`]: `keyring rotate-root`,
 //!   `rewrap`, `verify`, `destroy`, and `check`.
 //! - [`relay`]: the relay's pairing, session store (memory or Redis) and API.
@@ -22,14 +22,11 @@
     )
 )]
 
-pub mod aws_kms;
-pub mod azure;
 pub mod cli;
 pub mod config;
 pub mod keyring;
 pub mod logging;
 pub mod manage;
-pub mod pkcs11;
-pub mod provider;
+pub mod providers;
 pub mod relay;
 pub mod server;

@@ -10,10 +10,11 @@ use aws_sdk_kms::primitives::Blob;
 use base64::Engine;
 use common::*;
 use veil_core::keys::{Epoch, RootKey, RotationMonths};
-use veil_keyservice::aws_kms::encryption_context;
-use veil_keyservice::config::{AwsKmsConfig, Secret};
+use veil_keyservice::config::Secret;
+use veil_keyservice::providers::aws_kms::{encryption_context, AwsKmsConfig};
+
 use veil_keyservice::keyring::Keyring;
-use veil_keyservice::provider::WrapContext;
+use veil_keyservice::providers::WrapContext;
 
 fn aws_env(m: &MotoSetup) -> Env {
     let mut env = Env::new();
@@ -56,7 +57,7 @@ fn kms_decrypt(m: &MotoSetup, wrapped_b64: &str, version: u32) -> Result<RootKey
         .build()
         .unwrap();
     rt.block_on(async {
-        let sdk = veil_keyservice::aws_kms::sdk_config(&cfg).await;
+        let sdk = veil_keyservice::providers::aws_kms::sdk_config(&cfg).await;
         let kms = aws_sdk_kms::Client::new(&sdk);
         let out = kms
             .decrypt()

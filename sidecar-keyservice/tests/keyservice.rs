@@ -8,7 +8,7 @@ use base64::Engine;
 use common::*;
 use veil_core::keys::{Epoch, Kid, RootKey, RotationMonths};
 use veil_keyservice::keyring::Keyring;
-use veil_keyservice::provider::LocalProvider;
+use veil_keyservice::providers::LocalProvider;
 
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -66,7 +66,7 @@ fn init_status_serve_and_the_api() {
     assert_eq!(mode(&env.kek()), 0o600);
     assert_eq!(mode(&env.keyring()), 0o600);
     let provider = LocalProvider::open(&env.kek(), "test").unwrap();
-    use veil_keyservice::provider::KeyProvider;
+    use veil_keyservice::providers::KeyProvider;
     let key_id = provider.key_id().to_string();
     assert!(o.stdout.contains(&key_id), "{}", o.stdout);
     let kek_hex = std::fs::read_to_string(env.kek())

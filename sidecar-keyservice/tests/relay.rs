@@ -81,7 +81,13 @@ fn assert_refused(r: &Response, status: u16, error: &str) {
         "{}",
         r.body
     );
-    assert_eq!(r.json()["error"], error, "{}", r.body);
+    assert_eq!(r.json()["code"], format!("relay-{error}"), "{}", r.body);
+    assert_eq!(
+        r.json()["type"],
+        format!("urn:veil:problem:relay-{error}"),
+        "{}",
+        r.body
+    );
 }
 
 fn seq(port: u16, pair_id: &str, n: u64) -> Response {

@@ -6,8 +6,8 @@
 //! | `GET /v1/relay/pairs/{pair_id}` | 200 `{"pair_id","client_id","c2s","s2c","expires_at","idle_ttl_secs"}` (restarts the idle TTL) or 404 |
 //! | `POST /v1/relay/pairs/{pair_id}/seq` `{"seq":n}` | 200 `{"accepted":true}`, 409 replay, 404 |
 //!
-//! Errors are problem+json with an extra `error` member (the short code the filter maps);
-//! 503 `store-unavailable` when the session store does not answer. Keys are base64url
+//! Errors are problem+json in the keyservice's one shape, `code` = `relay-<short code>`;
+//! 503 `relay-store-unavailable` when the session store does not answer. Keys are base64url
 //! without padding and are never logged; neither are client ids.
 
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 use super::metrics::inc;
 use super::store::{NewSession, SeqOutcome, StoreError};
 use super::Relay;
-use crate::server::AppState;
+use crate::server::{problem, AppState};
 
 /// Largest request body: 64 public keys of 1216 bytes in base64url, with room to spare.
 pub const MAX_BODY: usize = 128 * 1024;
@@ -48,27 +48,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
-/// A problem+json answer with the short `error` code the filter maps.
+/// A problem+json answer (the keyservice's one shape) with code `relay-<error>`.
 fn refuse(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
-    let body = serde_json::json!({
-        "type": format!("urn:veil:problem:relay-{error}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail.into(),
-        "error": error,
-    });
-    (
+    problem(
         status,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        body.to_string(),
+        &format!("relay-{error}"),
+        status.canonical_reason().unwrap_or("Error"),
+        detail,
     )
-        .into_response()
 }
 
 /// A JSON answer that holds keys: never cached.

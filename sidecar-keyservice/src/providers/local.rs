@@ -1,211 +1,65 @@
-//! Key providers: what wraps and unwraps a 32-byte root under a key-encryption key (KEK).
-//!
-//! The KEK never leaves its provider (a KMS, an HSM; for `local`, a key file). A provider is
-//! identified in the keyring by its kind and a key id, so a root wrapped under one KEK is
-//! never handed to another. Cloud providers plug in by implementing [`KeyProvider`].
+//! The `local` provider, for development only: the KEK is a 64-hex-character file (mode 0600)
+//! on this machine. Its one setting is `VEIL_LOCAL_KEK_FILE` (or `--local-kek-file`).
 
 use std::fmt;
-use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 
 use aes_gcm::aead::{Aead, KeyInit, Nonce, Payload};
 use aes_gcm::Aes256Gcm;
 use sha2::{Digest, Sha256};
-use thiserror::Error;
 use veil_core::keys::RootKey;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::config::{io_reason, CloudConfig, KeyringConfig, ProviderKind};
+use super::{
+    random_bytes, BoxFuture, KeyProvider, ProviderError, ProviderKind, ProviderSettings,
+    WrapContext,
+};
+use crate::config::{io_reason, lookup, path_flag, ConfigError, Flags, Vars};
 
-/// A boxed, sendable future: keeps [`KeyProvider`] usable as `dyn KeyProvider`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub const ENV_LOCAL_KEK_FILE: &str = "VEIL_LOCAL_KEK_FILE";
+pub const DEFAULT_LOCAL_KEK_FILE: &str = "veil-local-kek.key";
 
-/// What a wrapped root is bound to. Providers bind it as they can: AES-GCM associated data
-/// (local), an encryption context (AWS KMS), and so on; unwrapping under another context fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WrapContext {
-    pub root_version: u32,
+/// The local provider's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// `VEIL_LOCAL_KEK_FILE` or `--local-kek-file`, default `veil-local-kek.key`.
+    pub kek_file: PathBuf,
+    /// `VEIL_LOCAL_KEK_FILE` or `--local-kek-file`, for errors.
+    pub kek_file_from: String,
 }
 
-impl WrapContext {
-    /// `veil/v1/root/r<version>`: the associated data of a wrapped root.
-    pub fn aad(&self) -> String {
-        format!("veil/v1/root/r{}", self.root_version)
+impl ProviderSettings for LocalConfig {
+    const VARIABLES: &'static [&'static str] = &[ENV_LOCAL_KEK_FILE];
+
+    fn from_vars(vars: &dyn Vars, flags: &Flags) -> Result<Self, ConfigError> {
+        let kek_flag = path_flag(&flags.local_kek_file);
+        Ok(
+            match lookup(
+                vars,
+                kek_flag.as_deref().map(|v| ("--local-kek-file", v)),
+                ENV_LOCAL_KEK_FILE,
+            )? {
+                Some(s) => LocalConfig {
+                    kek_file: PathBuf::from(s.value),
+                    kek_file_from: s.from,
+                },
+                None => LocalConfig {
+                    kek_file: PathBuf::from(DEFAULT_LOCAL_KEK_FILE),
+                    kek_file_from: ENV_LOCAL_KEK_FILE.to_string(),
+                },
+            },
+        )
     }
-}
 
-/// Errors from a provider. Messages never contain key material.
-#[derive(Debug, Error)]
-pub enum ProviderError {
-    /// The provider is misconfigured (missing key file, bad permissions, …).
-    #[error("{0}")]
-    Config(String),
-    /// The wrapped root did not authenticate: wrong KEK, wrong context, or tampered bytes.
-    #[error(
-        "the wrapped root does not authenticate under {key_id} (wrong KEK or tampered keyring)"
-    )]
-    Integrity { key_id: String },
-    /// The wrapped root has the wrong shape.
-    #[error("malformed wrapped root: {0}")]
-    Malformed(String),
-    /// The provider could not be reached (network, timeout, throttling); may be transient,
-    /// so `serve` retries it with backoff.
-    #[error("provider unavailable: {0}")]
-    Unavailable(String),
-    /// The provider answered and refused (access denied, unknown or disabled key, …): not
-    /// transient, retrying does not help.
-    #[error("provider refused: {0}")]
-    Refused(String),
-}
-
-impl ProviderError {
-    /// Whether retrying later may succeed (only [`ProviderError::Unavailable`]).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, ProviderError::Unavailable(_))
-    }
-}
-
-/// Log target of the one line per provider call (operation, key id, outcome, latency).
-pub const KMS_TARGET: &str = "veil_keyservice::kms";
-
-/// Logs one provider call. Never key material: the operation, the key id, the outcome.
-pub fn log_call(
-    kind: ProviderKind,
-    operation: &str,
-    key_id: &str,
-    started: std::time::Instant,
-    outcome: Result<(), &ProviderError>,
-) {
-    let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
-    match outcome {
-        Ok(()) => tracing::info!(
-            target: KMS_TARGET,
-            provider = %kind,
-            operation,
-            key_id,
-            outcome = "ok",
-            latency_ms,
-            "provider call"
-        ),
-        Err(e) => tracing::warn!(
-            target: KMS_TARGET,
-            provider = %kind,
-            operation,
-            key_id,
-            outcome = "error",
-            error = %e,
-            latency_ms,
-            "provider call failed"
-        ),
-    }
-}
-
-/// What `veil-keyservice check` learned from probing a provider.
-#[derive(Debug, Clone, Default)]
-pub struct Probe {
-    /// Lines of the report (what was checked and how it went).
-    pub lines: Vec<String>,
-    /// Problems found; empty means the provider is usable.
-    pub problems: Vec<String>,
-}
-
-/// A key-encryption key that wraps and unwraps roots.
-pub trait KeyProvider: Send + Sync + fmt::Debug {
-    /// Which provider this is (written to the keyring as `kek.provider`).
-    fn kind(&self) -> ProviderKind;
-
-    /// The KEK's id as written to the keyring (`kek.key_id`), e.g. `local:<hex>` or a key ARN.
-    fn key_id(&self) -> &str;
-
-    /// One line for logs and `keyring status`: where the KEK lives. Never key material.
-    fn description(&self) -> String;
-
-    /// Wraps `root` under the KEK, bound to `ctx`. Returns the opaque wrapped bytes.
-    fn wrap<'a>(
-        &'a self,
-        root: &'a RootKey,
-        ctx: WrapContext,
-    ) -> BoxFuture<'a, Result<Vec<u8>, ProviderError>>;
-
-    /// Unwraps bytes produced by [`KeyProvider::wrap`] with the same `ctx`.
-    fn unwrap<'a>(
-        &'a self,
-        wrapped: &'a [u8],
-        ctx: WrapContext,
-    ) -> BoxFuture<'a, Result<RootKey, ProviderError>>;
-
-    /// A new random root and its wrapped form. By default the operating system's RNG and
-    /// [`KeyProvider::wrap`]; AWS KMS overrides it with `GenerateDataKey`.
-    fn generate<'a>(
-        &'a self,
-        ctx: WrapContext,
-    ) -> BoxFuture<'a, Result<(RootKey, Vec<u8>), ProviderError>> {
+    fn open(&self) -> BoxFuture<'_, Result<Box<dyn KeyProvider>, ProviderError>> {
         Box::pin(async move {
-            let root = generate_root()?;
-            let wrapped = self.wrap(&root, ctx).await?;
-            Ok((root, wrapped))
+            let p: Box<dyn KeyProvider> =
+                Box::new(LocalProvider::open(&self.kek_file, &self.kek_file_from)?);
+            Ok(p)
         })
     }
-
-    /// Probes the provider for `veil-keyservice check`: key constraints, permissions, a
-    /// wrap/unwrap round trip of a throwaway root. Never touches the keyring.
-    fn probe(&self) -> BoxFuture<'_, Probe> {
-        Box::pin(async move { round_trip_probe(self).await })
-    }
-}
-
-/// The probe every provider shares: wrap and unwrap a throwaway root (version 0 context,
-/// which no keyring root can have).
-pub async fn round_trip_probe<P: KeyProvider + ?Sized>(p: &P) -> Probe {
-    let mut probe = Probe::default();
-    let ctx = WrapContext { root_version: 0 };
-    match generate_root() {
-        Err(e) => probe.problems.push(e.to_string()),
-        Ok(root) => match p.wrap(&root, ctx).await {
-            Err(e) => probe.problems.push(format!("wrap: {e}")),
-            Ok(w) => match p.unwrap(&w, ctx).await {
-                Ok(back) if back.as_bytes() == root.as_bytes() => probe
-                    .lines
-                    .push("wrap/unwrap round trip of a throwaway root: ok".into()),
-                Ok(_) => probe
-                    .problems
-                    .push("unwrap returned another root than was wrapped".into()),
-                Err(e) => probe.problems.push(format!("unwrap: {e}")),
-            },
-        },
-    }
-    probe
-}
-
-/// Opens the configured provider. Never creates a KEK (that is `keyring init`'s explicit
-/// step for the local provider; cloud KEKs are created by their owners).
-pub async fn open(cfg: &KeyringConfig) -> Result<Box<dyn KeyProvider>, ProviderError> {
-    match &cfg.cloud {
-        CloudConfig::Local => Ok(Box::new(LocalProvider::open(
-            &cfg.local.kek_file,
-            &cfg.local.kek_file_from,
-        )?)),
-        CloudConfig::AwsKms(c) => Ok(Box::new(crate::aws_kms::AwsKmsProvider::open(c).await?)),
-        CloudConfig::CloudHsm(c) => Ok(Box::new(crate::pkcs11::Pkcs11Provider::open(c).await?)),
-        CloudConfig::Azure(c) => crate::azure::AzureProvider::open(c).await,
-    }
-}
-
-/// Random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, ProviderError> {
-    let mut out = Zeroizing::new([0u8; N]);
-    getrandom::fill(out.as_mut())
-        .map_err(|e| ProviderError::Unavailable(format!("operating system RNG: {e}")))?;
-    Ok(out)
-}
-
-/// A fresh random root.
-pub fn generate_root() -> Result<RootKey, ProviderError> {
-    let bytes = random_bytes::<32>()?;
-    Ok(RootKey::from_bytes(*bytes))
 }
 
 const NONCE_LEN: usize = 12;
@@ -400,6 +254,8 @@ impl KeyProvider for LocalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::generate_root;
+    use std::future::Future;
 
     fn block_on<F: Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()

@@ -31,11 +31,159 @@ use tokio::sync::OnceCell;
 use veil_core::keys::RootKey;
 use zeroize::Zeroizing;
 
-use crate::config::{
-    AzureAuth, AzureConfig, ProviderKind, DEFAULT_AZURE_AUTHORITY_HOST, ENV_AZURE_KEY_NAME,
-    ENV_AZURE_KEY_VERSION, ENV_AZURE_VAULT_URL,
+use super::{
+    log_call, BoxFuture, KeyProvider, Probe, ProviderError, ProviderKind, ProviderSettings,
+    WrapContext,
 };
-use crate::provider::{log_call, BoxFuture, KeyProvider, Probe, ProviderError, WrapContext};
+use crate::config::{optional, required, ConfigError, Flags, Secret, Vars};
+
+// azure-keyvault.
+pub const ENV_AZURE_VAULT_URL: &str = "AZURE_VAULT_URL";
+pub const ENV_AZURE_KEY_NAME: &str = "AZURE_KEY_NAME";
+pub const ENV_AZURE_KEY_VERSION: &str = "AZURE_KEY_VERSION";
+pub const ENV_AZURE_TENANT_ID: &str = "AZURE_TENANT_ID";
+pub const ENV_AZURE_CLIENT_ID: &str = "AZURE_CLIENT_ID";
+pub const ENV_AZURE_CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
+pub const ENV_AZURE_AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
+pub const ENV_IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
+pub const ENV_IDENTITY_HEADER: &str = "IDENTITY_HEADER";
+pub const DEFAULT_AZURE_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+
+/// How the Azure provider gets its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` + `AZURE_CLIENT_SECRET`.
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        secret: Secret,
+    },
+    /// Managed identity (`AZURE_CLIENT_ID` picks a user-assigned one).
+    ManagedIdentity { client_id: Option<String> },
+}
+
+/// `azure-keyvault` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureConfig {
+    /// `AZURE_VAULT_URL`, e.g. `https://my-vault.vault.azure.net` (https only).
+    pub vault_url: String,
+    /// `AZURE_KEY_NAME` and optional `AZURE_KEY_VERSION` (default: the current version).
+    pub key_name: String,
+    pub key_version: Option<String>,
+    pub auth: AzureAuth,
+    /// `AZURE_AUTHORITY_HOST`, default `https://login.microsoftonline.com`.
+    pub authority_host: String,
+    /// `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (App Service / Container Apps managed
+    /// identity); unset = the instance metadata endpoint.
+    pub identity_endpoint: Option<(String, Secret)>,
+}
+
+impl AzureConfig {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let why = "KMS_PROVIDER=azure-keyvault";
+        let vault_url = required(vars, ENV_AZURE_VAULT_URL, why)?
+            .trim_end_matches('/')
+            .to_string();
+        if !vault_url.starts_with("https://") {
+            return Err(ConfigError::new(
+                ENV_AZURE_VAULT_URL,
+                format!(
+                    "{vault_url:?} must be an https:// URL (e.g. https://my-vault.vault.azure.net)"
+                ),
+            ));
+        }
+        let key_name = required(vars, ENV_AZURE_KEY_NAME, why)?;
+        let key_version = optional(vars, ENV_AZURE_KEY_VERSION)?;
+        let tenant = optional(vars, ENV_AZURE_TENANT_ID)?;
+        let client_id = optional(vars, ENV_AZURE_CLIENT_ID)?;
+        let secret = vars
+            .var(ENV_AZURE_CLIENT_SECRET)?
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        let auth = match (tenant, client_id, secret) {
+            (Some(tenant_id), Some(client_id), Some(secret)) => AzureAuth::ClientSecret {
+                tenant_id,
+                client_id,
+                secret,
+            },
+            (None, client_id, None) => AzureAuth::ManagedIdentity { client_id },
+            (None, _, Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_AZURE_TENANT_ID,
+                    format!("required when {ENV_AZURE_CLIENT_SECRET} is set"),
+                ))
+            }
+            (_, None, Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_AZURE_CLIENT_ID,
+                    format!("required when {ENV_AZURE_CLIENT_SECRET} is set"),
+                ))
+            }
+            (Some(_), _, None) => {
+                return Err(ConfigError::new(
+                    ENV_AZURE_CLIENT_SECRET,
+                    format!(
+                        "required when {ENV_AZURE_TENANT_ID} is set (client-secret sign-in); \
+                         unset {ENV_AZURE_TENANT_ID} to use a managed identity"
+                    ),
+                ))
+            }
+        };
+        let authority_host = optional(vars, ENV_AZURE_AUTHORITY_HOST)?
+            .unwrap_or_else(|| DEFAULT_AZURE_AUTHORITY_HOST.into())
+            .trim_end_matches('/')
+            .to_string();
+        let identity_endpoint = match (
+            optional(vars, ENV_IDENTITY_ENDPOINT)?,
+            vars.var(ENV_IDENTITY_HEADER)?.filter(|v| !v.is_empty()),
+        ) {
+            (Some(e), Some(h)) => Some((e, Secret::new(h))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    ENV_IDENTITY_HEADER,
+                    format!("required when {ENV_IDENTITY_ENDPOINT} is set"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_IDENTITY_ENDPOINT,
+                    format!("required when {ENV_IDENTITY_HEADER} is set"),
+                ))
+            }
+        };
+        Ok(AzureConfig {
+            vault_url,
+            key_name,
+            key_version,
+            auth,
+            authority_host,
+            identity_endpoint,
+        })
+    }
+}
+
+impl ProviderSettings for AzureConfig {
+    const VARIABLES: &'static [&'static str] = &[
+        ENV_AZURE_VAULT_URL,
+        ENV_AZURE_KEY_NAME,
+        ENV_AZURE_KEY_VERSION,
+        ENV_AZURE_TENANT_ID,
+        ENV_AZURE_CLIENT_ID,
+        ENV_AZURE_CLIENT_SECRET,
+        ENV_AZURE_AUTHORITY_HOST,
+        ENV_IDENTITY_ENDPOINT,
+        ENV_IDENTITY_HEADER,
+    ];
+
+    fn from_vars(vars: &dyn Vars, _flags: &Flags) -> Result<Self, ConfigError> {
+        AzureConfig::from_vars(vars)
+    }
+
+    fn open(&self) -> BoxFuture<'_, Result<Box<dyn KeyProvider>, ProviderError>> {
+        Box::pin(AzureProvider::open(self))
+    }
+}
 
 /// Every Key Vault call is bounded by this (the SDK retries inside it).
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -490,7 +638,7 @@ impl KeyProvider for AzureProvider {
                 Ok(p) => probe.problems.extend(p),
                 Err(e) => probe.problems.push(e.to_string()),
             }
-            let rt = crate::provider::round_trip_probe(self).await;
+            let rt = super::round_trip_probe(self).await;
             probe.lines.extend(rt.lines);
             probe.problems.extend(rt.problems);
             probe

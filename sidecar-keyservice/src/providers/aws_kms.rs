@@ -20,8 +20,119 @@ use tokio::sync::OnceCell;
 use veil_core::keys::RootKey;
 use zeroize::Zeroizing;
 
-use crate::config::{AwsKmsConfig, ProviderKind};
-use crate::provider::{log_call, BoxFuture, KeyProvider, Probe, ProviderError, WrapContext};
+use super::{
+    log_call, BoxFuture, KeyProvider, Probe, ProviderError, ProviderKind, ProviderSettings,
+    WrapContext,
+};
+use crate::config::{optional, required, ConfigError, Flags, Secret, Vars};
+
+// aws-kms (names as the seeds name them; the SDK itself also reads AWS_ENDPOINT_URL*).
+pub const ENV_AWS_KEY_ID: &str = "AWS_CUSTOMER_KEY_ID";
+pub const ENV_AWS_REGION: &str = "AWS_KMS_REGION";
+pub const ENV_AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const ENV_AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub const ENV_AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+pub const ENV_AWS_ROLE_ARN: &str = "AWS_SECURE_PROXY_ROLE_ARN";
+pub const ENV_AWS_ROLE_SESSION_NAME: &str = "AWS_ROLE_SESSION_NAME";
+pub const ENV_AWS_ENDPOINT_URL: &str = "AWS_ENDPOINT_URL";
+pub const DEFAULT_AWS_REGION: &str = "us-west-2";
+pub const DEFAULT_AWS_ROLE_SESSION_NAME: &str = "veil-keyservice";
+
+/// `aws-kms` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsKmsConfig {
+    /// `AWS_CUSTOMER_KEY_ID`: key ARN (recommended), key id or alias; written to the keyring.
+    pub key_id: String,
+    /// `AWS_KMS_REGION`, default `us-west-2`.
+    pub region: String,
+    /// Static credentials (`AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY`, optional
+    /// `AWS_SESSION_TOKEN`); `None` = the SDK's default chain.
+    pub static_credentials: Option<(String, Secret, Option<Secret>)>,
+    /// `AWS_SECURE_PROXY_ROLE_ARN`: assume this role through STS with the credentials above.
+    pub role_arn: Option<String>,
+    /// `AWS_ROLE_SESSION_NAME`, default `veil-keyservice`.
+    pub role_session_name: String,
+    /// `AWS_ENDPOINT_URL` (the SDK's standard variable; also read here so `keyring rewrap
+    /// --to AWS_ENDPOINT_URL=…` applies it). The SDK reads service-specific ones itself.
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsKmsConfig {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let why = "KMS_PROVIDER=aws-kms (the KMS key ARN, key id or alias that wraps the roots)";
+        let key_id = required(vars, ENV_AWS_KEY_ID, why)?;
+        let region = optional(vars, ENV_AWS_REGION)?.unwrap_or_else(|| DEFAULT_AWS_REGION.into());
+        let access = optional(vars, ENV_AWS_ACCESS_KEY_ID)?;
+        let secret = vars
+            .var(ENV_AWS_SECRET_ACCESS_KEY)?
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        let token = vars
+            .var(ENV_AWS_SESSION_TOKEN)?
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+        let static_credentials = match (access, secret) {
+            (Some(a), Some(s)) => Some((a, s, token)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    ENV_AWS_SECRET_ACCESS_KEY,
+                    format!("required when {ENV_AWS_ACCESS_KEY_ID} is set"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    ENV_AWS_ACCESS_KEY_ID,
+                    format!("required when {ENV_AWS_SECRET_ACCESS_KEY} is set"),
+                ))
+            }
+        };
+        let role_arn = optional(vars, ENV_AWS_ROLE_ARN)?;
+        if let Some(r) = &role_arn {
+            if !r.starts_with("arn:") || !r.contains(":role/") {
+                return Err(ConfigError::new(
+                    ENV_AWS_ROLE_ARN,
+                    format!("{r:?} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"),
+                ));
+            }
+        }
+        let role_session_name = optional(vars, ENV_AWS_ROLE_SESSION_NAME)?
+            .unwrap_or_else(|| DEFAULT_AWS_ROLE_SESSION_NAME.into());
+        let endpoint_url = optional(vars, ENV_AWS_ENDPOINT_URL)?;
+        Ok(AwsKmsConfig {
+            key_id,
+            region,
+            static_credentials,
+            role_arn,
+            role_session_name,
+            endpoint_url,
+        })
+    }
+}
+
+impl ProviderSettings for AwsKmsConfig {
+    const VARIABLES: &'static [&'static str] = &[
+        ENV_AWS_KEY_ID,
+        ENV_AWS_REGION,
+        ENV_AWS_ACCESS_KEY_ID,
+        ENV_AWS_SECRET_ACCESS_KEY,
+        ENV_AWS_SESSION_TOKEN,
+        ENV_AWS_ROLE_ARN,
+        ENV_AWS_ROLE_SESSION_NAME,
+        ENV_AWS_ENDPOINT_URL,
+    ];
+
+    fn from_vars(vars: &dyn Vars, _flags: &Flags) -> Result<Self, ConfigError> {
+        AwsKmsConfig::from_vars(vars)
+    }
+
+    fn open(&self) -> BoxFuture<'_, Result<Box<dyn KeyProvider>, ProviderError>> {
+        Box::pin(async move {
+            let p: Box<dyn KeyProvider> = Box::new(AwsKmsProvider::open(self).await?);
+            Ok(p)
+        })
+    }
+}
 
 /// Encryption-context keys bound to every wrapped root.
 pub const CONTEXT_APP: (&str, &str) = ("veil:purpose", "keyring-root");
@@ -169,7 +280,7 @@ impl AwsKmsProvider {
                 m.key_state()
                     .map(|s| s.as_str())
                     .unwrap_or("in an unknown state"),
-                crate::config::ENV_AWS_KEY_ID
+                ENV_AWS_KEY_ID
             )));
         }
         if m.key_usage()
@@ -241,7 +352,7 @@ where
                 }
                 "NotFoundException" => ProviderError::Refused(format!(
                     "{what} (no such key in this account and region; check {})",
-                    crate::config::ENV_AWS_KEY_ID
+                    ENV_AWS_KEY_ID
                 )),
                 "DisabledException" | "KMSInvalidStateException" => ProviderError::Refused(
                     format!("{what} (the key is disabled or pending deletion)"),
@@ -390,7 +501,7 @@ impl KeyProvider for AwsKmsProvider {
                 )),
             }
             if probe.problems.is_empty() {
-                let rt = crate::provider::round_trip_probe(self).await;
+                let rt = super::round_trip_probe(self).await;
                 probe.lines.extend(rt.lines);
                 probe.problems.extend(rt.problems);
             }

@@ -10,7 +10,7 @@
 //! pool; one logged-in session is shared behind a mutex.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,11 +24,91 @@ use cryptoki::types::{AuthPin, Ulong};
 use veil_core::keys::RootKey;
 use zeroize::Zeroizing;
 
-use crate::config::{
-    io_reason, Pkcs11Config, ProviderKind, ENV_PKCS11_KEY_LABEL, ENV_PKCS11_MODULE,
-    ENV_PKCS11_PIN_FILE, ENV_PKCS11_SLOT, ENV_PKCS11_TOKEN_LABEL,
+use super::{
+    log_call, BoxFuture, KeyProvider, Probe, ProviderError, ProviderKind, ProviderSettings,
+    WrapContext,
 };
-use crate::provider::{log_call, BoxFuture, KeyProvider, Probe, ProviderError, WrapContext};
+use crate::config::{io_reason, optional, required, ConfigError, Flags, Vars};
+
+// aws-cloudhsm (PKCS#11).
+pub const ENV_PKCS11_MODULE: &str = "VEIL_PKCS11_MODULE";
+pub const ENV_PKCS11_TOKEN_LABEL: &str = "VEIL_PKCS11_TOKEN_LABEL";
+pub const ENV_PKCS11_SLOT: &str = "VEIL_PKCS11_SLOT";
+pub const ENV_PKCS11_PIN_FILE: &str = "VEIL_PKCS11_PIN_FILE";
+pub const ENV_PKCS11_KEY_LABEL: &str = "VEIL_PKCS11_KEY_LABEL";
+/// Where AWS CloudHSM Client SDK 5 installs its PKCS#11 library.
+pub const DEFAULT_PKCS11_MODULE: &str = "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so";
+pub const DEFAULT_PKCS11_KEY_LABEL: &str = "veil-kek";
+
+/// `aws-cloudhsm` (PKCS#11) settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Config {
+    /// `VEIL_PKCS11_MODULE`: the PKCS#11 library.
+    pub module: PathBuf,
+    /// `VEIL_PKCS11_TOKEN_LABEL` or `VEIL_PKCS11_SLOT`; neither = the first slot with a token.
+    pub token_label: Option<String>,
+    pub slot: Option<u64>,
+    /// `VEIL_PKCS11_PIN_FILE` (required): the crypto user's PIN (CloudHSM: `user:password`).
+    pub pin_file: PathBuf,
+    /// `VEIL_PKCS11_KEY_LABEL`: label of the AES-256 key on the token, default `veil-kek`.
+    pub key_label: String,
+}
+
+impl Pkcs11Config {
+    pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let module = PathBuf::from(
+            optional(vars, ENV_PKCS11_MODULE)?.unwrap_or_else(|| DEFAULT_PKCS11_MODULE.into()),
+        );
+        let token_label = optional(vars, ENV_PKCS11_TOKEN_LABEL)?;
+        let slot = match optional(vars, ENV_PKCS11_SLOT)? {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                ConfigError::new(ENV_PKCS11_SLOT, format!("{v:?} is not a slot number"))
+            })?),
+        };
+        if token_label.is_some() && slot.is_some() {
+            return Err(ConfigError::new(
+                format!("{ENV_PKCS11_TOKEN_LABEL} / {ENV_PKCS11_SLOT}"),
+                "both are set; set only one",
+            ));
+        }
+        let pin_file = PathBuf::from(required(
+            vars,
+            ENV_PKCS11_PIN_FILE,
+            "KMS_PROVIDER=aws-cloudhsm (a file holding the crypto user's PIN)",
+        )?);
+        let key_label = optional(vars, ENV_PKCS11_KEY_LABEL)?
+            .unwrap_or_else(|| DEFAULT_PKCS11_KEY_LABEL.into());
+        Ok(Pkcs11Config {
+            module,
+            token_label,
+            slot,
+            pin_file,
+            key_label,
+        })
+    }
+}
+
+impl ProviderSettings for Pkcs11Config {
+    const VARIABLES: &'static [&'static str] = &[
+        ENV_PKCS11_MODULE,
+        ENV_PKCS11_TOKEN_LABEL,
+        ENV_PKCS11_SLOT,
+        ENV_PKCS11_PIN_FILE,
+        ENV_PKCS11_KEY_LABEL,
+    ];
+
+    fn from_vars(vars: &dyn Vars, _flags: &Flags) -> Result<Self, ConfigError> {
+        Pkcs11Config::from_vars(vars)
+    }
+
+    fn open(&self) -> BoxFuture<'_, Result<Box<dyn KeyProvider>, ProviderError>> {
+        Box::pin(async move {
+            let p: Box<dyn KeyProvider> = Box::new(Pkcs11Provider::open(self).await?);
+            Ok(p)
+        })
+    }
+}
 
 const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -309,7 +389,7 @@ impl KeyProvider for Pkcs11Provider {
     ) -> BoxFuture<'a, Result<Vec<u8>, ProviderError>> {
         let plain = Zeroizing::new(root.as_bytes().to_vec());
         Box::pin(async move {
-            let mut iv = *crate::provider::random_bytes::<IV_LEN>()?;
+            let mut iv = *super::random_bytes::<IV_LEN>()?;
             self.run("C_Encrypt(CKM_AES_GCM)", move |session, key| {
                 let aad = ctx.aad();
                 let params = GcmParams::new(&mut iv, aad.as_bytes(), Ulong::from(128u64))
@@ -373,7 +453,7 @@ impl KeyProvider for Pkcs11Provider {
 
     fn probe(&self) -> BoxFuture<'_, Probe> {
         Box::pin(async move {
-            let mut p = crate::provider::round_trip_probe(self).await;
+            let mut p = super::round_trip_probe(self).await;
             p.lines.insert(
                 0,
                 format!(
