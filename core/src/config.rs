@@ -58,6 +58,10 @@ struct RawConfig {
     #[serde(default)]
     seal_memo_max_value_bytes: Option<usize>,
     #[serde(default)]
+    unseal_memo_entries: Option<usize>,
+    #[serde(default)]
+    unseal_memo_max_value_bytes: Option<usize>,
+    #[serde(default)]
     routes: Vec<RawRoute>,
     #[serde(default)]
     relay: Option<RawRelay>,
@@ -335,6 +339,11 @@ pub struct FilterConfig {
     pub seal_memo_entries: usize,
     /// Longest value the memo keeps. Default 128 bytes.
     pub seal_memo_max_value_bytes: usize,
+    /// Opened values the unseal role remembers per worker (0 = off). Default 8192. Its own
+    /// setting: turning the seal memo off does not turn this one off, nor the reverse.
+    pub unseal_memo_entries: usize,
+    /// Longest plaintext the unseal memo keeps. Default 128 bytes.
+    pub unseal_memo_max_value_bytes: usize,
     /// Longest prefix first.
     pub routes: Vec<RouteRule>,
     /// The relay role; `None` when the `relay` section is absent.
@@ -452,6 +461,20 @@ impl FilterConfig {
                 "must be from 1 to 4096",
             ));
         }
+        let unseal_memo_entries = raw.unseal_memo_entries.unwrap_or(DEFAULT_SEAL_MEMO_ENTRIES);
+        if unseal_memo_entries > 1_000_000 {
+            return Err(ConfigError::at(
+                "unseal_memo_entries",
+                "must be from 0 (off) to 1000000",
+            ));
+        }
+        let unseal_memo_max_value_bytes = raw.unseal_memo_max_value_bytes.unwrap_or(128);
+        if !(1..=4096).contains(&unseal_memo_max_value_bytes) {
+            return Err(ConfigError::at(
+                "unseal_memo_max_value_bytes",
+                "must be from 1 to 4096",
+            ));
+        }
 
         let mut routes = Vec::with_capacity(raw.routes.len());
         let mut pending_search: Vec<(usize, PendingSearch)> = Vec::new();
@@ -536,6 +559,8 @@ impl FilterConfig {
             max_depth,
             seal_memo_entries,
             seal_memo_max_value_bytes,
+            unseal_memo_entries,
+            unseal_memo_max_value_bytes,
             routes,
             relay,
         })
@@ -834,6 +859,37 @@ mod tests {
             Ok(_) => "accepted".into(),
             Err(e) => e.to_string(),
         }
+    }
+
+    /// The unseal memo has its own size: the seal memo's setting no longer sizes it
+    /// (issue #15: `seal_memo_entries: 0` used to turn the unseal memo off, silently).
+    #[test]
+    fn unseal_memo_is_sized_by_its_own_settings() {
+        let c = parse(serde_json::json!({"keyservice": {"token": TOKEN}, "seal_memo_entries": 0}))
+            .unwrap();
+        assert_eq!(c.seal_memo_entries, 0);
+        assert_eq!(c.unseal_memo_entries, DEFAULT_SEAL_MEMO_ENTRIES);
+        assert_eq!(c.unseal_memo_max_value_bytes, 128);
+        let c = parse(serde_json::json!({"keyservice": {"token": TOKEN},
+            "unseal_memo_entries": 0, "unseal_memo_max_value_bytes": 4096}))
+        .unwrap();
+        assert_eq!(
+            (c.seal_memo_entries, c.unseal_memo_entries),
+            (DEFAULT_SEAL_MEMO_ENTRIES, 0)
+        );
+        assert_eq!(c.unseal_memo_max_value_bytes, 4096);
+        assert_eq!(
+            err(
+                serde_json::json!({"keyservice": {"token": TOKEN}, "unseal_memo_entries": 1_000_001})
+            ),
+            "unseal_memo_entries: must be from 0 (off) to 1000000"
+        );
+        assert_eq!(
+            err(
+                serde_json::json!({"keyservice": {"token": TOKEN}, "unseal_memo_max_value_bytes": 0})
+            ),
+            "unseal_memo_max_value_bytes: must be from 1 to 4096"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod kem;
 pub mod keys;
 pub mod pairing;
 pub mod routes;
+pub mod slots;
 pub mod window;
 pub mod wire;
 

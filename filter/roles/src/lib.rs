@@ -2,7 +2,10 @@
 //! (seal, unseal, relay, the browser asset) and the worker-wide state (key cache, key
 //! refresh, keys fetched on demand, relay pairs, counters). No proxy-wasm here: the
 //! proxy-wasm shell (`veil-filter`) and the native module each implement [`host::Host`] and
-//! [`host::StreamHost`] and call the roles' entry points.
+//! [`host::StreamHost`] and call the entry points in [`stream`].
+//!
+//! Layers (each uses only those above it): `host`, `clock`, `metrics`, `reply`,
+//! `keyservice`, `parked` → `keys`, `relay_cache` → `worker` → `roles` → `stream`.
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,4 +16,19 @@
     clippy::unimplemented
 )]
 
+pub mod clock;
 pub mod host;
+pub mod keys;
+pub mod keyservice;
+pub mod metrics;
+pub mod parked;
+pub mod relay_cache;
+pub mod reply;
+pub mod roles;
+pub mod stream;
+#[cfg(any(test, feature = "fake"))]
+pub mod testing;
+pub mod worker;
+
+pub use stream::{refuse_unconfigured, Stream, TICK};
+pub use worker::Worker;

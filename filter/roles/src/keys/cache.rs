@@ -1,6 +1,7 @@
-//! Data keys in the VM: fetched from the keyservice on `on_tick`, published in Envoy shared
-//! data so every worker VM uses the same fetch, and turned into cipher state once per kid.
-//! The request path only looks keys up here; it never waits for a callout.
+//! Data keys in a worker: the current keys (fetched by the key refresh, shared by every
+//! worker through shared data), keys fetched on demand, kids known to be unknown, and the
+//! unseal memo. Cipher state is built once per kid. The request path only looks keys up
+//! here; it never waits for a callout.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -8,79 +9,21 @@ use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use veil_core::cipher::{CipherError, Opened, SealingKey};
 use veil_core::json::KeyLookup;
 use veil_core::keys::{Dek, Epoch, Kid, RotationMonths};
+use veil_core::keyservice_answer::{parse_current, CurrentKeys, KeyEntry, KeysError, SHARED_KEY};
 use veil_core::open_memo::OpenMemo;
 use veil_core::value::SealedValue;
-use zeroize::Zeroize;
 
-use crate::host;
-
-/// Shared-data key holding the keyservice's last `/v1/data-keys/current` answer.
-pub const SHARED_KEY: &str = "veil.keys.current.v1";
-
-/// The keyservice's `GET /v1/data-keys/current` answer (also what shared data holds, with
-/// `fetched_at` added by the filter).
-#[derive(Deserialize)]
-pub struct CurrentKeys {
-    pub current_root: u32,
-    pub keys: Vec<KeyEntry>,
-    #[serde(default)]
-    pub fetched_at: Option<i64>,
-}
-
-/// One key of an answer: `keys[]` of `/v1/data-keys/current`, or the whole answer of
-/// `/v1/data-keys/{kid}` (its other fields are ignored).
-#[derive(Deserialize, Serialize, Clone)]
-pub struct KeyEntry {
-    pub kid: String,
-    pub dek: String,
-}
-
-/// The DEK text is a secret: wiped when the parsed answer goes away.
-impl Drop for KeyEntry {
-    fn drop(&mut self) {
-        self.dek.zeroize();
-    }
-}
+use crate::host::SharedData;
 
 /// Most keys fetched on demand that one VM keeps (older epochs and roots), oldest evicted.
 pub const MAX_EXTRA_KEYS: usize = 256;
 /// Most kids one VM remembers as unknown.
 pub const MAX_UNKNOWN_KIDS: usize = 256;
 
-/// Why keys could not be taken from an answer. Never contains key material.
-#[derive(Debug)]
-pub enum KeysError {
-    Json(String),
-    Kid(String),
-    Dek(String),
-    Empty,
-}
-
-impl core::fmt::Display for KeysError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            KeysError::Json(e) => write!(f, "key answer is not the expected JSON: {e}"),
-            KeysError::Kid(k) => write!(f, "key answer has an invalid kid {k:?}"),
-            KeysError::Dek(k) => write!(f, "key answer has an invalid data key for kid {k}"),
-            KeysError::Empty => write!(f, "key answer has no keys"),
-        }
-    }
-}
-
-pub fn parse_current(body: &[u8]) -> Result<CurrentKeys, KeysError> {
-    let keys: CurrentKeys =
-        serde_json::from_slice(body).map_err(|e| KeysError::Json(e.to_string()))?;
-    if keys.keys.is_empty() {
-        return Err(KeysError::Empty);
-    }
-    Ok(keys)
-}
-
-/// The keys one VM holds.
+/// The keys one worker holds.
 #[derive(Default)]
 pub struct KeyCache {
     current_root: Option<u32>,
@@ -222,9 +165,10 @@ impl KeyCache {
 
     /// Loads the shared-data record if it changed since this VM last read it.
     /// Returns true if new keys were installed.
-    pub fn refresh_from_shared(&mut self) -> Result<bool, String> {
-        let Some((bytes, version)) =
-            host::get_shared(SHARED_KEY).map_err(|e| format!("get_shared_data status {}", e.0))?
+    pub fn refresh_from_shared(&mut self, shared: &dyn SharedData) -> Result<bool, String> {
+        let Some((bytes, version)) = shared
+            .shared_get(SHARED_KEY)
+            .map_err(|e| format!("reading shared data failed with {e}"))?
         else {
             return Ok(false);
         };
@@ -254,89 +198,5 @@ impl KeyLookup for KeyCache {
             Ok(mut memo) => memo.open(key, v),
             Err(_) => key.open(v),
         })
-    }
-}
-
-/// Shared-data key of the on-demand record: keys fetched by kid, kids known to be unknown,
-/// and which kids some VM is fetching right now (claims), so that concurrent requests on
-/// all workers share one callout per kid.
-pub const SHARED_ONDEMAND: &str = "veil.keys.ondemand.v1";
-/// Bounds of the shared record's lists (the oldest entries go first).
-pub const SHARED_MAX_KEYS: usize = 64;
-pub const SHARED_MAX_MARKS: usize = 128;
-
-/// A kid with a deadline (unix ms): an unknown kid, or a claim on a fetch.
-#[derive(Deserialize, Serialize, Clone, PartialEq, Eq)]
-pub struct Mark {
-    pub kid: String,
-    pub until: i64,
-}
-
-/// The on-demand record in shared data. Never logged (it holds data keys).
-#[derive(Deserialize, Serialize, Default)]
-pub struct OnDemandRecord {
-    #[serde(default)]
-    pub keys: Vec<KeyEntry>,
-    #[serde(default)]
-    pub unknown: Vec<Mark>,
-    #[serde(default)]
-    pub claims: Vec<Mark>,
-}
-
-impl OnDemandRecord {
-    pub fn parse(bytes: &[u8]) -> Result<OnDemandRecord, KeysError> {
-        if bytes.is_empty() {
-            return Ok(OnDemandRecord::default());
-        }
-        serde_json::from_slice(bytes).map_err(|e| KeysError::Json(e.to_string()))
-    }
-
-    pub fn to_vec(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// Drops expired marks and keeps every list within its bound.
-    pub fn prune(&mut self, now_ms: i64) {
-        self.unknown.retain(|m| m.until > now_ms);
-        self.claims.retain(|m| m.until > now_ms);
-        let cut = |n: usize, max: usize| n.saturating_sub(max);
-        self.keys.drain(..cut(self.keys.len(), SHARED_MAX_KEYS));
-        self.unknown
-            .drain(..cut(self.unknown.len(), SHARED_MAX_MARKS));
-        self.claims
-            .drain(..cut(self.claims.len(), SHARED_MAX_MARKS));
-    }
-
-    pub fn claim_of(&self, kid: &str, now_ms: i64) -> Option<&Mark> {
-        self.claims
-            .iter()
-            .find(|m| m.kid == kid && m.until > now_ms)
-    }
-}
-
-/// Adds `fetched_at` to a keyservice answer for shared data, without re-serializing keys
-/// through a typed struct that might drop fields.
-/// The answer holds DEKs: the tree's strings are wiped before it is dropped, and the result
-/// is wiped when the caller drops it.
-pub fn with_fetched_at(body: &[u8], now_unix: i64) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let out = v
-        .as_object_mut()
-        .map(|o| {
-            o.insert("fetched_at".into(), serde_json::Value::from(now_unix));
-        })
-        .and_then(|()| serde_json::to_vec(&v).ok())
-        .map(zeroize::Zeroizing::new);
-    wipe(&mut v);
-    out
-}
-
-/// Zeroizes every string of a JSON tree (in place).
-fn wipe(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) => s.zeroize(),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe),
-        serde_json::Value::Object(o) => o.values_mut().for_each(wipe),
-        _ => {}
     }
 }

@@ -5,21 +5,29 @@
 use serde::{Deserialize, Serialize};
 use veil_core::relay::{RelayError, HEADER_CLIENT_ID};
 
-use crate::host;
-use crate::relay::callout::{PairAnswer, PairingAnswer};
-use crate::relay::pairs::{self, PairKeys};
-use crate::vm::VmState;
+use veil_core::keyservice_answer::{parse_relay, PairAnswer, PairingAnswer};
+use veil_core::relay::slots::SlotKeys;
+
+use crate::host::StreamHost;
+use crate::relay_cache::Pair;
+use crate::roles::relay::pairs;
+use crate::worker::Worker;
 
 /// Largest pairing body read (16 keys of 1216 bytes in base64url are ~26 KiB).
 pub const MAX_PAIRING_BODY: usize = 64 * 1024;
 
-fn reply(status: u32, extra: &[(&str, &str)], body: &[u8]) -> Result<(), RelayError> {
+fn reply(
+    h: &dyn StreamHost,
+    status: u16,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(), RelayError> {
     let mut headers = vec![("cache-control", "no-store")];
     if !body.is_empty() {
         headers.push(("content-type", "application/json"));
     }
     headers.extend_from_slice(extra);
-    host::send_local_response(status, &headers, body)
+    h.send_local_response(status, &headers, body)
         .map_err(|_| RelayError::Unavailable("cannot answer"))
 }
 
@@ -31,8 +39,13 @@ struct Discovery<'a> {
 }
 
 /// `GET|HEAD P/relay`: the same client id if `presented` is valid, a fresh one otherwise.
-pub fn discovery(vm: &VmState, head: bool, presented: Option<&str>) -> Result<(), RelayError> {
-    let relay = vm
+pub fn discovery(
+    h: &dyn StreamHost,
+    w: &Worker,
+    head: bool,
+    presented: Option<&str>,
+) -> Result<(), RelayError> {
+    let relay = w
         .config
         .relay
         .as_ref()
@@ -51,7 +64,7 @@ pub fn discovery(vm: &VmState, head: bool, presented: Option<&str>) -> Result<()
         })
         .map_err(|_| RelayError::Unavailable("cannot answer"))?
     };
-    reply(200, &[(HEADER_CLIENT_ID, &id)], &body)
+    reply(h, 200, &[(HEADER_CLIENT_ID, &id)], &body)
 }
 
 #[derive(Serialize)]
@@ -62,7 +75,7 @@ struct Echo<'a> {
 
 /// `GET P/echo[/msg]`: `{"echo": msg|null, "time": unix ms}`. `rest` is the path after
 /// `P/echo` (without query).
-pub fn echo(rest: &str, now_ms: i64) -> Result<(), RelayError> {
+pub fn echo(h: &dyn StreamHost, rest: &str, now_ms: i64) -> Result<(), RelayError> {
     let msg = rest.strip_prefix('/').filter(|m| !m.is_empty());
     let decoded = msg.map(percent_decode);
     let body = serde_json::to_vec(&Echo {
@@ -70,31 +83,13 @@ pub fn echo(rest: &str, now_ms: i64) -> Result<(), RelayError> {
         time: now_ms,
     })
     .map_err(|_| RelayError::Unavailable("cannot answer"))?;
-    reply(200, &[], &body)
+    reply(h, 200, &[], &body)
 }
 
-/// `%XX` decoding of an echo message; the raw text if the result is not UTF-8.
+/// Strict `%XX` decoding of an echo message (one decoder with the search parameters'); the
+/// raw text if the result is not UTF-8.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (c, hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+    String::from_utf8(veil_core::percent::decode(s).into_owned()).unwrap_or_else(|_| s.to_string())
 }
 
 #[derive(Deserialize)]
@@ -111,11 +106,11 @@ struct KeyserviceRequest<'a> {
 /// The keyservice request for a client's pairing body (`{"keys": [...]}`, 1 to
 /// `max_pairs` keys), and the number of keys; the keyservice checks each key.
 pub fn pairing_request(
-    vm: &VmState,
+    w: &Worker,
     client_id: &str,
     body: &[u8],
 ) -> Result<(Vec<u8>, usize), RelayError> {
-    let relay = vm
+    let relay = w
         .config
         .relay
         .as_ref()
@@ -148,7 +143,8 @@ struct ClientPairing<'a> {
 /// Takes the keyservice's pairing answer: installs each pair (keys stay in the filter) and
 /// answers the client with ids, ciphertexts and lifetimes only.
 pub fn pairing_answer(
-    vm: &VmState,
+    h: &dyn StreamHost,
+    w: &Worker,
     client_id: &str,
     wanted: usize,
     status: Option<u16>,
@@ -160,7 +156,7 @@ pub fn pairing_answer(
         Some(400) => return Err(RelayError::BadRequest("the keyservice refused a key")),
         _ => return Err(RelayError::Unavailable("keyservice pairing failed")),
     }
-    let answer: PairingAnswer = crate::relay::callout::parse(body)?;
+    let answer: PairingAnswer = parse_relay(body)?;
     if answer.pairs.len() != wanted {
         return Err(RelayError::Unavailable(
             "keyservice answered another number of pairs",
@@ -168,7 +164,7 @@ pub fn pairing_answer(
     }
     let mut out = Vec::with_capacity(answer.pairs.len());
     for p in &answer.pairs {
-        install(vm, p, client_id, false, now)?;
+        install(h, w, p, client_id, false, now)?;
         out.push(ClientPair {
             pair_id: &p.pair_id,
             ciphertext: p.ciphertext.as_deref().unwrap_or_default(),
@@ -177,25 +173,27 @@ pub fn pairing_answer(
     }
     let body = serde_json::to_vec(&ClientPairing { pairs: out })
         .map_err(|_| RelayError::Unavailable("cannot answer"))?;
-    reply(200, &[], &body)
+    reply(h, 200, &[], &body)
 }
 
 /// Installs a pair the keyservice answered for `client_id` (`fetched`: by id, not just
 /// paired).
 pub fn install(
-    vm: &VmState,
+    h: &dyn StreamHost,
+    w: &Worker,
     p: &PairAnswer,
     client_id: &str,
     fetched: bool,
     now: i64,
-) -> Result<std::rc::Rc<pairs::Pair>, RelayError> {
+) -> Result<std::rc::Rc<Pair>, RelayError> {
     if !veil_core::relay::wire::is_pair_id(&p.pair_id) {
         return Err(RelayError::Unavailable("bad pair id from keyservice"));
     }
     let (c2s, s2c) = p.keys()?;
     pairs::install(
-        vm,
-        &PairKeys {
+        h,
+        w,
+        &SlotKeys {
             pair_id: &p.pair_id,
             client_id,
             c2s: &c2s,

@@ -21,13 +21,11 @@
 //! request that does not decode never reaches the upstream, a response that cannot be
 //! sealed never reaches the client in plaintext (after its headers left, Envoy resets it).
 
-pub mod callout;
 pub mod endpoints;
 pub mod pairs;
 
 use std::rc::Rc;
 
-use proxy_wasm::types::{Action, BufferType, MapType, StreamType};
 use veil_core::config::{FilterConfig, RelayConfig, ReplayMode};
 use veil_core::header_map::HeaderMap;
 use veil_core::relay::routes::is_plain_path;
@@ -39,17 +37,20 @@ use veil_core::relay::{
     HEADER_RELAY,
 };
 
-use crate::host;
-use crate::metrics::Metrics;
-use crate::relay::callout::PairAnswer;
-use crate::relay::pairs::Pair;
-use crate::reply::{refuse, Refusal};
-use crate::vm::VmState;
+use veil_core::keyservice_answer::{parse_relay, PairAnswer};
 
-const REQ: MapType = MapType::HttpRequestHeaders;
-/// Largest `seq` accepted (docs/relay-protocol.md §5).
-const MAX_SEQ: u64 = (1 << 53) - 1;
-const RESP: MapType = MapType::HttpResponseHeaders;
+use crate::clock;
+use crate::host::{
+    Action, BodyKind, CalloutAnswer, CalloutId, Direction, HeaderKind, HostError, StreamHost,
+};
+use crate::keyservice;
+use crate::metrics::Metrics;
+use crate::relay_cache::Pair;
+use crate::reply::{refuse, Refusal};
+use crate::worker::Worker;
+
+const REQ: HeaderKind = HeaderKind::RequestHeaders;
+const RESP: HeaderKind = HeaderKind::ResponseHeaders;
 
 /// An encoded request's control header, owned (it outlives the header callback).
 struct Control {
@@ -113,19 +114,19 @@ enum Req {
     PairBody { client_id: String },
     /// Waiting for the keyservice's pairing answer.
     Pairing {
-        token: u32,
+        id: CalloutId,
         client_id: String,
         wanted: usize,
     },
     /// An encoded request waiting for its pair (`GET /v1/relay/pairs/{id}`).
     AwaitPair {
-        token: u32,
+        id: CalloutId,
         ctl: Control,
         method: String,
     },
     /// An encoded request waiting for the global replay check.
     AwaitSeq {
-        token: u32,
+        id: CalloutId,
         ctl: Control,
         method: String,
         pair: Rc<Pair>,
@@ -162,24 +163,37 @@ pub struct RelayStream {
     resp_size: usize,
 }
 
-fn now_ms() -> i64 {
-    crate::now_ms().unwrap_or(0)
+/// The relay's clock is the wall clock: pair lifetimes come from the keyservice.
+fn now_ms(h: &dyn StreamHost) -> i64 {
+    clock::wall_ms(h).unwrap_or(0)
 }
 
-fn now_secs() -> i64 {
-    now_ms() / 1000
+fn now_secs(h: &dyn StreamHost) -> i64 {
+    now_ms(h) / 1000
 }
 
-fn hostcall(what: &'static str) -> impl Fn(host::HostError) -> RelayError {
+fn hostcall(what: &'static str) -> impl Fn(HostError) -> RelayError {
     move |_| RelayError::Unavailable(what)
+}
+
+/// Sends a relay callout from this stream.
+fn send(
+    h: &dyn StreamHost,
+    w: &Worker,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<CalloutId, RelayError> {
+    keyservice::send(h, &w.config.keyservice, method, path, body)
+        .map_err(|_| RelayError::Unavailable("cannot call the keyservice"))
 }
 
 fn refusal(e: RelayError) -> Refusal {
     Refusal::new(e.problem_kind(), e.to_string())
 }
 
-fn relay_of(vm: &VmState) -> Result<&RelayConfig, RelayError> {
-    vm.config
+fn relay_of(w: &Worker) -> Result<&RelayConfig, RelayError> {
+    w.config
         .relay
         .as_ref()
         .ok_or(RelayError::Unavailable("relay is not configured"))
@@ -200,12 +214,13 @@ impl RelayStream {
     /// Takes the request if it is the relay's: under the prefix, carrying `x-veil-relay`, or
     /// plaintext on a relayed route. `None`: not the relay's (the route rules go on).
     pub fn start(
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         head: &HeaderMap,
         path: &str,
         end_of_stream: bool,
     ) -> Option<(RelayStream, Action)> {
-        let relay = vm.config.relay.as_ref()?;
+        let relay = w.config.relay.as_ref()?;
         let plain = path.split_once('?').map_or(path, |(p, _)| p);
         let prefix = relay.prefix.trim_end_matches('/');
         let under = plain
@@ -217,29 +232,30 @@ impl RelayStream {
             None if relay.requires_relay(plain) => Err(RelayError::RelayRequired),
             None => return None,
             Some(rest) => match head.get(HEADER_RELAY) {
-                Some(value) => s.encoded(vm, head, path, &value, end_of_stream),
-                None => s.endpoint(vm, head, rest, end_of_stream),
+                Some(value) => s.encoded(h, w, head, path, &value, end_of_stream),
+                None => s.endpoint(h, w, head, rest, end_of_stream),
             },
         };
         let action = match result {
             Ok(a) => a,
-            Err(e) => s.fail(vm, e),
+            Err(e) => s.fail(h, w, e),
         };
         Some((s, action))
     }
 
     /// Refuses the stream (request or response side) with `e`.
-    fn fail(&mut self, vm: &VmState, e: RelayError) -> Action {
+    fn fail(&mut self, h: &dyn StreamHost, w: &Worker, e: RelayError) -> Action {
         self.req = Req::Answered;
         self.resp = Resp::Done;
-        Metrics::add(vm.metrics.relay_refused, 1);
-        refuse(&vm.metrics, &refusal(e))
+        Metrics::add(h, w.metrics.relay_refused, 1);
+        refuse(h, &w.metrics, &refusal(e))
     }
 
     /// `P/relay`, `P/pair`, `P/echo[/msg]`; anything else under the prefix is refused.
     fn endpoint(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         head: &HeaderMap,
         rest: &str,
         eos: bool,
@@ -248,11 +264,11 @@ impl RelayStream {
         match (&*method, rest) {
             ("GET" | "HEAD", "/relay") => {
                 let presented = head.get(HEADER_CLIENT_ID);
-                endpoints::discovery(vm, method == "HEAD", presented.as_deref())?;
+                endpoints::discovery(h, w, method == "HEAD", presented.as_deref())?;
                 Ok(Action::Pause)
             }
             ("POST", "/pair") => {
-                let relay = relay_of(vm)?;
+                let relay = relay_of(w)?;
                 let client_id = head
                     .get(HEADER_CLIENT_ID)
                     .filter(|id| relay.client_id_secret.verify(id))
@@ -267,7 +283,7 @@ impl RelayStream {
                 Ok(Action::Pause)
             }
             ("GET" | "HEAD", r) if r == "/echo" || r.starts_with("/echo/") => {
-                endpoints::echo(r.strip_prefix("/echo").unwrap_or_default(), now_ms())?;
+                endpoints::echo(h, r.strip_prefix("/echo").unwrap_or_default(), now_ms(h))?;
                 Ok(Action::Pause)
             }
             (_, r) if sealed_path_part("", r).is_some() => Err(RelayError::BadRequest(
@@ -278,17 +294,23 @@ impl RelayStream {
     }
 
     /// The pairing body is complete: ask the keyservice.
-    fn send_pairing(&mut self, vm: &VmState, size: usize) -> Result<(), RelayError> {
+    fn send_pairing(
+        &mut self,
+        h: &dyn StreamHost,
+        w: &Worker,
+        size: usize,
+    ) -> Result<(), RelayError> {
         let Req::PairBody { client_id } = std::mem::replace(&mut self.req, Req::Answered) else {
             return Ok(());
         };
-        let body = host::get_buffer(BufferType::HttpRequestBody, 0, size)
+        let body = h
+            .body(BodyKind::Request, size)
             .map_err(hostcall("reading the pairing body failed"))?;
-        let (request, wanted) = endpoints::pairing_request(vm, &client_id, &body)?;
-        let token = callout::dispatch(vm, "POST", "/v1/relay/pairs", Some(&request))?;
-        Metrics::add(vm.metrics.relay_pairings, 1);
+        let (request, wanted) = endpoints::pairing_request(w, &client_id, &body)?;
+        let id = send(h, w, "POST", "/v1/relay/pairs", Some(&request))?;
+        Metrics::add(h, w.metrics.relay_pairings, 1);
         self.req = Req::Pairing {
-            token,
+            id,
             client_id,
             wanted,
         };
@@ -298,19 +320,17 @@ impl RelayStream {
     /// An encoded request's headers.
     fn encoded(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         head: &HeaderMap,
         path: &str,
         value: &str,
         eos: bool,
     ) -> Result<Action, RelayError> {
-        let relay = relay_of(vm)?;
+        let relay = relay_of(w)?;
+        // The parser refuses a `seq` above 2^53 − 1 (`wire::MAX_SEQ`: the keyservice's
+        // window, Redis Lua numbers, is exact up to there), in both replay modes alike.
         let c = RequestControl::parse(value)?;
-        // The keyservice's window (Redis Lua numbers) is exact up to 2^53 − 1; both modes
-        // refuse larger numbers alike.
-        if c.seq > MAX_SEQ {
-            return Err(RelayError::BadRequest("seq is above 2^53 - 1"));
-        }
         if !relay.client_id_secret.verify(c.client_id) {
             return Err(RelayError::BadClientId);
         }
@@ -337,8 +357,8 @@ impl RelayStream {
             seq: c.seq,
             body: c.body,
         };
-        Metrics::add(vm.metrics.relay_requests, 1);
-        let now = now_secs();
+        Metrics::add(h, w.metrics.relay_requests, 1);
+        let now = now_secs(h);
         // A request with a body part waits at its headers until the body is open: nothing
         // goes upstream before the whole request authenticated.
         let held = if ctl.body {
@@ -347,48 +367,50 @@ impl RelayStream {
             Action::Continue
         };
         match relay.replay.mode {
-            ReplayMode::Local => match self.accept_local(vm, ctl, method, head)? {
+            ReplayMode::Local => match self.accept_local(h, w, ctl, method, head)? {
                 None => Ok(held),
-                Some((ctl, method)) => self.fetch_pair(vm, ctl, method),
+                Some((ctl, method)) => self.fetch_pair(h, w, ctl, method),
             },
-            ReplayMode::Global => match pairs::lookup(vm, &ctl.pair_id, &ctl.client_id, now)? {
-                Some(pair) => self.check_seq(vm, ctl, method, pair, head),
-                None => self.fetch_pair(vm, ctl, method),
+            ReplayMode::Global => match pairs::lookup(h, w, &ctl.pair_id, &ctl.client_id, now)? {
+                Some(pair) => self.check_seq(h, w, ctl, method, pair, head),
+                None => self.fetch_pair(h, w, ctl, method),
             },
         }
     }
 
     fn fetch_pair(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         ctl: Control,
         method: String,
     ) -> Result<Action, RelayError> {
-        if pairs::is_unknown(vm, &ctl.pair_id, now_ms()) {
+        if pairs::is_unknown(w, &ctl.pair_id, now_ms(h)) {
             return Err(RelayError::PairUnknown);
         }
         let path = format!("/v1/relay/pairs/{}", ctl.pair_id);
-        let token = callout::dispatch(vm, "GET", &path, None)?;
-        Metrics::add(vm.metrics.relay_pair_fetches, 1);
-        self.req = Req::AwaitPair { token, ctl, method };
+        let id = send(h, w, "GET", &path, None)?;
+        Metrics::add(h, w.metrics.relay_pair_fetches, 1);
+        self.req = Req::AwaitPair { id, ctl, method };
         Ok(Action::Pause)
     }
 
     fn check_seq(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         ctl: Control,
         method: String,
         pair: Rc<Pair>,
         wire: &HeaderMap,
     ) -> Result<Action, RelayError> {
         // Authenticate before the keyservice moves the window.
-        let plain = decode_parts(&vm.config, &ctl, &method, &pair, wire)?;
+        let plain = decode_parts(&w.config, &ctl, &method, &pair, wire)?;
         let path = format!("/v1/relay/pairs/{}/seq", ctl.pair_id);
         let body = format!("{{\"seq\":{}}}", ctl.seq);
-        let token = callout::dispatch(vm, "POST", &path, Some(body.as_bytes()))?;
+        let id = send(h, w, "POST", &path, Some(body.as_bytes()))?;
         self.req = Req::AwaitSeq {
-            token,
+            id,
             ctl,
             method,
             pair,
@@ -400,6 +422,7 @@ impl RelayStream {
     /// Hands Envoy the plaintext request headers of an accepted request.
     fn apply(
         &mut self,
+        h: &dyn StreamHost,
         ctl: Control,
         method: String,
         pair: Rc<Pair>,
@@ -418,17 +441,18 @@ impl RelayStream {
             let drop =
                 name.starts_with("x-veil-") || name == "content-type" || name == "content-length";
             if drop && !removed.contains(&name.as_str()) {
-                host::remove_header(REQ, name).map_err(hostcall("removing a header failed"))?;
+                h.remove_header(REQ, name)
+                    .map_err(hostcall("removing a header failed"))?;
                 removed.push(name);
             }
         }
         let mut set: Vec<&str> = Vec::new();
         for (name, value) in &plain.headers {
             if set.contains(&name.as_str()) {
-                host::add_header(REQ, name, value)
+                h.add_header(REQ, name, value)
             } else {
                 set.push(name);
-                host::replace_header(REQ, name, value)
+                h.replace_header(REQ, name, value)
             }
             .map_err(hostcall("setting a header failed"))?;
         }
@@ -439,11 +463,11 @@ impl RelayStream {
                 let n = len.checked_sub(TAG_LEN).ok_or(RelayError::DecodeFailed(
                     "the body part is shorter than a tag",
                 ))?;
-                host::replace_header(REQ, "content-length", &n.to_string())
+                h.replace_header(REQ, "content-length", &n.to_string())
                     .map_err(hostcall("setting content-length failed"))?;
             }
         }
-        host::replace_header(REQ, ":path", &plain.path)
+        h.replace_header(REQ, ":path", &plain.path)
             .map_err(hostcall("setting :path failed"))?;
         self.req = if ctl.body { Req::Body } else { Req::NoBody };
         self.resp = Resp::Pending;
@@ -460,53 +484,60 @@ impl RelayStream {
     /// not in its slot (fetch it; the control and method come back for that).
     fn accept_local(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         ctl: Control,
         method: String,
         wire: &HeaderMap,
     ) -> Result<Option<(Control, String)>, RelayError> {
-        let relay = relay_of(vm)?;
+        relay_of(w)?;
         let accepted = pairs::accept_local(
-            vm,
+            h,
+            w,
             &ctl.pair_id,
             &ctl.client_id,
             ctl.seq,
-            relay.replay.window,
-            now_secs(),
-            |pair| decode_parts(&vm.config, &ctl, &method, pair, wire),
+            now_secs(h),
+            |pair| decode_parts(&w.config, &ctl, &method, pair, wire),
         )?;
         match accepted {
             Some(a) => {
                 if a.touch {
-                    // Fire and forget: its answer reaches `on_callout` as a token not ours.
+                    // Fire and forget: its answer reaches `on_callout` as an id not ours.
                     let path = format!("/v1/relay/pairs/{}", ctl.pair_id);
-                    let _ = callout::dispatch(vm, "GET", &path, None);
+                    let _ = send(h, w, "GET", &path, None);
                 }
-                self.apply(ctl, method, a.pair, a.value, wire)?;
+                self.apply(h, ctl, method, a.pair, a.value, wire)?;
                 Ok(None)
             }
             None => Ok(Some((ctl, method))),
         }
     }
 
-    /// A keyservice answer to one of this stream's callouts. False if `token` is not ours.
-    pub fn on_callout(&mut self, vm: &VmState, token: u32, body_size: usize) -> bool {
+    /// A keyservice answer to one of this stream's callouts. False if `id` is not ours.
+    pub fn on_callout(
+        &mut self,
+        h: &dyn StreamHost,
+        w: &Worker,
+        id: CalloutId,
+        answer: &CalloutAnswer,
+    ) -> bool {
         let ours = match &self.req {
-            Req::Pairing { token: t, .. }
-            | Req::AwaitPair { token: t, .. }
-            | Req::AwaitSeq { token: t, .. } => *t == token,
+            Req::Pairing { id: t, .. }
+            | Req::AwaitPair { id: t, .. }
+            | Req::AwaitSeq { id: t, .. } => *t == id,
             _ => false,
         };
         if !ours {
             return false;
         }
-        let (status, body) = callout::answer(body_size);
+        let (status, body) = (answer.status, &answer.body[..]);
         let result = match std::mem::replace(&mut self.req, Req::Answered) {
             Req::Pairing {
                 client_id, wanted, ..
-            } => endpoints::pairing_answer(vm, &client_id, wanted, status, &body, now_secs())
+            } => endpoints::pairing_answer(h, w, &client_id, wanted, status, body, now_secs(h))
                 .map(|()| false),
-            Req::AwaitPair { ctl, method, .. } => self.pair_answer(vm, ctl, method, status, &body),
+            Req::AwaitPair { ctl, method, .. } => self.pair_answer(h, w, ctl, method, status, body),
             Req::AwaitSeq {
                 ctl,
                 method,
@@ -514,17 +545,18 @@ impl RelayStream {
                 plain,
                 ..
             } => match status {
-                Some(200) => host::read_headers(REQ)
+                Some(200) => h
+                    .headers(REQ)
                     .map_err(hostcall("reading the headers failed"))
-                    .and_then(|wire| self.apply(ctl, method, pair, plain, &wire))
+                    .and_then(|wire| self.apply(h, ctl, method, pair, plain, &wire))
                     .map(|()| true),
                 Some(409) => {
-                    Metrics::add(vm.metrics.relay_replays, 1);
+                    Metrics::add(h, w.metrics.relay_replays, 1);
                     Err(RelayError::Replay)
                 }
                 Some(404) => {
-                    pairs::forget(vm, &ctl.pair_id);
-                    pairs::mark_unknown(vm, &ctl.pair_id, now_ms());
+                    pairs::forget(h, w, &ctl.pair_id);
+                    pairs::mark_unknown(w, &ctl.pair_id, now_ms(h));
                     Err(RelayError::PairUnknown)
                 }
                 _ => Err(RelayError::Unavailable("keyservice sequence check failed")),
@@ -539,21 +571,21 @@ impl RelayStream {
             Ok(true) if matches!(self.req, Req::Body) && !self.req_done => {}
             Ok(true) => {
                 let opened = match self.req {
-                    Req::Body => self.open_body(self.req_size),
+                    Req::Body => self.open_body(h, self.req_size),
                     _ => Ok(()),
                 };
                 let resumed = opened.and_then(|()| {
-                    host::continue_stream(StreamType::HttpRequest)
+                    h.resume(Direction::Request)
                         .map_err(|_| RelayError::Unavailable("cannot resume the request"))
                 });
                 if let Err(e) = resumed {
-                    self.fail(vm, e);
+                    self.fail(h, w, e);
                 }
             }
             // Answered locally, or waiting for another callout.
             Ok(false) => {}
             Err(e) => {
-                self.fail(vm, e);
+                self.fail(h, w, e);
             }
         }
         true
@@ -562,7 +594,8 @@ impl RelayStream {
     /// The pair fetched by id: install it, then the replay check. Ok(true): forwarded.
     fn pair_answer(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         ctl: Control,
         method: String,
         status: Option<u16>,
@@ -571,12 +604,12 @@ impl RelayStream {
         match status {
             Some(200) => {}
             Some(404) => {
-                pairs::mark_unknown(vm, &ctl.pair_id, now_ms());
+                pairs::mark_unknown(w, &ctl.pair_id, now_ms(h));
                 return Err(RelayError::PairUnknown);
             }
             _ => return Err(RelayError::Unavailable("keyservice pair fetch failed")),
         }
-        let answer: PairAnswer = callout::parse(body)?;
+        let answer: PairAnswer = parse_relay(body)?;
         if answer.pair_id != ctl.pair_id {
             return Err(RelayError::Unavailable("keyservice answered another pair"));
         }
@@ -585,26 +618,30 @@ impl RelayStream {
         if owner != ctl.client_id {
             return Err(RelayError::PairUnknown);
         }
-        let now = now_secs();
+        let now = now_secs(h);
         if now >= answer.expires_at {
             return Err(RelayError::PairUnknown);
         }
-        let pair = endpoints::install(vm, &answer, &owner, true, now)?;
-        let relay = relay_of(vm)?;
+        let pair = endpoints::install(h, w, &answer, &owner, true, now)?;
+        let relay = relay_of(w)?;
         // The request's headers as they were on arrival (nothing changed them meanwhile).
-        let wire = host::read_headers(REQ).map_err(hostcall("reading the headers failed"))?;
+        let wire = h
+            .headers(REQ)
+            .map_err(hostcall("reading the headers failed"))?;
         match relay.replay.mode {
-            ReplayMode::Local => match self.accept_local(vm, ctl, method, &wire)? {
+            ReplayMode::Local => match self.accept_local(h, w, ctl, method, &wire)? {
                 None => Ok(true),
                 // Installed, yet not in its slot: a flood of pairings took it at once.
                 Some(_) => Err(RelayError::Unavailable("relay slot contended")),
             },
-            ReplayMode::Global => self.check_seq(vm, ctl, method, pair, &wire).map(|_| false),
+            ReplayMode::Global => self
+                .check_seq(h, w, ctl, method, pair, &wire)
+                .map(|_| false),
         }
     }
 
     /// Opens the body part in place of the buffered body.
-    fn open_body(&mut self, size: usize) -> Result<(), RelayError> {
+    fn open_body(&mut self, h: &dyn StreamHost, size: usize) -> Result<(), RelayError> {
         let s = self
             .session
             .as_ref()
@@ -615,22 +652,29 @@ impl RelayStream {
             seq: s.seq,
             body: true,
         };
-        let mut body = host::get_buffer(BufferType::HttpRequestBody, 0, size)
+        let mut body = h
+            .body(BodyKind::Request, size)
             .map_err(hostcall("reading the body failed"))?;
         s.pair
             .c2s
             .open_in_place(Part::RequestBody, &rc.context(&s.method), &mut body)?;
-        host::set_buffer(BufferType::HttpRequestBody, 0, size, &body)
+        h.replace_body(BodyKind::Request, size, &body)
             .map_err(hostcall("replacing the body failed"))?;
         body.fill(0);
         self.req = Req::Forwarded;
         Ok(())
     }
 
-    pub fn on_request_body(&mut self, vm: &VmState, size: usize, eos: bool) -> Action {
+    pub fn on_request_body(
+        &mut self,
+        h: &dyn StreamHost,
+        w: &Worker,
+        size: usize,
+        eos: bool,
+    ) -> Action {
         self.req_size = size;
         self.req_done |= eos;
-        let limit = vm
+        let limit = w
             .config
             .relay
             .as_ref()
@@ -641,10 +685,10 @@ impl RelayStream {
                 Err(RelayError::BadRequest("pairing body too large"))
             }
             Req::PairBody { .. } if !eos => return Action::Pause,
-            Req::PairBody { .. } => self.send_pairing(vm, size).map(|()| Action::Pause),
+            Req::PairBody { .. } => self.send_pairing(h, w, size).map(|()| Action::Pause),
             Req::Body if size > limit => Err(RelayError::TooLarge),
             Req::Body if !eos => return Action::Pause,
-            Req::Body => self.open_body(size).map(|()| Action::Continue),
+            Req::Body => self.open_body(h, size).map(|()| Action::Continue),
             Req::NoBody if size > 0 => Err(RelayError::BadRequest(
                 "a body without a body part (flags uh)",
             )),
@@ -656,40 +700,50 @@ impl RelayStream {
                 return Action::Pause
             }
         };
-        step.unwrap_or_else(|e| self.fail(vm, e))
+        step.unwrap_or_else(|e| self.fail(h, w, e))
     }
 
     /// HTTP/2 requests with trailers never see `end_of_stream` in the body callback.
-    pub fn on_request_trailers(&mut self, vm: &VmState) -> Action {
+    pub fn on_request_trailers(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         let size = self.req_size;
         match self.req {
-            Req::PairBody { .. } | Req::Body | Req::NoBody => self.on_request_body(vm, size, true),
+            Req::PairBody { .. } | Req::Body | Req::NoBody => {
+                self.on_request_body(h, w, size, true)
+            }
             Req::Forwarded => Action::Continue,
             _ => Action::Pause,
         }
     }
 
-    pub fn on_response_headers(&mut self, vm: &VmState, eos: bool) -> Action {
+    pub fn on_response_headers(&mut self, h: &dyn StreamHost, w: &Worker, eos: bool) -> Action {
         if !matches!(self.resp, Resp::Pending) {
             return Action::Continue;
         }
-        match self.encode_headers(vm, eos) {
+        match self.encode_headers(h, w, eos) {
             Ok(resp) => {
                 self.resp = resp;
                 Action::Continue
             }
-            Err(e) => self.fail(vm, e),
+            Err(e) => self.fail(h, w, e),
         }
     }
 
     /// Seals the response's content headers (part 4) and sets the response control header.
-    fn encode_headers(&mut self, vm: &VmState, eos: bool) -> Result<Resp, RelayError> {
-        let relay = relay_of(vm)?;
+    fn encode_headers(
+        &mut self,
+        h: &dyn StreamHost,
+        w: &Worker,
+        eos: bool,
+    ) -> Result<Resp, RelayError> {
+        let relay = relay_of(w)?;
         let s = self
             .session
             .as_ref()
             .ok_or(RelayError::Unavailable("no session"))?;
-        let headers = host::get_headers(RESP).map_err(hostcall("reading the response failed"))?;
+        let headers = h
+            .headers(RESP)
+            .map(|m| m.to_pairs())
+            .map_err(hostcall("reading the response failed"))?;
         let status = headers
             .iter()
             .find(|(n, _)| n == ":status")
@@ -723,12 +777,14 @@ impl RelayStream {
         let mut removed: Vec<&str> = Vec::new();
         for (name, _) in &sealed {
             if !removed.contains(&name.as_str()) {
-                host::remove_header(RESP, name).map_err(hostcall("removing a header failed"))?;
+                h.remove_header(RESP, name)
+                    .map_err(hostcall("removing a header failed"))?;
                 removed.push(name);
             }
         }
         let set = |n: &str, v: &str| {
-            host::replace_header(RESP, n, v).map_err(hostcall("setting a header failed"))
+            h.replace_header(RESP, n, v)
+                .map_err(hostcall("setting a header failed"))
         };
         set(HEADER_RELAY, &rc.to_header_value())?;
         set(HEADER_EH, &eh)?;
@@ -743,7 +799,12 @@ impl RelayStream {
         })
     }
 
-    fn seal_body(&mut self, size: usize, status: u16) -> Result<(), RelayError> {
+    fn seal_body(
+        &mut self,
+        h: &dyn StreamHost,
+        size: usize,
+        status: u16,
+    ) -> Result<(), RelayError> {
         let s = self
             .session
             .as_ref()
@@ -753,54 +814,61 @@ impl RelayStream {
             seq: s.seq,
             body: true,
         };
-        let mut body = host::get_buffer(BufferType::HttpResponseBody, 0, size)
+        let mut body = h
+            .body(BodyKind::Response, size)
             .map_err(hostcall("reading the response body failed"))?;
         s.pair.s2c.seal_in_place(
             Part::ResponseBody,
             &rc.context(&s.method, status),
             &mut body,
         )?;
-        host::set_buffer(BufferType::HttpResponseBody, 0, size, &body)
+        h.replace_body(BodyKind::Response, size, &body)
             .map_err(hostcall("replacing the response body failed"))?;
         self.resp = Resp::Done;
         Ok(())
     }
 
-    pub fn on_response_body(&mut self, vm: &VmState, size: usize, eos: bool) -> Action {
+    pub fn on_response_body(
+        &mut self,
+        h: &dyn StreamHost,
+        w: &Worker,
+        size: usize,
+        eos: bool,
+    ) -> Action {
         let Resp::Body { status } = self.resp else {
             return Action::Continue;
         };
         self.resp_size = size;
-        let limit = vm.config.relay.as_ref().map_or(0, |r| r.max_body_bytes);
+        let limit = w.config.relay.as_ref().map_or(0, |r| r.max_body_bytes);
         if size > limit {
             // Headers already left: Envoy resets the stream (nothing leaves in plaintext).
-            return self.fail(vm, RelayError::TooLarge);
+            return self.fail(h, w, RelayError::TooLarge);
         }
         if !eos {
             return Action::Pause;
         }
-        match self.seal_body(size, status) {
+        match self.seal_body(h, size, status) {
             Ok(()) => Action::Continue,
-            Err(e) => self.fail(vm, e),
+            Err(e) => self.fail(h, w, e),
         }
     }
 
     /// Trailers are no part of the protocol: an encoded answer loses them rather than carry
     /// application data in plaintext.
-    pub fn on_response_trailers(&mut self, vm: &VmState) -> Action {
+    pub fn on_response_trailers(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         if !matches!(self.resp, Resp::Body { .. } | Resp::Done) || self.session.is_none() {
             return Action::Continue;
         }
-        let trailers = MapType::HttpResponseTrailers;
-        let dropped = host::get_headers(trailers).and_then(|list| {
+        let trailers = HeaderKind::ResponseTrailers;
+        let dropped = h.headers(trailers).map(|m| m.to_pairs()).and_then(|list| {
             list.iter()
-                .try_for_each(|(name, _)| host::remove_header(trailers, name))
+                .try_for_each(|(name, _)| h.remove_header(trailers, name))
         });
         if dropped.is_err() {
-            return self.fail(vm, RelayError::Unavailable("cannot drop the trailers"));
+            return self.fail(h, w, RelayError::Unavailable("cannot drop the trailers"));
         }
         if matches!(self.resp, Resp::Body { .. }) {
-            return self.on_response_body(vm, self.resp_size, true);
+            return self.on_response_body(h, w, self.resp_size, true);
         }
         Action::Continue
     }

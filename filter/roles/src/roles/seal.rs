@@ -1,4 +1,4 @@
-//! The seal role: one request on a sealed route, a small state machine between Envoy's
+//! The seal role: one request on a sealed route, a small state machine between the host's
 //! request callbacks and `veil_core::json::seal_document`.
 //!
 //! ```text
@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use proxy_wasm::types::{Action, BufferType, MapType};
 use veil_core::config::{RouteRule, SealProfile};
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
 use veil_core::header_map::HeaderMap;
@@ -23,10 +22,11 @@ use veil_core::policy::json::JsonRules;
 use veil_core::policy::moesif::{MoesifPolicy, Route};
 use veil_core::problem::ProblemKind;
 
-use crate::host;
+use crate::clock;
+use crate::host::{Action, BodyKind, HeaderKind, StreamHost};
 use crate::metrics::Metrics;
 use crate::reply::{refuse, Refusal};
-use crate::vm::VmState;
+use crate::worker::Worker;
 
 /// The policy a request's body is sealed with.
 enum SealPolicy {
@@ -62,37 +62,39 @@ impl SealRequest {
     /// Starts on the request headers of a route sealed with `profile`; `rest` is the path
     /// after the rule's prefix.
     pub fn start(
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         head: &HeaderMap,
         rule: &RouteRule,
         profile: &SealProfile,
         rest: &str,
         end_of_stream: bool,
     ) -> (SealRequest, Action) {
-        match Self::on_headers(vm, head, rule, profile, rest, end_of_stream) {
+        match Self::on_headers(h, w, head, rule, profile, rest, end_of_stream) {
             Ok(state) => (SealRequest { state }, Action::Continue),
             Err(r) => (
                 SealRequest {
                     state: State::Refused,
                 },
-                refuse(&vm.metrics, &r),
+                refuse(h, &w.metrics, &r),
             ),
         }
     }
 
     fn on_headers(
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         head: &HeaderMap,
         rule: &RouteRule,
         profile: &SealProfile,
         rest: &str,
         end_of_stream: bool,
     ) -> Result<State, Refusal> {
-        let req = MapType::HttpRequestHeaders;
+        let req = HeaderKind::RequestHeaders;
         let policy = match profile {
             SealProfile::Moesif(rules) => {
                 if !rules.enabled {
-                    Metrics::add(vm.metrics.seal_passthrough, 1);
+                    Metrics::add(h, w.metrics.seal_passthrough, 1);
                     return Ok(State::Passing);
                 }
                 let Some(route) = Route::from_path(rest) else {
@@ -102,7 +104,7 @@ impl SealRequest {
                     if end_of_stream || matches!(&*method, "GET" | "HEAD" | "OPTIONS") {
                         return Ok(State::Passing);
                     }
-                    Metrics::add(vm.metrics.rejected_route, 1);
+                    Metrics::add(h, w.metrics.rejected_route, 1);
                     return Err(Refusal::new(
                         ProblemKind::RouteNotSealed,
                         format!(
@@ -121,68 +123,72 @@ impl SealRequest {
             return Ok(State::Passing);
         }
         let encoding = ContentEncoding::from_headers(head).map_err(|e| {
-            Metrics::add(vm.metrics.rejected_encoding, 1);
+            Metrics::add(h, w.metrics.rejected_encoding, 1);
             Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string())
         })?;
         if let Some(len) = head.get("content-length") {
             if len
                 .trim()
                 .parse::<usize>()
-                .is_ok_and(|n| n > vm.config.max_body_bytes)
+                .is_ok_and(|n| n > w.config.max_body_bytes)
             {
-                Metrics::add(vm.metrics.rejected_too_large, 1);
-                return Err(Refusal::too_large(vm.config.max_body_bytes));
+                Metrics::add(h, w.metrics.rejected_too_large, 1);
+                return Err(Refusal::too_large(w.config.max_body_bytes));
             }
         }
         // The sealed body has another length; Envoy frames it anew. A compressed body is
         // forwarded decompressed (sealed values do not compress anyway).
-        host::remove_header(req, "content-length")
-            .map_err(|e| Refusal::hostcall("removing content-length", e))?;
+        h.remove_header(req, "content-length").map_err(|e| {
+            Refusal::hostcall(ProblemKind::SealFailed, "removing content-length", e)
+        })?;
         if encoding != ContentEncoding::Identity {
-            host::remove_header(req, "content-encoding")
-                .map_err(|e| Refusal::hostcall("removing content-encoding", e))?;
+            h.remove_header(req, "content-encoding").map_err(|e| {
+                Refusal::hostcall(ProblemKind::SealFailed, "removing content-encoding", e)
+            })?;
         }
         Ok(State::Buffering(Pending { policy, encoding }))
     }
 
     /// Seals the whole buffered body in place.
-    fn seal_body(vm: &VmState, pending: &Pending) -> Result<(), Refusal> {
-        let limit = vm.config.max_body_bytes;
-        let body = host::get_buffer(BufferType::HttpRequestBody, 0, limit.saturating_add(1))
-            .map_err(|e| Refusal::hostcall("reading the body", e))?;
+    fn seal_body(h: &dyn StreamHost, w: &Worker, pending: &Pending) -> Result<(), Refusal> {
+        let limit = w.config.max_body_bytes;
+        let body = h
+            .body(BodyKind::Request, limit.saturating_add(1))
+            .map_err(|e| Refusal::hostcall(ProblemKind::SealFailed, "reading the body", e))?;
         if body.len() > limit {
-            Metrics::add(vm.metrics.rejected_too_large, 1);
-            return Err(Refusal::too_large(vm.config.max_body_bytes));
+            Metrics::add(h, w.metrics.rejected_too_large, 1);
+            return Err(Refusal::too_large(w.config.max_body_bytes));
         }
         let size = body.len();
         let body = encoding::decode(pending.encoding, &body, limit).map_err(|e| {
             let kind = match e {
                 DecodeError::TooLarge { .. } => {
-                    Metrics::add(vm.metrics.rejected_too_large, 1);
+                    Metrics::add(h, w.metrics.rejected_too_large, 1);
                     ProblemKind::TooLarge
                 }
                 DecodeError::Corrupt(_) => {
-                    Metrics::add(vm.metrics.rejected_encoding, 1);
+                    Metrics::add(h, w.metrics.rejected_encoding, 1);
                     ProblemKind::BadEncoding
                 }
                 DecodeError::Unsupported(_) => ProblemKind::UnsupportedEncoding,
             };
             Refusal::new(kind, e.to_string())
         })?;
-        let now = host::now().map_err(|e| Refusal::hostcall("reading the clock", e))?;
-        let Some(key) = vm.sealing_key(host::unix_secs(now)) else {
-            Metrics::add(vm.metrics.rejected_no_key, 1);
+        let now = clock::epoch_secs(h, &w.config)
+            .map_err(|e| Refusal::hostcall(ProblemKind::SealFailed, "reading the clock", e))?;
+        let Some(key) = w.sealing_key(h, now) else {
+            Metrics::add(h, w.metrics.rejected_no_key, 1);
             return Err(Refusal::new(
                 ProblemKind::KeyUnavailable,
                 "no data key for the current epoch yet (keyservice unreachable or starting)",
             ));
         };
-        let sealed = vm.with_buffers(|b| {
+        let sealed = w.with_buffers(|b| {
             let mut sealer = Memoized {
                 key: &key,
                 memo: &mut b.memo,
             };
-            let depth = vm.config.max_depth;
+            let depth = w.config.max_depth;
             match &pending.policy {
                 // The walker is generic over the policy: one instance per arm.
                 SealPolicy::Moesif(p) => {
@@ -194,77 +200,82 @@ impl SealRequest {
             }
             .map(|stats| {
                 // Sealing grows the body; past the cap Envoy itself would answer 413.
-                if b.out.len() > vm.config.max_sealed_body_bytes {
+                if b.out.len() > w.config.max_sealed_body_bytes {
                     return (stats, Err(None));
                 }
-                let r = host::set_buffer(BufferType::HttpRequestBody, 0, size, &b.out);
+                let r = h.replace_body(BodyKind::Request, size, &b.out);
                 (stats, r.map_err(Some))
             })
         });
         match sealed {
             Ok((stats, Ok(()))) => {
-                Metrics::add(vm.metrics.seal_requests, 1);
-                Metrics::add(vm.metrics.seal_values, i64::from(stats.sealed));
+                Metrics::add(h, w.metrics.seal_requests, 1);
+                Metrics::add(h, w.metrics.seal_values, i64::from(stats.sealed));
                 Ok(())
             }
-            Ok((_, Err(Some(e)))) => Err(Refusal::hostcall("replacing the body", e)),
+            Ok((_, Err(Some(e)))) => Err(Refusal::hostcall(
+                ProblemKind::SealFailed,
+                "replacing the body",
+                e,
+            )),
             Ok((_, Err(None))) => {
-                Metrics::add(vm.metrics.rejected_too_large, 1);
+                Metrics::add(h, w.metrics.rejected_too_large, 1);
                 Err(Refusal::new(
                     ProblemKind::TooLarge,
                     format!(
                         "the sealed body would exceed max_sealed_body_bytes ({})",
-                        vm.config.max_sealed_body_bytes
+                        w.config.max_sealed_body_bytes
                     ),
                 ))
             }
             Err(SealError::Json(e)) => {
-                Metrics::add(vm.metrics.rejected_bad_json, 1);
+                Metrics::add(h, w.metrics.rejected_bad_json, 1);
                 Err(Refusal::new(ProblemKind::BadJson, e.to_string()))
             }
             Err(SealError::Cipher(e)) => Err(Refusal::new(ProblemKind::SealFailed, e.to_string())),
         }
     }
 
-    fn finish(&mut self, vm: &VmState) -> Action {
+    fn finish(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         let State::Buffering(pending) = &self.state else {
             return Action::Continue;
         };
-        match Self::seal_body(vm, pending) {
+        match Self::seal_body(h, w, pending) {
             Ok(()) => {
                 self.state = State::Forwarded;
                 Action::Continue
             }
             Err(r) => {
                 self.state = State::Refused;
-                refuse(&vm.metrics, &r)
+                refuse(h, &w.metrics, &r)
             }
         }
     }
 
     pub fn on_request_body(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
         match self.state {
-            State::Buffering(_) if body_size > vm.config.max_body_bytes => {
-                Metrics::add(vm.metrics.rejected_too_large, 1);
+            State::Buffering(_) if body_size > w.config.max_body_bytes => {
+                Metrics::add(h, w.metrics.rejected_too_large, 1);
                 self.state = State::Refused;
-                refuse(&vm.metrics, &Refusal::too_large(vm.config.max_body_bytes))
+                refuse(h, &w.metrics, &Refusal::too_large(w.config.max_body_bytes))
             }
             State::Buffering(_) if !end_of_stream => Action::Pause,
-            State::Buffering(_) => self.finish(vm),
+            State::Buffering(_) => self.finish(h, w),
             State::Refused => Action::Pause,
             State::Passing | State::Forwarded => Action::Continue,
         }
     }
 
     /// HTTP/2 requests with trailers never see `end_of_stream` in the body callback.
-    pub fn on_request_trailers(&mut self, vm: &VmState) -> Action {
+    pub fn on_request_trailers(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         match self.state {
-            State::Buffering(_) => self.finish(vm),
+            State::Buffering(_) => self.finish(h, w),
             State::Refused => Action::Pause,
             State::Passing | State::Forwarded => Action::Continue,
         }

@@ -32,55 +32,30 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 use veil_core::cipher::SealingKey;
 use veil_core::config::{OnUnsealError, UnsealAction};
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
 use veil_core::header_map::HeaderMap;
 use veil_core::json::unseal::kids_in;
 use veil_core::json::unseal_document;
-use veil_core::keys::{Epoch, Kid};
+use veil_core::keys::Epoch;
 use veil_core::problem::ProblemKind;
 use veil_core::search::{
     is_events_search, search_epochs, search_kids, MoesifEvents, SearchBody, SearchConfig,
     SearchError,
 };
 
-use crate::host;
+use crate::clock;
+use crate::host::{Action, BodyKind, HeaderKind, Level, StreamHost, StreamId};
+use crate::keys::ondemand::{self, Waiter};
 use crate::metrics::Metrics;
-use crate::ondemand::{self, Waiter};
+use crate::parked::{Job, SearchJob, UnsealJob};
 use crate::reply::{refuse, Refusal};
-use crate::vm::VmState;
+use crate::worker::Worker;
 
 /// Most distinct kids one response may make the filter look up (values under further kids
 /// stay sealed and count as unknown).
 pub const MAX_KIDS_PER_BODY: usize = 32;
-
-/// Work parked while keys are fetched (see [`crate::ondemand`]).
-pub enum Job {
-    Search(SearchJob),
-    Unseal(UnsealJob),
-}
-
-/// A search body ready to be rewritten once its epochs' keys are held.
-pub struct SearchJob {
-    search: Arc<SearchConfig>,
-    kids: Vec<Kid>,
-    body: SearchBody,
-    /// Size of the buffered request body (replaced whole).
-    size: usize,
-}
-
-/// A response body (decoded) ready to be unsealed once its kids are resolved.
-pub struct UnsealJob {
-    body: Vec<u8>,
-    /// Size of the buffered response body (replaced whole).
-    size: usize,
-    /// The body was gzip/deflate and its `content-encoding` was dropped: it must be
-    /// replaced by its decoded form whatever happens.
-    decoded: bool,
-    reject: bool,
-}
 
 /// What a completed job leaves for the stream.
 pub enum Done {
@@ -114,33 +89,34 @@ enum Resp {
 
 /// One stream on an unseal route.
 pub struct UnsealStream {
-    ctx: u32,
+    stream: StreamId,
     action: UnsealAction,
     req: Req,
     resp: Resp,
 }
 
-fn now_ms() -> i64 {
-    crate::now_ms().unwrap_or(0)
+fn now_ms(h: &dyn StreamHost) -> i64 {
+    clock::wall_ms(h).unwrap_or(0)
 }
 
 impl UnsealStream {
     /// Starts on the request headers; `rest` is the path (with query) after the prefix.
     pub fn start(
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         head: &HeaderMap,
-        ctx: u32,
+        stream: StreamId,
         action: &UnsealAction,
         rest: &str,
         end_of_stream: bool,
     ) -> (UnsealStream, Action) {
         let mut s = UnsealStream {
-            ctx,
+            stream,
             action: action.clone(),
             req: Req::Passing,
             resp: Resp::Idle,
         };
-        match s.on_request_headers(vm, head, rest, end_of_stream) {
+        match s.on_request_headers(h, w, head, rest, end_of_stream) {
             // Headers continue (a paused header callback would also starve the body
             // callbacks, see `on_response_headers`); a search refused at the end of its body
             // is answered locally and the upstream request is reset before any body left.
@@ -150,8 +126,8 @@ impl UnsealStream {
             }
             Err(r) => {
                 s.req = Req::Refused;
-                Metrics::add(vm.metrics.search_rejected, 1);
-                (s, refuse(&vm.metrics, &r))
+                Metrics::add(h, w.metrics.search_rejected, 1);
+                (s, refuse(h, &w.metrics, &r))
             }
         }
     }
@@ -164,16 +140,19 @@ impl UnsealStream {
 
     fn on_request_headers(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         head: &HeaderMap,
         rest: &str,
         end_of_stream: bool,
     ) -> Result<Req, Refusal> {
-        let req = MapType::HttpRequestHeaders;
+        let req = HeaderKind::RequestHeaders;
         // The answer must come in an encoding the filter can decode (not br or zstd).
         if head.get("accept-encoding").is_some() {
-            host::replace_header(req, "accept-encoding", "gzip, deflate")
-                .map_err(|e| Refusal::hostcall("replacing accept-encoding", e))?;
+            h.replace_header(req, "accept-encoding", "gzip, deflate")
+                .map_err(|e| {
+                    Refusal::hostcall(ProblemKind::UnsealFailed, "replacing accept-encoding", e)
+                })?;
         }
         let Some(search) = &self.action.search else {
             return Ok(Req::Passing);
@@ -187,25 +166,29 @@ impl UnsealStream {
             if len
                 .trim()
                 .parse::<usize>()
-                .is_ok_and(|n| n > vm.config.max_body_bytes)
+                .is_ok_and(|n| n > w.config.max_body_bytes)
             {
-                return Err(Refusal::too_large(vm.config.max_body_bytes));
+                return Err(Refusal::too_large(w.config.max_body_bytes));
             }
         }
-        let now = host::now().map_err(|e| Refusal::hostcall("reading the clock", e))?;
+        // Epochs are chosen on the epoch clock, like the seal role's.
+        let now = clock::epoch_secs(h, &w.config)
+            .map_err(|e| Refusal::hostcall(ProblemKind::UnsealFailed, "reading the clock", e))?;
         let epochs = search_epochs(
             rest,
-            host::unix_secs(now),
-            vm.config.rotation,
+            now,
+            w.config.rotation,
             &search.default_from,
             search.max_epochs,
         );
         // The rewritten body has another length, and is forwarded identity-encoded.
-        host::remove_header(req, "content-length")
-            .map_err(|e| Refusal::hostcall("removing content-length", e))?;
+        h.remove_header(req, "content-length").map_err(|e| {
+            Refusal::hostcall(ProblemKind::UnsealFailed, "removing content-length", e)
+        })?;
         if encoding != ContentEncoding::Identity {
-            host::remove_header(req, "content-encoding")
-                .map_err(|e| Refusal::hostcall("removing content-encoding", e))?;
+            h.remove_header(req, "content-encoding").map_err(|e| {
+                Refusal::hostcall(ProblemKind::UnsealFailed, "removing content-encoding", e)
+            })?;
         }
         Ok(Req::Buffering {
             search: Arc::clone(search),
@@ -216,32 +199,33 @@ impl UnsealStream {
 
     pub fn on_request_body(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
         match self.req {
-            Req::Buffering { .. } if body_size > vm.config.max_body_bytes => {
+            Req::Buffering { .. } if body_size > w.config.max_body_bytes => {
                 self.req = Req::Refused;
-                Metrics::add(vm.metrics.search_rejected, 1);
-                refuse(&vm.metrics, &Refusal::too_large(vm.config.max_body_bytes))
+                Metrics::add(h, w.metrics.search_rejected, 1);
+                refuse(h, &w.metrics, &Refusal::too_large(w.config.max_body_bytes))
             }
             Req::Buffering { .. } if !end_of_stream => Action::Pause,
-            Req::Buffering { .. } => self.finish_request(vm),
+            Req::Buffering { .. } => self.finish_request(h, w),
             Req::Waiting | Req::Refused => Action::Pause,
             Req::Passing | Req::Forwarded => Action::Continue,
         }
     }
 
-    pub fn on_request_trailers(&mut self, vm: &VmState) -> Action {
+    pub fn on_request_trailers(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         match self.req {
-            Req::Buffering { .. } => self.finish_request(vm),
+            Req::Buffering { .. } => self.finish_request(h, w),
             Req::Waiting | Req::Refused => Action::Pause,
             Req::Passing | Req::Forwarded => Action::Continue,
         }
     }
 
-    fn finish_request(&mut self, vm: &VmState) -> Action {
+    fn finish_request(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         let Req::Buffering {
             search,
             epochs,
@@ -252,20 +236,27 @@ impl UnsealStream {
         };
         let planned = epochs
             .map_err(bad_search)
-            .and_then(|epochs| plan_search(vm, search, &epochs, encoding));
+            .and_then(|epochs| plan_search(h, w, search, &epochs, encoding));
         let job = match planned {
             Ok(Some(job)) => job,
             Ok(None) => return Action::Continue,
             Err(r) => {
                 self.req = Req::Refused;
-                Metrics::add(vm.metrics.search_rejected, 1);
-                return refuse(&vm.metrics, &r);
+                Metrics::add(h, w.metrics.search_rejected, 1);
+                return refuse(h, &w.metrics, &r);
             }
         };
-        let now = now_ms();
-        let pending = ondemand::request(vm, self.ctx, &job.kids, self.unknown_ttl_ms(), now);
+        let now = now_ms(h);
+        let pending = ondemand::request(
+            &w.key_ctx(),
+            h,
+            self.stream,
+            &job.kids,
+            self.unknown_ttl_ms(),
+            now,
+        );
         if pending.is_empty() {
-            return match complete(vm, Job::Search(job)) {
+            return match complete(h, w, Job::Search(job)) {
                 Done::Continue => Action::Continue,
                 Done::Stopped => {
                     self.req = Req::Refused;
@@ -275,8 +266,9 @@ impl UnsealStream {
         }
         self.req = Req::Waiting;
         ondemand::park(
-            vm,
-            self.ctx,
+            &w.key_ctx(),
+            h,
+            self.stream,
             Waiter {
                 kids: pending,
                 since_ms: now,
@@ -291,13 +283,18 @@ impl UnsealStream {
     /// until resumed), so headers always continue and cannot change afterwards. A buffered
     /// body loses `content-length` (Envoy frames the new one) and, if compressed, its
     /// `content-encoding` (it is forwarded decoded).
-    pub fn on_response_headers(&mut self, vm: &VmState, end_of_stream: bool) -> Action {
+    pub fn on_response_headers(
+        &mut self,
+        h: &dyn StreamHost,
+        w: &Worker,
+        end_of_stream: bool,
+    ) -> Action {
         // Our own refusal (a local reply) passes as it is.
         if end_of_stream || matches!(self.req, Req::Refused) {
             self.resp = Resp::Passing;
             return Action::Continue;
         }
-        self.resp = match response_plan(vm, self.action.on_error) {
+        self.resp = match response_plan(h, w, self.action.on_error) {
             Some(encoding) => Resp::Buffering { encoding },
             None => Resp::Passing,
         };
@@ -306,13 +303,14 @@ impl UnsealStream {
 
     pub fn on_response_body(
         &mut self,
-        vm: &VmState,
+        h: &dyn StreamHost,
+        w: &Worker,
         body_size: usize,
         end_of_stream: bool,
     ) -> Action {
         match self.resp {
-            Resp::Buffering { encoding } if body_size > vm.config.max_body_bytes => {
-                Metrics::add(vm.metrics.unseal_too_large, 1);
+            Resp::Buffering { encoding } if body_size > w.config.max_body_bytes => {
+                Metrics::add(h, w.metrics.unseal_too_large, 1);
                 if encoding == ContentEncoding::Identity {
                     // Ciphertext, not plaintext: it may pass, sealed.
                     self.resp = Resp::Passing;
@@ -320,51 +318,59 @@ impl UnsealStream {
                 }
                 // Its `content-encoding` is already gone: it cannot pass as it is.
                 self.resp = Resp::Done;
-                refuse(&vm.metrics, &undecodable(vm))
+                refuse(h, &w.metrics, &undecodable(w))
             }
             Resp::Buffering { .. } if !end_of_stream => Action::Pause,
-            Resp::Buffering { .. } => self.finish_response(vm),
+            Resp::Buffering { .. } => self.finish_response(h, w),
             Resp::Waiting => Action::Pause,
             Resp::Idle | Resp::Passing | Resp::Done => Action::Continue,
         }
     }
 
-    pub fn on_response_trailers(&mut self, vm: &VmState) -> Action {
+    pub fn on_response_trailers(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         match self.resp {
-            Resp::Buffering { .. } => self.finish_response(vm),
+            Resp::Buffering { .. } => self.finish_response(h, w),
             Resp::Waiting => Action::Pause,
             Resp::Idle | Resp::Passing | Resp::Done => Action::Continue,
         }
     }
 
-    fn finish_response(&mut self, vm: &VmState) -> Action {
+    fn finish_response(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         let Resp::Buffering { encoding } = std::mem::replace(&mut self.resp, Resp::Done) else {
             return Action::Continue;
         };
-        let job = match read_response(vm, encoding, self.action.on_error) {
+        let job = match read_response(h, w, encoding, self.action.on_error) {
             Read::Pass => return Action::Continue,
-            Read::Refuse(r) => return refuse(&vm.metrics, &r),
+            Read::Refuse(r) => return refuse(h, &w.metrics, &r),
             Read::Job(job) => job,
         };
         let kids = kids_in(&job.body, MAX_KIDS_PER_BODY);
         if kids.is_empty() {
-            return match finish_untouched(vm, &job) {
+            return match finish_untouched(h, w, &job) {
                 Done::Continue => Action::Continue,
                 Done::Stopped => Action::Pause,
             };
         }
-        let now = now_ms();
-        let pending = ondemand::request(vm, self.ctx, &kids, self.unknown_ttl_ms(), now);
+        let now = now_ms(h);
+        let pending = ondemand::request(
+            &w.key_ctx(),
+            h,
+            self.stream,
+            &kids,
+            self.unknown_ttl_ms(),
+            now,
+        );
         if pending.is_empty() {
-            return match complete(vm, Job::Unseal(job)) {
+            return match complete(h, w, Job::Unseal(job)) {
                 Done::Continue => Action::Continue,
                 Done::Stopped => Action::Pause,
             };
         }
         self.resp = Resp::Waiting;
         ondemand::park(
-            vm,
-            self.ctx,
+            &w.key_ctx(),
+            h,
+            self.stream,
             Waiter {
                 kids: pending,
                 since_ms: now,
@@ -377,12 +383,12 @@ impl UnsealStream {
 
 /// A compressed response whose `content-encoding` was dropped at header time but whose body
 /// cannot be decoded within the limit: it can be forwarded neither decoded nor as it is.
-fn undecodable(vm: &VmState) -> Refusal {
+fn undecodable(w: &Worker) -> Refusal {
     Refusal::new(
         ProblemKind::UnsealFailed,
         format!(
             "the vendor's compressed answer does not decode within max_body_bytes ({})",
-            vm.config.max_body_bytes
+            w.config.max_body_bytes
         ),
     )
 }
@@ -398,16 +404,18 @@ fn bad_search(e: SearchError) -> Refusal {
 /// Reads and decodes the search body; `None` if nothing in it needs rewriting (it is then
 /// forwarded as it came, or decoded if it was compressed).
 fn plan_search(
-    vm: &VmState,
+    h: &dyn StreamHost,
+    w: &Worker,
     search: Arc<SearchConfig>,
     epochs: &[Epoch],
     encoding: ContentEncoding,
 ) -> Result<Option<SearchJob>, Refusal> {
-    let limit = vm.config.max_body_bytes;
-    let raw = host::get_buffer(BufferType::HttpRequestBody, 0, limit.saturating_add(1))
-        .map_err(|e| Refusal::hostcall("reading the body", e))?;
+    let limit = w.config.max_body_bytes;
+    let raw = h
+        .body(BodyKind::Request, limit.saturating_add(1))
+        .map_err(|e| Refusal::hostcall(ProblemKind::UnsealFailed, "reading the body", e))?;
     if raw.len() > limit {
-        return Err(Refusal::too_large(vm.config.max_body_bytes));
+        return Err(Refusal::too_large(w.config.max_body_bytes));
     }
     let size = raw.len();
     let decoded = encoding::decode(encoding, &raw, limit).map_err(|e| {
@@ -418,16 +426,18 @@ fn plan_search(
         };
         Refusal::new(kind, e.to_string())
     })?;
-    let body = SearchBody::parse(&decoded, vm.config.max_depth).map_err(bad_search)?;
+    let body = SearchBody::parse(&decoded, w.config.max_depth).map_err(bad_search)?;
     let policy = MoesifEvents::new(Arc::clone(&search.rules));
     if body.sealed_terms(&policy).map_err(bad_search)? == 0 {
         if encoding != ContentEncoding::Identity {
-            host::set_buffer(BufferType::HttpRequestBody, 0, size, &decoded)
-                .map_err(|e| Refusal::hostcall("replacing the body", e))?;
+            h.replace_body(BodyKind::Request, size, &decoded)
+                .map_err(|e| {
+                    Refusal::hostcall(ProblemKind::UnsealFailed, "replacing the body", e)
+                })?;
         }
         return Ok(None);
     }
-    let root = vm
+    let root = w
         .keys
         .try_borrow()
         .ok()
@@ -468,51 +478,53 @@ pub const HOLD_HEADER: &str = "x-veil-hold-response";
 /// Whether (and how encoded) a response is buffered for unsealing. Removes its
 /// `content-length` (the unsealed body has another length; Envoy frames it anew) and its
 /// `content-encoding` (the body is forwarded decoded).
-fn response_plan(vm: &VmState, on_error: OnUnsealError) -> Option<ContentEncoding> {
-    let resp = MapType::HttpResponseHeaders;
-    let read = |name: &str| match host::get_header(resp, name) {
+fn response_plan(
+    h: &dyn StreamHost,
+    w: &Worker,
+    on_error: OnUnsealError,
+) -> Option<ContentEncoding> {
+    let resp = HeaderKind::ResponseHeaders;
+    let read = |name: &str| match h.header(resp, name) {
         Ok(v) => Ok(v),
         Err(e) => {
-            Metrics::add(vm.metrics.hostcall_failed, 1);
+            Metrics::add(h, w.metrics.hostcall_failed, 1);
             Err(e)
         }
     };
     if let Some(ct) = read("content-type").ok()? {
         if !is_json(&ct) {
-            Metrics::add(vm.metrics.unseal_passthrough, 1);
+            Metrics::add(h, w.metrics.unseal_passthrough, 1);
             return None;
         }
     }
     let Ok(encoding) = ContentEncoding::from_header(read("content-encoding").ok()?.as_deref())
     else {
-        Metrics::add(vm.metrics.unseal_passthrough, 1);
+        Metrics::add(h, w.metrics.unseal_passthrough, 1);
         return None;
     };
     if let Some(len) = read("content-length").ok()? {
         if len
             .trim()
             .parse::<usize>()
-            .is_ok_and(|n| n > vm.config.max_body_bytes)
+            .is_ok_and(|n| n > w.config.max_body_bytes)
         {
-            Metrics::add(vm.metrics.unseal_too_large, 1);
+            Metrics::add(h, w.metrics.unseal_too_large, 1);
             return None;
         }
     }
-    if host::remove_header(resp, "content-length").is_err() {
-        Metrics::add(vm.metrics.hostcall_failed, 1);
+    if h.remove_header(resp, "content-length").is_err() {
+        Metrics::add(h, w.metrics.hostcall_failed, 1);
         return None;
     }
-    if encoding != ContentEncoding::Identity
-        && host::remove_header(resp, "content-encoding").is_err()
-    {
-        Metrics::add(vm.metrics.hostcall_failed, 1);
+    if encoding != ContentEncoding::Identity && h.remove_header(resp, "content-encoding").is_err() {
+        Metrics::add(h, w.metrics.hostcall_failed, 1);
         return None;
     }
     // Only where a refusal can follow: `reject`, or a compressed body that might not decode.
     if (on_error == OnUnsealError::Reject || encoding != ContentEncoding::Identity)
-        && host::replace_header(resp, HOLD_HEADER, "1").is_err()
+        && h.replace_header(resp, HOLD_HEADER, "1").is_err()
     {
-        Metrics::add(vm.metrics.hostcall_failed, 1);
+        Metrics::add(h, w.metrics.hostcall_failed, 1);
     }
     Some(encoding)
 }
@@ -525,14 +537,19 @@ enum Read {
 }
 
 /// Reads and decodes the whole response body.
-fn read_response(vm: &VmState, encoding: ContentEncoding, on_error: OnUnsealError) -> Read {
-    let limit = vm.config.max_body_bytes;
+fn read_response(
+    h: &dyn StreamHost,
+    w: &Worker,
+    encoding: ContentEncoding,
+    on_error: OnUnsealError,
+) -> Read {
+    let limit = w.config.max_body_bytes;
     let identity = encoding == ContentEncoding::Identity;
-    let body = match host::get_buffer(BufferType::HttpResponseBody, 0, limit.saturating_add(1)) {
+    let body = match h.body(BodyKind::Response, limit.saturating_add(1)) {
         Ok(b) => b,
         Err(e) => {
-            Metrics::add(vm.metrics.hostcall_failed, 1);
-            let r = Refusal::hostcall("reading a response body", e);
+            Metrics::add(h, w.metrics.hostcall_failed, 1);
+            let r = Refusal::hostcall(ProblemKind::UnsealFailed, "reading a response body", e);
             return if identity {
                 Read::Pass
             } else {
@@ -541,11 +558,11 @@ fn read_response(vm: &VmState, encoding: ContentEncoding, on_error: OnUnsealErro
         }
     };
     if body.len() > limit {
-        Metrics::add(vm.metrics.unseal_too_large, 1);
+        Metrics::add(h, w.metrics.unseal_too_large, 1);
         return if identity {
             Read::Pass
         } else {
-            Read::Refuse(undecodable(vm))
+            Read::Refuse(undecodable(w))
         };
     }
     let size = body.len();
@@ -556,10 +573,10 @@ fn read_response(vm: &VmState, encoding: ContentEncoding, on_error: OnUnsealErro
             Ok(d) => d.into_owned(),
             Err(e) => {
                 if matches!(e, DecodeError::TooLarge { .. }) {
-                    Metrics::add(vm.metrics.unseal_too_large, 1);
+                    Metrics::add(h, w.metrics.unseal_too_large, 1);
                 }
-                Metrics::add(vm.metrics.unseal_passthrough, 1);
-                return Read::Refuse(undecodable(vm));
+                Metrics::add(h, w.metrics.unseal_passthrough, 1);
+                return Read::Refuse(undecodable(w));
             }
         }
     };
@@ -573,13 +590,14 @@ fn read_response(vm: &VmState, encoding: ContentEncoding, on_error: OnUnsealErro
 
 /// Forwards a job's body without unsealing: as it came, or decoded if its
 /// `content-encoding` was dropped.
-fn finish_untouched(vm: &VmState, job: &UnsealJob) -> Done {
+fn finish_untouched(h: &dyn StreamHost, w: &Worker, job: &UnsealJob) -> Done {
     if job.decoded {
-        if let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, job.size, &job.body) {
-            Metrics::add(vm.metrics.hostcall_failed, 1);
+        if let Err(e) = h.replace_body(BodyKind::Response, job.size, &job.body) {
+            Metrics::add(h, w.metrics.hostcall_failed, 1);
             refuse(
-                &vm.metrics,
-                &Refusal::hostcall("replacing a response body", e),
+                h,
+                &w.metrics,
+                &Refusal::hostcall(ProblemKind::UnsealFailed, "replacing a response body", e),
             );
             return Done::Stopped;
         }
@@ -587,27 +605,27 @@ fn finish_untouched(vm: &VmState, job: &UnsealJob) -> Done {
     Done::Continue
 }
 
-/// Finishes a job in the current effective context (its own stream).
-pub fn complete(vm: &VmState, job: Job) -> Done {
+/// Finishes a parked job on its own stream (`h` acts for it).
+pub fn complete(h: &dyn StreamHost, w: &Worker, job: Job) -> Done {
     match job {
-        Job::Search(job) => match rewrite_search(vm, job) {
+        Job::Search(job) => match rewrite_search(h, w, job) {
             Ok(()) => {
-                Metrics::add(vm.metrics.search_rewritten, 1);
+                Metrics::add(h, w.metrics.search_rewritten, 1);
                 Done::Continue
             }
             Err(r) => {
-                Metrics::add(vm.metrics.search_rejected, 1);
-                refuse(&vm.metrics, &r);
+                Metrics::add(h, w.metrics.search_rejected, 1);
+                refuse(h, &w.metrics, &r);
                 Done::Stopped
             }
         },
-        Job::Unseal(job) => unseal_body(vm, job),
+        Job::Unseal(job) => unseal_body(h, w, job),
     }
 }
 
-fn rewrite_search(vm: &VmState, mut job: SearchJob) -> Result<(), Refusal> {
+fn rewrite_search(h: &dyn StreamHost, w: &Worker, mut job: SearchJob) -> Result<(), Refusal> {
     let keys: Vec<Rc<SealingKey>> = {
-        let cache = vm.keys.try_borrow().map_err(|_| no_key())?;
+        let cache = w.keys.try_borrow().map_err(|_| no_key())?;
         job.kids
             .iter()
             .map(|kid| {
@@ -625,38 +643,39 @@ fn rewrite_search(vm: &VmState, mut job: SearchJob) -> Result<(), Refusal> {
     let refs: Vec<&SealingKey> = keys.iter().map(|k| &**k).collect();
     let policy = MoesifEvents::new(Arc::clone(&job.search.rules));
     job.body.rewrite(&policy, &refs).map_err(bad_search)?;
-    host::set_buffer(BufferType::HttpRequestBody, 0, job.size, &job.body.to_vec())
-        .map_err(|e| Refusal::hostcall("replacing the body", e))
+    h.replace_body(BodyKind::Request, job.size, &job.body.to_vec())
+        .map_err(|e| Refusal::hostcall(ProblemKind::UnsealFailed, "replacing the body", e))
 }
 
-fn unseal_body(vm: &VmState, job: UnsealJob) -> Done {
-    vm.with_buffers(|b| {
+fn unseal_body(h: &dyn StreamHost, w: &Worker, job: UnsealJob) -> Done {
+    w.with_buffers(|b| {
         let out = &mut b.out;
-        let stats = match vm.keys.try_borrow() {
-            Ok(keys) => unseal_document(&job.body, &*keys, vm.config.max_depth, out),
-            Err(_) => return finish_untouched(vm, &job),
+        let stats = match w.keys.try_borrow() {
+            Ok(keys) => unseal_document(&job.body, &*keys, w.config.max_depth, out),
+            Err(_) => return finish_untouched(h, w, &job),
         };
         let Ok(stats) = stats else {
             // Not JSON after all: it passes as it came.
-            Metrics::add(vm.metrics.unseal_passthrough, 1);
-            return finish_untouched(vm, &job);
+            Metrics::add(h, w.metrics.unseal_passthrough, 1);
+            return finish_untouched(h, w, &job);
         };
-        Metrics::add(vm.metrics.unseal_values, i64::from(stats.opened));
-        Metrics::add(vm.metrics.unseal_failed, i64::from(stats.failed));
-        Metrics::add(vm.metrics.unseal_unknown_kid, i64::from(stats.unknown_kid));
+        Metrics::add(h, w.metrics.unseal_values, i64::from(stats.opened));
+        Metrics::add(h, w.metrics.unseal_failed, i64::from(stats.failed));
+        Metrics::add(h, w.metrics.unseal_unknown_kid, i64::from(stats.unknown_kid));
         let kept = stats.failed.saturating_add(stats.unknown_kid);
         if kept > 0 {
-            host::log(
-                LogLevel::Debug,
+            h.log(
+                Level::Debug,
                 &format!(
                     "veil: {kept} sealed values kept in a response ({} failed authentication, {} under an unknown kid)",
                     stats.failed, stats.unknown_kid
                 ),
             );
             if job.reject {
-                Metrics::add(vm.metrics.unseal_rejected, 1);
+                Metrics::add(h, w.metrics.unseal_rejected, 1);
                 refuse(
-                    &vm.metrics,
+                    h,
+                    &w.metrics,
                     &Refusal::new(
                         ProblemKind::UnsealFailed,
                         format!(
@@ -669,17 +688,18 @@ fn unseal_body(vm: &VmState, job: UnsealJob) -> Done {
             }
         }
         if stats.opened == 0 {
-            return finish_untouched(vm, &job);
+            return finish_untouched(h, w, &job);
         }
-        if let Err(e) = host::set_buffer(BufferType::HttpResponseBody, 0, job.size, out) {
-            Metrics::add(vm.metrics.hostcall_failed, 1);
+        if let Err(e) = h.replace_body(BodyKind::Response, job.size, out) {
+            Metrics::add(h, w.metrics.hostcall_failed, 1);
             refuse(
-                &vm.metrics,
-                &Refusal::hostcall("replacing a response body", e),
+                h,
+                &w.metrics,
+                &Refusal::hostcall(ProblemKind::UnsealFailed, "replacing a response body", e),
             );
             return Done::Stopped;
         }
-        Metrics::add(vm.metrics.unseal_responses, 1);
+        Metrics::add(h, w.metrics.unseal_responses, 1);
         Done::Continue
     })
 }

@@ -6,25 +6,24 @@
 //! embedded at compile time together with its subresource-integrity hash, which is the etag
 //! and the `x-veil-integrity` header (docs/relay-browser.md).
 
-use proxy_wasm::types::{Action, LogLevel};
 use veil_core::header_map::HeaderMap;
 
-use crate::host;
+use crate::host::{Action, Level, StreamHost};
 use crate::metrics::Metrics;
 
 /// Where the module is served (not under the relay prefix: a fixed public path).
 pub const PATH: &str = "/public/veil-relay.js";
 
 /// The bundle's bytes.
-const BODY: &[u8] = include_bytes!("../../client/browser/dist/veil-relay.js");
+const BODY: &[u8] = include_bytes!("../../../../client/browser/dist/veil-relay.js");
 
 /// `sha384-<base64>` of [`BODY`], written by the bundle's build next to it.
-pub const INTEGRITY: &str = include_str!("../../client/browser/dist/veil-relay.integrity");
+pub const INTEGRITY: &str = include_str!("../../../../client/browser/dist/veil-relay.integrity");
 
 /// A strong etag from the hash: changes exactly when the bytes do.
 const ETAG: &str = concat!(
     "\"",
-    include_str!("../../client/browser/dist/veil-relay.integrity"),
+    include_str!("../../../../client/browser/dist/veil-relay.integrity"),
     "\""
 );
 
@@ -33,7 +32,12 @@ const CACHE_CONTROL: &str = "public, max-age=3600";
 
 /// Answers `GET`/`HEAD` for [`PATH`] (any query); None for every other path, which the
 /// caller dispatches as usual. Other methods on the path are refused with 405.
-pub fn serve(metrics: &Metrics, head: &HeaderMap, path: &str) -> Option<Action> {
+pub fn serve(
+    h: &dyn StreamHost,
+    metrics: &Metrics,
+    head: &HeaderMap,
+    path: &str,
+) -> Option<Action> {
     let bare = path.split_once('?').map_or(path, |(p, _)| p);
     if bare != PATH {
         return None;
@@ -54,7 +58,7 @@ pub fn serve(metrics: &Metrics, head: &HeaderMap, path: &str) -> Option<Action> 
         // a cached copy must then not serve another origin.
         ("vary", "origin"),
     ];
-    let (status, body): (u32, &[u8]) = match &*method {
+    let (status, body): (u16, &[u8]) = match &*method {
         "GET" | "HEAD" if if_none_match.is_some_and(matches_etag) => (304, b""),
         "GET" | "HEAD" => (200, BODY),
         _ => (405, b""),
@@ -65,12 +69,9 @@ pub fn serve(metrics: &Metrics, head: &HeaderMap, path: &str) -> Option<Action> 
         405 => headers.push(("allow", "GET, HEAD")),
         _ => {}
     }
-    if let Err(e) = host::send_local_response(status, &headers, body) {
-        Metrics::add(metrics.hostcall_failed, 1);
-        host::log(
-            LogLevel::Error,
-            &format!("veil: could not serve {PATH} (host status {})", e.0),
-        );
+    if let Err(e) = h.send_local_response(status, &headers, body) {
+        Metrics::add(h, metrics.hostcall_failed, 1);
+        h.log(Level::Error, &format!("veil: could not serve {PATH} ({e})"));
     }
     Some(Action::Pause)
 }

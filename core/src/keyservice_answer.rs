@@ -1,0 +1,203 @@
+//! The keyservice's answers as the filter reads them (the callouts' bodies), and the key
+//! record the filter keeps in Envoy shared data. Pure parsers of untrusted bytes: fuzzed
+//! (`fuzz/fuzz_targets/keyservice_answer.rs`). Nothing here is ever logged: the answers
+//! hold data keys and pair keys, which are wiped when a parsed answer is dropped.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::relay::RelayError;
+
+/// Shared-data key holding the keyservice's last `/v1/data-keys/current` answer (with
+/// `fetched_at` added), so that every worker uses one fetch.
+pub const SHARED_KEY: &str = "veil.keys.current.v1";
+
+/// The keyservice's `GET /v1/data-keys/current` answer (also what shared data holds, with
+/// `fetched_at` added by the filter).
+#[derive(Deserialize)]
+pub struct CurrentKeys {
+    pub current_root: u32,
+    pub keys: Vec<KeyEntry>,
+    #[serde(default)]
+    pub fetched_at: Option<i64>,
+}
+
+/// One key of an answer: `keys[]` of `/v1/data-keys/current`, or the whole answer of
+/// `/v1/data-keys/{kid}` (its other fields are ignored).
+#[derive(Deserialize, Serialize, Clone)]
+pub struct KeyEntry {
+    pub kid: String,
+    pub dek: String,
+}
+
+/// The DEK text is a secret: wiped when the parsed answer goes away.
+impl Drop for KeyEntry {
+    fn drop(&mut self) {
+        self.dek.zeroize();
+    }
+}
+
+/// Why keys could not be taken from an answer. Never contains key material.
+#[derive(Debug)]
+pub enum KeysError {
+    Json(String),
+    Kid(String),
+    Dek(String),
+    Empty,
+}
+
+impl core::fmt::Display for KeysError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            KeysError::Json(e) => write!(f, "key answer is not the expected JSON: {e}"),
+            KeysError::Kid(k) => write!(f, "key answer has an invalid kid {k:?}"),
+            KeysError::Dek(k) => write!(f, "key answer has an invalid data key for kid {k}"),
+            KeysError::Empty => write!(f, "key answer has no keys"),
+        }
+    }
+}
+
+/// Parses `/v1/data-keys/current` (or the shared record made from it): at least one key.
+pub fn parse_current(body: &[u8]) -> Result<CurrentKeys, KeysError> {
+    let keys: CurrentKeys =
+        serde_json::from_slice(body).map_err(|e| KeysError::Json(e.to_string()))?;
+    if keys.keys.is_empty() {
+        return Err(KeysError::Empty);
+    }
+    Ok(keys)
+}
+
+/// Parses `/v1/data-keys/{kid}`: one key entry.
+pub fn parse_key(body: &[u8]) -> Result<KeyEntry, KeysError> {
+    serde_json::from_slice(body).map_err(|_| KeysError::Json("answer is not a key".into()))
+}
+
+/// Adds `fetched_at` to a keyservice answer for shared data, without re-serializing keys
+/// through a typed struct that might drop fields. `None` if the answer is not a JSON
+/// object. The answer holds DEKs: the tree's strings are wiped before it is dropped, and
+/// the result is wiped when the caller drops it.
+pub fn with_fetched_at(body: &[u8], now_unix: i64) -> Option<Zeroizing<Vec<u8>>> {
+    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let out = v
+        .as_object_mut()
+        .map(|o| {
+            o.insert("fetched_at".into(), serde_json::Value::from(now_unix));
+        })
+        .and_then(|()| serde_json::to_vec(&v).ok())
+        .map(Zeroizing::new);
+    wipe(&mut v);
+    out
+}
+
+/// Zeroizes every string of a JSON tree (in place).
+fn wipe(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
+/// One relay pair as the keyservice answers it (`c2s`/`s2c` never leave the filter).
+#[derive(Deserialize)]
+pub struct PairAnswer {
+    pub pair_id: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub ciphertext: Option<String>,
+    pub c2s: String,
+    pub s2c: String,
+    pub expires_at: i64,
+    pub idle_ttl_secs: u64,
+}
+
+impl Drop for PairAnswer {
+    fn drop(&mut self) {
+        self.c2s.zeroize();
+        self.s2c.zeroize();
+    }
+}
+
+/// A decoded 32-byte pair key, zeroized on drop.
+pub type PairKey = Zeroizing<[u8; 32]>;
+
+impl PairAnswer {
+    /// The two keys (`c2s`, `s2c`), decoded (32 bytes each).
+    pub fn keys(&self) -> Result<(PairKey, PairKey), RelayError> {
+        let one = |b64: &str| -> Result<PairKey, RelayError> {
+            let v = Zeroizing::new(
+                URL_SAFE_NO_PAD
+                    .decode(b64)
+                    .map_err(|_| RelayError::Unavailable("bad key from keyservice"))?,
+            );
+            let k: [u8; 32] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| RelayError::Unavailable("bad key from keyservice"))?;
+            Ok(Zeroizing::new(k))
+        };
+        Ok((one(&self.c2s)?, one(&self.s2c)?))
+    }
+
+    /// The idle TTL, saturated to `u32`.
+    pub fn idle_ttl(&self) -> u32 {
+        u32::try_from(self.idle_ttl_secs).unwrap_or(u32::MAX)
+    }
+}
+
+/// `POST /v1/relay/pairs`'s answer.
+#[derive(Deserialize)]
+pub struct PairingAnswer {
+    pub pairs: Vec<PairAnswer>,
+}
+
+/// Parses a relay answer (`PairAnswer`, `PairingAnswer`); anything else is
+/// `relay-unavailable` (the keyservice misbehaves, not the client).
+pub fn parse_relay<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RelayError> {
+    serde_json::from_slice(body).map_err(|_| RelayError::Unavailable("bad keyservice answer"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_needs_a_key() {
+        assert!(matches!(
+            parse_current(br#"{"current_root":1,"keys":[]}"#),
+            Err(KeysError::Empty)
+        ));
+        let k = parse_current(br#"{"current_root":2,"keys":[{"kid":"r2.2026-01","dek":"x"}]}"#)
+            .unwrap();
+        assert_eq!((k.current_root, k.keys.len(), k.fetched_at), (2, 1, None));
+    }
+
+    #[test]
+    fn fetched_at_is_added_and_kept_by_the_parser() {
+        let out =
+            with_fetched_at(br#"{"current_root":1,"keys":[{"kid":"a","dek":"b"}]}"#, 77).unwrap();
+        assert_eq!(parse_current(&out).unwrap().fetched_at, Some(77));
+        assert!(with_fetched_at(b"[1]", 1).is_none());
+        assert!(with_fetched_at(b"nope", 1).is_none());
+    }
+
+    #[test]
+    fn pair_keys_must_be_32_bytes() {
+        let a = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let short = URL_SAFE_NO_PAD.encode([7u8; 31]);
+        let ok = format!(
+            r#"{{"pair_id":"p","c2s":"{a}","s2c":"{a}","expires_at":5,"idle_ttl_secs":99999999999}}"#
+        );
+        let p: PairAnswer = parse_relay(ok.as_bytes()).unwrap();
+        assert_eq!(*p.keys().unwrap().0, [7u8; 32]);
+        assert_eq!(p.idle_ttl(), u32::MAX);
+        let bad = ok.replacen(&a, &short, 1);
+        let p: PairAnswer = parse_relay(bad.as_bytes()).unwrap();
+        assert!(p.keys().is_err());
+        assert!(parse_relay::<PairingAnswer>(b"{}").is_err());
+    }
+}
