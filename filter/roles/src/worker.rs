@@ -81,6 +81,16 @@ impl Worker {
         keys.sealing_key(epoch_now, rotation)
     }
 
+    /// The current root version: from this worker's cache, or else from what another worker
+    /// put in shared data (a worker that has not ticked yet still answers). No callout.
+    pub fn current_root(&self, shared: &dyn SharedData) -> Option<u32> {
+        let mut keys = self.keys.try_borrow_mut().ok()?;
+        if keys.current_root().is_none() {
+            let _ = keys.refresh_from_shared(shared);
+        }
+        keys.current_root()
+    }
+
     /// Runs `f` with the worker's reusable buffers and seal memo (fresh, memo-less ones if
     /// they are in use, which re-entrancy would cause: never a borrow panic).
     pub fn with_buffers<R>(&self, f: impl FnOnce(&mut Buffers) -> R) -> R {

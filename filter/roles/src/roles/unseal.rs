@@ -437,12 +437,7 @@ fn plan_search(
         }
         return Ok(None);
     }
-    let root = w
-        .keys
-        .try_borrow()
-        .ok()
-        .and_then(|k| k.current_root())
-        .ok_or_else(no_key)?;
+    let root = w.current_root(h).ok_or_else(no_key)?;
     Ok(Some(SearchJob {
         kids: search_kids(root, epochs),
         search,

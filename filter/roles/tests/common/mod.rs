@@ -225,3 +225,26 @@ pub fn sealed_values(v: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// `doc` sealed by `f`'s `/patients` route (everything but `$.id`).
+pub fn seal_with(f: &Fix, doc: &Value) -> Vec<u8> {
+    let (h, mut s) = f.stream();
+    let (_, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        "/patients",
+        &[],
+        &serde_json::to_vec(doc).unwrap(),
+    );
+    assert_eq!(b, Action::Continue, "{:?}", h.reply());
+    body(&h, BodyKind::Request)
+}
+
+/// A worker whose clock is `days` behind `START_MS`, with that time's keys (root `root`).
+pub fn sealer_days_ago(days: i64, root: u32) -> Fix {
+    let f = Fix::new(config(json!({})));
+    f.env.advance_ms(-days * 86_400_000);
+    f.install_current(root);
+    f
+}

@@ -1,0 +1,181 @@
+//! The unseal route's search rewrite on a fake host.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use veil_roles::host::{Action, BodyKind, Direction, HeaderKind, StreamId};
+use veil_roles::testing::answer;
+
+const SEARCH: &str = "/api/v1/search/~/search/events";
+const TERM: &str = r#"{"query":{"term":{"request.body.email":"a@b.c"}}}"#;
+
+fn terms(h: &veil_roles::testing::FakeHost) -> Vec<String> {
+    let v = json_of(&body(h, BodyKind::Request));
+    v["query"]["terms"]["request.body.email"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_search_without_sealed_terms_passes_as_it_came() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    let q = br#"{"query":{"term":{"request.verb":"POST"}}}"#;
+    let (a, b) = send(&h, &mut s, "POST", &format!("{SEARCH}?from=-1h"), &[], q);
+    assert_eq!((a, b), (Action::Continue, Action::Continue));
+    assert_eq!(body(&h, BodyKind::Request), q);
+}
+
+#[test]
+fn a_sealed_term_is_rewritten_under_the_held_epoch_key() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    let (_, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        &format!("{SEARCH}?from=-1h"),
+        &[("content-length", "60")],
+        TERM.as_bytes(),
+    );
+    assert_eq!(b, Action::Continue, "{:?}", h.reply());
+    let t = terms(&h);
+    assert_eq!(t.len(), 1);
+    assert!(
+        t[0].starts_with(&format!("veil:v1:{}:d:", f.current_kid(1))),
+        "{t:?}"
+    );
+    assert_eq!(h.get(HeaderKind::RequestHeaders, "content-length"), None);
+    assert_eq!(f.counter("veil.search.rewritten"), 1);
+}
+
+#[test]
+fn a_search_over_an_older_epoch_waits_for_its_key() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    let (a, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        &format!("{SEARCH}?from=-400d"),
+        &[],
+        TERM.as_bytes(),
+    );
+    assert_eq!((a, b), (Action::Continue, Action::Pause));
+    let sent = f.sent();
+    assert_eq!(sent.len(), 1);
+    let old = kid(1, epoch_at(f.env.now_ms() - 400 * 86_400_000));
+    assert_eq!(sent[0].line(), format!("GET /v1/data-keys/{old}"));
+    let ready = s.on_callout(
+        &h,
+        sent[0].id,
+        &answer(200, &serde_json::to_vec(&key_entry(&old)).unwrap()),
+    );
+    assert_eq!(ready, vec![StreamId(1)]);
+    f.worker.run_parked(&h, StreamId(1));
+    assert_eq!(*h.resumed.borrow(), vec![Direction::Request]);
+    let t = terms(&h);
+    assert_eq!(t.len(), 2, "one sealed term per epoch");
+    assert!(t[0].contains(&old) && t[1].contains(&f.current_kid(1)));
+}
+
+#[test]
+fn a_search_whose_epoch_key_is_unknown_is_refused_not_sent_in_plaintext() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    send(
+        &h,
+        &mut s,
+        "POST",
+        &format!("{SEARCH}?from=-400d"),
+        &[],
+        TERM.as_bytes(),
+    );
+    let sent = f.sent();
+    s.on_callout(&h, sent[0].id, &answer(404, b""));
+    f.worker.run_parked(&h, StreamId(1));
+    assert_eq!(refused(&h), (503, "key-unavailable".into()));
+    assert!(h.resumed.borrow().is_empty());
+    assert_eq!(body(&h, BodyKind::Request), TERM.as_bytes());
+    assert_eq!(f.counter("veil.search.rejected"), 1);
+}
+
+#[test]
+fn a_bad_time_range_is_refused_once_the_body_is_in() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    let (a, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        &format!("{SEARCH}?from=yesterday-ish"),
+        &[],
+        TERM.as_bytes(),
+    );
+    assert_eq!((a, b), (Action::Continue, Action::Pause));
+    assert_eq!(refused(&h), (400, "bad-search".into()));
+}
+
+#[test]
+fn a_search_that_is_not_json_is_refused() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    let (_, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        &format!("{SEARCH}?from=-1h"),
+        &[],
+        b"{nope",
+    );
+    assert_eq!(b, Action::Pause);
+    assert_eq!(refused(&h), (400, "bad-json".into()));
+}
+
+#[test]
+fn a_search_without_keys_yet_is_refused() {
+    let f = Fix::new(config(json!({})));
+    let (h, mut s) = f.stream();
+    let (_, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        &format!("{SEARCH}?from=-1h"),
+        &[],
+        TERM.as_bytes(),
+    );
+    assert_eq!(b, Action::Pause);
+    assert_eq!(refused(&h), (503, "key-unavailable".into()));
+}
+
+#[test]
+fn a_search_body_over_the_limit_is_refused() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    request(&h, "POST", SEARCH, &[]);
+    s.on_request_headers(&h, false);
+    assert_eq!(s.on_request_body(&h, 5000, false), Action::Pause);
+    assert_eq!(refused(&h), (413, "body-too-large".into()));
+}
+
+/// A worker that has not ticked yet (its first tick is up to 200 ms after start) takes the
+/// keys another worker published, as the seal role does, instead of answering 503.
+#[test]
+fn a_search_on_a_worker_that_has_not_ticked_uses_the_shared_keys() {
+    let one = Fix::ready();
+    let two = Fix::on(one.env.sibling(), config(json!({})));
+    let (h, mut s) = two.stream();
+    let (_, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        &format!("{SEARCH}?from=-1h"),
+        &[],
+        TERM.as_bytes(),
+    );
+    assert_eq!(b, Action::Continue, "{:?}", h.reply());
+    assert_eq!(terms(&h).len(), 1);
+    assert!(two.sent().is_empty());
+}
