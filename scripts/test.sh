@@ -16,4 +16,4 @@ make -s lint
 step "fuzz: every target for a few seconds (scripts/fuzz.sh; longer runs: make fuzz)"
 scripts/fuzz.sh "${VEIL_FUZZ_SECONDS:-6}"
 step "tests (unit, property, standards vectors, end to end through Envoy)"
-cargo test -q --workspace --exclude veil-filter
+cargo test -q --workspace

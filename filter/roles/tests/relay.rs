@@ -1,0 +1,707 @@
+//! The relay role on a fake host: endpoints, pairing, encoded requests and responses, the
+//! replay window (local and global), and each error code.
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+use veil_core::relay::wire::{encode_headers, encoded_path, Part, TAG_LEN};
+use veil_core::relay::{ClientIdSecret, PartCipher, RequestControl, ResponseControl};
+use veil_roles::host::{Action, BodyKind, Direction, HeaderKind};
+use veil_roles::testing::{answer, no_answer, FakeHost};
+use veil_roles::Stream;
+
+const PAIR: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+const C2S: [u8; 32] = [3; 32];
+const S2C: [u8; 32] = [4; 32];
+
+fn client_id() -> String {
+    ClientIdSecret::new(CLIENT_ID_SECRET.as_bytes())
+        .unwrap()
+        .issue([7; 16])
+}
+
+fn relay_fix(mode: &str) -> Fix {
+    let f = Fix::new(config(relay(mode)));
+    f.install_current(1);
+    f
+}
+
+fn pair_json(f: &Fix, pair: &str, cid: &str) -> Value {
+    json!({"pair_id": pair, "client_id": cid, "ciphertext": "ct-1",
+        "c2s": URL_SAFE_NO_PAD.encode(C2S), "s2c": URL_SAFE_NO_PAD.encode(S2C),
+        "expires_at": f.env.now_ms() / 1000 + 3600, "idle_ttl_secs": 600})
+}
+
+/// Sets the request headers of an encoded request (and its body part, if any).
+fn encode(h: &FakeHost, cid: &str, seq: u64, method: &str, path: &str, body: Option<&[u8]>) {
+    encode_with(
+        h,
+        cid,
+        PAIR,
+        seq,
+        method,
+        path,
+        &[("accept", "text/plain")],
+        body,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_with(
+    h: &FakeHost,
+    cid: &str,
+    pair: &str,
+    seq: u64,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) {
+    let rc = RequestControl {
+        client_id: cid,
+        pair_id: pair,
+        seq,
+        body: body.is_some(),
+    };
+    let ctx = rc.context(method);
+    let c = PartCipher::new(&C2S);
+    let p = c.seal_b64(Part::RequestUrl, &ctx, path.as_bytes()).unwrap();
+    let list: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let eh = c
+        .seal_b64(Part::RequestHeaders, &ctx, &encode_headers(&list))
+        .unwrap();
+    let wire_path = encoded_path("/veil", &p);
+    let ctl = rc.to_header_value();
+    let mut pairs = vec![
+        (":method", method),
+        (":path", wire_path.as_str()),
+        (":authority", "veil.test"),
+        ("x-veil-relay", ctl.as_str()),
+        ("x-veil-relay-eh", eh.as_str()),
+        ("content-type", "application/octet-stream"),
+    ];
+    let len;
+    if let Some(b) = body {
+        let sealed = c.seal(Part::RequestBody, &ctx, b).unwrap();
+        len = sealed.len().to_string();
+        pairs.push(("content-length", len.as_str()));
+        *h.request_body.borrow_mut() = sealed;
+    }
+    h.set_headers(HeaderKind::RequestHeaders, &pairs);
+}
+
+/// An encoded GET whose pair the worker fetches from the keyservice first; returns the
+/// stream, forwarded.
+fn first_request(f: &Fix, seq: u64) -> (FakeHost, Stream) {
+    let (h, mut s) = f.stream();
+    let cid = client_id();
+    encode(&h, &cid, seq, "GET", "/app/items?x=1", None);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    let sent = f.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].line(), format!("GET /v1/relay/pairs/{PAIR}"));
+    let body = serde_json::to_vec(&pair_json(f, PAIR, &cid)).unwrap();
+    assert!(s.on_callout(&h, sent[0].id, &answer(200, &body)).is_empty());
+    assert!(h.reply().is_none(), "{:?}", h.reply());
+    assert_eq!(*h.resumed.borrow(), vec![Direction::Request]);
+    (h, s)
+}
+
+/// An encoded GET on a pair the worker holds: the header action.
+fn next_request(f: &Fix, seq: u64) -> (FakeHost, Stream, Action) {
+    let (h, mut s) = f.stream();
+    encode(&h, &client_id(), seq, "GET", "/app/items", None);
+    let a = s.on_request_headers(&h, true);
+    (h, s, a)
+}
+
+#[test]
+fn discovery_issues_a_client_id_and_keeps_a_valid_one() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/veil/relay", &[]);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    let r = h.reply().unwrap();
+    assert_eq!(
+        (r.status, r.header("cache-control")),
+        (200, Some("no-store"))
+    );
+    let v = r.json();
+    let id = v["client_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (v["version"].clone(), v["max_pairs"].clone()),
+        (json!(1), json!(2))
+    );
+    assert_eq!(r.header("x-veil-client-id"), Some(id.as_str()));
+    let (h, mut s) = f.stream();
+    request(&h, "HEAD", "/veil/relay", &[("x-veil-client-id", &id)]);
+    s.on_request_headers(&h, true);
+    let r = h.reply().unwrap();
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("x-veil-client-id"), Some(id.as_str()));
+}
+
+#[test]
+fn echo_answers_the_decoded_message_and_the_time() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/veil/echo/hi%20there", &[]);
+    s.on_request_headers(&h, true);
+    let v = h.reply().unwrap().json();
+    assert_eq!(v, json!({"echo": "hi there", "time": f.env.now_ms()}));
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/veil/echo", &[]);
+    s.on_request_headers(&h, true);
+    assert_eq!(h.reply().unwrap().json()["echo"], Value::Null);
+}
+
+/// Review fix: the echo's decoder took the sign in `%+f` (`u8::from_str_radix`), turning
+/// three characters into a control byte; the strict decoder shared with core keeps them.
+#[test]
+fn echo_keeps_a_percent_sign_that_is_not_an_escape() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/veil/echo/a%+fb%2", &[]);
+    s.on_request_headers(&h, true);
+    assert_eq!(h.reply().unwrap().json()["echo"], "a%+fb%2");
+}
+
+#[test]
+fn unknown_endpoints_and_bare_encoded_paths_are_refused() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/veil/other", &[]);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    let r = h.reply().unwrap();
+    assert_eq!(
+        (r.status, r.code().unwrap()),
+        (404, "relay-route-not-allowed".into())
+    );
+    assert_eq!(
+        r.header("x-veil-relay-error"),
+        Some("relay-route-not-allowed")
+    );
+    let (h, mut s) = f.stream();
+    request(&h, "POST", "/veil/x/abc", &[]);
+    s.on_request_headers(&h, false);
+    assert_eq!(refused(&h), (400, "relay-bad-request".into()));
+    assert_eq!(f.counter("veil.relay.refused"), 2);
+}
+
+#[test]
+fn plaintext_on_a_relayed_route_is_refused_and_other_paths_pass() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/app/items", &[]);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    assert_eq!(refused(&h), (403, "relay-required".into()));
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/static/logo.png", &[]);
+    assert_eq!(s.on_request_headers(&h, true), Action::Continue);
+    assert!(h.reply().is_none());
+}
+
+#[test]
+fn a_pairing_goes_through_the_keyservice_and_answers_no_key() {
+    let f = relay_fix("local");
+    let cid = client_id();
+    let (h, mut s) = f.stream();
+    request(&h, "POST", "/veil/pair", &[("x-veil-client-id", &cid)]);
+    assert_eq!(s.on_request_headers(&h, false), Action::Pause);
+    *h.request_body.borrow_mut() = br#"{"keys":["k1"]}"#.to_vec();
+    assert_eq!(s.on_request_body(&h, 15, true), Action::Pause);
+    let sent = f.sent();
+    assert_eq!(sent[0].line(), "POST /v1/relay/pairs");
+    assert_eq!(sent[0].header("content-type"), Some("application/json"));
+    let asked: Value = serde_json::from_slice(sent[0].body.as_ref().unwrap()).unwrap();
+    assert_eq!(asked, json!({"client_id": cid, "keys": ["k1"]}));
+    let body = serde_json::to_vec(&json!({"pairs": [pair_json(&f, PAIR, &cid)]})).unwrap();
+    s.on_callout(&h, sent[0].id, &answer(200, &body));
+    let r = h.reply().unwrap();
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["pairs"][0]["pair_id"], PAIR);
+    assert_eq!(v["pairs"][0]["ciphertext"], "ct-1");
+    assert!(v["pairs"][0].get("c2s").is_none() && v["pairs"][0].get("s2c").is_none());
+    assert_eq!(f.counter("veil.relay.pairings"), 1);
+    // The pair is in its slot: the first request needs no callout.
+    let (h, _, a) = next_request(&f, 1);
+    assert_eq!(a, Action::Continue, "{:?}", h.reply());
+    assert!(f.sent().is_empty());
+}
+
+#[test]
+fn a_pairing_with_a_bad_client_id_or_body_is_refused() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    request(&h, "POST", "/veil/pair", &[("x-veil-client-id", "forged")]);
+    s.on_request_headers(&h, false);
+    assert_eq!(refused(&h), (401, "relay-bad-client-id".into()));
+    let (h, mut s) = f.stream();
+    request(
+        &h,
+        "POST",
+        "/veil/pair",
+        &[("x-veil-client-id", &client_id())],
+    );
+    s.on_request_headers(&h, false);
+    *h.request_body.borrow_mut() = br#"{"keys":["a","b","c"]}"#.to_vec();
+    s.on_request_body(&h, 21, true);
+    assert_eq!(
+        refused(&h),
+        (400, "relay-bad-request".into()),
+        "over max_pairs"
+    );
+}
+
+#[test]
+fn a_pairing_the_keyservice_refuses_or_fails_is_answered_with_its_code() {
+    let f = relay_fix("local");
+    for (status, want) in [
+        (Some(400), (400, "relay-bad-request")),
+        (Some(500), (503, "relay-unavailable")),
+        (None, (503, "relay-unavailable")),
+        (Some(200), (503, "relay-unavailable")),
+    ] {
+        let (h, mut s) = f.stream();
+        request(
+            &h,
+            "POST",
+            "/veil/pair",
+            &[("x-veil-client-id", &client_id())],
+        );
+        s.on_request_headers(&h, false);
+        *h.request_body.borrow_mut() = br#"{"keys":["k1"]}"#.to_vec();
+        s.on_request_body(&h, 15, true);
+        let sent = f.sent();
+        // A 200 with two pairs for one key is another number of pairs.
+        let two = serde_json::to_vec(
+            &json!({"pairs": [pair_json(&f, PAIR, "c"), pair_json(&f, PAIR, "c")]}),
+        )
+        .unwrap();
+        let a = match status {
+            Some(200) => answer(200, &two),
+            Some(code) => answer(code, b"{}"),
+            None => no_answer(),
+        };
+        s.on_callout(&h, sent[0].id, &a);
+        assert_eq!(refused(&h), (want.0, want.1.to_string()), "{status:?}");
+    }
+}
+
+#[test]
+fn an_encoded_request_is_decoded_after_its_pair_is_fetched() {
+    let f = relay_fix("local");
+    let (h, _) = first_request(&f, 1);
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, ":path").as_deref(),
+        Some("/app/items?x=1")
+    );
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, "accept").as_deref(),
+        Some("text/plain")
+    );
+    for gone in ["x-veil-relay", "x-veil-relay-eh", "content-type"] {
+        assert_eq!(h.get(HeaderKind::RequestHeaders, gone), None, "{gone}");
+    }
+    assert_eq!(f.counter("veil.relay.requests"), 1);
+    assert_eq!(f.counter("veil.relay.pair_fetches"), 1);
+}
+
+#[test]
+fn the_next_request_on_a_held_pair_continues_at_its_headers() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, _, a) = next_request(&f, 2);
+    assert_eq!(a, Action::Continue);
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, ":path").as_deref(),
+        Some("/app/items")
+    );
+    assert!(f.sent().is_empty());
+}
+
+#[test]
+fn a_replayed_seq_is_refused() {
+    let f = relay_fix("local");
+    first_request(&f, 5);
+    let (h, _, a) = next_request(&f, 5);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(refused(&h), (409, "relay-replay".into()));
+    assert_eq!(f.counter("veil.relay.replays_refused"), 1);
+}
+
+#[test]
+fn the_window_moves_with_the_highest_seq() {
+    let f = relay_fix("local");
+    first_request(&f, 20);
+    // Window 8: 13..=19 are still accepted once, 12 is behind it.
+    assert_eq!(next_request(&f, 13).2, Action::Continue);
+    let (h, _, a) = next_request(&f, 12);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(refused(&h).1, "relay-replay");
+    assert_eq!(next_request(&f, 30).2, Action::Continue);
+    assert_eq!(
+        next_request(&f, 22).2,
+        Action::Pause,
+        "now behind the window"
+    );
+}
+
+#[test]
+fn a_seq_above_2_pow_53_minus_1_is_a_bad_request() {
+    let f = relay_fix("local");
+    let (h, _, a) = next_request(&f, 1 << 53);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(refused(&h), (400, "relay-bad-request".into()));
+    assert!(f.sent().is_empty());
+}
+
+#[test]
+fn another_clients_pair_is_unknown_to_it() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let other = ClientIdSecret::new(CLIENT_ID_SECRET.as_bytes())
+        .unwrap()
+        .issue([9; 16]);
+    let (h, mut s) = f.stream();
+    encode(&h, &other, 2, "GET", "/app/items", None);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    assert_eq!(refused(&h), (401, "relay-pair-unknown".into()));
+}
+
+#[test]
+fn a_forged_client_id_is_refused_before_any_lookup() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    encode(&h, "forged-client", 1, "GET", "/app/items", None);
+    s.on_request_headers(&h, true);
+    assert_eq!(refused(&h), (401, "relay-bad-client-id".into()));
+    assert!(f.sent().is_empty());
+}
+
+#[test]
+fn a_pair_the_keyservice_does_not_know_is_remembered() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    encode(&h, &client_id(), 1, "GET", "/app/items", None);
+    s.on_request_headers(&h, true);
+    let sent = f.sent();
+    s.on_callout(&h, sent[0].id, &answer(404, b""));
+    assert_eq!(refused(&h), (401, "relay-pair-unknown".into()));
+    let (h, _, a) = next_request(&f, 2);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(refused(&h).1, "relay-pair-unknown");
+    assert!(f.sent().is_empty(), "no second callout for an unknown pair");
+}
+
+#[test]
+fn a_pair_fetch_that_fails_is_unavailable() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    encode(&h, &client_id(), 1, "GET", "/app/items", None);
+    s.on_request_headers(&h, true);
+    let sent = f.sent();
+    s.on_callout(&h, sent[0].id, &no_answer());
+    assert_eq!(refused(&h), (503, "relay-unavailable".into()));
+}
+
+#[test]
+fn an_expired_pair_is_unknown() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    let cid = client_id();
+    encode(&h, &cid, 1, "GET", "/app/items", None);
+    s.on_request_headers(&h, true);
+    let sent = f.sent();
+    let mut p = pair_json(&f, PAIR, &cid);
+    p["expires_at"] = json!(f.env.now_ms() / 1000);
+    s.on_callout(
+        &h,
+        sent[0].id,
+        &answer(200, &serde_json::to_vec(&p).unwrap()),
+    );
+    assert_eq!(refused(&h), (401, "relay-pair-unknown".into()));
+}
+
+#[test]
+fn tampered_parts_do_not_open_and_use_up_no_seq() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    encode(&h, &client_id(), 2, "GET", "/app/items", None);
+    let eh = h
+        .get(HeaderKind::RequestHeaders, "x-veil-relay-eh")
+        .unwrap();
+    let mut bad = eh.into_bytes();
+    bad[3] = if bad[3] == b'A' { b'B' } else { b'A' };
+    let pairs = h.pairs(HeaderKind::RequestHeaders);
+    let mut refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let bad = String::from_utf8(bad).unwrap();
+    for p in refs.iter_mut() {
+        if p.0 == "x-veil-relay-eh" {
+            p.1 = &bad;
+        }
+    }
+    h.set_headers(HeaderKind::RequestHeaders, &refs);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    assert_eq!(refused(&h), (400, "relay-decode-failed".into()));
+    assert_eq!(
+        next_request(&f, 2).2,
+        Action::Continue,
+        "seq 2 is still unused"
+    );
+}
+
+#[test]
+fn a_decoded_path_outside_the_routes_is_refused() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    for path in ["/admin", "/app/../admin", "/collector/v1/events"] {
+        let (h, mut s) = f.stream();
+        encode(&h, &client_id(), 2, "GET", path, None);
+        s.on_request_headers(&h, true);
+        assert_eq!(
+            refused(&h),
+            (404, "relay-route-not-allowed".into()),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_body_part_is_opened_and_the_request_held_until_then() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    encode(
+        &h,
+        &client_id(),
+        2,
+        "POST",
+        "/app/items",
+        Some(b"{\"a\":1}"),
+    );
+    assert_eq!(
+        s.on_request_headers(&h, false),
+        Action::Pause,
+        "held until the body opened"
+    );
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, "content-length")
+            .as_deref(),
+        Some("7")
+    );
+    let n = h.request_body.borrow().len();
+    assert_eq!(n, 7 + TAG_LEN);
+    assert_eq!(s.on_request_body(&h, n, false), Action::Pause);
+    assert_eq!(s.on_request_body(&h, n, true), Action::Continue);
+    assert_eq!(body(&h, BodyKind::Request), b"{\"a\":1}");
+}
+
+#[test]
+fn a_body_part_that_does_not_open_is_refused() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    encode(
+        &h,
+        &client_id(),
+        2,
+        "POST",
+        "/app/items",
+        Some(b"{\"a\":1}"),
+    );
+    s.on_request_headers(&h, false);
+    h.request_body.borrow_mut()[0] ^= 1;
+    let n = h.request_body.borrow().len();
+    assert_eq!(s.on_request_body(&h, n, true), Action::Pause);
+    assert_eq!(refused(&h), (400, "relay-decode-failed".into()));
+}
+
+#[test]
+fn a_body_without_a_body_part_is_refused() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, mut s, a) = next_request(&f, 2);
+    assert_eq!(a, Action::Continue);
+    assert_eq!(s.on_request_body(&h, 3, true), Action::Pause);
+    assert_eq!(refused(&h), (400, "relay-bad-request".into()));
+}
+
+#[test]
+fn the_response_is_sealed_for_the_client() {
+    let f = relay_fix("local");
+    let (h, mut s) = first_request(&f, 1);
+    h.set_headers(
+        HeaderKind::ResponseHeaders,
+        &[
+            (":status", "201"),
+            ("content-type", "application/json"),
+            ("content-length", "9"),
+            ("x-app", "secret"),
+            ("date", "today"),
+        ],
+    );
+    assert_eq!(s.on_response_headers(&h, false), Action::Continue);
+    let ctl = h.get(HeaderKind::ResponseHeaders, "x-veil-relay").unwrap();
+    let rc = ResponseControl::parse(&ctl).unwrap();
+    assert_eq!((rc.pair_id, rc.seq, rc.body), (PAIR, 1, true));
+    assert_eq!(h.get(HeaderKind::ResponseHeaders, "x-app"), None);
+    assert_eq!(
+        h.get(HeaderKind::ResponseHeaders, "date").as_deref(),
+        Some("today")
+    );
+    assert_eq!(
+        h.get(HeaderKind::ResponseHeaders, "content-type")
+            .as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(
+        h.get(HeaderKind::ResponseHeaders, "content-length")
+            .as_deref(),
+        Some("25")
+    );
+    let ctx = rc.context("GET", 201);
+    let s2c = PartCipher::new(&S2C);
+    let eh = h
+        .get(HeaderKind::ResponseHeaders, "x-veil-relay-eh")
+        .unwrap();
+    let headers = s2c.open_b64(Part::ResponseHeaders, &ctx, &eh).unwrap();
+    assert!(String::from_utf8_lossy(&headers).contains("secret"));
+    *h.response_body.borrow_mut() = b"{\"ok\":1}\n".to_vec();
+    assert_eq!(s.on_response_body(&h, 9, true), Action::Continue);
+    let mut sealed = body(&h, BodyKind::Response);
+    s2c.open_in_place(Part::ResponseBody, &ctx, &mut sealed)
+        .unwrap();
+    assert_eq!(sealed, b"{\"ok\":1}\n");
+}
+
+#[test]
+fn response_trailers_are_dropped_and_an_oversized_response_refused() {
+    let f = relay_fix("local");
+    let (h, mut s) = first_request(&f, 1);
+    h.set_headers(HeaderKind::ResponseHeaders, &[(":status", "200")]);
+    s.on_response_headers(&h, false);
+    h.set_headers(HeaderKind::ResponseTrailers, &[("grpc-status", "0")]);
+    *h.response_body.borrow_mut() = b"x".to_vec();
+    assert_eq!(s.on_response_body(&h, 1, false), Action::Pause);
+    assert_eq!(s.on_response_trailers(&h), Action::Continue);
+    assert!(h.pairs(HeaderKind::ResponseTrailers).is_empty());
+    let (h, mut s) = first_request(&relay_fix("local"), 1);
+    h.set_headers(HeaderKind::ResponseHeaders, &[(":status", "200")]);
+    s.on_response_headers(&h, false);
+    assert_eq!(s.on_response_body(&h, 4097, false), Action::Pause);
+    assert_eq!(refused(&h), (413, "relay-too-large".into()));
+}
+
+fn global_request(f: &Fix, seq: u64) -> (FakeHost, Stream, veil_roles::testing::Sent) {
+    let (h, mut s) = f.stream();
+    encode(&h, &client_id(), seq, "GET", "/app/items", None);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    let mut sent = f.sent();
+    if sent[0].line() == format!("GET /v1/relay/pairs/{PAIR}") {
+        let body = serde_json::to_vec(&pair_json(f, PAIR, &client_id())).unwrap();
+        s.on_callout(&h, sent[0].id, &answer(200, &body));
+        sent = f.sent();
+    }
+    assert_eq!(sent[0].line(), format!("POST /v1/relay/pairs/{PAIR}/seq"));
+    assert_eq!(
+        sent[0].body.as_deref(),
+        Some(format!("{{\"seq\":{seq}}}").as_bytes())
+    );
+    let one = sent.into_iter().next().unwrap();
+    (h, s, one)
+}
+
+#[test]
+fn global_mode_asks_the_keyservice_for_every_seq() {
+    let f = relay_fix("global");
+    let (h, mut s, check) = global_request(&f, 1);
+    s.on_callout(&h, check.id, &answer(200, b"{}"));
+    assert_eq!(*h.resumed.borrow(), vec![Direction::Request]);
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, ":path").as_deref(),
+        Some("/app/items")
+    );
+    // The pair is held now: the next request asks only for its seq.
+    let (h, mut s, check) = global_request(&f, 1);
+    s.on_callout(&h, check.id, &answer(409, b""));
+    assert_eq!(refused(&h), (409, "relay-replay".into()));
+}
+
+#[test]
+fn global_mode_forgets_a_pair_the_keyservice_no_longer_knows() {
+    let f = relay_fix("global");
+    let (h, mut s, check) = global_request(&f, 1);
+    s.on_callout(&h, check.id, &answer(404, b""));
+    assert_eq!(refused(&h), (401, "relay-pair-unknown".into()));
+    let (h, mut s) = f.stream();
+    encode(&h, &client_id(), 2, "GET", "/app/items", None);
+    s.on_request_headers(&h, true);
+    assert_eq!(refused(&h).1, "relay-pair-unknown");
+    assert!(f.sent().is_empty());
+}
+
+#[test]
+fn global_mode_without_a_keyservice_is_unavailable() {
+    let f = relay_fix("global");
+    let (h, mut s, check) = global_request(&f, 1);
+    s.on_callout(&h, check.id, &no_answer());
+    assert_eq!(refused(&h), (503, "relay-unavailable".into()));
+}
+
+#[test]
+fn a_callout_that_cannot_be_sent_is_unavailable() {
+    let f = relay_fix("local");
+    f.env.fail("callout");
+    let (h, _, a) = next_request(&f, 1);
+    assert_eq!(a, Action::Pause);
+    assert_eq!(refused(&h), (503, "relay-unavailable".into()));
+}
+
+#[test]
+fn pairs_share_a_slot_table_across_workers() {
+    let a = relay_fix("local");
+    first_request(&a, 1);
+    let b = Fix::on(a.env.sibling(), config(relay("local")));
+    let (h, _, act) = next_request(&b, 2);
+    assert_eq!(act, Action::Continue, "{:?}", h.reply());
+    assert!(b.sent().is_empty(), "worker b reads the pair from its slot");
+    // And the window is shared: a replay on worker a of b's seq is refused.
+    assert_eq!(next_request(&a, 2).2, Action::Pause);
+}
+
+#[test]
+fn the_browser_module_is_served_with_its_integrity() {
+    let f = relay_fix("local");
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/public/veil-relay.js", &[]);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    let r = h.reply().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.header("x-veil-integrity").unwrap().starts_with("sha384-"));
+    let etag = r.header("etag").unwrap().to_string();
+    let (h, mut s) = f.stream();
+    request(
+        &h,
+        "GET",
+        "/public/veil-relay.js?v=1",
+        &[("if-none-match", &etag)],
+    );
+    s.on_request_headers(&h, true);
+    assert_eq!(h.reply().unwrap().status, 304);
+    let (h, mut s) = f.stream();
+    request(&h, "POST", "/public/veil-relay.js", &[]);
+    s.on_request_headers(&h, false);
+    assert_eq!(h.reply().unwrap().status, 405);
+}
