@@ -43,7 +43,7 @@ fn key() -> SealingKey {
     SealingKey::new(kid, &Dek::from_bytes([0x42; 32]))
 }
 
-/// The policy exactly as filter/src/seal_stream.rs builds it for a collector route.
+/// The policy exactly as filter/roles/src/roles/seal.rs builds it for a collector route.
 fn policy(path: &str) -> MoesifPolicy {
     let route = Route::from_path(path).expect("a collector route");
     MoesifPolicy::new(route, Arc::new(MoesifRules::new(&MoesifOptions::default())))

@@ -1,8 +1,9 @@
 //! Veil's core: everything that can be a pure function.
 //!
 //! No I/O and no proxy-wasm here, so every piece builds for `wasm32-wasip1` and natively
-//! and is tested natively. The filter (`veil-filter`) only moves bytes between Envoy and
-//! these functions; the keyservice uses the key derivation and (later) the relay crypto.
+//! and is tested natively. The filter's roles (`veil-roles`) call these functions between
+//! the host's callbacks; the keyservice uses the key derivation and the relay crypto
+//! (pairing, the replay window).
 #![cfg_attr(
     not(test),
     deny(

@@ -9,7 +9,7 @@
 //! payloads of at most `max_payload_len` bytes, two generations (a hit in the older one is
 //! promoted; when the young one is full the old one is dropped), plaintexts zeroized when
 //! dropped. `max_entries` = 0 turns it off. The same timing caveat as the seal memo applies
-//! (a hit is faster than a miss); `seal_memo_entries: 0` turns both off.
+//! (a hit is faster than a miss); `unseal_memo_entries: 0` turns it off.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
