@@ -72,6 +72,15 @@ pub enum Command {
     Keyring(KeyringCommand),
     /// Validate the configuration and probe the provider (a readable report).
     Check,
+    /// Print Veil's settings for a seed appliance's environment (docs/migrating.md).
+    Migrate {
+        /// The appliance: `moesif` (Secure Proxy) or `mte-relay` (MTE Relay server).
+        seed: crate::migrate::Seed,
+        /// Read the appliance's variables from this env file (`KEY=VALUE` lines) instead of
+        /// this process's environment.
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -156,6 +165,9 @@ pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
         Some(Command::Check) => {
             check = true;
             (cli.serve.clone(), None)
+        }
+        Some(Command::Migrate { seed, env_file }) => {
+            return crate::migrate::run(seed, env_file.as_deref()).map_err(Failure::from);
         }
         Some(Command::Keyring(k)) => {
             if cli.serve.listen.is_some() || cli.serve.token_file.is_some() {

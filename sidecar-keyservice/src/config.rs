@@ -186,6 +186,8 @@ pub struct KeyringConfig {
     pub keyring: PathBuf,
     /// The selected provider with its own settings (only the selected one is validated).
     pub provider: ProviderConfig,
+    /// Why this provider: `KMS_PROVIDER=Azure`, `KMS_PROVIDER unset, AWS_CUSTOMER_KEY_ID set`, …
+    pub chosen_by: String,
     pub rotation: RotationMonths,
 }
 
@@ -216,23 +218,35 @@ impl KeyringConfig {
         .map(|s| PathBuf::from(s.value))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_KEYRING));
 
-        let kind = match lookup(
+        let (kind, chosen_by) = match lookup(
             vars,
             flags.kms_provider.as_deref().map(|v| ("--kms-provider", v)),
             ENV_KMS_PROVIDER,
         )? {
-            None => ProviderKind::Local,
-            Some(s) => s
-                .value
-                .trim()
-                .parse::<ProviderKind>()
-                .map_err(|m| ConfigError::new(&s.from, m))?,
+            None => {
+                let (kind, by) = crate::providers::infer_kind(vars)?;
+                let why = if by.is_empty() {
+                    format!("{ENV_KMS_PROVIDER} unset, the default")
+                } else {
+                    format!("{ENV_KMS_PROVIDER} unset, {} set", by.join(", "))
+                };
+                (kind, why)
+            }
+            Some(s) => {
+                let kind = s
+                    .value
+                    .trim()
+                    .parse::<ProviderKind>()
+                    .map_err(|m| ConfigError::new(&s.from, m))?;
+                (kind, format!("{}={}", s.from, s.value.trim()))
+            }
         };
         let provider = ProviderConfig::from_vars(kind, vars, flags)?;
         let rotation = rotation_from_vars(vars, flags)?;
         Ok(KeyringConfig {
             keyring,
             provider,
+            chosen_by,
             rotation,
         })
     }
@@ -473,6 +487,85 @@ mod tests {
                 .contains("local, aws-kms, aws-cloudhsm, azure-keyvault"),
             "{e}"
         );
+    }
+
+    /// The Secure Proxy's own values: `KMS_PROVIDER="Azure"` in any case, `AWS`; before,
+    /// "Azure" was refused as an unknown provider.
+    #[test]
+    fn seed_provider_names_in_any_case() {
+        let azure = [
+            (ENV_AZURE_VAULT_URL, "https://v.vault.azure.net"),
+            (ENV_AZURE_KEY_NAME, "veil"),
+        ];
+        for name in [
+            "Azure",
+            "AZURE",
+            "azure",
+            "Azure-KeyVault",
+            "azure-keyvault",
+        ] {
+            let mut v = vars(&azure);
+            v.insert(ENV_KMS_PROVIDER, name);
+            let c = KeyringConfig::from_vars(&v, &Flags::default()).unwrap();
+            assert_eq!(c.provider.kind(), ProviderKind::AzureKeyVault, "{name}");
+            assert_eq!(c.chosen_by, format!("KMS_PROVIDER={name}"));
+        }
+        for name in ["AWS", "aws", "AWS-KMS"] {
+            let v = vars(&[(ENV_KMS_PROVIDER, name), (ENV_AWS_KEY_ID, "alias/veil")]);
+            let c = KeyringConfig::from_vars(&v, &Flags::default()).unwrap();
+            assert_eq!(c.provider.kind(), ProviderKind::AwsKms, "{name}");
+        }
+    }
+
+    /// KMS_PROVIDER unset: the Secure Proxy means AWS KMS when its key id is set; each
+    /// provider's own variables select it; a mix is an error naming every variable.
+    #[test]
+    fn unset_provider_is_chosen_by_its_variables_and_a_mix_is_refused() {
+        let f = Flags::default();
+        let c = KeyringConfig::from_vars(&vars(&[(ENV_AWS_KEY_ID, "alias/veil")]), &f).unwrap();
+        assert_eq!(c.provider.kind(), ProviderKind::AwsKms);
+        assert_eq!(c.chosen_by, "KMS_PROVIDER unset, AWS_CUSTOMER_KEY_ID set");
+        let c = KeyringConfig::from_vars(
+            &vars(&[
+                (ENV_AZURE_VAULT_URL, "https://v.vault.azure.net"),
+                (ENV_AZURE_KEY_NAME, "veil"),
+            ]),
+            &f,
+        )
+        .unwrap();
+        assert_eq!(c.provider.kind(), ProviderKind::AzureKeyVault);
+        // Nothing of any provider: the local default, as before.
+        let c = KeyringConfig::from_vars(&vars(&[]), &f).unwrap();
+        assert_eq!(c.provider.kind(), ProviderKind::Local);
+        // A mix: named, never guessed.
+        let e = KeyringConfig::from_vars(
+            &vars(&[
+                (ENV_AWS_KEY_ID, "alias/veil"),
+                (ENV_AZURE_VAULT_URL, "https://v.vault.azure.net"),
+                ("VEIL_LOCAL_KEK_FILE", "/k"),
+            ]),
+            &f,
+        )
+        .unwrap_err();
+        assert_eq!(e.what, ENV_KMS_PROVIDER);
+        for name in [
+            "AWS_CUSTOMER_KEY_ID (aws-kms)",
+            "AZURE_VAULT_URL (azure-keyvault)",
+            "VEIL_LOCAL_KEK_FILE (local)",
+        ] {
+            assert!(e.message.contains(name), "{e}");
+        }
+        // An explicit KMS_PROVIDER decides; other providers' variables are not read.
+        let c = KeyringConfig::from_vars(
+            &vars(&[
+                (ENV_KMS_PROVIDER, "aws-kms"),
+                (ENV_AWS_KEY_ID, "alias/veil"),
+                ("VEIL_LOCAL_KEK_FILE", "/k"),
+            ]),
+            &f,
+        )
+        .unwrap();
+        assert_eq!(c.provider.kind(), ProviderKind::AwsKms);
     }
 
     #[test]

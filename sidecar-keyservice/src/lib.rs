@@ -9,7 +9,7 @@
 //! - [`keyring`]: the keyring file (format, atomic writes, unwrapping and check values).
 //! - [`server`]: the HTTP API (state, auth, handlers, problems), graceful shutdown.
 //! - [`cli`]: `serve`, `keyring init`, `keyring status`; [`manage`]: `keyring rotate-root`,
-//!   `rewrap`, `verify`, `destroy`, and `check`.
+//!   `rewrap`, `verify`, `destroy`, and `check`; [`migrate`]: `migrate moesif | mte-relay`.
 //! - [`relay`]: the relay's pairing, session store (memory or Redis) and API.
 #![cfg_attr(
     not(test),
@@ -27,6 +27,7 @@ pub mod config;
 pub mod keyring;
 pub mod logging;
 pub mod manage;
+pub mod migrate;
 pub mod providers;
 pub mod relay;
 pub mod server;

@@ -306,8 +306,9 @@ pub async fn check(vars: &dyn Vars, flags: &Flags) -> Result<(), Failure> {
     let cfg = match KeyringConfig::from_vars(vars, flags) {
         Ok(c) => {
             println!(
-                "config    ok: provider {}, keyring {}, rotation {} months",
+                "config    ok: provider {} ({}), keyring {}, rotation {} months",
                 c.provider.kind(),
+                c.chosen_by,
                 c.keyring.display(),
                 c.rotation.get()
             );

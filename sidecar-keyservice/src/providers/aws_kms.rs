@@ -121,6 +121,8 @@ impl ProviderSettings for AwsKmsConfig {
         ENV_AWS_ROLE_SESSION_NAME,
         ENV_AWS_ENDPOINT_URL,
     ];
+    const SELECTED_BY: &'static [&'static str] =
+        &[ENV_AWS_KEY_ID, ENV_AWS_REGION, ENV_AWS_ROLE_ARN];
 
     fn from_vars(vars: &dyn Vars, _flags: &Flags) -> Result<Self, ConfigError> {
         AwsKmsConfig::from_vars(vars)

@@ -175,6 +175,11 @@ impl ProviderSettings for AzureConfig {
         ENV_IDENTITY_ENDPOINT,
         ENV_IDENTITY_HEADER,
     ];
+    const SELECTED_BY: &'static [&'static str] = &[
+        ENV_AZURE_VAULT_URL,
+        ENV_AZURE_KEY_NAME,
+        ENV_AZURE_KEY_VERSION,
+    ];
 
     fn from_vars(vars: &dyn Vars, _flags: &Flags) -> Result<Self, ConfigError> {
         AzureConfig::from_vars(vars)

@@ -97,6 +97,13 @@ impl ProviderSettings for Pkcs11Config {
         ENV_PKCS11_PIN_FILE,
         ENV_PKCS11_KEY_LABEL,
     ];
+    const SELECTED_BY: &'static [&'static str] = &[
+        ENV_PKCS11_MODULE,
+        ENV_PKCS11_TOKEN_LABEL,
+        ENV_PKCS11_SLOT,
+        ENV_PKCS11_PIN_FILE,
+        ENV_PKCS11_KEY_LABEL,
+    ];
 
     fn from_vars(vars: &dyn Vars, _flags: &Flags) -> Result<Self, ConfigError> {
         Pkcs11Config::from_vars(vars)

@@ -32,6 +32,7 @@ pub struct LocalConfig {
 
 impl ProviderSettings for LocalConfig {
     const VARIABLES: &'static [&'static str] = &[ENV_LOCAL_KEK_FILE];
+    const SELECTED_BY: &'static [&'static str] = &[ENV_LOCAL_KEK_FILE];
 
     fn from_vars(vars: &dyn Vars, flags: &Flags) -> Result<Self, ConfigError> {
         let kek_flag = path_flag(&flags.local_kek_file);

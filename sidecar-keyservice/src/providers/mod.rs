@@ -34,6 +34,10 @@ pub trait ProviderSettings: Sized {
     /// provider, and by `migrate`).
     const VARIABLES: &'static [&'static str];
 
+    /// The variables only this provider reads: with `KMS_PROVIDER` unset, their presence
+    /// selects it (the Secure Proxy's rule: `AWS_CUSTOMER_KEY_ID` alone means AWS KMS).
+    const SELECTED_BY: &'static [&'static str];
+
     /// Reads and validates the settings; an error names the variable or flag at fault.
     fn from_vars(vars: &dyn Vars, flags: &Flags) -> Result<Self, ConfigError>;
 
@@ -43,7 +47,7 @@ pub trait ProviderSettings: Sized {
 
 /// Builds [`ProviderKind`] and [`ProviderConfig`] from the one list of providers.
 macro_rules! provider_list {
-    ($( $(#[doc = $doc:literal])* $kind:ident = $name:literal => $settings:ty ),+ $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $kind:ident = $name:literal $(| $alias:literal)* => $settings:ty ),+ $(,)?) => {
         /// Which key provider wraps the roots (`KMS_PROVIDER`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ProviderKind {
@@ -61,10 +65,24 @@ macro_rules! provider_list {
                 }
             }
 
+            /// Other accepted `KMS_PROVIDER` values (the seeds' own names).
+            pub fn aliases(self) -> &'static [&'static str] {
+                match self {
+                    $(ProviderKind::$kind => &[$($alias),*]),+
+                }
+            }
+
             /// The environment variables the provider reads.
             pub fn variables(self) -> &'static [&'static str] {
                 match self {
                     $(ProviderKind::$kind => <$settings as ProviderSettings>::VARIABLES),+
+                }
+            }
+
+            /// The variables whose presence selects it when `KMS_PROVIDER` is unset.
+            pub fn selected_by(self) -> &'static [&'static str] {
+                match self {
+                    $(ProviderKind::$kind => <$settings as ProviderSettings>::SELECTED_BY),+
                 }
             }
         }
@@ -108,12 +126,14 @@ macro_rules! provider_list {
 provider_list! {
     /// A KEK file on this machine: development only.
     Local = "local" => local::LocalConfig,
-    /// AWS KMS (`GenerateDataKey` / `Decrypt` under an encryption context).
-    AwsKms = "aws-kms" => aws_kms::AwsKmsConfig,
+    /// AWS KMS (`GenerateDataKey` / `Decrypt` under an encryption context). `AWS` is the
+    /// Secure Proxy's name for it.
+    AwsKms = "aws-kms" | "aws" => aws_kms::AwsKmsConfig,
     /// AWS CloudHSM, or any PKCS#11 token (AES-GCM on the token).
     AwsCloudHsm = "aws-cloudhsm" => cloudhsm::Pkcs11Config,
-    /// Azure Key Vault (RSA-OAEP-256 `wrapkey` / `unwrapkey`).
-    AzureKeyVault = "azure-keyvault" => azure_keyvault::AzureConfig,
+    /// Azure Key Vault (RSA-OAEP-256 `wrapkey` / `unwrapkey`). `Azure` is the Secure
+    /// Proxy's name for it.
+    AzureKeyVault = "azure-keyvault" | "azure" => azure_keyvault::AzureConfig,
 }
 
 impl fmt::Display for ProviderKind {
@@ -124,18 +144,59 @@ impl fmt::Display for ProviderKind {
 
 impl FromStr for ProviderKind {
     type Err = String;
+    /// A canonical name or an alias, in any case (`Azure`, `AWS-KMS`, …).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ProviderKind::ALL
             .iter()
             .copied()
-            .find(|k| k.as_str() == s)
+            .find(|k| {
+                k.as_str().eq_ignore_ascii_case(s)
+                    || k.aliases().iter().any(|a| a.eq_ignore_ascii_case(s))
+            })
             .ok_or_else(|| {
                 let valid: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
                 format!(
-                    "unknown provider {s:?}; valid values are: {}",
+                    "unknown provider {s:?}; valid values are: {} (any case; also `aws`, \
+                     `azure`)",
                     valid.join(", ")
                 )
             })
+    }
+}
+
+/// Which provider the variables select when `KMS_PROVIDER` is unset: the one whose own
+/// variables ([`ProviderSettings::SELECTED_BY`]) are set; none set = `local`. Variables of
+/// several providers are an error naming them all, never a silent choice.
+pub fn infer_kind(vars: &dyn Vars) -> Result<(ProviderKind, Vec<&'static str>), ConfigError> {
+    let mut found: Vec<(ProviderKind, Vec<&'static str>)> = Vec::new();
+    for &kind in ProviderKind::ALL {
+        let mut set = Vec::new();
+        for &name in kind.selected_by() {
+            if vars.var(name)?.is_some_and(|v| !v.trim().is_empty()) {
+                set.push(name);
+            }
+        }
+        if !set.is_empty() {
+            found.push((kind, set));
+        }
+    }
+    match found.len() {
+        0 => Ok((ProviderKind::Local, Vec::new())),
+        1 => Ok(found.remove(0)),
+        _ => {
+            let named: Vec<String> = found
+                .iter()
+                .map(|(k, v)| format!("{} ({k})", v.join(", ")))
+                .collect();
+            Err(ConfigError::new(
+                crate::config::ENV_KMS_PROVIDER,
+                format!(
+                    "is unset and the settings of more than one provider are present: {}; \
+                     set KMS_PROVIDER to the one to use",
+                    named.join("; ")
+                ),
+            ))
+        }
     }
 }
 
