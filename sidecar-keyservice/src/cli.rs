@@ -15,7 +15,9 @@ use veil_core::keys::{Epoch, Kid};
 use crate::config::{
     ConfigError, Flags, KeyringConfig, LogConfig, ProcessEnv, ServeConfig, Vars, ENV_LISTEN,
 };
-use crate::keyring::{now_unix, rfc3339_utc, Keyring, KeyringError, RootState, Roots};
+use crate::keyring::{
+    now_unix, rfc3339_utc, Keyring, KeyringDigest, KeyringError, RootState, Roots,
+};
 use crate::logging::{self, ANNOUNCE_TARGET};
 use crate::manage;
 use crate::providers::{
@@ -387,15 +389,18 @@ pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The provider, the roots unwrapped, and the digest of the keyring file they came from.
+type Loaded = (Arc<dyn KeyProvider>, Roots, KeyringDigest);
+
 /// Opens the provider and unwraps every active root.
-async fn load_roots(cfg: &KeyringConfig) -> Result<(Arc<dyn KeyProvider>, Roots), (bool, Failure)> {
-    let keyring = Keyring::load(&cfg.keyring).map_err(|e| (false, e.into()))?;
+async fn load_roots(cfg: &KeyringConfig) -> Result<Loaded, (bool, Failure)> {
+    let (keyring, digest) = Keyring::read(&cfg.keyring).map_err(|e| (false, e.into()))?;
     let provider: Arc<dyn KeyProvider> = provider::open(cfg)
         .await
         .map_err(|e| (e.is_transient(), e.into()))?
         .into();
     match Roots::unwrap_all(&keyring, provider.as_ref(), Path::new(&cfg.keyring)).await {
-        Ok(roots) => Ok((provider, roots)),
+        Ok(roots) => Ok((provider, roots, digest)),
         Err(e) => {
             // A provider outage is worth retrying; a wrong KEK or a tampered root is not.
             let transient = matches!(&e, KeyringError::Root { message, .. }
@@ -434,13 +439,15 @@ pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure
         .await
         .map_err(Failure)?;
     let (state, pending) = match first {
-        Ok((provider, roots)) => {
+        Ok((provider, roots, digest)) => {
             warn_local(provider.as_ref(), true);
             log_loaded(cfg, provider.as_ref(), &roots);
             let st = AppState::new(roots, cfg.rotation, scfg.token).with_relay(relay);
-            let _ = st
-                .reloader
-                .set(server::Reloader::new(cfg.keyring.clone(), provider));
+            let _ = st.reloader.set(server::Reloader::new(
+                cfg.keyring.clone(),
+                provider,
+                Some(digest),
+            ));
             (Arc::new(st), false)
         }
         Err((false, e)) => return Err(e),
@@ -478,13 +485,15 @@ pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure
             loop {
                 tokio::time::sleep(wait).await;
                 match load_roots(&cfg).await {
-                    Ok((provider, roots)) => {
+                    Ok((provider, roots, digest)) => {
                         warn_local(provider.as_ref(), true);
                         log_loaded(&cfg, provider.as_ref(), &roots);
                         state.set_roots(roots);
-                        let _ = state
-                            .reloader
-                            .set(server::Reloader::new(cfg.keyring.clone(), provider));
+                        let _ = state.reloader.set(server::Reloader::new(
+                            cfg.keyring.clone(),
+                            provider,
+                            Some(digest),
+                        ));
                         state.set_ready(true);
                         tracing::info!(target: ANNOUNCE_TARGET, "veil-keyservice ready");
                         return;
@@ -502,6 +511,17 @@ pub async fn serve(cfg: &KeyringConfig, scfg: ServeConfig) -> Result<(), Failure
         });
     } else {
         state.set_ready(true);
+    }
+    if let Some(every) = scfg.keyring_reload {
+        // The keyring is read live: a rotated root in a mounted Secret (the kubelet swaps
+        // its `..data` symlink) is held here within `every`, without a restart.
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                state.reload_if_changed().await;
+            }
+        });
     }
     tracing::info!(target: ANNOUNCE_TARGET, %addr, "veil-keyservice listening on {addr}");
     server::serve(listener, state, server::shutdown_signal())

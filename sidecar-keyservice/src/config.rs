@@ -27,6 +27,9 @@ pub const ENV_TOKEN: &str = "VEIL_KEYSERVICE_TOKEN";
 pub const ENV_TOKEN_FILE: &str = "VEIL_KEYSERVICE_TOKEN_FILE";
 pub const ENV_ROTATION: &str = "ENCRYPTION_ROTATION_MONTHS";
 pub const ENV_ROTATION_ALIAS: &str = "MOESIF_ENCRYPTION_ROTATION_MONTHS";
+pub const ENV_KEYRING_RELOAD: &str = "VEIL_KEYRING_RELOAD_SECS";
+/// How often `serve` checks the keyring file for a new content, by default.
+pub const DEFAULT_KEYRING_RELOAD_SECS: u64 = 10;
 pub const ENV_LOG: &str = "VEIL_LOG";
 pub const ENV_LOG_FORMAT: &str = "VEIL_LOG_FORMAT";
 
@@ -328,6 +331,9 @@ impl fmt::Debug for Token {
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub token: Token,
+    /// `VEIL_KEYRING_RELOAD_SECS` (default 10, 0 = never): how often the keyring file is
+    /// checked for a new content (a rotated root in a mounted Secret).
+    pub keyring_reload: Option<std::time::Duration>,
     pub relay: crate::relay::config::RelayConfig,
 }
 
@@ -372,9 +378,29 @@ impl ServeConfig {
 
         let token = token_from_vars(vars, flags)?;
         let relay = crate::relay::config::RelayConfig::from_vars(vars)?;
+        let reload_secs = match lookup(vars, None, ENV_KEYRING_RELOAD)? {
+            None => DEFAULT_KEYRING_RELOAD_SECS,
+            Some(s) => s
+                .value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 3600)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        ENV_KEYRING_RELOAD,
+                        format!(
+                            "must be a whole number of seconds from 0 (never) to 3600, got {:?}",
+                            s.value
+                        ),
+                    )
+                })?,
+        };
+        let keyring_reload = (reload_secs > 0).then(|| std::time::Duration::from_secs(reload_secs));
         Ok(ServeConfig {
             listen,
             token,
+            keyring_reload,
             relay,
         })
     }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 use veil_core::keys::{Dek, Epoch, Kid, RootKey};
@@ -105,9 +106,20 @@ pub struct Keyring {
     pub roots: Vec<RootEntry>,
 }
 
+/// SHA-256 of a keyring file's bytes: tells a reload whether the file changed. Not secret
+/// (the file holds wrapped roots only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyringDigest(pub [u8; 32]);
+
 impl Keyring {
     /// Reads and validates the keyring at `path`. A missing file is [`KeyringError::Missing`].
     pub fn load(path: &Path) -> Result<Keyring, KeyringError> {
+        Keyring::read(path).map(|(k, _)| k)
+    }
+
+    /// Loads `path` and returns the SHA-256 of the bytes read, so a reload can tell whether
+    /// the file changed (one read: the digest is of the content parsed).
+    pub fn read(path: &Path) -> Result<(Keyring, KeyringDigest), KeyringError> {
         let p = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -121,7 +133,8 @@ impl Keyring {
                 })
             }
         };
-        Keyring::parse(&text, &p)
+        let digest = KeyringDigest(Sha256::digest(text.as_bytes()).into());
+        Ok((Keyring::parse(&text, &p)?, digest))
     }
 
     /// Parses and validates a keyring document; `path` is used in errors.

@@ -77,8 +77,9 @@ pub async fn rotate_root(cfg: &KeyringConfig) -> Result<(), Failure> {
         .collect();
     println!(
         "keyring {path}: new root r{version} is current for new data (provider {}, key id {}); \
-         active roots [{}] all keep decrypting. Running keyservices pick r{version} up when \
-         they next load the keyring (on restart, or when a filter asks for one of its keys).",
+         active roots [{}] all keep decrypting. Running keyservices that read this file (or a \
+         Secret updated from it) pick r{version} up within VEIL_KEYRING_RELOAD_SECS (10 s by \
+         default), without a restart.",
         provider.kind(),
         provider.key_id(),
         versions.join(", ")
@@ -294,7 +295,8 @@ pub async fn destroy(cfg: &KeyringConfig, version: &str, yes: bool) -> Result<()
     println!(
         "keyring {path}: root r{v} destroyed; data sealed under r{v}.* can no longer be read. \
          Copies of the keyring (backups, other replicas' files) still hold it wrapped: remove \
-         them too. Running keyservices forget it when restarted."
+         them too. Running keyservices that read this file forget it within \
+         VEIL_KEYRING_RELOAD_SECS."
     );
     Ok(())
 }

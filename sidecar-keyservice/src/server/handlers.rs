@@ -191,6 +191,10 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
          # HELP veil_keyservice_auth_replay_cache_full_total Signed requests refused (503) because the replay cache was full.\n\
          # TYPE veil_keyservice_auth_replay_cache_full_total counter\n\
          veil_keyservice_auth_replay_cache_full_total {}\n\
+         # HELP veil_keyservice_keyring_reloads_total Keyring files loaded after start, by outcome (failed: the roots held were kept).\n\
+         # TYPE veil_keyservice_keyring_reloads_total counter\n\
+         veil_keyservice_keyring_reloads_total{{outcome=\"ok\"}} {}\n\
+         veil_keyservice_keyring_reloads_total{{outcome=\"failed\"}} {}\n\
          # HELP veil_keyservice_ready 1 while the keyring is loaded, roots are unwrapped and the server is not draining.\n\
          # TYPE veil_keyservice_ready gauge\n\
          veil_keyservice_ready {}\n\
@@ -206,6 +210,8 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         m.auth_replays.load(Ordering::Relaxed),
         m.auth_skew_failures.load(Ordering::Relaxed),
         m.auth_replay_cache_full.load(Ordering::Relaxed),
+        m.keyring_reloads.load(Ordering::Relaxed),
+        m.keyring_reload_failures.load(Ordering::Relaxed),
         u8::from(state.is_ready()),
         state.roots().current(),
         state.roots().versions().len(),

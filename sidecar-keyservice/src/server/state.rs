@@ -9,7 +9,7 @@ use veil_core::keys::RotationMonths;
 
 use super::auth::{ReplayCache, REPLAY_CACHE_ENTRIES};
 use crate::config::Token;
-use crate::keyring::{now_unix, Keyring, RootState, Roots};
+use crate::keyring::{now_unix, Keyring, KeyringDigest, Roots};
 use crate::providers::KeyProvider;
 
 /// Counters behind `/metrics`.
@@ -25,28 +25,62 @@ pub struct Metrics {
     /// Signed requests answered 503 because the replay cache was full.
     pub auth_replay_cache_full: AtomicU64,
     pub ready: AtomicBool,
+    /// Keyring files loaded after start (content changed on disk).
+    pub keyring_reloads: AtomicU64,
+    /// Changed keyring files that did not load or unwrap (the roots held were kept).
+    pub keyring_reload_failures: AtomicU64,
 }
 
-/// Where the keyring and its KEK are, so the server can pick up roots added after it started
-/// (`keyring rotate-root` on another replica) when a filter asks for one of their keys.
+/// Where the keyring and its KEK are, so the server picks up a keyring changed on disk: a
+/// mounted Secret the kubelet updated (`..data` symlink swap), `keyring rotate-root` on
+/// another replica, a `destroy`. Checked every `VEIL_KEYRING_RELOAD_SECS` and when a filter
+/// asks for a root version not held.
 pub struct Reloader {
     pub keyring: std::path::PathBuf,
     pub provider: Arc<dyn KeyProvider>,
-    /// When the keyring was last re-read: at most one reload per [`RELOAD_MIN_INTERVAL`].
-    last: tokio::sync::Mutex<Option<Instant>>,
+    last: tokio::sync::Mutex<Loaded>,
+}
+
+/// What the roots held were loaded from.
+#[derive(Debug, Default)]
+struct Loaded {
+    /// When a filter's unknown version last triggered a reload: at most one per
+    /// [`RELOAD_MIN_INTERVAL`].
+    asked_at: Option<Instant>,
+    /// SHA-256 of the keyring file the roots held came from.
+    digest: Option<KeyringDigest>,
 }
 
 /// Unknown root versions trigger at most one keyring reload per this interval.
 pub const RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Reloader {
-    pub fn new(keyring: std::path::PathBuf, provider: Arc<dyn KeyProvider>) -> Reloader {
+    /// `digest`: of the keyring file the roots held were unwrapped from.
+    pub fn new(
+        keyring: std::path::PathBuf,
+        provider: Arc<dyn KeyProvider>,
+        digest: Option<KeyringDigest>,
+    ) -> Reloader {
         Reloader {
             keyring,
             provider,
-            last: tokio::sync::Mutex::new(None),
+            last: tokio::sync::Mutex::new(Loaded {
+                asked_at: None,
+                digest,
+            }),
         }
     }
+}
+
+/// What a check of the keyring file found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Same content as the roots held (or no reloader yet).
+    Unchanged,
+    /// New content, unwrapped: its roots are the ones held now.
+    Reloaded,
+    /// New content that could not be read or unwrapped: the roots held are kept.
+    Failed,
 }
 
 /// Everything a request handler needs.
@@ -108,8 +142,58 @@ impl AppState {
         }
     }
 
-    /// Re-reads the keyring and unwraps its active roots if `version` is not held yet and
-    /// the last reload is old enough. Roots already held are kept if the reload fails.
+    /// Re-reads the keyring file; if its content differs from the one the roots held came
+    /// from, unwraps its active roots and holds those instead. The path is opened anew each
+    /// time, so a Secret volume's swapped `..data` symlink is followed. A keyring that does
+    /// not load or unwrap leaves the roots held as they are (and is retried next time).
+    pub async fn reload_if_changed(&self) -> Reload {
+        let Some(r) = self.reloader.get() else {
+            return Reload::Unchanged;
+        };
+        let mut last = r.last.lock().await;
+        self.reload_locked(r, &mut last, "the keyring file changed")
+            .await
+    }
+
+    async fn reload_locked(&self, r: &Reloader, last: &mut Loaded, why: &str) -> Reload {
+        let (keyring, digest) = match Keyring::read(&r.keyring) {
+            Ok(k) => k,
+            Err(e) => {
+                self.metrics
+                    .keyring_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "keyring reload failed; keeping the roots held");
+                return Reload::Failed;
+            }
+        };
+        if last.digest == Some(digest) {
+            return Reload::Unchanged;
+        }
+        match Roots::unwrap_all(&keyring, r.provider.as_ref(), &r.keyring).await {
+            Ok(roots) => {
+                tracing::info!(
+                    keyring = %r.keyring.display(),
+                    root_versions = ?roots.versions(),
+                    current_root = roots.current(),
+                    "keyring reloaded: {why}"
+                );
+                self.set_roots(roots);
+                last.digest = Some(digest);
+                self.metrics.keyring_reloads.fetch_add(1, Ordering::Relaxed);
+                Reload::Reloaded
+            }
+            Err(e) => {
+                self.metrics
+                    .keyring_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "keyring reload failed; keeping the roots held");
+                Reload::Failed
+            }
+        }
+    }
+
+    /// Re-reads the keyring if `version` is not held yet and the last such reload is old
+    /// enough (a filter asked for a key of a root this process has not loaded).
     pub(crate) async fn reload_for(&self, version: u32) -> bool {
         let Some(r) = self.reloader.get() else {
             return false;
@@ -118,40 +202,16 @@ impl AppState {
         if self.roots().versions().contains(&version) {
             return true;
         }
-        if last.is_some_and(|t| t.elapsed() < RELOAD_MIN_INTERVAL) {
-            return false;
-        }
-        *last = Some(Instant::now());
-        let keyring = match Keyring::load(&r.keyring) {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(error = %e, "keyring reload failed; keeping the roots held");
-                return false;
-            }
-        };
-        if !keyring
-            .roots
-            .iter()
-            .any(|e| e.version == version && e.state == RootState::Active)
+        if last
+            .asked_at
+            .is_some_and(|t| t.elapsed() < RELOAD_MIN_INTERVAL)
         {
             return false;
         }
-        match Roots::unwrap_all(&keyring, r.provider.as_ref(), &r.keyring).await {
-            Ok(roots) => {
-                tracing::info!(
-                    root_versions = ?roots.versions(),
-                    current_root = roots.current(),
-                    "keyring reloaded: a filter asked for root r{version}"
-                );
-                let found = roots.versions().contains(&version);
-                self.set_roots(roots);
-                found
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "keyring reload failed; keeping the roots held");
-                false
-            }
-        }
+        last.asked_at = Some(Instant::now());
+        let why = format!("a filter asked for root r{version}");
+        self.reload_locked(r, &mut last, &why).await;
+        self.roots().versions().contains(&version)
     }
 
     pub fn set_ready(&self, ready: bool) {
