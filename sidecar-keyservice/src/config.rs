@@ -676,6 +676,39 @@ mod tests {
         assert_eq!(e.what, ENV_AZURE_TENANT_ID);
         let e = with(&[(ENV_AZURE_TENANT_ID, "t")]).unwrap_err();
         assert_eq!(e.what, ENV_AZURE_CLIENT_SECRET);
+        // AKS workload identity: what its webhook injects, no secret.
+        let wi = with(&[
+            (ENV_AZURE_TENANT_ID, "t"),
+            (ENV_AZURE_CLIENT_ID, "c"),
+            (
+                ENV_AZURE_FEDERATED_TOKEN_FILE,
+                "/var/run/secrets/azure/tokens/azure-identity-token",
+            ),
+        ])
+        .unwrap()
+        .provider;
+        let ProviderConfig::AzureKeyVault(a) = wi else {
+            panic!("not azure")
+        };
+        assert!(
+            matches!(a.auth, AzureAuth::WorkloadIdentity { .. }),
+            "{:?}",
+            a.auth
+        );
+        let e = with(&[
+            (ENV_AZURE_CLIENT_ID, "c"),
+            (ENV_AZURE_FEDERATED_TOKEN_FILE, "/t"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.what, ENV_AZURE_TENANT_ID);
+        let e = with(&[
+            (ENV_AZURE_TENANT_ID, "t"),
+            (ENV_AZURE_CLIENT_ID, "c"),
+            (ENV_AZURE_CLIENT_SECRET, "s"),
+            (ENV_AZURE_FEDERATED_TOKEN_FILE, "/t"),
+        ])
+        .unwrap_err();
+        assert!(e.what.contains(ENV_AZURE_FEDERATED_TOKEN_FILE), "{e}");
         let mut v = vars(&base);
         v.insert(ENV_AZURE_VAULT_URL, "http://v");
         let e = KeyringConfig::from_vars(&v, &Flags::default()).unwrap_err();

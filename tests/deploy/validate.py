@@ -2,6 +2,8 @@
 """Validates Veil's deployment manifests offline.
 
   validate.py istio PATH...     every YAML document under PATH (files or directories)
+  validate.py render DIR        prints what `kubectl apply -k DIR` would apply (the subset of
+                                kustomize used here: resources, components, patches)
   validate.py compose FILE [--base DIR]
                                 a Compose file against the Compose specification's schema;
                                 relative paths in it resolve from DIR (default: its folder)
@@ -13,10 +15,17 @@ strict field validation treats it: an object that lists `properties` (and does n
 x-kubernetes-preserve-unknown-fields) accepts no other field, so a misspelt field is an
 error rather than silently pruned. CEL rules (x-kubernetes-validations) are not evaluated.
 
-Kubernetes built-ins (Deployment, Service, Secret) and kustomize files have no schema here:
-they get structural checks (required fields, references that resolve, the keyservice
-container's hardening). Prints one `ok <file> <kind> <name>` line per document; any problem
-is printed as `error: ...` and the exit status is 1.
+Kubernetes built-ins (Deployment, Service, Secret, ServiceAccount) are validated against
+Kubernetes' own OpenAPI schemas as JSON schemas, strict (unknown fields are errors), from the
+`kubernetes-validate` package (K8S_VERSION below), plus structural checks (references that
+resolve, the keyservice container's hardening). Strategic-merge patch files (named by a
+kustomization's `patches`) are partial objects: they are checked after being merged, as
+`kubectl apply -k` would: every Kustomization under the paths is rendered (its resources,
+then its components' resources and patches, merged the strategic way: maps key by key, lists
+of named objects by `name`, other lists replaced) and each Deployment of the result goes
+through the same checks. Prints one `ok <file> <kind> <name>` line per document and one
+`rendered <kustomization> <kind> <name>` line per rendered object; any problem is printed as
+`error: ...` and the exit status is 1.
 """
 import copy
 import json
@@ -25,6 +34,7 @@ import re
 import sys
 
 import jsonschema
+import kubernetes_validate.utils as k8s
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,6 +42,99 @@ CRDS = os.path.join(ROOT, "tests/schemas/istio-crds.gen.yaml")
 COMPOSE_SCHEMA = os.path.join(ROOT, "tests/schemas/compose-spec.json")
 
 errors = []
+
+# The Kubernetes version whose schemas the core types are checked against.
+K8S_VERSION = "1.33"
+CORE_KINDS = {"Deployment", "Service", "Secret", "ServiceAccount"}
+
+
+def check_core(where, doc):
+    """A Kubernetes built-in against its published schema (strict)."""
+    try:
+        k8s.validate(doc, K8S_VERSION, strict=True)
+    except k8s.ValidationError as e:
+        path = ".".join(str(p) for p in e.absolute_path)
+        error(f"{where}: {path}: {e.message}")
+    except Exception as e:  # unknown kind/version
+        error(f"{where}: {e}")
+
+
+def merge(base, patch):
+    """Strategic merge, the subset used here: maps merge key by key, lists of maps that all
+    have a `name` merge by name, any other value is replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    named = lambda l: isinstance(l, list) and all(isinstance(x, dict) and "name" in x for x in l)
+    if named(base) and named(patch):
+        out = [copy.deepcopy(x) for x in base]
+        for p in patch:
+            i = next((i for i, x in enumerate(out) if x["name"] == p["name"]), None)
+            if i is None:
+                out.append(copy.deepcopy(p))
+            else:
+                out[i] = merge(out[i], p)
+        return out
+    return copy.deepcopy(patch)
+
+
+def label_selected(selector, labels):
+    for term in (selector or "").split(","):
+        if term and "=" in term:
+            k, v = term.split("=", 1)
+            if labels.get(k) != v:
+                return False
+    return True
+
+
+def render(kdir, seen=None):
+    """The objects `kubectl apply -k kdir` would apply (the subset of kustomize used here)."""
+    seen = seen or set()
+    if kdir in seen:
+        error(f"{rel(kdir)}: kustomization cycle")
+        return []
+    seen = seen | {kdir}
+    k = yaml.safe_load(open(os.path.join(kdir, "kustomization.yaml"), encoding="utf-8"))
+    objs = []
+    for r in k.get("resources", []):
+        p = os.path.join(kdir, r)
+        if os.path.isdir(p):
+            objs += render(p, seen)
+        elif os.path.isfile(p):
+            objs += [d for d in yaml.safe_load_all(open(p, encoding="utf-8")) if d]
+    for c in k.get("components", []):
+        cdir = os.path.join(kdir, c)
+        if not os.path.isfile(os.path.join(cdir, "kustomization.yaml")):
+            continue
+        comp = yaml.safe_load(open(os.path.join(cdir, "kustomization.yaml"), encoding="utf-8"))
+        for r in comp.get("resources", []):
+            objs += [d for d in yaml.safe_load_all(open(os.path.join(cdir, r), encoding="utf-8")) if d]
+        objs = apply_patches(cdir, comp, objs)
+    objs = apply_patches(kdir, k, objs)
+    if k.get("namespace"):
+        for o in objs:
+            o.setdefault("metadata", {})["namespace"] = k["namespace"]
+    return objs
+
+
+def apply_patches(kdir, k, objs):
+    for p in k.get("patches", []):
+        if "path" not in p or not os.path.isfile(os.path.join(kdir, p["path"])):
+            continue
+        patch = yaml.safe_load(open(os.path.join(kdir, p["path"]), encoding="utf-8"))
+        t = p.get("target", {})
+        out = []
+        for o in objs:
+            labels = o.get("metadata", {}).get("labels", {})
+            if o.get("kind") == t.get("kind") and label_selected(t.get("labelSelector"), labels):
+                name = o["metadata"]["name"]
+                o = merge(o, patch)
+                o["metadata"]["name"] = name
+            out.append(o)
+        objs = out
+    return objs
 
 
 def error(msg):
@@ -178,13 +281,31 @@ def check_service(path, doc):
             error(f"{where}: a port without `port`")
 
 
+def patch_files(paths):
+    """Files named by some kustomization's `patches[].path`: partial objects."""
+    out = set()
+    for path in yaml_files(paths):
+        if os.path.basename(path) != "kustomization.yaml":
+            continue
+        k = yaml.safe_load(open(path, encoding="utf-8")) or {}
+        for p in k.get("patches", []):
+            if "path" in p:
+                out.add(os.path.normpath(os.path.join(os.path.dirname(path), p["path"])))
+    return out
+
+
 def istio(paths):
     crds = load_crds()
     secrets = {}
     secrets_seen = set()
+    patches = patch_files(paths)
+    kustomizations = []
     # For the cross-reference checks after the loop.
     docs = []
     for path in yaml_files(paths):
+        if os.path.normpath(path) in patches:
+            print(f"patch {rel(path)}")
+            continue
         try:
             loaded = list(yaml.safe_load_all(open(path, encoding="utf-8")))
         except yaml.YAMLError as e:
@@ -207,17 +328,42 @@ def istio(paths):
                 error(f"{rel(path)}: {kind} {api}: no served version of this kind in the CRDs")
             elif api.startswith("kustomize.config.k8s.io/"):
                 check_kustomize(path, doc)
+                if doc.get("kind") == "Kustomization":
+                    kustomizations.append(os.path.dirname(path))
             elif kind == "Deployment":
+                check_core(f"{rel(path)}: Deployment {name}", doc)
                 check_deployment(path, doc, secrets_seen)
             elif kind == "Service":
+                check_core(f"{rel(path)}: Service {name}", doc)
                 check_service(path, doc)
+            elif kind == "ServiceAccount" and api == "v1":
+                check_core(f"{rel(path)}: ServiceAccount {name}", doc)
             elif kind == "Secret" and api == "v1":
+                check_core(f"{rel(path)}: Secret {name}", doc)
                 data = {**doc.get("data", {}), **doc.get("stringData", {})}
                 secrets[name] = set(data)
             else:
                 error(f"{rel(path)}: {api} {kind}: nothing knows how to check this")
             if len(errors) == n_before:
                 print(f"ok {rel(path)} {kind} {name}")
+    # What `kubectl apply -k` of each Kustomization would apply, patches merged.
+    for kdir in kustomizations:
+        for o in render(kdir):
+            kind, name = o.get("kind"), o.get("metadata", {}).get("name")
+            where = f"{rel(kdir)} (rendered)"
+            n_before = len(errors)
+            if kind in CORE_KINDS:
+                check_core(f"{where}: {kind} {name}", o)
+            if kind == "Deployment":
+                check_deployment(os.path.join(kdir, "kustomization.yaml"), o, secrets_seen)
+                pod = o["spec"]["template"]["spec"]
+                if pod.get("serviceAccountName") and not any(
+                    x.get("kind") == "ServiceAccount" and x["metadata"]["name"] == pod["serviceAccountName"]
+                    for x in render(kdir)
+                ):
+                    error(f"{where}: Deployment {name}: ServiceAccount {pod['serviceAccountName']} is not deployed")
+            if len(errors) == n_before:
+                print(f"rendered {rel(kdir)} {kind} {name}")
     for what, name, key in sorted(secrets_seen, key=str):
         if name not in secrets:
             error(f"Secret {name} is used but no manifest shows its keys")
@@ -263,10 +409,12 @@ def compose(path, base=None):
 
 
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ("istio", "compose"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("istio", "compose", "render"):
         print(__doc__, file=sys.stderr)
         return 2
-    if sys.argv[1] == "istio":
+    if sys.argv[1] == "render":
+        yaml.safe_dump_all(render(os.path.abspath(sys.argv[2])), sys.stdout, sort_keys=False)
+    elif sys.argv[1] == "istio":
         istio(sys.argv[2:])
     else:
         base = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--base" else None

@@ -17,6 +17,37 @@ fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
 
+/// Every file under `dir`, recursively, as `istio/...` paths.
+fn files_under(dir: &Path, out: &mut Vec<String>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(
+                p.strip_prefix(repo_root())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+}
+
+/// Copies the directory tree `from` into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let t = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &t);
+        } else {
+            fs::copy(&p, &t).unwrap();
+        }
+    }
+}
+
 #[test]
 fn every_manifest_validates_against_the_published_schemas() {
     let out = py_ok(
@@ -24,48 +55,101 @@ fn every_manifest_validates_against_the_published_schemas() {
         &[os("istio"), repo_root().join("istio").as_os_str()],
     );
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut rendered: BTreeMap<(&str, &str), usize> = BTreeMap::new();
     let mut files: Vec<&str> = Vec::new();
     for line in out.lines() {
         let mut f = line.split(' ');
-        assert_eq!(f.next(), Some("ok"), "{line}");
-        files.push(f.next().unwrap());
-        *kinds.entry(f.next().unwrap()).or_default() += 1;
+        match f.next() {
+            Some("ok") => {
+                files.push(f.next().unwrap());
+                *kinds.entry(f.next().unwrap()).or_default() += 1;
+            }
+            // Strategic-merge patches: checked once merged, below.
+            Some("patch") => files.push(f.next().unwrap()),
+            Some("rendered") => {
+                let k = f.next().unwrap();
+                *rendered.entry((k, f.next().unwrap())).or_default() += 1;
+            }
+            _ => panic!("{line}"),
+        }
     }
     let want: BTreeMap<&str, usize> = [
-        ("Component", 1),
+        ("Component", 4),
         ("DestinationRule", 2),
-        ("Deployment", 2),
+        ("Deployment", 1),
         ("EnvoyFilter", 1),
         ("Gateway", 1),
         ("Kustomization", 3),
         ("Secret", 1),
         ("Service", 1),
+        ("ServiceAccount", 2),
         ("ServiceEntry", 1),
         ("VirtualService", 1),
         ("WasmPlugin", 2),
     ]
     .into();
     assert_eq!(kinds, want, "{out}");
+    // `kubectl apply -k` of each mode: the keyservice patched into the gateway, with its
+    // provider's ServiceAccount (IRSA), each checked against the Kubernetes schemas.
+    assert_eq!(
+        rendered.get(&("istio/gateway", "Deployment")),
+        Some(&1),
+        "{out}"
+    );
+    for mode in ["istio/gateway", "istio/sidecar-egress"] {
+        assert_eq!(rendered.get(&(mode, "ServiceAccount")), Some(&1), "{out}");
+        assert_eq!(rendered.get(&(mode, "EnvoyFilter")), Some(&1), "{out}");
+    }
     // Every YAML file under istio/ was checked.
     let mut on_disk = Vec::new();
-    for dir in ["base", "gateway", "keyservice", "sidecar-egress"] {
-        for e in fs::read_dir(repo_root().join("istio").join(dir)).unwrap() {
-            on_disk.push(format!(
-                "istio/{dir}/{}",
-                e.unwrap().file_name().to_string_lossy()
-            ));
-        }
-    }
+    files_under(&repo_root().join("istio"), &mut on_disk);
     on_disk.sort();
+    files.sort();
     files.dedup();
     assert_eq!(files, on_disk);
 }
 
-/// The validator refuses what Istio or the structural rules refuse: each mutation of a
-/// shipped manifest is an error naming the place.
+/// Each provider component renders into a valid Deployment: the gateway with
+/// azure-keyvault (workload identity) and with local (development), not only aws-kms.
+#[test]
+fn every_provider_overlay_renders_into_a_valid_deployment() {
+    for (provider, needs) in [
+        (
+            "azure-keyvault",
+            &["KMS_PROVIDER", "azure.workload.identity/use"][..],
+        ),
+        ("local", &["VEIL_LOCAL_KEK_FILE", "veil-kek"][..]),
+    ] {
+        let dir = scratch_dir("istio-provider");
+        copy_tree(&repo_root().join("istio"), &dir.join("istio"));
+        let k = dir.join("istio/gateway/kustomization.yaml");
+        let text = fs::read_to_string(&k).unwrap();
+        fs::write(
+            &k,
+            text.replace(
+                "- ../keyservice/aws-kms",
+                &format!("- ../keyservice/{provider}"),
+            ),
+        )
+        .unwrap();
+        let out = py_ok("validate.py", &[os("istio"), dir.join("istio").as_os_str()]);
+        assert!(out.contains("Deployment veil-gateway"), "{out}");
+        let dump = py_ok(
+            "validate.py",
+            &[os("render"), dir.join("istio/gateway").as_os_str()],
+        );
+        for n in needs {
+            assert!(dump.contains(n), "{provider}: {n} not in {dump}");
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
+
+/// The validator refuses what Istio, Kubernetes or the structural rules refuse: each
+/// mutation of a shipped manifest (in a copy of istio/, rendered as a whole) is an error
+/// naming the place.
 #[test]
 fn the_validator_refuses_broken_manifests() {
-    let dir = scratch_dir("istio-bad");
     let cases: &[(&str, &str, &str, &str)] = &[
         (
             "sidecar-egress/wasmplugin.yaml",
@@ -109,23 +193,47 @@ fn the_validator_refuses_broken_manifests() {
             "key: tokn }",
             "Secret veil-keyservice has no key tokn",
         ),
+        // Kubernetes' own schema (kubernetes-validate): a misspelt field, a wrong type.
+        (
+            "keyservice/keyservice-sidecar.yaml",
+            "readinessProbe:",
+            "readinesProbe:",
+            "'readinesProbe' was unexpected",
+        ),
+        (
+            "gateway/gateway.yaml",
+            "replicas: 2",
+            "replicas: two",
+            "spec.replicas: 'two' is not of type 'integer'",
+        ),
+        (
+            "keyservice/aws-kms/serviceaccount.yaml",
+            "annotations:",
+            "anotations:",
+            "'anotations' was unexpected",
+        ),
+        (
+            "keyservice/aws-kms/aws-kms.yaml",
+            "serviceAccountName: veil-keyservice",
+            "serviceAccountName: someone-else",
+            "ServiceAccount someone-else is not deployed",
+        ),
     ];
-    for (i, (file, from, to, msg)) in cases.iter().enumerate() {
-        let src = repo_root().join("istio").join(file);
+    for (file, from, to, msg) in cases {
+        let dir = scratch_dir("istio-bad");
+        copy_tree(&repo_root().join("istio"), &dir.join("istio"));
+        let src = dir.join("istio").join(file);
         let text = fs::read_to_string(&src).unwrap();
         assert!(text.contains(from), "{file} has no {from:?}");
-        let bad = dir.join(format!("{i}.yaml"));
-        fs::write(&bad, text.replacen(from, to, 1)).unwrap();
-        let secret = repo_root().join("istio/keyservice/secret.example.yaml");
-        let out = py(
-            "validate.py",
-            &[os("istio"), bad.as_os_str(), secret.as_os_str()],
-        );
+        fs::write(&src, text.replacen(from, to, 1)).unwrap();
+        let out = py("validate.py", &[os("istio"), dir.join("istio").as_os_str()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file} with {to:?} validated");
         assert!(err.contains(msg), "{file} with {to:?}: {err}");
+        let _ = fs::remove_dir_all(&dir);
     }
     // A kustomization naming a file that is not there.
+    let dir = scratch_dir("istio-bad");
     let k = dir.join("kustomization.yaml");
     fs::write(
         &k,

@@ -47,6 +47,9 @@ pub const ENV_AZURE_CLIENT_SECRET: &str = "AZURE_CLIENT_SECRET";
 pub const ENV_AZURE_AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
 pub const ENV_IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
 pub const ENV_IDENTITY_HEADER: &str = "IDENTITY_HEADER";
+/// Set by AKS workload identity's webhook (with `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`): the
+/// projected service-account token exchanged for an Entra token. No secret in the pod.
+pub const ENV_AZURE_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
 pub const DEFAULT_AZURE_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 
 /// How the Azure provider gets its tokens.
@@ -60,6 +63,13 @@ pub enum AzureAuth {
     },
     /// Managed identity (`AZURE_CLIENT_ID` picks a user-assigned one).
     ManagedIdentity { client_id: Option<String> },
+    /// AKS workload identity: `AZURE_TENANT_ID` + `AZURE_CLIENT_ID` +
+    /// `AZURE_FEDERATED_TOKEN_FILE` (a Kubernetes service-account token, federated).
+    WorkloadIdentity {
+        tenant_id: String,
+        client_id: String,
+        token_file: std::path::PathBuf,
+    },
 }
 
 /// `azure-keyvault` settings.
@@ -100,7 +110,36 @@ impl AzureConfig {
             .var(ENV_AZURE_CLIENT_SECRET)?
             .filter(|v| !v.is_empty())
             .map(Secret::new);
+        let federated = optional(vars, ENV_AZURE_FEDERATED_TOKEN_FILE)?;
         let auth = match (tenant, client_id, secret) {
+            (tenant, client_id, secret) if federated.is_some() => {
+                let token_file = std::path::PathBuf::from(federated.unwrap_or_default());
+                match (tenant, client_id, secret) {
+                    (_, _, Some(_)) => {
+                        return Err(ConfigError::new(
+                            format!("{ENV_AZURE_CLIENT_SECRET} / {ENV_AZURE_FEDERATED_TOKEN_FILE}"),
+                            "both are set: a client secret or workload identity, not both",
+                        ))
+                    }
+                    (Some(tenant_id), Some(client_id), None) => AzureAuth::WorkloadIdentity {
+                        tenant_id,
+                        client_id,
+                        token_file,
+                    },
+                    (None, _, None) => {
+                        return Err(ConfigError::new(
+                            ENV_AZURE_TENANT_ID,
+                            format!("required when {ENV_AZURE_FEDERATED_TOKEN_FILE} is set (workload identity)"),
+                        ))
+                    }
+                    (_, None, None) => {
+                        return Err(ConfigError::new(
+                            ENV_AZURE_CLIENT_ID,
+                            format!("required when {ENV_AZURE_FEDERATED_TOKEN_FILE} is set (workload identity)"),
+                        ))
+                    }
+                }
+            }
             (Some(tenant_id), Some(client_id), Some(secret)) => AzureAuth::ClientSecret {
                 tenant_id,
                 client_id,
@@ -124,7 +163,8 @@ impl AzureConfig {
                     ENV_AZURE_CLIENT_SECRET,
                     format!(
                         "required when {ENV_AZURE_TENANT_ID} is set (client-secret sign-in); \
-                         unset {ENV_AZURE_TENANT_ID} to use a managed identity"
+                         set {ENV_AZURE_FEDERATED_TOKEN_FILE} for workload identity, or unset \
+                         {ENV_AZURE_TENANT_ID} to use a managed identity"
                     ),
                 ))
             }
@@ -174,6 +214,7 @@ impl ProviderSettings for AzureConfig {
         ENV_AZURE_AUTHORITY_HOST,
         ENV_IDENTITY_ENDPOINT,
         ENV_IDENTITY_HEADER,
+        ENV_AZURE_FEDERATED_TOKEN_FILE,
     ];
     const SELECTED_BY: &'static [&'static str] = &[
         ENV_AZURE_VAULT_URL,
@@ -371,6 +412,25 @@ impl AzureProvider {
                     )
                     .map_err(config_err)?,
                     format!("client secret of {client_id} in tenant {tenant_id}"),
+                )
+            }
+            AzureAuth::WorkloadIdentity {
+                tenant_id,
+                client_id,
+                token_file,
+            } => {
+                let o = azure_identity::WorkloadIdentityCredentialOptions {
+                    credential_options: azure_identity::ClientAssertionCredentialOptions {
+                        client_options: client_options.clone(),
+                    },
+                    client_id: Some(client_id.clone()),
+                    tenant_id: Some(tenant_id.clone()),
+                    token_file_path: Some(token_file.clone()),
+                    ..Default::default()
+                };
+                (
+                    azure_identity::WorkloadIdentityCredential::new(Some(o)).map_err(config_err)?,
+                    format!("workload identity {client_id} in tenant {tenant_id}"),
                 )
             }
             AzureAuth::ManagedIdentity { client_id } => {
