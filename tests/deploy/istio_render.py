@@ -14,9 +14,16 @@ RESOURCE  YAML files holding WasmPlugin, EnvoyFilter and DestinationRule resourc
           are skipped)
 
 What it does, as Istio does:
-- EnvoyFilter: for a selected workload, each configPatch whose match.context fits; only
-  `applyTo: CLUSTER` with `operation: ADD` is implemented (the patch value becomes a
-  cluster); any other patch is an error, so nothing is silently ignored.
+- EnvoyFilter: for a selected workload, each configPatch whose match.context fits.
+  Implemented: `CLUSTER` `ADD` (the value becomes a cluster); `EXTENSION_CONFIG` `ADD` (kept
+  by name, as istiod serves it over ECDS); `HTTP_FILTER` `INSERT_BEFORE` matched on the
+  http_connection_manager's `subFilter` (inserted in every HTTP connection manager of the
+  base; a `config_discovery` reference is resolved to the EXTENSION_CONFIG of that name, as
+  ECDS would deliver it, and remote `oci://` wasm code becomes the local --wasm-file, as
+  istio-agent does). Any other patch is an error, so nothing is silently ignored.
+- VirtualService `corsPolicy` (per http route): becomes the CorsPolicy of the base's routes
+  in the virtual host named after the VirtualService (allowOrigins exact/prefix/regex,
+  allowMethods, allowHeaders, exposeHeaders, maxAge, allowCredentials, unmatchedPreflights).
 - DestinationRule: `tls` (top level or per port) with mode SIMPLE becomes the
   UpstreamTlsContext of the base's `outbound|<port>||<host>` cluster: `sni`, the
   `subjectAltNames` as exact DNS SAN matchers, `caCertificates` as trusted CA. Other TLS
@@ -111,6 +118,43 @@ def wasm_filter(res, ns, wasm_file):
     }
 
 
+def local_code(typed_config, wasm_file):
+    """What istio-agent does to an ECDS wasm config with remote `oci://` code: fetches the
+    image and points Envoy at the local module (here: the --wasm-file)."""
+    tc = json.loads(json.dumps(typed_config))
+    code = tc["config"]["vm_config"]["code"]
+    remote = code.get("remote")
+    if remote:
+        uri = remote["http_uri"]["uri"]
+        if not uri.startswith("oci://"):
+            die(f"wasm code {uri}: only oci:// images are rendered")
+        if remote.get("sha256") and hashlib.sha256(open(wasm_file, "rb").read()).hexdigest() != remote["sha256"]:
+            die(f"wasm code {uri}: sha256 does not match {wasm_file}")
+        tc["config"]["vm_config"]["code"] = {"local": {"filename": wasm_file}}
+    return tc
+
+
+def cors_policy(c):
+    """A VirtualService corsPolicy as Envoy's CorsPolicy (what istiod generates)."""
+    p = {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"}
+    origins = []
+    for o in c.get("allowOrigins", []):
+        (k, v), = o.items()
+        origins.append({"safe_regex": {"regex": v}} if k == "regex" else {k: v})
+    if origins:
+        p["allow_origin_string_match"] = origins
+    for src, dst in (("allowMethods", "allow_methods"), ("allowHeaders", "allow_headers"), ("exposeHeaders", "expose_headers")):
+        if c.get(src):
+            p[dst] = ",".join(c[src])
+    if "maxAge" in c:
+        p["max_age"] = str(int(c["maxAge"].rstrip("s")))
+    if "allowCredentials" in c:
+        p["allow_credentials"] = c["allowCredentials"]
+    if c.get("unmatchedPreflights") == "IGNORE":
+        p["forward_not_matching_preflights"] = False
+    return p
+
+
 def covers(match_list, context, port):
     if not match_list:
         return True
@@ -148,6 +192,9 @@ def main():
     cfg = yaml.safe_load(open(a.base, encoding="utf-8"))
     clusters = cfg["static_resources"].setdefault("clusters", [])
     plugins = []
+    extensions = {}
+    inserts = []
+    cors_policies = []
     by_name = {c["name"]: c for c in clusters}
     for path in a.resources:
         for res in yaml.safe_load_all(open(path, encoding="utf-8")):
@@ -163,13 +210,23 @@ def main():
                     if ctx not in ("ANY", a.context):
                         continue
                     op = patch["patch"]["operation"]
-                    if (patch["applyTo"], op) != ("CLUSTER", "ADD"):
-                        die(f"{path}: configPatches[{i}]: {patch['applyTo']} {op} is not implemented here")
                     value = patch["patch"]["value"]
-                    if any(c["name"] == value["name"] for c in clusters):
-                        die(f"{path}: configPatches[{i}]: cluster {value['name']} already exists")
-                    clusters.append(value)
-                    print(f"EnvoyFilter {res['metadata']['name']}: added cluster {value['name']}")
+                    what = (patch["applyTo"], op)
+                    if what == ("CLUSTER", "ADD"):
+                        if any(c["name"] == value["name"] for c in clusters):
+                            die(f"{path}: configPatches[{i}]: cluster {value['name']} already exists")
+                        clusters.append(value)
+                        print(f"EnvoyFilter {res['metadata']['name']}: added cluster {value['name']}")
+                    elif what == ("EXTENSION_CONFIG", "ADD"):
+                        extensions[value["name"]] = value
+                        print(f"EnvoyFilter {res['metadata']['name']}: extension config {value['name']}")
+                    elif what == ("HTTP_FILTER", "INSERT_BEFORE"):
+                        f = patch["match"].get("listener", {}).get("filterChain", {}).get("filter", {})
+                        if f.get("name") != "envoy.filters.network.http_connection_manager" or "subFilter" not in f:
+                            die(f"{path}: configPatches[{i}]: only a subFilter of the http_connection_manager is implemented")
+                        inserts.append((res["metadata"]["name"], f["subFilter"]["name"], value))
+                    else:
+                        die(f"{path}: configPatches[{i}]: {patch['applyTo']} {op} is not implemented here")
             elif kind == "DestinationRule":
                 host = spec["host"]
                 policy = spec.get("trafficPolicy", {})
@@ -196,6 +253,10 @@ def main():
                         ctx["common_tls_context"] = {"validation_context": validation}
                     cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": ctx}
                     print(f"DestinationRule {res['metadata']['name']}: TLS origination on {name}")
+            elif kind == "VirtualService":
+                for h in spec.get("http", []):
+                    if "corsPolicy" in h:
+                        cors_policies.append((res["metadata"]["name"], cors_policy(h["corsPolicy"])))
             elif kind == "WasmPlugin":
                 if not selected(spec.get("selector", {}).get("matchLabels"), labels):
                     continue
@@ -214,6 +275,30 @@ def main():
             # Same phase, higher priority first: after the plugins already placed there.
             chain.insert(anchor, wasm_filter(res, a.namespace, a.wasm_file))
             print(f"WasmPlugin {res['metadata']['name']}: inserted before {names[anchor]}")
+    for ef, before, value in inserts:
+        if "config_discovery" in value:
+            ext = extensions.get(value["name"])
+            if ext is None:
+                die(f"EnvoyFilter {ef}: no EXTENSION_CONFIG named {value['name']}")
+            want = value["config_discovery"].get("type_urls", [])
+            if ext["typed_config"]["@type"].split("/")[-1] not in [t.split("/")[-1] for t in want]:
+                die(f"EnvoyFilter {ef}: {value['name']} is not of the types {want}")
+            value = {"name": value["name"], "typed_config": local_code(ext["typed_config"], a.wasm_file)}
+        for hcm in http_managers(cfg):
+            chain = hcm["http_filters"]
+            names = [f["name"] for f in chain]
+            if before not in names:
+                die(f"EnvoyFilter {ef}: the base has no {before}")
+            chain.insert(names.index(before), value)
+            print(f"EnvoyFilter {ef}: inserted {value['name']} before {before}")
+    for vs, policy in cors_policies:
+        for hcm in http_managers(cfg):
+            for vh in hcm["route_config"]["virtual_hosts"]:
+                if vh["name"] != vs:
+                    continue
+                for r in vh["routes"]:
+                    r.setdefault("typed_per_filter_config", {})["envoy.filters.http.cors"] = policy
+                print(f"VirtualService {vs}: corsPolicy on the routes of {vh['name']}")
     with open(a.out, "w", encoding="utf-8") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
 

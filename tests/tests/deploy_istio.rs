@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use veil_e2e::check::{kids_in, unseal};
-use veil_e2e::deploy::{py, py_ok, scratch_dir, tls_vendor, Envoy, TestCa};
+use veil_e2e::deploy::{envoy_validate, py, py_ok, scratch_dir, tls_vendor, Envoy, TestCa};
 use veil_e2e::{fixture, free_port, http, render, repo_root, wasm_path, Stack};
 
 fn os(s: &str) -> &OsStr {
@@ -76,15 +76,15 @@ fn every_manifest_validates_against_the_published_schemas() {
     let want: BTreeMap<&str, usize> = [
         ("Component", 4),
         ("DestinationRule", 2),
-        ("Deployment", 1),
-        ("EnvoyFilter", 1),
-        ("Gateway", 1),
-        ("Kustomization", 3),
-        ("Secret", 1),
-        ("Service", 1),
+        ("Deployment", 2),
+        ("EnvoyFilter", 3),
+        ("Gateway", 2),
+        ("Kustomization", 4),
+        ("Secret", 2),
+        ("Service", 2),
         ("ServiceAccount", 2),
         ("ServiceEntry", 1),
-        ("VirtualService", 1),
+        ("VirtualService", 2),
         ("WasmPlugin", 2),
     ]
     .into();
@@ -211,6 +211,30 @@ fn the_validator_refuses_broken_manifests() {
             "annotations:",
             "anotations:",
             "'anotations' was unexpected",
+        ),
+        (
+            "relay/envoyfilter-relay-gateway.yaml",
+            "operation: INSERT_BEFORE",
+            "operation: INSERT_BEFOR",
+            "patch.operation: 'INSERT_BEFOR' is not one of",
+        ),
+        (
+            "relay/envoyfilter-relay-inbound.yaml",
+            "context: SIDECAR_INBOUND",
+            "context: INBOUND",
+            "match.context: 'INBOUND' is not one of",
+        ),
+        (
+            "relay/relay-env.yaml",
+            "key: client-id-secret }",
+            "key: client-secret }",
+            "Secret veil-relay has no key client-secret",
+        ),
+        (
+            "relay/gateway.yaml",
+            "unmatchedPreflights: IGNORE",
+            "unmatchedPreflights: DROP",
+            "unmatchedPreflights: 'DROP' is not one of",
         ),
         (
             "keyservice/aws-kms/aws-kms.yaml",
@@ -483,5 +507,206 @@ fn gateway_seals_collector_traffic_and_unseals_management_answers() {
     let search = rec.last().unwrap();
     assert_eq!(search.path, "/v1/search/~/search/events");
     assert_eq!(search.header("x-test-tls-sni"), Some("api.moesif.com"));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Renders a relay base (tests/deploy/istio-base-relay-*.yaml, its app cluster at the demo
+/// upstream) with istio/relay's resources as istiod and istio-agent would, validates it
+/// with `envoy --mode validate`, points the keyservice cluster at the test keyservice and
+/// starts Envoy.
+fn relay_envoy(
+    stack: &Stack,
+    dir: &Path,
+    base: &str,
+    render_args: &[&str],
+) -> (Envoy, SocketAddr, String) {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let template = fs::read_to_string(repo_root().join("tests/deploy").join(base)).unwrap();
+    let base_path = dir.join("base.yaml");
+    fs::write(
+        &base_path,
+        render(
+            &template,
+            &[
+                ("VEIL_ADMIN_PORT", admin.port().to_string()),
+                ("VEIL_LISTEN_PORT", listen.port().to_string()),
+                ("VEIL_UPSTREAM_PORT", stack.upstream.port().to_string()),
+            ],
+        ),
+    )
+    .unwrap();
+    let rendered = dir.join("istio.yaml");
+    let wasm = wasm_path();
+    let res: Vec<_> = [
+        "base/envoyfilter-keyservice.yaml",
+        "relay/gateway.yaml",
+        "relay/envoyfilter-relay-gateway.yaml",
+        "relay/envoyfilter-relay-inbound.yaml",
+    ]
+    .iter()
+    .map(|r| repo_root().join("istio").join(r))
+    .collect();
+    let mut args: Vec<&OsStr> = vec![base_path.as_os_str(), rendered.as_os_str()];
+    args.extend(res.iter().map(|r| r.as_os_str()));
+    args.extend(render_args.iter().map(|a| os(a)));
+    args.extend([os("--wasm-file"), wasm.as_os_str()]);
+    let report = py_ok("istio_render.py", &args);
+    let final_path = dir.join("envoy.yaml");
+    py_ok(
+        "override.py",
+        &[
+            rendered.as_os_str(),
+            final_path.as_os_str(),
+            os(&format!("--cluster=veil_keyservice={}", stack.keyservice)),
+        ],
+    );
+    // The EnvoyFilter's filter and cluster configs, as loaded by the real Envoy.
+    envoy_validate(&final_path).unwrap_or_else(|e| panic!("{e}"));
+    let envoy =
+        Envoy::start("istio-relay", dir, &final_path, admin).unwrap_or_else(|e| panic!("{e}"));
+    envoy.wait_for_keys();
+    (envoy, listen, report)
+}
+
+/// Pairs, sends one encoded request to a relayed route and checks the app got it decoded
+/// and the client decodes the answer; a plaintext request to the route is refused.
+fn relay_round_trip(stack: &Stack, listen: SocketAddr) {
+    let r = http::get(listen, "/veil/relay").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.header("x-veil-client-id").unwrap_or_default().to_string();
+    let pairs = veil_e2e::relay::pair(listen, &id, 1);
+    stack.clear_recorded();
+    let enc = pairs[0].encode(
+        &id,
+        1,
+        "POST",
+        "/api/orders?card=4111-secret",
+        &[("x-app-secret", "secret-header")],
+        Some(b"{\"note\":\"secret-body\"}"),
+    );
+    let r = enc.send(listen);
+    let d = pairs[0]
+        .decode(1, "POST", &r)
+        .unwrap_or_else(|e| panic!("decoding the answer: {e} ({})", r.text()));
+    assert_eq!(d.status, 200);
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].path, "/api/orders?card=4111-secret");
+    assert_eq!(rec[0].header("x-app-secret"), Some("secret-header"));
+    assert_eq!(rec[0].body, b"{\"note\":\"secret-body\"}");
+    // The same request again: refused as a replay by the global window (in Redis).
+    let r = enc.send(listen);
+    assert_eq!(
+        (r.status, r.header("x-veil-relay-error")),
+        (409, Some("relay-replay")),
+        "{}",
+        r.text()
+    );
+    stack.clear_recorded();
+    let r = http::request(listen, "POST", "/api/orders", &[], b"{\"card\":\"4111\"}").unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(stack.recorded().is_empty());
+}
+
+#[test]
+fn relay_on_the_gateway_decodes_with_cors_from_the_virtual_service() {
+    let dir = scratch_dir("istio-relay-gw");
+    let redis_dir = dir.join("redis");
+    fs::create_dir_all(&redis_dir).unwrap();
+    let redis = veil_e2e::Redis::start(&redis_dir);
+    let stack = Stack::start_with(veil_e2e::StackOptions {
+        keyservice_env: vec![("REDIS_URL".into(), redis.url())],
+        ..Default::default()
+    });
+    let (envoy, listen, report) = relay_envoy(
+        &stack,
+        &dir,
+        "istio-base-relay-gateway.yaml",
+        &[
+            "--context=GATEWAY",
+            "--labels=app=veil-relay-gateway,istio=veil-relay-gateway,veil.dev/keyservice=true",
+            "--port=8080",
+            "--namespace=veil",
+        ],
+    );
+    assert!(report.contains("added cluster veil_keyservice"), "{report}");
+    assert!(
+        report.contains("EnvoyFilter veil-relay-gateway: inserted veil-relay-gateway before envoy.filters.http.router"),
+        "{report}"
+    );
+    assert!(!report.contains("veil-relay-inbound"), "{report}");
+    assert!(
+        report.contains("VirtualService veil-relay-gateway: corsPolicy"),
+        "{report}"
+    );
+    relay_round_trip(&stack, listen);
+
+    // CORS from the VirtualService: the configured origin gets a grant at the gateway, any
+    // other none, and preflights never reach the app.
+    stack.clear_recorded();
+    let preflight = |origin: &str| {
+        http::request(
+            listen,
+            "OPTIONS",
+            "/veil/pair",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "content-type, x-veil-client-id",
+                ),
+            ],
+            b"",
+        )
+        .unwrap()
+    };
+    let ok = preflight("https://app.example.com");
+    assert_eq!(ok.status, 200);
+    assert_eq!(
+        ok.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        preflight("https://evil.example").header("access-control-allow-origin"),
+        None
+    );
+    assert!(
+        stack.recorded().is_empty(),
+        "preflights never reach the app"
+    );
+    drop(envoy);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn relay_in_front_of_an_inbound_sidecar_decodes_for_the_app() {
+    let dir = scratch_dir("istio-relay-in");
+    let redis_dir = dir.join("redis");
+    fs::create_dir_all(&redis_dir).unwrap();
+    let redis = veil_e2e::Redis::start(&redis_dir);
+    let stack = Stack::start_with(veil_e2e::StackOptions {
+        keyservice_env: vec![("REDIS_URL".into(), redis.url())],
+        ..Default::default()
+    });
+    let (envoy, listen, report) = relay_envoy(
+        &stack,
+        &dir,
+        "istio-base-relay-inbound.yaml",
+        &[
+            "--context=SIDECAR_INBOUND",
+            "--labels=app=shop,veil.dev/relay=true,veil.dev/keyservice=true",
+            "--port=8080",
+            "--namespace=shop",
+        ],
+    );
+    assert!(
+        report.contains("EnvoyFilter veil-relay-inbound: inserted veil-relay-inbound before envoy.filters.http.router"),
+        "{report}"
+    );
+    assert!(!report.contains("inserted veil-relay-gateway"), "{report}");
+    relay_round_trip(&stack, listen);
+    drop(envoy);
     let _ = fs::remove_dir_all(&dir);
 }
