@@ -426,7 +426,6 @@ impl AzureProvider {
                     client_id: Some(client_id.clone()),
                     tenant_id: Some(tenant_id.clone()),
                     token_file_path: Some(token_file.clone()),
-                    ..Default::default()
                 };
                 (
                     azure_identity::WorkloadIdentityCredential::new(Some(o)).map_err(config_err)?,
