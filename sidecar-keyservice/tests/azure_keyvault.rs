@@ -18,6 +18,8 @@ const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const CLIENT: &str = "veil-app";
 const SECRET: &str = "client-s3cret-value-for-tests";
 const IDENTITY_HEADER: &str = "identity-header-value-for-tests";
+/// The Kubernetes service-account token AKS workload identity projects into the pod.
+const FEDERATED_TOKEN: &str = "federated-service-account-token-for-tests";
 
 struct Double {
     _d: Daemon,
@@ -33,7 +35,7 @@ fn start_double(dir: &Path) -> Double {
     let cfg = serde_json::json!({
         "tenant": TENANT,
         "clients": {
-            CLIENT: {"secret": SECRET, "allowed": true},
+            CLIENT: {"secret": SECRET, "allowed": true, "assertion": FEDERATED_TOKEN},
             "no-role-app": {"secret": SECRET, "allowed": false},
         },
         "identity_header": IDENTITY_HEADER,
@@ -225,6 +227,41 @@ fn managed_identity_and_refusals() {
     let o = missing.run(&["keyring", "init"]);
     assert_eq!(o.status.code(), Some(1), "{}", o.all());
     assert!(error_line(&o).contains("no such key"), "{}", o.stderr);
+}
+
+/// AKS workload identity: tenant, client id and the federated token file (what the webhook
+/// injects), no secret: the token is sent as the client assertion.
+#[test]
+fn workload_identity() {
+    let scratch = tempfile::tempdir().unwrap();
+    let d = start_double(scratch.path());
+    let token = scratch.path().join("azure-identity-token");
+    std::fs::write(&token, FEDERATED_TOKEN).unwrap();
+    let mut env = azure_env(&d, "veil-kek");
+    env.unset("AZURE_CLIENT_SECRET")
+        .set("AZURE_FEDERATED_TOKEN_FILE", &token.display().to_string());
+    let o = env.init();
+    assert!(o.stdout.contains("provider azure-keyvault"), "{}", o.all());
+    let s = env.run(&["keyring", "status"]);
+    assert!(
+        s.stdout.contains("workload identity veil-app"),
+        "{}",
+        s.stdout
+    );
+    assert!(!s.all().contains(FEDERATED_TOKEN));
+
+    // Another token: refused by Entra ID (the double), named, not echoed.
+    let other = scratch.path().join("other-token");
+    std::fs::write(&other, "a-token-entra-does-not-know").unwrap();
+    let mut wrong = azure_env(&d, "veil-kek");
+    wrong
+        .unset("AZURE_CLIENT_SECRET")
+        .set("AZURE_FEDERATED_TOKEN_FILE", &other.display().to_string());
+    let o = wrong.run(&["keyring", "init"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.all());
+    let line = error_line(&o);
+    assert!(line.contains("provider refused"), "{line}");
+    assert!(!line.contains("a-token-entra-does-not-know"), "{line}");
 }
 
 #[test]

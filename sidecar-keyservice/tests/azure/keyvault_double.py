@@ -176,7 +176,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_json(400, {"error": "invalid_request", "error_codes": [90002],
                                         "error_description": f"AADSTS90002: Tenant not found."})
         c = clients.get(get("client_id"))
-        if get("grant_type") != "client_credentials" or c is None or get("client_secret") != c["secret"]:
+        # Client credentials: a client secret, or a client assertion (workload identity: the
+        # federated Kubernetes token; the double compares it with the one it was given).
+        jwt_bearer = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        if get("client_assertion_type") == jwt_bearer:
+            authenticated = c is not None and c.get("assertion") and get("client_assertion") == c["assertion"]
+        else:
+            authenticated = c is not None and get("client_secret") == c["secret"]
+        if get("grant_type") != "client_credentials" or not authenticated:
             return self.send_json(401, {"error": "invalid_client", "error_codes": [7000215],
                                         "error_description": "AADSTS7000215: Invalid client secret provided."})
         if get("scope") != "https://vault.azure.net/.default":
