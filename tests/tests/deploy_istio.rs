@@ -710,3 +710,63 @@ fn relay_in_front_of_an_inbound_sidecar_decodes_for_the_app() {
     drop(envoy);
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Two replicas of the relay gateway, each with its own keyservice sidecar, on one Redis
+/// (as `kubectl apply -k istio/relay` deploys them): a pairing made through one replica is
+/// used through the other, and a request accepted by one is refused as a replay by the
+/// other (the `global` window).
+#[test]
+fn relay_gateway_replicas_share_pairings_and_the_replay_window() {
+    let dir = scratch_dir("istio-relay-replicas");
+    let redis_dir = dir.join("redis");
+    fs::create_dir_all(&redis_dir).unwrap();
+    let redis = veil_e2e::Redis::start(&redis_dir);
+    let replica = || {
+        Stack::start_with(veil_e2e::StackOptions {
+            keyservice_env: vec![("REDIS_URL".into(), redis.url())],
+            ..Default::default()
+        })
+    };
+    let (a, b) = (replica(), replica());
+    let args = [
+        "--context=GATEWAY",
+        "--labels=app=veil-relay-gateway,istio=veil-relay-gateway,veil.dev/keyservice=true",
+        "--port=8080",
+        "--namespace=veil",
+    ];
+    let (dir_a, dir_b) = (dir.join("a"), dir.join("b"));
+    fs::create_dir_all(&dir_a).unwrap();
+    fs::create_dir_all(&dir_b).unwrap();
+    let (envoy_a, listen_a, _) = relay_envoy(&a, &dir_a, "istio-base-relay-gateway.yaml", &args);
+    let (envoy_b, listen_b, _) = relay_envoy(&b, &dir_b, "istio-base-relay-gateway.yaml", &args);
+
+    // Client id and pairing through replica A.
+    let r = http::get(listen_a, "/veil/relay").unwrap();
+    let id = r.header("x-veil-client-id").unwrap_or_default().to_string();
+    let pairs = veil_e2e::relay::pair(listen_a, &id, 1);
+    // The encoded request through replica B: its keyservice finds the pair in Redis.
+    b.clear_recorded();
+    let enc = pairs[0].encode(&id, 1, "GET", "/api/orders/7", &[], None);
+    let r = enc.send(listen_b);
+    let d = pairs[0]
+        .decode(1, "GET", &r)
+        .unwrap_or_else(|e| panic!("decoding B's answer: {e} ({})", r.text()));
+    assert_eq!(d.status, 200);
+    assert_eq!(
+        b.recorded().len(),
+        1,
+        "the app behind B got the decoded request"
+    );
+    // The same request replayed to replica A: refused by the shared window.
+    a.clear_recorded();
+    let r = enc.send(listen_a);
+    assert_eq!(
+        (r.status, r.header("x-veil-relay-error")),
+        (409, Some("relay-replay")),
+        "{}",
+        r.text()
+    );
+    assert!(a.recorded().is_empty());
+    drop((envoy_a, envoy_b));
+    let _ = fs::remove_dir_all(&dir);
+}
