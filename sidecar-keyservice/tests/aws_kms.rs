@@ -220,6 +220,44 @@ fn assumed_role_works_and_a_denied_role_is_refused() {
     assert!(!bogus.keyring().exists());
 }
 
+/// IRSA: no static keys; EKS's pod identity webhook sets AWS_ROLE_ARN and
+/// AWS_WEB_IDENTITY_TOKEN_FILE, and the SDK's default chain exchanges the projected token
+/// (STS AssumeRoleWithWebIdentity) for the role's credentials. moto answers that unsigned
+/// call only with IAM enforcement off, so this shows the wiring (token file read, STS
+/// called, KMS called with what it returned), not the role's policy.
+#[test]
+fn irsa_web_identity_without_static_keys() {
+    let (_moto, m) = start_moto_enforcing(false);
+    let mut env = aws_env(&m);
+    let token = env.dir.path().join("eks-token");
+    std::fs::write(
+        &token,
+        "eyJhbGciOiJSUzI1NiJ9.e30.projected-service-account-token",
+    )
+    .unwrap();
+    env.unset("AWS_ACCESS_KEY_ID")
+        .unset("AWS_SECRET_ACCESS_KEY")
+        .set("AWS_ROLE_ARN", &m.role)
+        .set("AWS_WEB_IDENTITY_TOKEN_FILE", &token.display().to_string());
+    let o = env.init();
+    assert!(o.stdout.contains("provider aws-kms"), "{}", o.all());
+    let k = keyring(&env);
+    let root = kms_decrypt(&m, &k.roots[0].wrapped, 1).unwrap();
+    assert_eq!(hex::encode(root.check_value()), k.roots[0].check);
+    // Without the token file the default chain has nothing: refused, nothing written.
+    let mut none = aws_env(&m);
+    none.unset("AWS_ACCESS_KEY_ID")
+        .unset("AWS_SECRET_ACCESS_KEY")
+        .set("AWS_ROLE_ARN", &m.role)
+        .set(
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            &env.dir.path().join("missing").display().to_string(),
+        );
+    let o = none.run(&["keyring", "init"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.all());
+    assert!(!none.keyring().exists());
+}
+
 #[test]
 fn wrong_key_id_and_disabled_key_are_clear_errors() {
     let (_moto, m) = start_moto();

@@ -411,10 +411,19 @@ pub struct MotoSetup {
 /// A real moto server (KMS, STS, IAM) on a free loopback port with IAM enforced after the
 /// setup script's 11 requests.
 pub fn start_moto() -> (Daemon, MotoSetup) {
+    start_moto_enforcing(true)
+}
+
+/// `enforce_iam: false`: moto checks no signature or policy (for calls moto cannot
+/// authorize, like the unsigned AssumeRoleWithWebIdentity of IRSA).
+pub fn start_moto_enforcing(enforce_iam: bool) -> (Daemon, MotoSetup) {
     let port = free_port();
     let mut child = Command::new(venv_bin("moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", "11")
+        .env(
+            "INITIAL_NO_AUTH_ACTION_COUNT",
+            if enforce_iam { "11" } else { "1000000" },
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
