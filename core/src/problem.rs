@@ -47,6 +47,12 @@ pub enum ProblemKind {
     RelayTooLarge,
     /// 503: the keyservice or its store did not answer.
     RelayUnavailable,
+    /// Relay v2, 400: pairing names a server key id the keyservice does not hold (a client
+    /// pinned a retired key).
+    RelayKeyUnknown,
+    /// Relay v2, 502 (client side only): the pairing answer's key confirmation does not
+    /// verify — something between the client and Veil answered in the server's place.
+    RelayServerAuthFailed,
 }
 
 impl ProblemKind {
@@ -70,6 +76,8 @@ impl ProblemKind {
             ProblemKind::RelayRequired => 403,
             ProblemKind::RelayTooLarge => 413,
             ProblemKind::RelayUnavailable => 503,
+            ProblemKind::RelayKeyUnknown => 400,
+            ProblemKind::RelayServerAuthFailed => 502,
         }
     }
 
@@ -93,6 +101,8 @@ impl ProblemKind {
             ProblemKind::RelayRequired => "relay-required",
             ProblemKind::RelayTooLarge => "relay-too-large",
             ProblemKind::RelayUnavailable => "relay-unavailable",
+            ProblemKind::RelayKeyUnknown => "relay-key-unknown",
+            ProblemKind::RelayServerAuthFailed => "relay-server-auth-failed",
         }
     }
 
@@ -116,6 +126,8 @@ impl ProblemKind {
             ProblemKind::RelayRequired => "This route is only served through the relay",
             ProblemKind::RelayTooLarge => "Relay body too large",
             ProblemKind::RelayUnavailable => "Relay unavailable",
+            ProblemKind::RelayKeyUnknown => "Relay server key unknown",
+            ProblemKind::RelayServerAuthFailed => "Relay server not authenticated",
         }
     }
 
@@ -131,7 +143,9 @@ impl ProblemKind {
             | ProblemKind::RelayRouteNotAllowed
             | ProblemKind::RelayRequired
             | ProblemKind::RelayTooLarge
-            | ProblemKind::RelayUnavailable => Some(self.code()),
+            | ProblemKind::RelayUnavailable
+            | ProblemKind::RelayKeyUnknown
+            | ProblemKind::RelayServerAuthFailed => Some(self.code()),
             _ => None,
         }
     }

@@ -36,6 +36,13 @@ pub enum RelayError {
     /// The keyservice or its store did not answer; or no randomness was available.
     #[error("relay unavailable: {0}")]
     Unavailable(&'static str),
+    /// v2 pairing: the key id of the client's pinned server key is not held here.
+    #[error("the pinned relay server key is not held by this server")]
+    KeyUnknown,
+    /// v2 pairing (client side): the key confirmation does not verify, so the answer is not
+    /// from the holder of the pinned server key (an active man in the middle, or a wrong pin).
+    #[error("the relay server did not prove it holds the pinned key")]
+    ServerAuthFailed,
 }
 
 impl RelayError {
@@ -61,6 +68,8 @@ impl RelayError {
             RelayError::RelayRequired => ProblemKind::RelayRequired,
             RelayError::TooLarge => ProblemKind::RelayTooLarge,
             RelayError::Unavailable(_) => ProblemKind::RelayUnavailable,
+            RelayError::KeyUnknown => ProblemKind::RelayKeyUnknown,
+            RelayError::ServerAuthFailed => ProblemKind::RelayServerAuthFailed,
         }
     }
 
@@ -76,6 +85,8 @@ impl RelayError {
             "relay-required" => RelayError::RelayRequired,
             "relay-too-large" => RelayError::TooLarge,
             "relay-unavailable" => RelayError::Unavailable("refused by the relay"),
+            "relay-key-unknown" => RelayError::KeyUnknown,
+            "relay-server-auth-failed" => RelayError::ServerAuthFailed,
             _ => return None,
         })
     }
@@ -97,6 +108,12 @@ mod tests {
             (RelayError::RelayRequired, "relay-required", 403),
             (RelayError::TooLarge, "relay-too-large", 413),
             (RelayError::Unavailable("x"), "relay-unavailable", 503),
+            (RelayError::KeyUnknown, "relay-key-unknown", 400),
+            (
+                RelayError::ServerAuthFailed,
+                "relay-server-auth-failed",
+                502,
+            ),
         ];
         for (e, code, status) in table {
             assert_eq!((e.code(), e.status()), (code, status), "{e:?}");

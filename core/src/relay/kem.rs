@@ -24,7 +24,8 @@ pub const ESEED_LEN: usize = x_wing::ENCAPSULATION_RANDOMNESS_SIZE;
 /// A ciphertext and the shared secret it carries.
 pub type Encapsulated = (Vec<u8>, Zeroizing<[u8; SHARED_SECRET_LEN]>);
 
-fn public_key(pk: &[u8]) -> Result<x_wing::EncapsulationKey, RelayError> {
+/// Parses an X-Wing public key (1216 bytes).
+pub(crate) fn parse_public_key(pk: &[u8]) -> Result<x_wing::EncapsulationKey, RelayError> {
     if pk.len() != PUBLIC_KEY_LEN {
         return Err(RelayError::BadRequest(
             "X-Wing public key is not 1216 bytes",
@@ -58,7 +59,7 @@ pub fn encapsulate_deterministic(
     pk: &[u8],
     eseed: &[u8; ESEED_LEN],
 ) -> Result<Encapsulated, RelayError> {
-    let ek = public_key(pk)?;
+    let ek = parse_public_key(pk)?;
     let randomness = x_wing::kem::common::array::Array::from(*eseed);
     let (ct, ss) = ek.encapsulate_deterministic(&randomness);
     let mut out = Zeroizing::new([0u8; SHARED_SECRET_LEN]);

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod pairing;
 pub mod routes;
 pub mod slots;
+pub mod v2;
 pub mod window;
 pub mod wire;
 
