@@ -10,8 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
 use veil_core::relay::kem::{self, ClientKem};
+use veil_core::relay::v2::{self, ClientOffer, KeyConfig};
 use veil_core::relay::wire::{self, encode_headers, Part, RequestControl, ResponseControl};
-use veil_core::relay::{keys, HEADER_CLIENT_ID, HEADER_EH, HEADER_ERROR, HEADER_RELAY};
+use veil_core::relay::{keys, RelayError, HEADER_CLIENT_ID, HEADER_EH, HEADER_ERROR, HEADER_RELAY};
 
 use crate::error::ClientError;
 use crate::pool::{now_secs, Pair, Pool};
@@ -36,6 +37,13 @@ pub struct Options {
     /// Redis failover), wait this long and send once more on a fresh `seq`. Default 250 ms;
     /// `None` returns the error at once.
     pub unavailable_retry_after: Option<Duration>,
+    /// The relay's pinned server key (`veil-keyservice relay-key show`, see
+    /// [`parse_server_key`]). With it the client speaks protocol v2
+    /// (docs/relay-protocol-v2.md): it pairs only with the holder of this key
+    /// (`relay-server-auth-failed` otherwise) and never re-sends a non-idempotent request
+    /// after an error it cannot authenticate. Default `None`: protocol v1, which the deployed
+    /// relay speaks until it switches to v2.
+    pub server_key: Option<KeyConfig>,
 }
 
 impl Default for Options {
@@ -46,6 +54,7 @@ impl Default for Options {
             timeout: Duration::from_secs(30),
             max_response_bytes: 64 * 1024 * 1024,
             unavailable_retry_after: Some(Duration::from_millis(250)),
+            server_key: None,
         }
     }
 }
@@ -115,6 +124,7 @@ impl Answer {
             code: code.to_string(),
             status: self.status,
             detail,
+            authenticated: false,
         })
     }
 }
@@ -129,6 +139,37 @@ struct Discovery {
 #[derive(Deserialize)]
 struct PairAnswer {
     pairs: Vec<PairEntry>,
+}
+
+#[derive(Deserialize)]
+struct PairAnswerV2 {
+    pairs: Vec<PairEntryV2>,
+}
+
+#[derive(Deserialize)]
+struct PairEntryV2 {
+    pair_id: String,
+    enc: String,
+    expires_at: u64,
+    confirm: String,
+}
+
+/// A pinned server key from the command line or a setting: the base64url key configuration
+/// `veil-keyservice relay-key show` prints, or a file holding it (or its raw bytes).
+pub fn parse_server_key(arg: &str) -> Result<KeyConfig, ClientError> {
+    if let Ok(k) = KeyConfig::from_b64(arg) {
+        return Ok(k);
+    }
+    let bytes = std::fs::read(arg).map_err(|e| {
+        ClientError::Usage(format!(
+            "server key: not a base64url key config, and {arg:?} is not a readable file ({e})"
+        ))
+    })?;
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|t| KeyConfig::from_b64(t).ok())
+        .map_or_else(|| KeyConfig::from_bytes(&bytes), Ok)
+        .map_err(|e| ClientError::Usage(format!("server key in {arg:?}: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -159,12 +200,38 @@ fn recovery(code: &str, opts: &Options) -> Recovery {
     }
 }
 
+/// Protocol v2's rule ([`v2::retry_after`]): non-idempotent requests are re-sent only after
+/// an authenticated refusal saying this exact request did not open.
+fn recovery_v2(method: &str, code: &str, authenticated: bool, opts: &Options) -> Recovery {
+    let Some(error) = RelayError::from_code(code) else {
+        return Recovery::GiveUp;
+    };
+    let origin = if authenticated {
+        v2::ErrorOrigin::Authenticated
+    } else {
+        v2::ErrorOrigin::Unauthenticated
+    };
+    match (
+        v2::retry_after(method, error, origin),
+        opts.unavailable_retry_after,
+    ) {
+        (v2::Retry::RevalidateAndRetry, _) => Recovery::Revalidate,
+        (v2::Retry::RepairAndRetry, _) => Recovery::Repair,
+        (v2::Retry::RetryFreshSeq, _) => Recovery::FreshSeq,
+        (v2::Retry::RetryLater, Some(wait)) => Recovery::WaitThenFreshSeq(wait),
+        (v2::Retry::RetryLater, None) | (v2::Retry::GiveUp, _) => Recovery::GiveUp,
+    }
+}
+
 /// A relay client. Shareable between threads; each request uses one idle pair.
 pub struct Client {
     /// `scheme://host[:port]` + prefix, no trailing `/`.
     base: String,
     /// The prefix `P` (the base URL's path).
     prefix: String,
+    /// `http` or `https`, and the lowercase `host[:port]`: bound into every v2 part.
+    scheme: &'static str,
+    authority: String,
     agent: ureq::Agent,
     opts: Options,
     identity: Mutex<Identity>,
@@ -185,9 +252,20 @@ impl Client {
             .ok_or_else(|| {
                 ClientError::Usage("the relay URL must be http:// or https://".into())
             })?;
-        let prefix = match after_scheme.find('/') {
-            Some(i) => after_scheme.get(i..).unwrap_or_default().to_string(),
-            None => String::new(),
+        let scheme = if base.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        let (authority, prefix) = match after_scheme.find('/') {
+            Some(i) => (
+                after_scheme
+                    .get(..i)
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+                after_scheme.get(i..).unwrap_or_default().to_string(),
+            ),
+            None => (after_scheme.to_ascii_lowercase(), String::new()),
         };
         if prefix.is_empty() || prefix.contains(['?', '#']) {
             return Err(ClientError::Usage(
@@ -208,6 +286,8 @@ impl Client {
         Ok(Client {
             base,
             prefix,
+            scheme,
+            authority,
             agent: ureq::Agent::new_with_config(config),
             identity: Mutex::new(Identity {
                 client_id: opts.client_id.clone(),
@@ -276,10 +356,12 @@ impl Client {
         }
         let d: Discovery = serde_json::from_slice(&answer.body)
             .map_err(|e| ClientError::Protocol(format!("relay discovery: {e}")))?;
-        if d.version != 1 || d.max_pairs == 0 || d.client_id.is_empty() {
-            return Err(ClientError::Protocol(
-                "relay discovery: not version 1 with a client id and max_pairs".into(),
-            ));
+        let want = if self.opts.server_key.is_some() { 2 } else { 1 };
+        if d.version != want || d.max_pairs == 0 || d.client_id.is_empty() {
+            return Err(ClientError::Protocol(format!(
+                "relay discovery: not version {want} with a client id and max_pairs (version {})",
+                d.version
+            )));
         }
         let mut id = self.identity();
         id.client_id = Some(d.client_id);
@@ -303,6 +385,9 @@ impl Client {
         let client_id = self
             .client_id()
             .ok_or_else(|| ClientError::Protocol("no client id yet".into()))?;
+        if let Some(config) = &self.opts.server_key {
+            return self.pair_v2(n, &client_id, config);
+        }
         let kems = (0..n)
             .map(|_| ClientKem::generate_os())
             .collect::<Result<Vec<_>, _>>()
@@ -351,6 +436,79 @@ impl Client {
             }
             let ss = kem.decapsulate(&ct).map_err(ClientError::protocol)?;
             let k = keys::derive(&ss, &client_id, &entry.pair_id, pk, &ct);
+            out.push(Pair::new(entry.pair_id, &k, entry.expires_at));
+        }
+        self.count(|s| s.pairings += 1);
+        Ok(out)
+    }
+
+    /// v2 pairing: per pair, a secret encapsulated to the pinned key and an ephemeral key;
+    /// each answer entry must carry the key confirmation only the key's holder can compute.
+    fn pair_v2(
+        &self,
+        n: usize,
+        client_id: &str,
+        config: &KeyConfig,
+    ) -> Result<Vec<Pair>, ClientError> {
+        let offers = (0..n)
+            .map(|_| ClientOffer::generate_os(config))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ClientError::protocol)?;
+        let entries: Vec<serde_json::Value> = offers
+            .iter()
+            .map(|o| {
+                let w = o.wire();
+                serde_json::json!({"enc": URL_SAFE_NO_PAD.encode(&w.enc), "pk": URL_SAFE_NO_PAD.encode(&w.pk)})
+            })
+            .collect();
+        let body = serde_json::json!({"key_id": config.key_id(), "pairs": entries});
+        let req = ureq::http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/pair", self.base))
+            .header(HEADER_CLIENT_ID, client_id)
+            .header("content-type", "application/json")
+            .body(body.to_string().into_bytes())
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let answer = self.send(req)?;
+        if let Some(refusal) = answer.refusal() {
+            return Err(refusal);
+        }
+        if answer.status != 200 {
+            return Err(ClientError::Protocol(format!(
+                "POST {}/pair answered {}",
+                self.prefix, answer.status
+            )));
+        }
+        let parsed: PairAnswerV2 = serde_json::from_slice(&answer.body)
+            .map_err(|e| ClientError::Protocol(format!("pairing answer: {e}")))?;
+        if parsed.pairs.len() != n {
+            return Err(ClientError::Protocol(format!(
+                "pairing answer has {} pairs for {n} entries",
+                parsed.pairs.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(n);
+        for (entry, offer) in parsed.pairs.into_iter().zip(offers) {
+            let not_authentic = |what: &str| {
+                ClientError::ServerNotAuthenticated(format!(
+                    "pairing answer: {what}; something between this client and the relay answered in its place, or the pinned key is not the relay's"
+                ))
+            };
+            let enc = URL_SAFE_NO_PAD
+                .decode(&entry.enc)
+                .map_err(|_| not_authentic("enc is not base64url"))?;
+            let confirm = URL_SAFE_NO_PAD
+                .decode(&entry.confirm)
+                .map_err(|_| not_authentic("confirm is not base64url"))?;
+            let answer = v2::PairAnswer {
+                pair_id: &entry.pair_id,
+                enc: &enc,
+                expires_at: entry.expires_at,
+                confirm: &confirm,
+            };
+            let k = offer
+                .finish(client_id, &answer)
+                .map_err(|_| not_authentic("the key confirmation does not verify"))?;
             out.push(Pair::new(entry.pair_id, &k, entry.expires_at));
         }
         self.count(|s| s.pairings += 1);
@@ -418,14 +576,23 @@ impl Client {
             }
             let used_id = self.client_id();
             let outcome = self.exchange(&mut pair, method, path_and_query, &headers_json, body);
-            let code = match &outcome {
-                Err(ClientError::Relay { code, .. }) if !retried => code.clone(),
+            let (code, authenticated) = match &outcome {
+                Err(ClientError::Relay {
+                    code,
+                    authenticated,
+                    ..
+                }) if !retried => (code.clone(), *authenticated),
                 _ => {
                     self.pool.give_back(ticket, pair);
                     return outcome;
                 }
             };
-            match recovery(&code, &self.opts) {
+            let recovery = if self.opts.server_key.is_some() {
+                recovery_v2(method, &code, authenticated, &self.opts)
+            } else {
+                recovery(&code, &self.opts)
+            };
+            match recovery {
                 Recovery::GiveUp => {
                     self.pool.give_back(ticket, pair);
                     return outcome;
@@ -472,6 +639,9 @@ impl Client {
         let client_id = self
             .client_id()
             .ok_or_else(|| ClientError::Protocol("no client id yet".into()))?;
+        if self.opts.server_key.is_some() {
+            return self.exchange_v2(pair, &client_id, method, path_and_query, headers_json, body);
+        }
         let seq = pair.next_seq();
         let control = RequestControl {
             client_id: &client_id,
@@ -554,6 +724,144 @@ impl Client {
                 .open_in_place(Part::ResponseBody, &ctx, &mut b)
                 .map_err(ClientError::protocol)?;
             b
+        } else if answer.body.is_empty() {
+            Vec::new()
+        } else {
+            return Err(ClientError::Protocol(
+                "answer has a body but no body part".into(),
+            ));
+        };
+        let mut headers: Vec<(String, String)> = answer
+            .headers
+            .into_iter()
+            .filter(|(n, _)| {
+                !n.starts_with("x-veil-relay")
+                    && !matches!(
+                        n.as_str(),
+                        "content-type" | "content-length" | "transfer-encoding"
+                    )
+            })
+            .collect();
+        headers.extend(sealed_headers);
+        Ok(Response {
+            status: answer.status,
+            headers,
+            body,
+        })
+    }
+
+    /// One v2 request on `pair`: parts under `c2s` bound to the method, scheme and
+    /// authority; the answer under its own key, bound to this request.
+    fn exchange_v2(
+        &self,
+        pair: &mut Pair,
+        client_id: &str,
+        method: &str,
+        path_and_query: &str,
+        headers_json: &[u8],
+        body: Option<&[u8]>,
+    ) -> Result<Response, ClientError> {
+        let seq = pair.next_seq();
+        let has_body = body.is_some();
+        let ex = v2::Exchange {
+            pair_id: &pair.id,
+            seq,
+            method,
+            scheme: self.scheme,
+            authority: &self.authority,
+        };
+        let c2s = v2::RequestCipher::new(&pair.keys.c2s);
+        let seal = |part, m: &[u8]| {
+            c2s.seal(&ex, part, has_body, m)
+                .map_err(ClientError::protocol)
+        };
+        let sealed_url = seal(v2::Part::RequestUrl, path_and_query.as_bytes())?;
+        let sealed_eh = seal(v2::Part::RequestHeaders, headers_json)?;
+        let binding =
+            v2::RequestBinding::of(&sealed_url, &sealed_eh).map_err(ClientError::protocol)?;
+        let control = v2::RequestControl {
+            client_id,
+            pair_id: &pair.id,
+            seq,
+            body: has_body,
+        };
+        let origin = self.base.strip_suffix(&self.prefix).unwrap_or(&self.base);
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!(
+                "{origin}{}",
+                wire::encoded_path(&self.prefix, &URL_SAFE_NO_PAD.encode(&sealed_url))
+            ))
+            .header(HEADER_RELAY, control.to_header_value())
+            .header(HEADER_EH, URL_SAFE_NO_PAD.encode(&sealed_eh));
+        let sealed_body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/octet-stream");
+                seal(v2::Part::RequestBody, b)?
+            }
+            None => Vec::new(),
+        };
+        let req = req
+            .body(sealed_body)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        self.count(|s| s.requests += 1);
+        let answer = self.send(req)?;
+        self.decode_v2(pair, &ex, &binding, answer)
+    }
+
+    /// Opens a v2 answer. An answer without `x-veil-relay` is at best an unauthenticated
+    /// refusal; one with it must open under this request's binding, error answers included.
+    fn decode_v2(
+        &self,
+        pair: &Pair,
+        ex: &v2::Exchange<'_>,
+        binding: &v2::RequestBinding,
+        answer: Answer,
+    ) -> Result<Response, ClientError> {
+        let Some(control) = answer.header(HEADER_RELAY).map(str::to_string) else {
+            return Err(answer.refusal().unwrap_or_else(|| {
+                ClientError::Protocol(format!("answer {} is not encoded", answer.status))
+            }));
+        };
+        let rc = v2::ResponseControl::parse(&control).map_err(ClientError::protocol)?;
+        if rc.pair_id != pair.id || rc.seq != ex.seq {
+            return Err(ClientError::Protocol(
+                "answer is for another pair or seq".into(),
+            ));
+        }
+        let cipher = v2::AnswerCipher::new(&pair.keys.s2c, &rc.response_nonce);
+        let eh = answer
+            .header(HEADER_EH)
+            .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .ok_or_else(|| ClientError::Protocol("answer has no x-veil-relay-eh".into()))?;
+        let open = |part, sealed: &[u8]| {
+            cipher
+                .open(ex, part, rc.kind, answer.status, binding, sealed)
+                .map_err(ClientError::protocol)
+        };
+        if rc.kind == v2::AnswerKind::Error {
+            let code = open(v2::Part::Error, &eh)?;
+            let code = String::from_utf8(code)
+                .map_err(|_| ClientError::Protocol("sealed error code is not text".into()))?;
+            let detail = answer
+                .refusal()
+                .and_then(|r| match r {
+                    ClientError::Relay { detail, .. } => Some(detail),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            return Err(ClientError::Relay {
+                code,
+                status: answer.status,
+                detail,
+                authenticated: true,
+            });
+        }
+        let sealed_headers = open(v2::Part::ResponseHeaders, &eh)?;
+        let sealed_headers =
+            wire::decode_response_headers(&sealed_headers).map_err(ClientError::protocol)?;
+        let body = if rc.kind == v2::AnswerKind::HeadersBody {
+            open(v2::Part::ResponseBody, &answer.body)?
         } else if answer.body.is_empty() {
             Vec::new()
         } else {

@@ -15,7 +15,16 @@ pub enum ClientError {
         code: String,
         status: u16,
         detail: String,
+        /// Protocol v2: the refusal opened under this request's keys and binding, so the
+        /// relay itself wrote it about exactly this request. `false` for v1 and for any
+        /// plaintext refusal, which a hop could have written.
+        authenticated: bool,
     },
+    /// Protocol v2: the pairing answer's key confirmation does not verify — whoever
+    /// answered does not hold the pinned server key (`relay-server-auth-failed`). Never
+    /// retried, and no request was sent.
+    #[error("relay-server-auth-failed: {0}")]
+    ServerNotAuthenticated(String),
     /// An answer that does not follow the protocol (not encoded, a part that does not open,
     /// a pairing answer of the wrong shape). Never retried: the request may have run.
     #[error("protocol: {0}")]
@@ -30,6 +39,7 @@ impl ClientError {
     pub fn relay_code(&self) -> Option<&str> {
         match self {
             ClientError::Relay { code, .. } => Some(code),
+            ClientError::ServerNotAuthenticated(_) => Some("relay-server-auth-failed"),
             _ => None,
         }
     }

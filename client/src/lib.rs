@@ -11,5 +11,6 @@ mod client;
 mod error;
 mod pool;
 
-pub use client::{Client, Options, Response, Stats, DEFAULT_PAIRS, DEFAULT_URL};
+pub use client::{parse_server_key, Client, Options, Response, Stats, DEFAULT_PAIRS, DEFAULT_URL};
 pub use error::ClientError;
+pub use veil_core::relay::v2::KeyConfig;

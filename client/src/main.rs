@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use veil_relay::{Client, ClientError, Options, DEFAULT_URL};
+use veil_relay::{parse_server_key, Client, ClientError, Options, DEFAULT_URL};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,11 @@ struct Args {
     /// Also print the decoded response headers to stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// Pin the relay's server key and speak protocol v2: the base64url key configuration
+    /// `veil-keyservice relay-key show` prints, or a file holding it. Without it the client
+    /// speaks v1 (what the relay serves until it switches).
+    #[arg(long, env = "VEIL_RELAY_SERVER_KEY", value_name = "FILE|B64")]
+    server_key: Option<String>,
     /// Pairs to set up.
     #[arg(long, default_value_t = 1)]
     pairs: usize,
@@ -71,8 +76,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let server_key = match args.server_key.as_deref().map(parse_server_key).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("veil-relay: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = Options {
         pairs: args.pairs.max(1),
+        server_key,
         ..Options::default()
     };
     let result = Client::new(&args.url, opts).and_then(|c| {

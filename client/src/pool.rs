@@ -18,6 +18,8 @@ pub struct Pair {
     pub expires_at: u64,
     /// The last `seq` used (0: none).
     pub last_seq: u64,
+    /// The raw keys (protocol v2 derives a cipher per answer from `s2c`).
+    pub keys: PairKeys,
 }
 
 impl Pair {
@@ -28,6 +30,7 @@ impl Pair {
             s2c: PartCipher::new(&keys.s2c),
             expires_at,
             last_seq: 0,
+            keys: keys.clone(),
         }
     }
 

@@ -828,8 +828,11 @@ impl Exchange<'_> {
         n
     }
 
-    /// Answer part AD: the request AD's fields with the answer's flags, then
-    /// `u16be(status) || request binding (32 bytes)`.
+    /// Answer part AD: `LABEL || byte(part) || lp(pair_id) || u64be(seq) || lp(flags) ||
+    /// u16be(status) || binding`. The request line is not repeated: the binding (the tags
+    /// of the request's parts) commits to it, and it must not depend on the server's view
+    /// of it — an error answer to a request a hop sent to another authority still opens
+    /// for the client.
     pub fn answer_ad(
         &self,
         part: Part,
@@ -840,7 +843,12 @@ impl Exchange<'_> {
         if !kind.allows(part) || !(100..=999).contains(&status) {
             return Err(RelayError::DecodeFailed("part does not fit the answer"));
         }
-        let mut ad = self.ad_head(part, kind.flags())?;
+        let mut ad = Vec::with_capacity(LABEL.len() + 72 + self.pair_id.len());
+        ad.extend_from_slice(LABEL);
+        ad.push(part.byte());
+        push_lp(&mut ad, self.pair_id.as_bytes())?;
+        ad.extend_from_slice(&self.seq.to_be_bytes());
+        push_lp(&mut ad, kind.flags().as_bytes())?;
         ad.extend_from_slice(&status.to_be_bytes());
         ad.extend_from_slice(&binding.0);
         Ok(ad)
@@ -1093,21 +1101,21 @@ pub enum Retry {
     RepairAndRetry,
     /// Send again on the same pair with a fresh `seq`.
     RetryFreshSeq,
+    /// Wait a moment (the relay's state was unreachable), then a fresh `seq`.
+    RetryLater,
 }
 
-/// The retry rule (docs/relay-protocol-v2.md §6): a non-idempotent request is sent again
-/// only after an authenticated error saying this exact request did not open; an
-/// unauthenticated error may be a hop hiding that the request ran.
+/// The retry rule (docs/relay-protocol-v2.md §6): a non-idempotent request is never sent
+/// twice — an unauthenticated error may be a hop hiding that it ran, and even an
+/// authenticated one cannot rule out that a copy ran on another instance in `local` mode.
 pub fn retry_after(method: &str, error: RelayError, origin: ErrorOrigin) -> Retry {
     let idempotent = is_idempotent(method);
     match (origin, error) {
-        (ErrorOrigin::Authenticated, RelayError::DecodeFailed(_)) => Retry::RepairAndRetry,
-        (_, RelayError::Replay) if idempotent => Retry::RetryFreshSeq,
-        (_, _) if !idempotent => Retry::GiveUp,
+        _ if !idempotent => Retry::GiveUp,
+        (_, RelayError::Replay) => Retry::RetryFreshSeq,
         (ErrorOrigin::Unauthenticated, RelayError::BadClientId) => Retry::RevalidateAndRetry,
-        (ErrorOrigin::Unauthenticated, RelayError::PairUnknown | RelayError::DecodeFailed(_)) => {
-            Retry::RepairAndRetry
-        }
+        (_, RelayError::PairUnknown | RelayError::DecodeFailed(_)) => Retry::RepairAndRetry,
+        (_, RelayError::Unavailable(_)) => Retry::RetryLater,
         _ => Retry::GiveUp,
     }
 }
@@ -1344,12 +1352,18 @@ mod tests {
         assert!(a1
             .open(&e, Part::ResponseHeaders, AnswerKind::Headers, 200, &b, &c1)
             .is_err());
+        // the request line reaches the answer through the binding, not the server's view of
+        // it: an answer to a request a hop re-addressed still opens for the client
         let swapped = Exchange {
             authority: "evil.example",
             ..e
         };
         assert!(a1
             .open(&swapped, Part::ResponseBody, k, 200, &b, &c1)
+            .is_ok());
+        let other_seq = Exchange { seq: 10, ..e };
+        assert!(a1
+            .open(&other_seq, Part::ResponseBody, k, 200, &b, &c1)
             .is_err());
         // parts must fit the answer's kind
         assert!(a1
@@ -1448,9 +1462,10 @@ mod tests {
                 "{e:?}"
             );
         }
-        // ...and not after an authenticated replay either (an earlier copy ran)
+        // ...nor on an authenticated one (an earlier copy ran, or ran on another instance)
         assert_eq!(retry_after("POST", Replay, Authenticated), Retry::GiveUp);
-        assert_eq!(retry_after("POST", d, Authenticated), Retry::RepairAndRetry);
+        assert_eq!(retry_after("POST", d, Authenticated), Retry::GiveUp);
+        assert_eq!(retry_after("GET", d, Authenticated), Retry::RepairAndRetry);
         assert_eq!(
             retry_after("GET", BadClientId, Unauthenticated),
             Retry::RevalidateAndRetry
@@ -1462,6 +1477,14 @@ mod tests {
         assert_eq!(
             retry_after("PUT", Replay, Unauthenticated),
             Retry::RetryFreshSeq
+        );
+        assert_eq!(
+            retry_after("GET", Unavailable("x"), Unauthenticated),
+            Retry::RetryLater
+        );
+        assert_eq!(
+            retry_after("POST", Unavailable("x"), Authenticated),
+            Retry::GiveUp
         );
         assert_eq!(
             retry_after("GET", RouteNotAllowed, Authenticated),

@@ -59,8 +59,9 @@ def request_ad(part, pair_id, seq, method, scheme, authority, flags) -> bytes:
             + lp(scheme.encode()) + lp(authority.encode()) + lp(flags.encode()))
 
 
-def answer_ad(part, pair_id, seq, method, scheme, authority, flags, status, binding) -> bytes:
-    return request_ad(part, pair_id, seq, method, scheme, authority, flags) + struct.pack(">H", status) + binding
+def answer_ad(part, pair_id, seq, flags, status, binding) -> bytes:
+    return (LABEL + bytes([part]) + lp(pair_id.encode()) + struct.pack(">Q", seq) + lp(flags.encode())
+            + struct.pack(">H", status) + binding)
 
 
 def request_nonce(part, seq) -> bytes:
@@ -92,7 +93,7 @@ def answer(s2c, rn, pair_id, seq, method, scheme, authority, binding, status, ki
     parts = []
     for part, plain in parts_plain:
         nonce = base[:11] + bytes([base[11] ^ part])
-        ad = answer_ad(part, pair_id, seq, method, scheme, authority, flags, status, binding)
+        ad = answer_ad(part, pair_id, seq, flags, status, binding)
         sealed = AESGCM(key).encrypt(nonce, plain, ad)
         parts.append(sealed_entry(part, "answer", nonce, ad, plain, sealed))
     return {
