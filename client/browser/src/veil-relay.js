@@ -8,7 +8,8 @@
 // Keys: one X-Wing key pair per pair (kept only until its ciphertext is opened), AES-256-GCM
 // keys imported into WebCrypto as non-extractable. The client id is kept per relay in the
 // page origin's localStorage.
-import { decapsulate, generateKeyPair, CIPHERTEXT_LEN } from './kem.js';
+import { decapsulate, encapsulate, generateKeyPair, CIPHERTEXT_LEN } from './kem.js';
+import * as v2 from './wire-v2.js';
 import {
   Part,
   b64urlDecode,
@@ -41,14 +42,19 @@ const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
  * except `client-response-*` ones (the answer came back but did not open).
  */
 export class VeilRelayError extends Error {
-  constructor(code, message, { status = 0, problem = null, cause } = {}) {
+  constructor(code, message, { status = 0, problem = null, cause, authenticated = false } = {}) {
     super(message, cause === undefined ? undefined : { cause });
     this.name = 'VeilRelayError';
     this.code = code;
     this.status = status;
     this.problem = problem;
+    // Protocol v2: the refusal opened under this request's keys (the relay wrote it).
+    this.authenticated = authenticated;
   }
 }
+
+/** RFC 9110 §9.2.2: the methods v2 may send twice (docs/relay-protocol-v2.md §6). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /** What the client does on each refusal code (§6): re-validate, re-pair, retry, or give up. */
 const RECOVERY = {
@@ -140,6 +146,11 @@ class Relay {
     const pairs = options.pairs ?? DEFAULT_PAIRS;
     if (!Number.isInteger(pairs) || pairs < 1 || pairs > 16) throw new RangeError('veil-relay: pairs must be 1..16');
     this.wantPairs = pairs;
+    // Protocol v2 when the relay's server key is pinned (docs/relay-protocol-v2.md §0): the
+    // page ships it from its own origin; this module, served through the hops, cannot.
+    this.serverKey = options.serverKey === undefined || options.serverKey === null ? null : v2.parseKeyConfig(options.serverKey);
+    this.scheme = u.protocol.replace(/:$/, '');
+    this.authority = u.host;
     this.storage = options.storage ?? defaultStorage();
     this.storageKey = `veil-relay:client-id:${this.prefix}`;
     this.transport = options.fetch ?? ((...a) => globalThis.fetch(...a));
@@ -189,8 +200,9 @@ class Relay {
         if (refused) throw refused;
         if (res.status !== 200) throw new VeilRelayError('client-bad-discovery', `veil-relay: GET ${this.prefix}/relay answered ${res.status}`, { status: res.status });
         const body = await res.json();
-        if (!body || body.version !== 1 || typeof body.client_id !== 'string') {
-          throw new VeilRelayError('client-bad-discovery', 'veil-relay: not a v1 relay');
+        const want = this.serverKey ? 2 : 1;
+        if (!body || body.version !== want || typeof body.client_id !== 'string') {
+          throw new VeilRelayError('client-bad-discovery', `veil-relay: not a v${want} relay`);
         }
         this.clientId = body.client_id;
         if (Number.isInteger(body.max_pairs) && body.max_pairs >= 1) this.maxPairs = body.max_pairs;
@@ -209,11 +221,16 @@ class Relay {
     this.pairing = (async () => {
       await this.validate(signal);
       const kps = Array.from({ length: n }, () => this.keygen());
+      // v2: a secret encapsulated to the pinned key per pair, next to the ephemeral key
+      const toServer = this.serverKey ? kps.map(() => encapsulate(this.serverKey.publicKey)) : null;
+      const pairBody = this.serverKey
+        ? { key_id: this.serverKey.keyId, pairs: kps.map((k, i) => ({ enc: b64urlEncode(toServer[i].ciphertext), pk: b64urlEncode(k.publicKey) })) }
+        : { keys: kps.map((k) => b64urlEncode(k.publicKey)) };
       try {
         const res = await this.transport(`${this.prefix}/pair`, {
           method: 'POST',
           headers: { 'x-veil-client-id': this.clientId, 'content-type': 'application/json' },
-          body: JSON.stringify({ keys: kps.map((k) => b64urlEncode(k.publicKey)) }),
+          body: JSON.stringify(pairBody),
           cache: 'no-store',
           signal,
         });
@@ -227,7 +244,8 @@ class Relay {
         const batch = ++this.batches;
         const fresh = [];
         for (let i = 0; i < n; i++) {
-          fresh.push({ ...(await this.openPair(body.pairs[i], kps[i])), batch });
+          const opened = toServer ? await this.openPairV2(body.pairs[i], kps[i], toServer[i]) : await this.openPair(body.pairs[i], kps[i]);
+          fresh.push({ ...opened, batch });
         }
         if (this.counters.pairings > 0) this.counters.repairs += 1;
         this.counters.pairings += 1;
@@ -235,6 +253,7 @@ class Relay {
         return batch;
       } finally {
         for (const k of kps) k.secretKey.fill(0);
+        for (const e of toServer ?? []) e.sharedSecret.fill(0);
       }
     })();
     try {
@@ -270,6 +289,55 @@ class Relay {
       ss.fill(0);
       k.c2s.fill(0);
       k.s2c.fill(0);
+    }
+  }
+
+  /**
+   * v2: checks the key confirmation only the holder of the pinned key can compute; a
+   * mismatch is `relay-server-auth-failed` (a hop answered in the relay's place).
+   */
+  async openPairV2(entry, kp, toServer) {
+    const fail = (why, cause) =>
+      new VeilRelayError('relay-server-auth-failed', `veil-relay: relay-server-auth-failed: ${why}`, { cause });
+    if (!entry || typeof entry.pair_id !== 'string' || !/^[A-Za-z0-9_-]{22}$/.test(entry.pair_id) || !Number.isSafeInteger(entry.expires_at)) {
+      throw fail('bad pairing entry');
+    }
+    let enc;
+    let confirm;
+    try {
+      enc = b64urlDecode(entry.enc);
+      confirm = b64urlDecode(entry.confirm);
+    } catch (e) {
+      throw fail('enc or confirm is not base64url', e);
+    }
+    if (enc.length !== CIPHERTEXT_LEN) throw fail('enc is not 1120 bytes');
+    const ssE = decapsulate(enc, kp.secretKey);
+    const th = await v2.transcriptHash({
+      keyConfig: this.serverKey.bytes,
+      clientId: this.clientId,
+      pairId: entry.pair_id,
+      encServer: toServer.ciphertext,
+      ephemeralPk: kp.publicKey,
+      encEphemeral: enc,
+      expiresAt: entry.expires_at,
+    });
+    const k = await v2.keySchedule(toServer.sharedSecret, ssE, th);
+    try {
+      if (!v2.equalBytes(k.confirm, confirm)) throw fail('the key confirmation does not verify');
+      return {
+        id: entry.pair_id,
+        c2s: await importAesKey(k.c2s, 'encrypt'),
+        // Each answer's key derives from s2c and its response nonce, so s2c stays as bytes.
+        s2cRaw: k.s2c,
+        seq: 0,
+        expiresAtMs: entry.expires_at * 1000,
+        inflight: 0,
+      };
+    } finally {
+      ssE.fill(0);
+      k.secret.fill(0);
+      k.c2s.fill(0);
+      k.confirm.fill(0);
     }
   }
 
@@ -330,6 +398,9 @@ class Relay {
       } catch (e) {
         const how = e instanceof VeilRelayError ? RECOVERY[e.code] : undefined;
         if (!how || attempt >= 1) throw e;
+        // v2: a non-idempotent request is never sent twice (a hop may have let it run and
+        // answered the error in the relay's place)
+        if (this.serverKey && !IDEMPOTENT.has(method)) throw e;
         this.counters.retries += 1;
         fresh = false;
         if (how === 'revalidate') {
@@ -347,7 +418,106 @@ class Relay {
     }
   }
 
-  async send(pair, { method, pathAndQuery, headers, body, wireInit }) {
+  async send(pair, request) {
+    return this.serverKey ? this.sendV2(pair, request) : this.sendV1(pair, request);
+  }
+
+  async sendV2(pair, { method, pathAndQuery, headers, body, wireInit }) {
+    pair.inflight += 1;
+    try {
+      const seq = ++pair.seq;
+      const flags = body === null ? 'uh' : 'uhb';
+      const ctx = { pairId: pair.id, seq, method, scheme: this.scheme, authority: this.authority, flags };
+      const seal = async (part, m) =>
+        new Uint8Array(
+          await globalThis.crypto.subtle.encrypt(
+            { name: 'AES-GCM', iv: v2.requestNonce(part, seq), additionalData: v2.requestAd(ctx, part), tagLength: 128 },
+            pair.c2s,
+            m,
+          ),
+        );
+      const path = await seal(Part.RequestUrl, encodeUtf8(pathAndQuery));
+      const eh = await seal(Part.RequestHeaders, encodeHeaders(headers));
+      const binding = v2.requestBinding(path, eh);
+      const wireHeaders = {
+        'x-veil-relay': v2.requestControl({ clientId: this.clientId, pairId: pair.id, seq, flags }),
+        'x-veil-relay-eh': b64urlEncode(eh),
+      };
+      let wireBody;
+      if (body !== null) {
+        wireHeaders['content-type'] = 'application/octet-stream';
+        wireBody = await seal(Part.RequestBody, body);
+      }
+      const res = await this.transport(`${this.prefix}/x/${b64urlEncode(path)}`, {
+        ...wireInit,
+        method,
+        headers: wireHeaders,
+        body: wireBody,
+      });
+      return await this.decodeResponseV2(res, pair, { seq, method, binding });
+    } finally {
+      pair.inflight -= 1;
+    }
+  }
+
+  /** v2: every answer on this pair opens under its own key and this request's binding. */
+  async decodeResponseV2(res, pair, req) {
+    const control = res.headers.get('x-veil-relay');
+    if (control === null) {
+      // at best a refusal the relay could not authenticate (or a hop's)
+      const refused = await refusalOf(res);
+      if (refused) throw refused;
+      throw new VeilRelayError('client-response-not-encoded', `veil-relay: answer ${res.status} is not encoded`, { status: res.status });
+    }
+    const c = v2.parseResponseControl(control);
+    if (c === null || c.pairId !== pair.id || c.seq !== req.seq) {
+      throw new VeilRelayError('client-response-mismatch', 'veil-relay: the answer is for another request', { status: res.status });
+    }
+    const k = await v2.answerKeyBytes(pair.s2cRaw, c.responseNonce);
+    const key = await importAesKey(k.key, 'decrypt');
+    k.key.fill(0);
+    k.rs.fill(0);
+    const open = async (part, sealed) =>
+      new Uint8Array(
+        await globalThis.crypto.subtle.decrypt(
+          {
+            name: 'AES-GCM',
+            iv: v2.answerNonce(k.baseNonce, part),
+            additionalData: v2.answerAd({ pairId: pair.id, seq: req.seq, flags: c.flags, status: res.status, binding: req.binding }, part),
+            tagLength: 128,
+          },
+          key,
+          sealed,
+        ),
+      );
+    let sealed;
+    let bodyBytes = null;
+    try {
+      const eh = b64urlDecode(res.headers.get('x-veil-relay-eh') ?? '');
+      if (c.flags === 'e') {
+        const code = new TextDecoder('utf-8', { fatal: true }).decode(await open(v2.Part.Error, eh));
+        const refused = await refusalOf(res);
+        sealed = { code, problem: refused ? refused.problem : null };
+      } else {
+        sealed = decodeHeaders(await open(Part.ResponseHeaders, eh));
+        const wire = new Uint8Array(await res.arrayBuffer());
+        if (c.flags === 'hb') bodyBytes = await open(Part.ResponseBody, wire);
+        else if (wire.length !== 0) throw new TypeError('a body without the b flag');
+      }
+    } catch (e) {
+      throw new VeilRelayError('client-response-decode-failed', 'veil-relay: the answer does not open', { status: res.status, cause: e });
+    }
+    if (c.flags === 'e') {
+      throw new VeilRelayError(sealed.code, `veil-relay: ${sealed.code} (${res.status}, authenticated)`, {
+        status: res.status,
+        problem: sealed.problem,
+        authenticated: true,
+      });
+    }
+    return this.rebuild(res, sealed, bodyBytes, req.method);
+  }
+
+  async sendV1(pair, { method, pathAndQuery, headers, body, wireInit }) {
     pair.inflight += 1;
     try {
       // Taken before any await: concurrent requests on this pair each get their own.
@@ -403,6 +573,11 @@ class Relay {
     } catch (e) {
       throw new VeilRelayError('client-response-decode-failed', 'veil-relay: the answer does not open', { status: res.status, cause: e });
     }
+    return this.rebuild(res, sealed, bodyBytes, req.method);
+  }
+
+  /** The upstream's response: visible wire headers, then the sealed ones, and the body. */
+  rebuild(res, sealed, bodyBytes, method) {
     const out = new Headers();
     for (const [n, v] of res.headers) {
       // The wire's own content headers describe the ciphertext.
@@ -416,7 +591,7 @@ class Relay {
         // A header a Response may not carry (e.g. set-cookie in some engines) is left out.
       }
     }
-    const nullBody = NULL_BODY_STATUS.has(res.status) || req.method === 'HEAD';
+    const nullBody = NULL_BODY_STATUS.has(res.status) || method === 'HEAD';
     return new Response(nullBody ? null : bodyBytes ?? new Uint8Array(0), {
       status: res.status,
       statusText: res.statusText,
