@@ -83,6 +83,17 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         env_file: Option<PathBuf>,
     },
+    /// The relay's server key (protocol v2).
+    #[command(subcommand)]
+    RelayKey(RelayKeyCommand),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RelayKeyCommand {
+    /// Print the relay server key configuration of the current root (RFC 9458 key config,
+    /// base64url, one line): what relay clients pin (`veil-relay --server-key`,
+    /// `createRelay({serverKey})`). It changes with `keyring rotate-root`.
+    Show,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -102,6 +113,9 @@ pub enum KeyringCommand {
     },
     /// Unwrap every root (active and disabled) and check its key-check value.
     Verify,
+    /// `relay-key show`, run like a keyring command (not a `keyring` subcommand).
+    #[command(skip)]
+    RelayKeyShow,
     /// Crypto-shred one root version: remove it from the keyring. IRREVERSIBLE.
     Destroy {
         /// The root version to destroy (`3` or `r3`).
@@ -171,6 +185,14 @@ pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
         Some(Command::Migrate { seed, env_file }) => {
             return crate::migrate::run(seed, env_file.as_deref()).map_err(Failure::from);
         }
+        Some(Command::RelayKey(RelayKeyCommand::Show)) => {
+            if cli.serve.listen.is_some() || cli.serve.token_file.is_some() {
+                return Err(Failure(
+                    "--listen and --token-file apply to `serve` only".into(),
+                ));
+            }
+            (ServeArgs::default(), Some(KeyringCommand::RelayKeyShow))
+        }
         Some(Command::Keyring(k)) => {
             if cli.serve.listen.is_some() || cli.serve.token_file.is_some() {
                 return Err(Failure(
@@ -214,6 +236,7 @@ pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
                     KeyringCommand::RotateRoot => manage::rotate_root(&kcfg).await,
                     KeyringCommand::Rewrap { to } => manage::rewrap(&kcfg, vars, &flags, &to).await,
                     KeyringCommand::Verify => manage::verify(&kcfg).await,
+                    KeyringCommand::RelayKeyShow => manage::relay_key_show(&kcfg).await,
                     KeyringCommand::Destroy { version, yes } => {
                         manage::destroy(&kcfg, &version, yes).await
                     }

@@ -363,6 +363,11 @@ impl Roots {
         self.roots.keys().copied().collect()
     }
 
+    /// The root of `version`, if it is active here (the relay derives its server key from it).
+    pub fn root(&self, version: u32) -> Option<&RootKey> {
+        self.roots.get(&version)
+    }
+
     /// The data key named by `kid`, if its root version is active here.
     pub fn dek(&self, kid: &Kid) -> Option<Dek> {
         self.roots

@@ -245,6 +245,21 @@ pub async fn verify(cfg: &KeyringConfig) -> Result<(), Failure> {
     }
 }
 
+/// `relay-key show`: unwraps the active roots and prints the current root's relay server
+/// key configuration, base64url, alone on stdout (docs/relay-protocol-v2.md §0).
+pub async fn relay_key_show(cfg: &KeyringConfig) -> Result<(), Failure> {
+    let keyring = Keyring::load(&cfg.keyring)?;
+    let provider = provider::open(cfg).await?;
+    crate::cli::warn_local(provider.as_ref(), false);
+    let roots =
+        crate::keyring::Roots::unwrap_all(&keyring, provider.as_ref(), &cfg.keyring).await?;
+    let key = crate::relay::server_key::current(&roots)
+        .ok_or_else(|| Failure(format!("keyring {}: no active root", cfg.keyring.display())))?
+        .map_err(|e| Failure(format!("relay server key: {e}")))?;
+    println!("{}", key.config().to_b64());
+    Ok(())
+}
+
 /// `keyring destroy <version>`: removes the root from the keyring after confirmation
 /// (`--yes`, or typing `destroy r<version>` on standard input). Irreversible.
 pub async fn destroy(cfg: &KeyringConfig, version: &str, yes: bool) -> Result<(), Failure> {

@@ -598,3 +598,125 @@ fn redis_with_a_password_never_shows_it() {
     assert!(!logs.contains("pw-9f3a7c1e"), "{logs}");
     assert!(!logs.contains("pw-wrong"), "{logs}");
 }
+
+/// A GET whose answer body is binary (`application/ohttp-keys`): status, content type, body.
+fn get_bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..end].to_vec()).unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let ct = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    (status, ct, raw[end + 4..].to_vec())
+}
+
+/// Protocol v2 (docs/relay-protocol-v2.md): `relay-key show` prints the pin, the keyservice
+/// publishes it as `application/ohttp-keys`, pairs under it with a key confirmation the
+/// client checks, stores the pairs like v1's, and refuses a key id it does not hold.
+#[test]
+fn v2_pairing_under_the_relay_server_key() {
+    use veil_core::relay::v2::{ClientOffer, KeyConfig, PairAnswer};
+
+    let (env, s) = serve_with(&[("VEIL_LOG", "trace")]);
+    let shown = env.run(&["relay-key", "show"]);
+    assert!(shown.status.success(), "{}", shown.all());
+    assert_eq!(shown.stdout.lines().count(), 1, "{}", shown.stdout);
+    let pin = KeyConfig::from_b64(shown.stdout.trim()).unwrap();
+    assert_eq!(pin.key_id(), 1, "the key id of root r1");
+
+    let (status, ct, body) = get_bytes(s.port, "/v1/relay/keys");
+    assert_eq!((status, ct.as_str()), (200, "application/ohttp-keys"));
+    assert_eq!(KeyConfig::decode_list(&body).unwrap(), vec![pin.clone()]);
+
+    let cid = client_id(7);
+    let offers: Vec<ClientOffer> = (0..2)
+        .map(|_| ClientOffer::generate_os(&pin).unwrap())
+        .collect();
+    let entries: Vec<serde_json::Value> = offers
+        .iter()
+        .map(|o| {
+            let w = o.wire();
+            serde_json::json!({"enc": URL_SAFE_NO_PAD.encode(&w.enc), "pk": URL_SAFE_NO_PAD.encode(&w.pk)})
+        })
+        .collect();
+    let body = serde_json::json!({"client_id": cid, "key_id": 1, "pairs": entries}).to_string();
+    let r = post(s.port, "/v1/relay/v2/pairs", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.headers.get("cache-control").map(String::as_str),
+        Some("no-store")
+    );
+    let pairs = r.json()["pairs"].as_array().unwrap().clone();
+    assert_eq!(pairs.len(), 2);
+    for (p, offer) in pairs.iter().zip(offers) {
+        let pair_id = p["pair_id"].as_str().unwrap();
+        let enc = b64d(&p["enc"]);
+        let confirm = b64d(&p["confirm"]);
+        let keys = offer
+            .finish(
+                &cid,
+                &PairAnswer {
+                    pair_id,
+                    enc: &enc,
+                    expires_at: p["expires_at"].as_u64().unwrap(),
+                    confirm: &confirm,
+                },
+            )
+            .expect("the keyservice's confirmation verifies under the pinned key");
+        assert_eq!(b64d(&p["c2s"]), keys.c2s);
+        assert_eq!(b64d(&p["s2c"]), keys.s2c);
+        // stored like a v1 pair: the filter looks it up the same way
+        let l = get(s.port, &format!("/v1/relay/pairs/{pair_id}"));
+        assert_eq!(l.status, 200, "{}", l.body);
+        assert_eq!(b64d(&l.json()["c2s"]), keys.c2s);
+        assert_eq!(l.json()["client_id"], cid);
+    }
+
+    // a pin of another key id: relay-key-unknown; a malformed entry: bad-key
+    let unknown = body.replace("\"key_id\":1", "\"key_id\":9");
+    assert_refused(
+        &post(s.port, "/v1/relay/v2/pairs", &unknown),
+        400,
+        "key-unknown",
+    );
+    let short = serde_json::json!({"client_id": cid, "key_id": 1, "pairs": [{"enc": "AAAA", "pk": "AAAA"}]});
+    assert_refused(
+        &post(s.port, "/v1/relay/v2/pairs", &short.to_string()),
+        400,
+        "bad-key",
+    );
+    // no secret in the logs, at the most verbose level
+    let logs = s.logs();
+    assert!(!logs.contains(&cid));
+    for p in &pairs {
+        for k in ["c2s", "s2c", "confirm"] {
+            assert!(!logs.contains(p[k].as_str().unwrap()), "{k} logged");
+        }
+    }
+
+    // rotate-root gives the next root's key (id 2); the old root's stays available
+    drop(s);
+    let rotated = env.run(&["keyring", "rotate-root"]);
+    assert!(rotated.status.success(), "{}", rotated.all());
+    let again = env.run(&["relay-key", "show"]);
+    let next = KeyConfig::from_b64(again.stdout.trim()).unwrap();
+    assert_eq!(next.key_id(), 2);
+    assert_ne!(next.public_key(), pin.public_key());
+    let s = env.serve();
+    let (_, _, body) = get_bytes(s.port, "/v1/relay/keys");
+    assert_eq!(KeyConfig::decode_list(&body).unwrap(), vec![next, pin]);
+}

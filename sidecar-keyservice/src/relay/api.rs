@@ -22,10 +22,11 @@ use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use veil_core::relay::{kem, keys, pairing};
+use veil_core::relay::{kem, keys, pairing, v2};
 use zeroize::Zeroizing;
 
 use super::metrics::inc;
+use super::server_key;
 use super::store::{NewSession, SeqOutcome, StoreError};
 use super::Relay;
 use crate::server::{problem, AppState};
@@ -45,6 +46,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/relay/pairs", post(pair))
         .route("/v1/relay/pairs/{pair_id}", get(lookup))
         .route("/v1/relay/pairs/{pair_id}/seq", post(seq))
+        .route("/v1/relay/v2/pairs", post(pair_v2))
+        .route("/v1/relay/keys", get(server_keys))
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -455,5 +458,226 @@ mod tests {
         assert_ne!(id, new_pair_id().unwrap());
         assert!(!pair_id_ok(&id[..21]));
         assert!(!pair_id_ok(&format!("{}=", &id[..21])));
+    }
+}
+
+// --- protocol v2 (docs/relay-protocol-v2.md) ---------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferIn {
+    enc: String,
+    pk: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairV2In {
+    client_id: String,
+    key_id: u8,
+    pairs: Vec<OfferIn>,
+}
+
+/// One v2 pair as answered: what the filter relays to the client (`pair_id`, `enc`,
+/// `expires_at`, `confirm`) and the keys it keeps.
+#[derive(Serialize)]
+struct PairV2Out {
+    pair_id: String,
+    enc: String,
+    confirm: String,
+    #[serde(serialize_with = "zs")]
+    c2s: Zeroizing<String>,
+    #[serde(serialize_with = "zs")]
+    s2c: Zeroizing<String>,
+    expires_at: i64,
+    idle_ttl_secs: u64,
+}
+
+#[derive(Serialize)]
+struct PairsV2Out {
+    pairs: Vec<PairV2Out>,
+}
+
+/// `POST /v1/relay/v2/pairs`: per entry, decapsulates the client's secret with the server key
+/// named by `key_id`, encapsulates to its ephemeral key, and runs v2's key schedule; the
+/// pairs go to the same store as v1's.
+async fn pair_v2(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let relay = match relay(&state) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    let refused = |status, error: &str, detail: String| {
+        inc(&relay.metrics.pairings_refused);
+        refuse(status, error, detail)
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            inc(&relay.metrics.pairings_refused);
+            return body_refused(&e);
+        }
+    };
+    let req: PairV2In = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "bad-json",
+                format!(
+                    "expected {{\"client_id\": \"…\", \"key_id\": n, \"pairs\": [{{\"enc\": \"…\", \"pk\": \"…\"}}]}} ({})",
+                    json_error(&e)
+                ),
+            )
+        }
+    };
+    if !client_id_shape_ok(&req.client_id) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "bad-client-id",
+            "client_id is not a relay client id (uuid.hex)".into(),
+        );
+    }
+    let entries: Vec<(&str, &str)> = req
+        .pairs
+        .iter()
+        .map(|o| (o.enc.as_str(), o.pk.as_str()))
+        .collect();
+    let offers = match v2::decode_offers(&entries, relay.config.max_keys_per_pairing) {
+        Ok(o) => o,
+        Err(e @ v2::OfferError::Count { .. }) => {
+            return refused(StatusCode::BAD_REQUEST, "too-many-keys", e.to_string())
+        }
+        Err(e) => return refused(StatusCode::BAD_REQUEST, "bad-key", e.to_string()),
+    };
+    let roots = state.roots();
+    let key = match server_key::for_key_id(&roots, req.key_id) {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "relay pairing: server key");
+            return refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "the relay server key is not available".into(),
+            );
+        }
+        None => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "key-unknown",
+                format!(
+                    "key_id {}: no active root has this relay server key; the client's pin is stale (veil-keyservice relay-key show)",
+                    req.key_id
+                ),
+            )
+        }
+    };
+    drop(roots);
+
+    let now = (state.clock)();
+    let lifetime = i64::try_from(relay.config.limits.max_lifetime_secs).unwrap_or(i64::MAX);
+    let expires_at = now.saturating_add(lifetime);
+    let expires_u64 = u64::try_from(expires_at).unwrap_or(0);
+    let mut sessions = Vec::with_capacity(offers.len());
+    let mut answers = Vec::with_capacity(offers.len());
+    for (i, offer) in offers.iter().enumerate() {
+        let pair_id = match new_pair_id() {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(error = %e, "relay pairing: no randomness");
+                return refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "no randomness".into(),
+                );
+            }
+        };
+        let acc = match key.accept_os(&req.client_id, &pair_id, expires_u64, offer) {
+            Ok(a) => a,
+            Err(e) => {
+                return refused(
+                    StatusCode::BAD_REQUEST,
+                    "bad-key",
+                    format!("pairs[{i}]: {e}"),
+                )
+            }
+        };
+        sessions.push(NewSession {
+            pair_id,
+            client_id: req.client_id.clone(),
+            keys: acc.secrets.keys.clone(),
+            expires_at,
+        });
+        answers.push((acc.enc.clone(), acc.secrets.confirm));
+    }
+
+    let evicted = match relay.store.insert(&sessions, now).await {
+        Ok(n) => n,
+        Err(e) => {
+            inc(&relay.metrics.pairings_refused);
+            return store_failed(relay, "pairing", &e);
+        }
+    };
+    let m = &relay.metrics;
+    inc(&m.pairings_ok);
+    m.pairs_created
+        .fetch_add(sessions.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    m.evictions
+        .fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        pairs = sessions.len(),
+        evicted,
+        store = relay.store.kind(),
+        protocol = 2,
+        "relay pairs made"
+    );
+    let idle_ttl_secs = relay.config.limits.idle_ttl_secs;
+    let out = PairsV2Out {
+        pairs: sessions
+            .iter()
+            .zip(&answers)
+            .map(|(s, (enc, confirm))| PairV2Out {
+                pair_id: s.pair_id.clone(),
+                enc: URL_SAFE_NO_PAD.encode(enc),
+                confirm: URL_SAFE_NO_PAD.encode(confirm),
+                c2s: b64(&s.keys.c2s),
+                s2c: b64(&s.keys.s2c),
+                expires_at: s.expires_at,
+                idle_ttl_secs,
+            })
+            .collect(),
+    };
+    secret_json(StatusCode::OK, &out)
+}
+
+/// `GET /v1/relay/keys`: the relay server keys of the active roots as RFC 9458
+/// `application/ohttp-keys`, the current one first (the filter publishes it at `P/keys`).
+async fn server_keys(State(state): State<Arc<AppState>>) -> Response {
+    if let Err(r) = relay(&state) {
+        return r.into_response();
+    }
+    match server_key::configs(&state.roots()) {
+        Ok(configs) => (
+            StatusCode::OK,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/ohttp-keys"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+            v2::KeyConfig::encode_list(&configs),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "relay server keys");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "the relay server key is not available",
+            )
+        }
     }
 }

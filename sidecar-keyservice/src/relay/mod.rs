@@ -13,6 +13,7 @@ pub mod config;
 pub mod memory;
 pub mod metrics;
 pub mod redis_store;
+pub mod server_key;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;
