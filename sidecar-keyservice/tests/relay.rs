@@ -403,6 +403,27 @@ impl Drop for Redis {
     }
 }
 
+/// Every field of every Redis hash whose key starts with `prefix`, as the raw RESP bytes of
+/// `HGETALL` (what anyone reading Redis sees).
+fn redis_dump(port: u16, prefix: &str) -> Vec<u8> {
+    let exchange = |cmds: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("{cmds}QUIT\r\n").as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        raw
+    };
+    let keys = String::from_utf8_lossy(&exchange(&format!("KEYS {prefix}*\r\n"))).into_owned();
+    let keys: Vec<&str> = keys
+        .split("\r\n")
+        .filter(|l| l.starts_with(prefix))
+        .collect();
+    assert!(!keys.is_empty(), "no pair in Redis");
+    let cmds: String = keys.iter().map(|k| format!("HGETALL {k}\r\n")).collect();
+    exchange(&cmds)
+}
+
 /// Retries `f` (bounded) while the keyservice answers 503, i.e. until its Redis connection
 /// is back; returns the first other answer.
 #[test]
@@ -410,13 +431,37 @@ fn redis_shared_by_two_keyservices_survives_a_redis_restart() {
     let mut redis = Redis::on(free_port());
     let url = redis.url();
     let vars = [("REDIS_URL", url.as_str()), ("RELAY_REDIS_PREFIX", "it:")];
-    let (_ea, a) = serve_with(&[vars[0], vars[1], ("VEIL_LOG", "trace")]);
-    let (_eb, b) = serve_with(&vars);
+    let (ea, a) = serve_with(&[vars[0], vars[1], ("VEIL_LOG", "trace")]);
+    // B shares A's keyring (keyservices sharing pairs share a keyring: the pair keys in
+    // Redis are sealed under a key derived from it)
+    let mut eb = Env::new();
+    eb.set("VEIL_KEYRING", &ea.keyring().display().to_string())
+        .set("VEIL_LOCAL_KEK_FILE", &ea.kek().display().to_string());
+    for (k, v) in vars {
+        eb.set(k, v);
+    }
+    let b = eb.serve();
     let cid = client_id(3);
 
     // Made through A, seen through B with the same keys and client id.
     let pairs = pair(a.port, &cid, &kems(2));
     let id = pairs[0]["pair_id"].as_str().unwrap().to_string();
+
+    // Redis holds no traffic key: every field of every pair, read raw, holds neither key.
+    let dump = redis_dump(redis.port, "it:pair:");
+    assert!(
+        dump.windows(cid.len()).any(|w| w == cid.as_bytes()),
+        "the dump is the pairs'"
+    );
+    for p in &pairs {
+        for k in ["c2s", "s2c"] {
+            let key = b64d(&p[k]);
+            assert!(
+                !dump.windows(32).any(|w| w == key.as_slice()),
+                "{k} in Redis"
+            );
+        }
+    }
     let r = get(b.port, &format!("/v1/relay/pairs/{id}"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["c2s"], pairs[0]["c2s"]);

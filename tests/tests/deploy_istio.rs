@@ -721,13 +721,27 @@ fn relay_gateway_replicas_share_pairings_and_the_replay_window() {
     let redis_dir = dir.join("redis");
     fs::create_dir_all(&redis_dir).unwrap();
     let redis = veil_e2e::Redis::start(&redis_dir);
-    let replica = || {
+    let replica = |keyring: Vec<(String, String)>| {
+        let mut keyservice_env = vec![("REDIS_URL".into(), redis.url())];
+        keyservice_env.extend(keyring);
         Stack::start_with(veil_e2e::StackOptions {
-            keyservice_env: vec![("REDIS_URL".into(), redis.url())],
+            keyservice_env,
             ..Default::default()
         })
     };
-    let (a, b) = (replica(), replica());
+    // Both replicas read one keyring (in the mesh: the one keyring Secret): the pair keys in
+    // Redis are sealed under a key derived from it.
+    let a = replica(Vec::new());
+    let b = replica(vec![
+        (
+            "VEIL_KEYRING".into(),
+            a.dir.join("keyring.json").display().to_string(),
+        ),
+        (
+            "VEIL_LOCAL_KEK_FILE".into(),
+            a.dir.join("kek.key").display().to_string(),
+        ),
+    ]);
     let args = [
         "--context=GATEWAY",
         "--labels=app=veil-relay-gateway,istio=veil-relay-gateway,veil.dev/keyservice=true",

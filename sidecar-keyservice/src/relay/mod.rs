@@ -13,6 +13,7 @@ pub mod config;
 pub mod memory;
 pub mod metrics;
 pub mod redis_store;
+pub mod seal;
 pub mod server_key;
 pub mod store;
 #[cfg(test)]
@@ -35,6 +36,9 @@ pub struct Relay {
     pub store: Box<dyn SessionStore>,
     pub config: RelayConfig,
     pub metrics: RelayMetrics,
+    /// The roots the Redis store seals pair keys under ([`seal`]); kept current by
+    /// [`crate::server::AppState`].
+    pub sealer: Arc<seal::StoreSealer>,
 }
 
 impl Relay {
@@ -44,6 +48,7 @@ impl Relay {
             store,
             config,
             metrics: RelayMetrics::default(),
+            sealer: Arc::new(seal::StoreSealer::new()),
         }
     }
 
@@ -79,7 +84,8 @@ impl Relay {
                 relay
             }
             StoreConfig::Redis { url, prefix } => {
-                let store = redis_store::RedisStore::new(url, prefix, limits)
+                let sealer = Arc::new(seal::StoreSealer::new());
+                let store = redis_store::RedisStore::new(url, prefix, limits, sealer.clone())
                     .map_err(|e| format!("{}: {e}", config::ENV_REDIS_URL))?;
                 let addr = redis_store::RedisStore::describe(url);
                 match store.ping().await {
@@ -102,7 +108,9 @@ impl Relay {
                         "redis does not answer yet; relay calls answer 503 until it does"
                     ),
                 }
-                Arc::new(Relay::new(Box::new(store), config.clone()))
+                let mut relay = Relay::new(Box::new(store), config.clone());
+                relay.sealer = sealer;
+                Arc::new(relay)
             }
         };
         Ok(relay)
@@ -125,6 +133,7 @@ impl Relay {
 impl crate::server::AppState {
     /// Serves the relay API from `relay` (without it the relay routes answer 503).
     pub fn with_relay(mut self, relay: Arc<Relay>) -> Self {
+        relay.sealer.set_roots(self.roots());
         self.relay = Some(relay);
         self
     }

@@ -2,7 +2,8 @@
 //! Redis and prefix, so any Envoy behind any of them can serve any pair.
 //!
 //! Layout (`P` = `RELAY_REDIS_PREFIX`):
-//! - `P pair:<pair_id>`: a hash `cid` (client id), `c2s`, `s2c` (raw 32-byte keys), `exp`
+//! - `P pair:<pair_id>`: a hash `cid` (client id), `c2s`, `s2c` (the keys, each sealed under a
+//!   key derived from the keyring's current root, see [`super::seal`]), `exp`
 //!   (end of life, Unix seconds), `max` and `win` (the replay window: the highest accepted
 //!   sequence number and a 128-bit ring, bit `seq mod width`). Its Redis TTL is the idle TTL
 //!   (never past `exp`), restarted on every use, so Redis drops idle pairs by itself.
@@ -129,6 +130,7 @@ return 1
 
 /// See the module docs.
 pub struct RedisStore {
+    sealer: std::sync::Arc<super::seal::StoreSealer>,
     limits: Limits,
     prefix: String,
     conn: ConnectionManager,
@@ -186,14 +188,15 @@ where
     }
 }
 
-fn key32(v: &[u8]) -> Option<[u8; 32]> {
-    <[u8; 32]>::try_from(v).ok()
-}
-
 impl RedisStore {
     /// Sets up the connection manager (no connection yet: see the module docs). Must run
     /// inside the Tokio runtime. `url` has been validated by the configuration.
-    pub fn new(url: &str, prefix: &str, limits: Limits) -> Result<RedisStore, StoreError> {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        limits: Limits,
+        sealer: std::sync::Arc<super::seal::StoreSealer>,
+    ) -> Result<RedisStore, StoreError> {
         let client =
             redis::Client::open(url).map_err(|_| unavailable("REDIS_URL does not parse"))?;
         let config = ConnectionManagerConfig::new()
@@ -204,6 +207,7 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(RedisStore {
+            sealer,
             limits,
             prefix: prefix.to_string(),
             conn,
@@ -262,8 +266,8 @@ impl RedisStore {
             .arg(self.limits.max_sessions);
         for s in sessions {
             inv.arg(s.client_id.as_str())
-                .arg(&s.keys.c2s[..])
-                .arg(&s.keys.s2c[..])
+                .arg(self.sealer.seal(&s.pair_id, "c2s", &s.keys.c2s)?)
+                .arg(self.sealer.seal(&s.pair_id, "s2c", &s.keys.s2c)?)
                 .arg(s.expires_at)
                 .arg(self.ttl_ms(s.expires_at, now));
         }
@@ -293,10 +297,17 @@ impl RedisStore {
         let [cid, c2s, s2c, exp] = v.as_slice() else {
             return Err(unavailable("unexpected answer to the lookup script"));
         };
+        let (Some(c2s), Some(s2c)) = (
+            self.sealer.open(pair_id, "c2s", c2s)?,
+            self.sealer.open(pair_id, "s2c", s2c)?,
+        ) else {
+            // sealed under a root this process does not hold: unknown, the client re-pairs
+            return Ok(None);
+        };
         let parsed = (
             String::from_utf8(cid.to_vec()).ok(),
-            key32(c2s),
-            key32(s2c),
+            Some(*c2s),
+            Some(*s2c),
             std::str::from_utf8(exp)
                 .ok()
                 .and_then(|e| e.parse::<i64>().ok()),
@@ -393,6 +404,15 @@ mod tests {
     use super::super::testing::RedisServer;
     use super::*;
 
+    /// A sealer over one fixed root, as a serving keyservice has after loading its keyring.
+    fn test_sealer() -> std::sync::Arc<crate::relay::seal::StoreSealer> {
+        let s = crate::relay::seal::StoreSealer::new();
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(1, veil_core::keys::RootKey::from_bytes([9; 32]));
+        s.set_roots(std::sync::Arc::new(crate::keyring::Roots::from_map(m)));
+        std::sync::Arc::new(s)
+    }
+
     const LIMITS: Limits = Limits {
         idle_ttl_secs: 100,
         max_lifetime_secs: 1000,
@@ -416,7 +436,7 @@ mod tests {
         let mut redis = RedisServer::start();
         let rt = rt();
         let _in_rt = rt.enter();
-        let s = RedisStore::new(&redis.url(), "t:", LIMITS).unwrap();
+        let s = RedisStore::new(&redis.url(), "t:", LIMITS, test_sealer()).unwrap();
         rt.block_on(async {
             s.ping().await.unwrap();
             let t = now();
@@ -511,6 +531,7 @@ mod tests {
                         window: width,
                         ..LIMITS
                     },
+                    test_sealer(),
                 )
                 .unwrap();
                 check_window_cases(&s, width).await;
@@ -522,8 +543,12 @@ mod tests {
     fn one_seq_is_accepted_once_across_concurrent_callers() {
         let redis = RedisServer::start();
         rt().block_on(async {
-            let a = std::sync::Arc::new(RedisStore::new(&redis.url(), "c:", LIMITS).unwrap());
-            let b = std::sync::Arc::new(RedisStore::new(&redis.url(), "c:", LIMITS).unwrap());
+            let a = std::sync::Arc::new(
+                RedisStore::new(&redis.url(), "c:", LIMITS, test_sealer()).unwrap(),
+            );
+            let b = std::sync::Arc::new(
+                RedisStore::new(&redis.url(), "c:", LIMITS, test_sealer()).unwrap(),
+            );
             let t = now();
             a.insert(&[new_session("p", "c", 1, t + 1000)], t)
                 .await
@@ -557,6 +582,7 @@ mod tests {
                     idle_ttl_secs: 1,
                     ..LIMITS
                 },
+                test_sealer(),
             )
             .unwrap();
             let t = now();
@@ -571,7 +597,7 @@ mod tests {
                 .unwrap();
             assert!((1..=1000).contains(&ttl), "{ttl}");
             // Near its end of life the TTL is what is left, not the idle TTL.
-            let s2 = RedisStore::new(&redis.url(), "i:", LIMITS).unwrap();
+            let s2 = RedisStore::new(&redis.url(), "i:", LIMITS, test_sealer()).unwrap();
             s2.insert(&[new_session("q", "c", 1, t + 5)], t)
                 .await
                 .unwrap();

@@ -136,6 +136,9 @@ impl AppState {
 
     pub fn set_roots(&self, roots: Roots) {
         let roots = Arc::new(roots);
+        if let Some(relay) = &self.relay {
+            relay.sealer.set_roots(roots.clone());
+        }
         match self.roots.write() {
             Ok(mut r) => *r = roots,
             Err(p) => *p.into_inner() = roots,
