@@ -765,3 +765,167 @@ fn v2_pairing_under_the_relay_server_key() {
     let (_, _, body) = get_bytes(s.port, "/v1/relay/keys");
     assert_eq!(KeyConfig::decode_list(&body).unwrap(), vec![next, pin]);
 }
+
+/// A throw-away CA and a server certificate for 127.0.0.1, made with openssl in `dir`.
+fn make_tls_ca(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl not found");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=veil test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+/// `rediss://`: a real redis-server serving TLS only, its certificate from a CA made here.
+/// With `RELAY_REDIS_CA_FILE` the keyservice pairs through it; without (the system's roots do
+/// not know that CA) the relay answers 503 and never falls back to plaintext; a CA file with
+/// a `redis://` URL is refused at start.
+#[test]
+fn rediss_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tls_ca(dir.path());
+    let port = free_port();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            &p("server.pem"),
+            "--tls-key-file",
+            &p("server.key"),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            &p("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server not found: run scripts/setup.sh");
+    let mut redis = Daemon(child);
+    let deadline = Instant::now() + LIMIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server (TLS) did not start"
+        );
+        assert!(
+            redis.0.try_wait().unwrap().is_none(),
+            "redis-server exited: no TLS support?"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("rediss://127.0.0.1:{port}/");
+    let ca = p("ca.pem");
+
+    let (_env, s) = serve_with(&[
+        ("REDIS_URL", url.as_str()),
+        ("RELAY_REDIS_CA_FILE", ca.as_str()),
+    ]);
+    let cid = client_id(11);
+    let pairs = pair(s.port, &cid, &kems(1));
+    let id = pairs[0]["pair_id"].as_str().unwrap();
+    let r = get(s.port, &format!("/v1/relay/pairs/{id}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["c2s"], pairs[0]["c2s"]);
+
+    let (_env2, s2) = serve_with(&[("REDIS_URL", url.as_str())]);
+    let body = serde_json::json!({"client_id": cid, "keys": [URL_SAFE_NO_PAD.encode(kems(1)[0].public_key())]});
+    assert_refused(
+        &post(s2.port, "/v1/relay/pairs", &body.to_string()),
+        503,
+        "store-unavailable",
+    );
+
+    let mut env = Env::new();
+    env.init();
+    env.set("VEIL_KEYSERVICE_TOKEN", TOKEN)
+        .set("REDIS_URL", &format!("redis://127.0.0.1:{port}/"))
+        .set("RELAY_REDIS_CA_FILE", &ca);
+    let o = env.run(&["serve"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.all());
+    assert!(
+        o.stderr.contains("error: RELAY_REDIS_CA_FILE"),
+        "{}",
+        o.stderr
+    );
+    drop(redis);
+}

@@ -11,6 +11,7 @@ use super::store::Limits;
 
 pub const ENV_REDIS_URL: &str = "REDIS_URL";
 pub const ENV_REDIS_PREFIX: &str = "RELAY_REDIS_PREFIX";
+pub const ENV_REDIS_CA_FILE: &str = "RELAY_REDIS_CA_FILE";
 pub const ENV_IDLE_TTL: &str = "RELAY_IDLE_TTL_SECS";
 pub const ENV_MAX_LIFETIME: &str = "RELAY_MAX_LIFETIME_SECS";
 pub const ENV_MAX_SESSIONS: &str = "RELAY_MAX_SESSIONS";
@@ -35,6 +36,9 @@ pub enum StoreConfig {
         url: Zeroizing<String>,
         /// Prepended to every key this store writes.
         prefix: String,
+        /// `rediss://` only: PEM certificates the server's chain must end in
+        /// (`RELAY_REDIS_CA_FILE`); `None`: the system's roots.
+        ca_pem: Option<Vec<u8>>,
     },
 }
 
@@ -121,12 +125,37 @@ impl RelayConfig {
                         ))
                     }
                 }
-                if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+                let tls = url.starts_with("rediss://");
+                if !(tls || url.starts_with("redis://") || url.starts_with("unix://")) {
                     return Err(ConfigError::new(
                         ENV_REDIS_URL,
-                        "only redis:// and unix:// URLs are supported in this build (value not shown)",
+                        "only redis://, rediss:// (TLS) and unix:// URLs are supported (value not shown)",
                     ));
                 }
+                let ca_pem = match var(vars, ENV_REDIS_CA_FILE)? {
+                    None => None,
+                    Some(_) if !tls => {
+                        return Err(ConfigError::new(
+                            ENV_REDIS_CA_FILE,
+                            "applies to a rediss:// REDIS_URL only",
+                        ))
+                    }
+                    Some(path) => {
+                        let pem = std::fs::read(path.trim()).map_err(|e| {
+                            ConfigError::new(
+                                ENV_REDIS_CA_FILE,
+                                format!("{}: {}", path.trim(), crate::config::io_reason(&e)),
+                            )
+                        })?;
+                        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                            return Err(ConfigError::new(
+                                ENV_REDIS_CA_FILE,
+                                format!("{}: no PEM certificate in it", path.trim()),
+                            ));
+                        }
+                        Some(pem)
+                    }
+                };
                 let prefix = var(vars, ENV_REDIS_PREFIX)?
                     .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_string());
                 if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -136,7 +165,11 @@ impl RelayConfig {
                         format!("must be at most 64 characters without spaces, got {prefix:?}"),
                     ));
                 }
-                StoreConfig::Redis { url, prefix }
+                StoreConfig::Redis {
+                    url,
+                    prefix,
+                    ca_pem,
+                }
             }
             _ => StoreConfig::Memory,
         };
@@ -228,10 +261,30 @@ mod tests {
         ]))
         .unwrap();
         assert!(matches!(&c.store, StoreConfig::Redis { prefix, .. } if prefix == "t1:"));
-        for bad in ["http://:s3cret@x", "s3cret", "rediss://:s3cret@host:1"] {
+        for bad in ["http://:s3cret@x", "s3cret", "rediss//:s3cret@host:1"] {
             let e = RelayConfig::from_vars(&vars(&[(ENV_REDIS_URL, bad)])).unwrap_err();
             assert_eq!(e.what, ENV_REDIS_URL);
             assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+        // TLS: rediss:// is accepted, with the system's roots unless a CA file is named;
+        // a CA file needs rediss:// and must hold a PEM certificate
+        let c =
+            RelayConfig::from_vars(&vars(&[(ENV_REDIS_URL, "rediss://:s3cret@host:1")])).unwrap();
+        assert!(matches!(&c.store, StoreConfig::Redis { ca_pem: None, .. }));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let e = RelayConfig::from_vars(&vars(&[
+            (ENV_REDIS_URL, "redis://host:1"),
+            (ENV_REDIS_CA_FILE, "/etc/hostname"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.what, ENV_REDIS_CA_FILE);
+        for file in ["/nonexistent/ca.pem", "/etc/hostname"] {
+            let e = RelayConfig::from_vars(&vars(&[
+                (ENV_REDIS_URL, "rediss://host:1"),
+                (ENV_REDIS_CA_FILE, file),
+            ]))
+            .unwrap_err();
+            assert_eq!(e.what, ENV_REDIS_CA_FILE, "{file}");
         }
         let e = RelayConfig::from_vars(&vars(&[
             (ENV_REDIS_URL, "redis://127.0.0.1:6379"),

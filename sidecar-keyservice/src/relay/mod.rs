@@ -83,10 +83,20 @@ impl Relay {
                 );
                 relay
             }
-            StoreConfig::Redis { url, prefix } => {
+            StoreConfig::Redis {
+                url,
+                prefix,
+                ca_pem,
+            } => {
                 let sealer = Arc::new(seal::StoreSealer::new());
-                let store = redis_store::RedisStore::new(url, prefix, limits, sealer.clone())
-                    .map_err(|e| format!("{}: {e}", config::ENV_REDIS_URL))?;
+                let store = redis_store::RedisStore::new(
+                    url,
+                    prefix,
+                    limits,
+                    sealer.clone(),
+                    ca_pem.as_deref(),
+                )
+                .map_err(|e| format!("{}: {e}", config::ENV_REDIS_URL))?;
                 let addr = redis_store::RedisStore::describe(url);
                 match store.ping().await {
                     Ok(()) => tracing::info!(

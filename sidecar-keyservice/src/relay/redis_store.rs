@@ -196,9 +196,21 @@ impl RedisStore {
         prefix: &str,
         limits: Limits,
         sealer: std::sync::Arc<super::seal::StoreSealer>,
+        ca_pem: Option<&[u8]>,
     ) -> Result<RedisStore, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|_| unavailable("REDIS_URL does not parse"))?;
+        // rediss://: TLS (rustls), the server checked against `ca_pem` or the system's roots
+        let client = if url.starts_with("rediss://") {
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: ca_pem.map(<[u8]>::to_vec),
+                },
+            )
+        } else {
+            redis::Client::open(url)
+        }
+        .map_err(|_| unavailable("REDIS_URL does not parse"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -436,7 +448,7 @@ mod tests {
         let mut redis = RedisServer::start();
         let rt = rt();
         let _in_rt = rt.enter();
-        let s = RedisStore::new(&redis.url(), "t:", LIMITS, test_sealer()).unwrap();
+        let s = RedisStore::new(&redis.url(), "t:", LIMITS, test_sealer(), None).unwrap();
         rt.block_on(async {
             s.ping().await.unwrap();
             let t = now();
@@ -532,6 +544,7 @@ mod tests {
                         ..LIMITS
                     },
                     test_sealer(),
+                    None,
                 )
                 .unwrap();
                 check_window_cases(&s, width).await;
@@ -544,10 +557,10 @@ mod tests {
         let redis = RedisServer::start();
         rt().block_on(async {
             let a = std::sync::Arc::new(
-                RedisStore::new(&redis.url(), "c:", LIMITS, test_sealer()).unwrap(),
+                RedisStore::new(&redis.url(), "c:", LIMITS, test_sealer(), None).unwrap(),
             );
             let b = std::sync::Arc::new(
-                RedisStore::new(&redis.url(), "c:", LIMITS, test_sealer()).unwrap(),
+                RedisStore::new(&redis.url(), "c:", LIMITS, test_sealer(), None).unwrap(),
             );
             let t = now();
             a.insert(&[new_session("p", "c", 1, t + 1000)], t)
@@ -583,6 +596,7 @@ mod tests {
                     ..LIMITS
                 },
                 test_sealer(),
+                None,
             )
             .unwrap();
             let t = now();
@@ -597,7 +611,7 @@ mod tests {
                 .unwrap();
             assert!((1..=1000).contains(&ttl), "{ttl}");
             // Near its end of life the TTL is what is left, not the idle TTL.
-            let s2 = RedisStore::new(&redis.url(), "i:", LIMITS, test_sealer()).unwrap();
+            let s2 = RedisStore::new(&redis.url(), "i:", LIMITS, test_sealer(), None).unwrap();
             s2.insert(&[new_session("q", "c", 1, t + 5)], t)
                 .await
                 .unwrap();
