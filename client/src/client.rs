@@ -829,7 +829,8 @@ impl Client {
                 "answer is for another pair or seq".into(),
             ));
         }
-        let cipher = v2::AnswerCipher::new(&pair.keys.s2c, &rc.response_nonce);
+        let cipher = v2::AnswerCipher::new(&pair.keys.s2c, &rc.response_nonce)
+            .map_err(ClientError::protocol)?;
         let eh = answer
             .header(HEADER_EH)
             .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())

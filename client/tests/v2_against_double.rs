@@ -81,7 +81,7 @@ fn sealed_problem(
 ) -> Response {
     let rn = v2::response_nonce_os().unwrap();
     nonces.push(rn);
-    let cipher = AnswerCipher::new(&keys.s2c, &rn);
+    let cipher = AnswerCipher::new(&keys.s2c, &rn).unwrap();
     let sealed = cipher
         .seal(
             ex,
@@ -295,7 +295,7 @@ fn decode_and_answer(
     let rn = v2::response_nonce_os().unwrap();
     st.response_nonces.push(rn);
     let kind = AnswerKind::HeadersBody;
-    let cipher = AnswerCipher::new(&keys.s2c, &rn);
+    let cipher = AnswerCipher::new(&keys.s2c, &rn).unwrap();
     let sealed = vec![("content-type".to_string(), "application/json".to_string())];
     let eh = cipher
         .seal(

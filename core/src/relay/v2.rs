@@ -232,19 +232,27 @@ pub fn labeled_extract(salt: &[u8], label: &[u8], ikm: &[u8]) -> Zeroizing<[u8; 
 }
 
 /// `HKDF-Expand(prk, u16be(L) || LABEL || SUITE_ID || label || info, L)` into `out`
-/// (`L = out.len()`, at most 255 × 32 — every caller asks for 12 or 32 bytes).
-pub fn labeled_expand(prk: &[u8; 32], label: &[u8], info: &[u8], out: &mut [u8]) {
-    let Ok(hk) = hkdf::Hkdf::<Sha256>::from_prk(prk) else {
-        return;
-    };
-    let len = (out.len() as u16).to_be_bytes();
-    let _ = hk.expand_multi_info(&[&len, LABEL, &SUITE_ID, label, info], out);
+/// (`L = out.len()`, at most 255 × 32; the protocol asks for 12 or 32 bytes). Longer is an
+/// error, never a short or zero output.
+pub fn labeled_expand(
+    prk: &[u8; 32],
+    label: &[u8],
+    info: &[u8],
+    out: &mut [u8],
+) -> Result<(), RelayError> {
+    const TOO_LONG: RelayError = RelayError::BadRequest("HKDF-Expand: output over 255 blocks");
+    let len = u16::try_from(out.len())
+        .map_err(|_| TOO_LONG)?
+        .to_be_bytes();
+    let hk = hkdf::Hkdf::<Sha256>::from_prk(prk).map_err(|_| TOO_LONG)?;
+    hk.expand_multi_info(&[&len, LABEL, &SUITE_ID, label, info], out)
+        .map_err(|_| TOO_LONG)
 }
 
-fn expand32(prk: &[u8; 32], label: &[u8]) -> [u8; 32] {
+fn expand32(prk: &[u8; 32], label: &[u8]) -> Result<[u8; 32], RelayError> {
     let mut k = [0u8; 32];
-    labeled_expand(prk, label, b"", &mut k);
-    k
+    labeled_expand(prk, label, b"", &mut k)?;
+    Ok(k)
 }
 
 // --- pairing ---------------------------------------------------------------------------------
@@ -315,19 +323,23 @@ impl core::fmt::Debug for PairSecrets {
 
 /// The key schedule: `secret = LabeledExtract(th, "secret", ss_s || ss_e)`, then `c2s`,
 /// `s2c` and `confirm` as `LabeledExpand(secret, label, "", 32)`.
-pub fn key_schedule(ss_server: &[u8; 32], ss_ephemeral: &[u8; 32], th: &[u8; 32]) -> PairSecrets {
+pub fn key_schedule(
+    ss_server: &[u8; 32],
+    ss_ephemeral: &[u8; 32],
+    th: &[u8; 32],
+) -> Result<PairSecrets, RelayError> {
     let mut ikm = Zeroizing::new([0u8; 64]);
     let (a, b) = ikm.split_at_mut(32);
     a.copy_from_slice(ss_server);
     b.copy_from_slice(ss_ephemeral);
     let secret = labeled_extract(th, b"secret", ikm.as_slice());
-    PairSecrets {
+    Ok(PairSecrets {
         keys: PairKeys {
-            c2s: expand32(&secret, b"c2s"),
-            s2c: expand32(&secret, b"s2c"),
+            c2s: expand32(&secret, b"c2s")?,
+            s2c: expand32(&secret, b"s2c")?,
         },
-        confirm: expand32(&secret, b"confirm"),
-    }
+        confirm: expand32(&secret, b"confirm")?,
+    })
 }
 
 /// One entry of a v2 pairing request, as the client sends it.
@@ -423,7 +435,7 @@ impl ClientOffer {
             expires_at: answer.expires_at,
         }
         .hash()?;
-        let s = key_schedule(&self.ss_server, &ss_ephemeral, &th);
+        let s = key_schedule(&self.ss_server, &ss_ephemeral, &th)?;
         if answer.confirm.len() == CONFIRM_LEN && bool::from(s.confirm.ct_eq(answer.confirm)) {
             Ok(s.keys.clone())
         } else {
@@ -491,7 +503,7 @@ impl ServerKey {
         .hash()?;
         Ok(Accepted {
             enc,
-            secrets: key_schedule(&ss_server, &ss_ephemeral, &th),
+            secrets: key_schedule(&ss_server, &ss_ephemeral, &th)?,
         })
     }
 
@@ -966,16 +978,19 @@ pub fn response_nonce_os() -> Result<[u8; RESPONSE_NONCE_LEN], RelayError> {
 }
 
 impl AnswerCipher {
-    pub fn new(s2c: &[u8; 32], response_nonce: &[u8; RESPONSE_NONCE_LEN]) -> Self {
+    pub fn new(
+        s2c: &[u8; 32],
+        response_nonce: &[u8; RESPONSE_NONCE_LEN],
+    ) -> Result<Self, RelayError> {
         let rs = labeled_extract(response_nonce, b"response", s2c);
         let mut key = Zeroizing::new([0u8; 32]);
-        labeled_expand(&rs, b"key", b"", key.as_mut_slice());
+        labeled_expand(&rs, b"key", b"", key.as_mut_slice())?;
         let mut base_nonce = [0u8; 12];
-        labeled_expand(&rs, b"nonce", b"", &mut base_nonce);
-        AnswerCipher {
+        labeled_expand(&rs, b"nonce", b"", &mut base_nonce)?;
+        Ok(AnswerCipher {
             gcm: Aes256Gcm::new(&(*key).into()),
             base_nonce,
-        }
+        })
     }
 
     /// `base XOR (0^11 || byte(part))`.
@@ -1291,6 +1306,15 @@ mod tests {
     }
 
     #[test]
+    fn an_over_long_expand_is_an_error_not_a_short_key() {
+        let mut big = vec![0u8; 255 * 32 + 1];
+        assert!(labeled_expand(&[1; 32], b"x", b"", &mut big).is_err());
+        assert!(big.iter().all(|b| *b == 0));
+        let mut max = vec![0u8; 255 * 32];
+        assert!(labeled_expand(&[1; 32], b"x", b"", &mut max).is_ok());
+    }
+
+    #[test]
     fn controls_round_trip() {
         let rc = RequestControl {
             client_id: "cid",
@@ -1327,8 +1351,8 @@ mod tests {
         let s2c = [9u8; 32];
         let e = ex("POST");
         let b = RequestBinding([1; 32]);
-        let a1 = AnswerCipher::new(&s2c, &response_nonce_os().unwrap());
-        let a2 = AnswerCipher::new(&s2c, &response_nonce_os().unwrap());
+        let a1 = AnswerCipher::new(&s2c, &response_nonce_os().unwrap()).unwrap();
+        let a2 = AnswerCipher::new(&s2c, &response_nonce_os().unwrap()).unwrap();
         let k = AnswerKind::HeadersBody;
         let c1 = a1
             .seal(&e, Part::ResponseBody, k, 200, &b, b"same body")
