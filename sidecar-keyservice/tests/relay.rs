@@ -120,6 +120,8 @@ fn pairing_lookup_and_replay_in_memory() {
         ("POST", "/v1/relay/pairs"),
         ("GET", "/v1/relay/pairs/AAAAAAAAAAAAAAAAAAAAAA"),
         ("POST", "/v1/relay/pairs/AAAAAAAAAAAAAAAAAAAAAA/seq"),
+        ("POST", "/v1/relay/v2/pairs"),
+        ("GET", "/v1/relay/keys"),
     ] {
         for token in [None, Some("wrong-token-wrong-token-wrong-token")] {
             let r = call(s.port, m, p, token, Some("{}"));
