@@ -2,10 +2,12 @@
 //! values. Properties: parsing never panics; an accepted value re-formats to the same string
 //! (so there is one spelling per control) and parses back to the same control; `seq` is in
 //! 1..=2^53-1 and the pair id has the protocol's shape; and a canonical decimal `seq` is
-//! accepted exactly when it is in that range.
+//! accepted exactly when it is in that range. The same for protocol v2's controls (with the
+//! answer's response nonce), and v2's key configuration re-encodes to what it parsed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use veil_core::relay::v2;
 use veil_core::relay::wire::{is_pair_id, MAX_SEQ};
 use veil_core::relay::{RequestControl, ResponseControl};
 
@@ -34,6 +36,26 @@ fuzz_target!(|data: &[u8]| {
             assert!((1..=MAX_SEQ).contains(&c.seq), "seq {} out of range", c.seq);
             assert!(is_pair_id(c.pair_id));
         }
+        if let Ok(c) = v2::RequestControl::parse(value) {
+            assert_eq!(
+                c.to_header_value(),
+                value,
+                "v2 request control does not round-trip"
+            );
+            assert!((1..=MAX_SEQ).contains(&c.seq) && is_pair_id(c.pair_id));
+        }
+        if let Ok(c) = v2::ResponseControl::parse(value) {
+            assert_eq!(
+                c.to_header_value(),
+                value,
+                "v2 response control does not round-trip"
+            );
+            assert!((1..=MAX_SEQ).contains(&c.seq) && is_pair_id(c.pair_id));
+        }
+    }
+    if let Ok(k) = v2::KeyConfig::from_bytes(data) {
+        let again = v2::KeyConfig::from_bytes(&k.to_bytes());
+        assert_eq!(again.as_ref(), Ok(&k), "key config does not re-parse");
     }
     // Any u64 as a canonical decimal: accepted exactly in 1..=MAX_SEQ, with that value.
     if let Some(b) = data.get(..8) {
