@@ -10,7 +10,7 @@
 //!   key (a cold memo: the cost of a body whose values were never seen); `…/memo_warm` goes
 //!   through the filter's `Memoized` sealer with a memo already holding every deterministic value
 //!   (the steady state of a benchmark that replays one body).
-//! - `value/*`: one `SealingKey::seal_into` of a short and a long string, both modes.
+//! - `value/*`: one `SealingKey::seal` (format v2) of a short and a long string, both modes.
 //! - `lex/*`: the walker with a policy that keeps everything (strict lexing and the policy
 //!   automaton walk; no sealing, no output but the final copy).
 //! - `setup/*`: per-request setup the filter also pays (policy construction; key derivation is
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use veil_core::cipher::{SealingKey, ValueType};
+use veil_core::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
 use veil_core::json::{
     seal_document, seal_document_with, Leaf, LeafAction, Memoized, Policy, Scratch,
 };
@@ -143,7 +143,13 @@ fn bench_values(c: &mut Criterion) {
             g.bench_function(format!("{mname}/{vname}"), |b| {
                 b.iter(|| {
                     out.clear();
-                    let r = key.seal_into(mode, ValueType::String, black_box(value), &mut out);
+                    let scope = Scope::field("request.body.email");
+                    let spec = Spec {
+                        mode,
+                        scope: &scope,
+                        pad: Padding::Buckets,
+                    };
+                    let r = key.seal(spec, ValueType::String, black_box(value), &mut out);
                     black_box(r.is_ok())
                 })
             });
@@ -155,7 +161,13 @@ fn bench_values(c: &mut Criterion) {
     g.bench_function("memo_hit/16B", |b| {
         b.iter(|| {
             out.clear();
-            let r = memo.seal(&key, ValueType::String, black_box(short), &mut out);
+            let scope = Scope::field("request.body.email");
+            let spec = Spec {
+                mode: Mode::Deterministic,
+                scope: &scope,
+                pad: Padding::Buckets,
+            };
+            let r = memo.seal(&key, spec, ValueType::String, black_box(short), &mut out);
             black_box(r.is_ok())
         })
     });

@@ -516,6 +516,7 @@ impl FilterConfig {
                     let profile = match seal.profile {
                         ProfileName::Moesif => {
                             let o: MoesifOptions = profile_options(seal.options, &options_path)?;
+                            check_domains(&o, &options_path)?;
                             SealProfile::Moesif(Arc::new(MoesifRules::new(&o)))
                         }
                         ProfileName::Json => {
@@ -693,6 +694,18 @@ fn relay_config(
         visible_response_headers,
         pair_cache_slots,
     })
+}
+
+/// `deterministic_domains` of the `moesif` profile, checked with the error's exact path.
+fn check_domains(o: &MoesifOptions, options_path: &str) -> Result<(), ConfigError> {
+    crate::policy::ValueShape::new(o.pad, &o.deterministic_domains)
+        .map(|_| ())
+        .map_err(|e| {
+            ConfigError::at(
+                format!("{options_path}.deterministic_domains.{}", e.domain),
+                e.message,
+            )
+        })
 }
 
 /// A profile's options (`null` or absent: all defaults), errors naming the exact path.

@@ -30,6 +30,8 @@ pub enum KeyError {
     RootLength(usize),
     #[error("a data key is 32 bytes, got {0}")]
     DekLength(usize),
+    #[error("not a key fingerprint (32 hex digits): {0:?}")]
+    Fingerprint(String),
 }
 
 /// How many calendar months one epoch (one data key) lasts. `ENCRYPTION_ROTATION_MONTHS`.
@@ -330,6 +332,47 @@ impl Dek {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// Which key this is: HKDF-SHA256-Expand(PRK = DEK, "veil/v2/fingerprint", 16). Sent
+    /// with each data key and checked on install, so a key id is bound to its key (a key
+    /// that arrives under a kid with another key's fingerprint is refused, and caches keyed
+    /// by fingerprint never answer for a different key with the same kid). One-way: it
+    /// reveals nothing about the key.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut out = [0u8; 16];
+        if let Ok(hk) = Hkdf::<Sha256>::from_prk(&self.0) {
+            // 16 bytes is far below HKDF's limit: cannot fail.
+            let _ = hk.expand(FINGERPRINT_INFO, &mut out);
+        }
+        Fingerprint(out)
+    }
+}
+
+/// HKDF info of [`Dek::fingerprint`].
+pub const FINGERPRINT_INFO: &[u8] = b"veil/v2/fingerprint";
+
+/// The fingerprint of a data key ([`Dek::fingerprint`]); written as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Fingerprint(pub [u8; 16]);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = hex::decode(s).map_err(|_| KeyError::Fingerprint(s.to_string()))?;
+        let arr: [u8; 16] = bytes
+            .try_into()
+            .map_err(|_| KeyError::Fingerprint(s.to_string()))?;
+        Ok(Fingerprint(arr))
     }
 }
 

@@ -1,6 +1,6 @@
-//! A bounded memo of deterministic seals: (kid, type, value) → sealed text.
+//! A bounded memo of deterministic seals: (key, scope, padding, type, value) → sealed text.
 //!
-//! Deterministic sealing is a pure function of the kid, the type and the value, and API
+//! Deterministic sealing is a pure function of the key, scope, padding, type and value; API
 //! analytics repeat values constantly (header values, user agents, plans, regions, ids).
 //! With software AES in wasm a sealed value costs microseconds; a memo hit costs a hash
 //! lookup and a copy.
@@ -8,7 +8,8 @@
 //! Bounds: at most `max_entries` values of at most `max_value_len` bytes, kept in two
 //! generations (a hit in the older one is promoted; when the young generation is full the
 //! old one is dropped), so memory is bounded and recently used values stay. Plaintext
-//! copies are zeroized when dropped. Changing kid (a new epoch) empties the memo.
+//! copies are zeroized when dropped. Changing key (a new epoch, or another key under the
+//! same kid: the memo follows the key's fingerprint, not its kid) empties the memo.
 //!
 //! Security: a hit is faster than a miss, so a party that can send requests through the
 //! same Envoy worker and time them precisely could learn whether a value it guesses was
@@ -21,9 +22,9 @@ use std::collections::HashMap;
 
 use zeroize::Zeroize;
 
-use crate::cipher::{CipherError, SealingKey, ValueType};
-use crate::keys::Kid;
-use crate::value::Mode;
+use crate::cipher::{CipherError, Padding, SealingKey, Spec, ValueType};
+use crate::keys::{Fingerprint, Kid};
+use crate::value::SCOPE_CHARS;
 
 /// A plaintext held as a memo key: hashed and compared as its bytes, wiped on drop.
 #[derive(PartialEq, Eq, Hash)]
@@ -47,7 +48,11 @@ type Map = HashMap<Plain, Box<[u8]>, foldhash::fast::RandomState>;
 type Generation = [Map; 3];
 
 pub struct SealMemo {
-    kid: Option<Kid>,
+    /// The key the memo holds seals of: kid and fingerprint (both: the kid is in every
+    /// sealed text, the fingerprint says which key made it).
+    key: Option<(Kid, Fingerprint)>,
+    /// The lookup key being built: scope tag || padding || value (reused, wiped).
+    probe: Vec<u8>,
     max_entries: usize,
     max_value_len: usize,
     young: Generation,
@@ -69,7 +74,8 @@ impl SealMemo {
     /// `max_entries` = 0 disables the memo.
     pub fn new(max_entries: usize, max_value_len: usize) -> SealMemo {
         SealMemo {
-            kid: None,
+            key: None,
+            probe: Vec::new(),
             max_entries,
             max_value_len,
             young: Default::default(),
@@ -94,28 +100,62 @@ impl SealMemo {
         self.young_len = 0;
     }
 
-    /// Appends the deterministic seal of `value` to `out`, from the memo if it holds it.
+    /// Appends the deterministic seal of `value` (`spec.mode` is taken as deterministic) to
+    /// `out`, from the memo if it holds it.
     pub fn seal(
         &mut self,
         key: &SealingKey,
+        spec: Spec<'_>,
         ty: ValueType,
         value: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CipherError> {
+        let spec = Spec {
+            mode: crate::value::Mode::Deterministic,
+            ..spec
+        };
         if self.max_entries == 0 || value.len() > self.max_value_len {
-            return key.seal_into(Mode::Deterministic, ty, value, out);
+            return key.seal(spec, ty, value, out);
         }
-        if self.kid != Some(key.kid()) {
+        let id = (key.kid(), key.fingerprint());
+        if self.key != Some(id) {
             self.clear();
-            self.kid = Some(key.kid());
+            self.key = Some(id);
         }
         let s = slot(ty);
-        if let Some(sealed) = self.young.get(s).and_then(|m| m.get(value)) {
+        let mut probe = core::mem::take(&mut self.probe);
+        probe.zeroize();
+        probe.clear();
+        probe.reserve(SCOPE_CHARS + 1 + value.len());
+        probe.extend_from_slice(spec.scope.as_bytes());
+        probe.push(match spec.pad {
+            Padding::Buckets => b'p',
+            Padding::Off => b'-',
+        });
+        probe.extend_from_slice(value);
+        let r = self.seal_probe(key, spec, s, &probe, ty, value, out);
+        probe.zeroize();
+        self.probe = probe;
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn seal_probe(
+        &mut self,
+        key: &SealingKey,
+        spec: Spec<'_>,
+        s: usize,
+        probe: &[u8],
+        ty: ValueType,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CipherError> {
+        if let Some(sealed) = self.young.get(s).and_then(|m| m.get(probe)) {
             out.extend_from_slice(sealed);
             self.hits += 1;
             return Ok(());
         }
-        let sealed = match self.old.get_mut(s).and_then(|m| m.remove_entry(value)) {
+        let sealed = match self.old.get_mut(s).and_then(|m| m.remove_entry(probe)) {
             Some((plain, sealed)) => {
                 self.hits += 1;
                 out.extend_from_slice(&sealed);
@@ -125,11 +165,11 @@ impl SealMemo {
             None => {
                 self.misses += 1;
                 let start = out.len();
-                key.seal_into(Mode::Deterministic, ty, value, out)?;
+                key.seal(spec, ty, value, out)?;
                 out.get(start..).unwrap_or_default().into()
             }
         };
-        self.insert(s, Plain(value.into()), sealed);
+        self.insert(s, Plain(probe.into()), sealed);
         Ok(())
     }
 
@@ -150,34 +190,62 @@ impl SealMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cipher::Scope;
     use crate::keys::Dek;
+    use crate::value::Mode;
 
     fn key(epoch: &str) -> SealingKey {
+        key_with(epoch, 3)
+    }
+
+    fn key_with(epoch: &str, byte: u8) -> SealingKey {
         SealingKey::new(
             Kid::new(1, epoch.parse().unwrap()),
-            &Dek::from_bytes([3; 32]),
+            &Dek::from_bytes([byte; 32]),
         )
     }
 
+    fn spec(scope: &Scope) -> Spec<'_> {
+        Spec {
+            mode: Mode::Deterministic,
+            scope,
+            pad: Padding::Buckets,
+        }
+    }
+
     fn sealed(memo: &mut SealMemo, k: &SealingKey, ty: ValueType, v: &[u8]) -> Vec<u8> {
+        sealed_in(memo, k, &Scope::field("a"), ty, v)
+    }
+
+    fn sealed_in(
+        memo: &mut SealMemo,
+        k: &SealingKey,
+        scope: &Scope,
+        ty: ValueType,
+        v: &[u8],
+    ) -> Vec<u8> {
         let mut out = b"prefix".to_vec();
-        memo.seal(k, ty, v, &mut out).unwrap();
+        memo.seal(k, spec(scope), ty, v, &mut out).unwrap();
         out.split_off(6)
+    }
+
+    fn fresh(k: &SealingKey, scope: &Scope, ty: ValueType, v: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        k.seal(spec(scope), ty, v, &mut out).unwrap();
+        out
     }
 
     #[test]
     fn hits_equal_fresh_seals_and_are_bounded() {
         let k = key("2026-01");
+        let a = Scope::field("a");
         let mut memo = SealMemo::new(8, 16);
         for round in 0..3 {
             for i in 0..20u8 {
                 let v = [b'v', i];
-                let mut fresh = Vec::new();
-                k.seal_into(Mode::Deterministic, ValueType::String, &v, &mut fresh)
-                    .unwrap();
                 assert_eq!(
                     sealed(&mut memo, &k, ValueType::String, &v),
-                    fresh,
+                    fresh(&k, &a, ValueType::String, &v),
                     "round {round}"
                 );
                 assert!(memo.len() <= 8, "bounded: {}", memo.len());
@@ -191,6 +259,28 @@ mod tests {
     }
 
     #[test]
+    fn scopes_and_padding_do_not_collide() {
+        let k = key("2026-01");
+        let (a, b) = (Scope::field("a"), Scope::field("b"));
+        let mut memo = SealMemo::new(100, 64);
+        let in_a = sealed_in(&mut memo, &k, &a, ValueType::String, b"x");
+        let in_b = sealed_in(&mut memo, &k, &b, ValueType::String, b"x");
+        assert_ne!(in_a, in_b);
+        assert_eq!(in_b, fresh(&k, &b, ValueType::String, b"x"));
+        let mut out = Vec::new();
+        let off = Spec {
+            pad: Padding::Off,
+            ..spec(&a)
+        };
+        memo.seal(&k, off, ValueType::String, b"x", &mut out)
+            .unwrap();
+        assert_ne!(out, in_a);
+        let mut direct = Vec::new();
+        k.seal(off, ValueType::String, b"x", &mut direct).unwrap();
+        assert_eq!(out, direct);
+    }
+
+    #[test]
     fn repeats_hit_and_a_new_kid_starts_empty() {
         let mut memo = SealMemo::new(100, 16);
         let a = key("2026-01");
@@ -200,10 +290,27 @@ mod tests {
         let b = key("2027-01");
         let with_b = sealed(&mut memo, &b, ValueType::String, b"x");
         assert_eq!((memo.hits, memo.misses, memo.len()), (1, 2, 1));
-        let mut fresh = Vec::new();
-        b.seal_into(Mode::Deterministic, ValueType::String, b"x", &mut fresh)
-            .unwrap();
-        assert_eq!(with_b, fresh);
+        assert_eq!(
+            with_b,
+            fresh(&b, &Scope::field("a"), ValueType::String, b"x")
+        );
+    }
+
+    /// Issue #18: a kid was not bound to its key. Another key under the same kid (a root
+    /// version destroyed and re-made) must not get the first key's memoized ciphertexts.
+    #[test]
+    fn another_key_under_the_same_kid_starts_empty() {
+        let mut memo = SealMemo::new(100, 16);
+        let old = key_with("2026-01", 3);
+        let new = key_with("2026-01", 4);
+        assert_eq!(old.kid(), new.kid());
+        sealed(&mut memo, &old, ValueType::String, b"x");
+        let with_new = sealed(&mut memo, &new, ValueType::String, b"x");
+        assert_eq!(
+            with_new,
+            fresh(&new, &Scope::field("a"), ValueType::String, b"x")
+        );
+        assert_eq!((memo.hits, memo.misses), (0, 2));
     }
 
     #[test]

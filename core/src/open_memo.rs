@@ -1,9 +1,11 @@
-//! A bounded memo of opened values: sealed payload → (kid, mode, type, plaintext).
+//! A bounded memo of opened values: (key fingerprint, sealed text) → (type, plaintext).
 //!
 //! The unseal role opens the same values again and again (dashboards refresh the same
 //! searches; deterministic values repeat by design), and with software AES in wasm each
 //! open costs microseconds. A value is only memoized after it authenticated under its kid's
-//! key, so a hit returns exactly what [`SealingKey::open`] returned for that text.
+//! key, and a hit needs the same key (by fingerprint, not only the same kid: a root version
+//! re-made under an old number is another key), so a hit returns exactly what
+//! [`SealingKey::open`] returned for that text under that key.
 //!
 //! Bounds and hygiene as [`crate::memo::SealMemo`]: at most `max_entries` values with
 //! payloads of at most `max_payload_len` bytes, two generations (a hit in the older one is
@@ -17,10 +19,10 @@ use std::collections::HashMap;
 use zeroize::Zeroizing;
 
 use crate::cipher::{CipherError, Opened, SealingKey, ValueType};
-use crate::keys::Kid;
-use crate::value::{Mode, SealedValue};
+use crate::keys::Fingerprint;
+use crate::value::SealedValue;
 
-/// A payload held as a map key (ciphertext: not secret).
+/// A whole sealed value (header and payload) held as a map key (ciphertext: not secret).
 #[derive(PartialEq, Eq, Hash)]
 struct Payload(Box<[u8]>);
 
@@ -31,8 +33,7 @@ impl Borrow<[u8]> for Payload {
 }
 
 struct Entry {
-    kid: Kid,
-    mode: Mode,
+    key: Fingerprint,
     ty: ValueType,
     plain: Zeroizing<Box<[u8]>>,
 }
@@ -85,11 +86,21 @@ impl OpenMemo {
 
     /// Opens `v` with `key` (its kid's key), from the memo if it holds the value.
     pub fn open(&mut self, key: &SealingKey, v: &SealedValue<'_>) -> Result<Opened, CipherError> {
-        let payload = v.payload.as_bytes();
-        if self.max_entries == 0 || payload.len() > self.max_payload_len {
+        if self.max_entries == 0 || v.payload.len() > self.max_payload_len {
             return key.open(v);
         }
-        let same = |e: &Entry| e.kid == v.kid && e.mode == v.mode;
+        // The whole value: its header (version, kid, mode, scope) is authenticated data.
+        let whole = match v.header.len().checked_add(1 + v.payload.len()) {
+            Some(n) => n,
+            None => return key.open(v),
+        };
+        let mut text = Vec::with_capacity(whole);
+        text.extend_from_slice(v.header.as_bytes());
+        text.push(b':');
+        text.extend_from_slice(v.payload.as_bytes());
+        let payload = text.as_slice();
+        let fp = key.fingerprint();
+        let same = |e: &Entry| e.key == fp && v.kid == key.kid();
         if let Some(e) = self.young.get(payload).filter(|e| same(e)) {
             self.hits += 1;
             return Ok(opened(e));
@@ -105,8 +116,7 @@ impl OpenMemo {
         self.misses += 1;
         let o = key.open(v)?;
         let entry = Entry {
-            kid: v.kid,
-            mode: v.mode,
+            key: fp,
             ty: o.ty,
             plain: Zeroizing::new(o.value.as_slice().into()),
         };
@@ -133,7 +143,9 @@ fn opened(e: &Entry) -> Opened {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Dek;
+    use crate::cipher::{Padding, Scope, Spec};
+    use crate::keys::{Dek, Kid};
+    use crate::value::Mode;
 
     fn key(epoch: &str, byte: u8) -> SealingKey {
         SealingKey::new(
@@ -143,9 +155,58 @@ mod tests {
     }
 
     fn seal(k: &SealingKey, mode: Mode, v: &[u8]) -> String {
+        let scope = Scope::field("f");
+        let spec = Spec {
+            mode,
+            scope: &scope,
+            pad: Padding::Buckets,
+        };
         let mut out = Vec::new();
-        k.seal_into(mode, ValueType::String, v, &mut out).unwrap();
+        k.seal(spec, ValueType::String, v, &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// Issue #18: the memo answered for a different key with the same kid (a root version
+    /// destroyed and re-made under its old number). A hit needs the same key.
+    #[test]
+    fn a_hit_needs_the_same_key_not_only_the_same_kid() {
+        let k = key("2026-01", 3);
+        let same_kid_other_key = key("2026-01", 4);
+        let mut memo = OpenMemo::new(100, 256);
+        for mode in [Mode::Deterministic, Mode::Randomized] {
+            for v1 in [false, true] {
+                let t = if v1 {
+                    let mut out = Vec::new();
+                    k.seal_v1_into(mode, ValueType::String, b"secret", &mut out)
+                        .unwrap();
+                    String::from_utf8(out).unwrap()
+                } else {
+                    seal(&k, mode, b"secret")
+                };
+                let v = SealedValue::parse(&t).unwrap();
+                memo.open(&k, &v).unwrap();
+                assert_eq!(
+                    memo.open(&same_kid_other_key, &v).unwrap_err(),
+                    CipherError::Authentication,
+                    "{mode:?} v1={v1}"
+                );
+            }
+        }
+    }
+
+    /// The scope is part of the value: the same payload under another scope tag is another
+    /// value, and must not be answered from the memo.
+    #[test]
+    fn another_scope_tag_is_a_miss() {
+        let k = key("2026-01", 3);
+        let mut memo = OpenMemo::new(100, 256);
+        let t = seal(&k, Mode::Deterministic, b"secret");
+        memo.open(&k, &SealedValue::parse(&t).unwrap()).unwrap();
+        let other = Scope::field("g");
+        let v = SealedValue::parse(&t).unwrap();
+        let moved = t.replacen(v.scope.unwrap(), other.as_str(), 1);
+        let v2 = SealedValue::parse(&moved).unwrap();
+        assert_eq!(memo.open(&k, &v2).unwrap_err(), CipherError::Authentication);
     }
 
     #[test]

@@ -24,10 +24,10 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
-use crate::cipher::{CipherError, SealingKey, ValueType};
+use crate::cipher::{CipherError, Padding, Scope, SealingKey, Spec, ValueType};
 use crate::json::scan::{self, JsonError, Literal};
 use crate::json::seal::seal_uri_query;
-use crate::json::{Leaf, LeafAction, Policy};
+use crate::json::{Leaf, LeafAction, Policy, ValueSealer};
 use crate::keys::{Epoch, Kid, RotationMonths};
 use crate::policy::moesif::{Entity, MoesifPolicy, MoesifRules, Route};
 use crate::value::Mode;
@@ -43,8 +43,11 @@ pub const DEFAULT_FROM: &str = "-1y";
 pub const DEFAULT_MAX_EPOCHS: usize = 24;
 pub const MAX_MAX_EPOCHS: usize = 240;
 
-/// Most ciphertext terms one search may be rewritten into (values × epochs).
+/// Most ciphertext terms one search may be rewritten into (values × keys × formats).
 pub const MAX_TERMS: usize = 4096;
+
+/// Ciphertext terms per value and key: format v2 (written today) and v1 (data sealed before).
+pub const TERMS_PER_KEY: usize = 2;
 
 /// The `search` settings of an unseal route (validated configuration).
 #[derive(Debug, Clone)]
@@ -270,6 +273,9 @@ pub fn is_events_search(rest: &str) -> bool {
 /// What the seal policy does with a value at a field path (`["request","body","email"]`).
 pub trait FieldPolicy {
     fn action(&self, field: &[&str], leaf: Leaf<'_>) -> LeafAction;
+    /// The scope and padding a deterministic value at `field` is sealed with (format v2),
+    /// exactly as the collector's sealer computes them.
+    fn shape(&self, field: &[&str]) -> (Scope, Padding);
 }
 
 /// The `moesif` policy seen from a search over events: a field path is walked from the
@@ -293,6 +299,40 @@ impl FieldPolicy for MoesifEvents {
         let p = &self.0;
         let node = field.iter().fold(p.root(), |n, seg| p.field(n, seg));
         p.leaf(node, leaf)
+    }
+
+    fn shape(&self, field: &[&str]) -> (Scope, Padding) {
+        let p = &self.0;
+        let mut path = String::new();
+        let mut node = p.root();
+        for seg in field {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            if p.fold_case(node) {
+                path.push_str(&seg.to_ascii_lowercase());
+            } else {
+                path.push_str(seg);
+            }
+            node = p.field(node, seg);
+        }
+        (p.scope(&path), p.padding())
+    }
+}
+
+/// Seals in format v1 (scope and padding ignored): the search terms that find events
+/// sealed before format v2.
+struct V1<'k>(&'k SealingKey);
+
+impl ValueSealer for V1<'_> {
+    fn seal(
+        &mut self,
+        spec: Spec<'_>,
+        ty: ValueType,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CipherError> {
+        self.0.seal_v1_into(spec.mode, ty, value, out)
     }
 }
 
@@ -505,8 +545,8 @@ struct Rewriter<'a> {
 /// What the policy does with one scalar term value.
 enum ValueAction {
     Keep,
-    Seal(ValueType, Mode),
-    SealUri(Mode),
+    Seal(ValueType, Scope, Padding),
+    SealUri(Scope, Padding),
 }
 
 fn scalar_leaf(v: &J) -> Option<Leaf<'_>> {
@@ -551,18 +591,25 @@ impl Rewriter<'_> {
         };
         match self.policy.action(segments, leaf) {
             LeafAction::Keep => Ok(ValueAction::Keep),
-            LeafAction::Seal(Mode::Deterministic) => Ok(ValueAction::Seal(ty, Mode::Deterministic)),
+            LeafAction::Seal(Mode::Deterministic) => {
+                let (scope, pad) = self.policy.shape(segments);
+                Ok(ValueAction::Seal(ty, scope, pad))
+            }
             LeafAction::Seal(Mode::Randomized) | LeafAction::SealUriQuery(Mode::Randomized) => Err(
                 not("the field is sealed in randomized mode, so equality cannot be searched"),
             ),
-            LeafAction::SealUriQuery(m) => match v {
-                J::Str(_) => Ok(ValueAction::SealUri(m)),
+            LeafAction::SealUriQuery(Mode::Deterministic) => match v {
+                J::Str(_) => {
+                    let (scope, pad) = self.policy.shape(segments);
+                    Ok(ValueAction::SealUri(scope, pad))
+                }
                 _ => Ok(ValueAction::Keep),
             },
         }
     }
 
-    /// The ciphertexts of `v` under every key (in key order).
+    /// The ciphertexts of `v` under every key (in key order), each in format v2 and v1:
+    /// events sealed before and after format v2 are found alike.
     fn ciphertexts(
         &mut self,
         action: &ValueAction,
@@ -577,23 +624,48 @@ impl Rewriter<'_> {
             J::Null | J::Arr(_) | J::Obj(_) => b"",
         };
         let keys = self.keys.unwrap_or_default();
-        self.terms = self.terms.saturating_add(keys.len().max(1));
+        self.terms = self
+            .terms
+            .saturating_add(keys.len().saturating_mul(TERMS_PER_KEY).max(1));
         if self.terms > MAX_TERMS {
             return Err(SearchError::TooManyTerms { limit: MAX_TERMS });
         }
         for key in keys {
-            let mut buf = Vec::new();
-            match action {
-                ValueAction::Seal(ty, mode) => key
-                    .seal_into(*mode, *ty, bytes, &mut buf)
-                    .map_err(SearchError::Cipher)?,
-                ValueAction::SealUri(mode) => {
-                    seal_uri_query(bytes, &mut &**key, *mode, &mut buf)
-                        .map_err(SearchError::Cipher)?;
-                }
-                ValueAction::Keep => buf.extend_from_slice(bytes),
+            for v1 in [false, true] {
+                let mut buf = Vec::new();
+                let r = match action {
+                    ValueAction::Seal(ty, scope, pad) => {
+                        let spec = Spec {
+                            mode: Mode::Deterministic,
+                            scope,
+                            pad: *pad,
+                        };
+                        if v1 {
+                            key.seal_v1_into(Mode::Deterministic, *ty, bytes, &mut buf)
+                        } else {
+                            key.seal(spec, *ty, bytes, &mut buf)
+                        }
+                    }
+                    ValueAction::SealUri(scope, pad) => {
+                        let spec = Spec {
+                            mode: Mode::Deterministic,
+                            scope,
+                            pad: *pad,
+                        };
+                        if v1 {
+                            seal_uri_query(bytes, &mut V1(key), spec, &mut buf).map(|_| ())
+                        } else {
+                            seal_uri_query(bytes, &mut &**key, spec, &mut buf).map(|_| ())
+                        }
+                    }
+                    ValueAction::Keep => {
+                        buf.extend_from_slice(bytes);
+                        Ok(())
+                    }
+                };
+                r.map_err(SearchError::Cipher)?;
+                out.push(J::Str(String::from_utf8_lossy(&buf).into_owned()));
             }
-            out.push(J::Str(String::from_utf8_lossy(&buf).into_owned()));
         }
         Ok(())
     }
@@ -986,11 +1058,30 @@ mod tests {
         SealingKey::new(kid, &Dek::from_bytes(dek))
     }
 
+    /// A deterministic v1 value (sealed before format v2).
     fn det(key: &SealingKey, ty: ValueType, v: &str) -> String {
         let mut out = Vec::new();
-        key.seal_into(Mode::Deterministic, ty, v.as_bytes(), &mut out)
+        key.seal_v1_into(Mode::Deterministic, ty, v.as_bytes(), &mut out)
             .unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// A deterministic v2 value of `field` (default scope, padded).
+    fn det2(key: &SealingKey, field: &str, ty: ValueType, v: &str) -> String {
+        let scope = Scope::field(field);
+        let spec = Spec {
+            mode: Mode::Deterministic,
+            scope: &scope,
+            pad: Padding::Buckets,
+        };
+        let mut out = Vec::new();
+        key.seal(spec, ty, v.as_bytes(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The terms a value becomes under one key: v2 of its field, then v1.
+    fn both(key: &SealingKey, field: &str, ty: ValueType, v: &str) -> Vec<String> {
+        vec![det2(key, field, ty, v), det(key, ty, v)]
     }
 
     fn policy(options: serde_json::Value) -> MoesifEvents {
@@ -1022,12 +1113,14 @@ mod tests {
         let v = rewrite(&body, &p, &[&k1, &k2]).unwrap();
         let must = &v["post_filter"]["bool"]["must"][0];
         assert!(must.get("term").is_none());
+        let f = "request.body.patient.email";
+        let want: Vec<String> = [&k1, &k2]
+            .iter()
+            .flat_map(|k| both(k, f, ValueType::String, "jane@example.com"))
+            .collect();
         assert_eq!(
             must["terms"]["request.body.patient.email.raw"],
-            serde_json::json!([
-                det(&k1, ValueType::String, "jane@example.com"),
-                det(&k2, ValueType::String, "jane@example.com")
-            ])
+            serde_json::json!(want)
         );
         // The terms *aggregation* and everything else are untouched.
         let orig: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -1039,7 +1132,7 @@ mod tests {
         let mut out = Vec::new();
         let keys = vec![key("r1.2025-01"), key("r1.2026-01")];
         let stats = unseal_document(&text, &keys, 16, &mut out).unwrap();
-        assert_eq!(stats.opened, 2);
+        assert_eq!(stats.opened, 4);
         assert!(String::from_utf8(out).unwrap().contains("jane@example.com"));
     }
 
@@ -1047,8 +1140,9 @@ mod tests {
     fn term_terms_and_match_forms() {
         let k = key("r1.2026-01");
         let p = policy(serde_json::json!({}));
-        let email = det(&k, ValueType::String, "a@b.c");
-        let amount = det(&k, ValueType::Number, "1.50");
+        let email = both(&k, "request.body.email", ValueType::String, "a@b.c");
+        let amount = both(&k, "request.body.amount", ValueType::Number, "1.50");
+        let email_in_amount = both(&k, "request.body.amount", ValueType::String, "a@b.c");
         let v = rewrite(
             r#"{"query":{"bool":{"filter":[
                 {"term":{"request.body.email":{"value":"a@b.c","boost":2}}},
@@ -1068,15 +1162,15 @@ mod tests {
         let f = &v["query"]["bool"]["filter"];
         assert_eq!(
             f[0],
-            serde_json::json!({"terms": {"request.body.email": [email], "boost": 2}})
+            serde_json::json!({"terms": {"request.body.email": email, "boost": 2}})
         );
         assert_eq!(
             f[1],
-            serde_json::json!({"terms": {"request.body.amount.raw": [amount, email], "boost": 1.0}})
+            serde_json::json!({"terms": {"request.body.amount.raw": [&amount[0], &amount[1], &email_in_amount[0], &email_in_amount[1]], "boost": 1.0}})
         );
         assert_eq!(
             f[2],
-            serde_json::json!({"terms": {"metadata.plan.raw": [det(&k, ValueType::String, "gold")]}})
+            serde_json::json!({"terms": {"metadata.plan.raw": both(&k, "metadata.plan", ValueType::String, "gold")}})
         );
         // Plaintext fields stay as they are.
         assert_eq!(f[3], serde_json::json!({"term": {"user_id.raw": "u1"}}));
@@ -1092,6 +1186,15 @@ mod tests {
         );
         // A URL keeps scheme, host and path; the query value is sealed as the sealer does.
         let uri = f[7]["terms"]["request.uri.raw"][0].as_str().unwrap();
+        let tag = Scope::field("request.uri");
+        assert!(
+            uri.starts_with(&format!(
+                "https://x.io/p?q=veil:v2:r1.2026-01:d:{}:",
+                tag.as_str()
+            )),
+            "{uri}"
+        );
+        let uri = f[7]["terms"]["request.uri.raw"][1].as_str().unwrap();
         assert!(
             uri.starts_with("https://x.io/p?q=veil:v1:r1.2026-01:d:"),
             "{uri}"
@@ -1099,7 +1202,9 @@ mod tests {
         // The exact number text is what is sealed.
         let mut body = SearchBody::parse(br#"{"term":{"request.body.n":1.50}}"#, 8).unwrap();
         body.rewrite(&p, &[&k]).unwrap();
-        assert!(String::from_utf8(body.to_vec()).unwrap().contains(&amount));
+        let n = both(&k, "request.body.n", ValueType::Number, "1.50");
+        assert!(String::from_utf8(body.to_vec()).unwrap().contains(&n[0]));
+        assert!(String::from_utf8(body.to_vec()).unwrap().contains(&n[1]));
     }
 
     #[test]
@@ -1192,8 +1297,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            v["aggs"]["a"]["filter"]["terms"]["request.body.email.raw"][0],
-            det(&k, ValueType::String, "x@y.z")
+            v["aggs"]["a"]["filter"]["terms"]["request.body.email.raw"],
+            serde_json::json!(both(&k, "request.body.email", ValueType::String, "x@y.z"))
         );
         assert_eq!(
             v["aggs"]["a"]["aggs"]["b"],

@@ -35,6 +35,9 @@ pub struct PreparedSiv {
     ctr: Aes256,
     /// S2V state after the zero block and the AD component.
     d_ad: Block,
+    /// S2V state after the zero block only, `dbl(CMAC(K1, <zero>))`: the start of S2V for
+    /// an AD given per message ([`PreparedSiv::encrypt_ad`]).
+    d_zero: Block,
 }
 
 /// The S2V state is derived from K1: wiped on drop (the CMAC and AES states wipe
@@ -42,6 +45,7 @@ pub struct PreparedSiv {
 impl Drop for PreparedSiv {
     fn drop(&mut self) {
         self.d_ad.as_mut_slice().zeroize();
+        self.d_zero.as_mut_slice().zeroize();
     }
 }
 
@@ -57,14 +61,31 @@ impl PreparedSiv {
             .unwrap_or_else(|_| <Cmac<Aes256> as KeyInit>::new(&Array::default()));
         let ctr = Aes256::new_from_slice(k2).unwrap_or_else(|_| Aes256::new(&Array::default()));
         let zero = cmac_of(&mac, &[&[0u8; 16]]);
-        let mut d_ad = zero.dbl();
+        let d_zero = zero.dbl();
+        let mut d_ad = d_zero;
         xor(&mut d_ad, &cmac_of(&mac, &[ad]));
-        PreparedSiv { mac, ctr, d_ad }
+        PreparedSiv {
+            mac,
+            ctr,
+            d_ad,
+            d_zero,
+        }
     }
 
-    /// S2V over the message (RFC 5297 §2.4, last step).
+    /// The S2V state after the zero block and the one AD component `ad`.
+    fn d_for(&self, ad: &[u8]) -> Block {
+        let mut d = self.d_zero;
+        xor(&mut d, &cmac_of(&self.mac, &[ad]));
+        d
+    }
+
+    /// S2V over the message (RFC 5297 §2.4, last step), from the state after the AD.
     fn s2v(&self, msg: &[u8]) -> Block {
-        let mut state = self.d_ad;
+        self.s2v_from(self.d_ad, msg)
+    }
+
+    fn s2v_from(&self, d: Block, msg: &[u8]) -> Block {
+        let mut state = d;
         let mut mac = self.mac.clone();
         if let Some(n) = msg.len().checked_sub(16) {
             let (head, tail) = msg.split_at(n);
@@ -105,6 +126,29 @@ impl PreparedSiv {
         let v = Block::from(*tag);
         self.ctr(&v, buf);
         let check = self.s2v(buf);
+        if bool::from(check.as_slice().ct_eq(tag.as_slice())) {
+            Ok(())
+        } else {
+            buf.zeroize();
+            Err(SivError)
+        }
+    }
+}
+
+impl PreparedSiv {
+    /// As [`PreparedSiv::encrypt`] with `ad` as the one AD component instead of the one
+    /// fixed at construction (the scoped headers of format v2).
+    pub fn encrypt_ad(&self, ad: &[u8], buf: &mut [u8]) -> [u8; 16] {
+        let v = self.s2v_from(self.d_for(ad), buf);
+        self.ctr(&v, buf);
+        v.into()
+    }
+
+    /// As [`PreparedSiv::decrypt`] with `ad` as the one AD component.
+    pub fn decrypt_ad(&self, ad: &[u8], tag: &[u8; 16], buf: &mut [u8]) -> Result<(), SivError> {
+        let v = Block::from(*tag);
+        self.ctr(&v, buf);
+        let check = self.s2v_from(self.d_for(ad), buf);
         if bool::from(check.as_slice().ct_eq(tag.as_slice())) {
             Ok(())
         } else {

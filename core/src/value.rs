@@ -1,37 +1,62 @@
-//! The wire format of a sealed JSON value: `veil:v1:<kid>:<m>:<payload>`.
+//! The wire format of a sealed JSON value.
 //!
 //! ```text
+//! v1 (read only; written before format v2):
 //! veil:v1:r1.2026-01:d:<base64url-no-pad(SIV tag 16 || ciphertext)>
 //! veil:v1:r1.2026-01:r:<base64url-no-pad(nonce 12 || ciphertext || GCM tag 16)>
+//!
+//! v2 (written today; see crate::cipher for the construction):
+//! veil:v2:r1.2026-01:d:<scope 12>:<base64url-no-pad(SIV tag 16 || ciphertext)>
+//! veil:v2:r1.2026-01:r:<base64url-no-pad(nonce 24 || ciphertext || GCM tag 16)>
 //! ```
 //!
 //! The sealed value is carried as a JSON string; this module deals with the string's content
-//! (no JSON quotes). Parsing is strict: a string either is exactly this format, or it is not
-//! ciphertext at all and is treated as plaintext by the callers. The cryptography lives in
-//! [`crate::cipher`].
+//! (no JSON quotes). Parsing is strict: a string either is exactly one of these formats, or
+//! it is not ciphertext at all and is treated as plaintext by the callers. The cryptography
+//! lives in [`crate::cipher`].
 
 use core::str::FromStr;
 
 use crate::keys::Kid;
 
-/// Every sealed value starts with this.
+/// Every v1 value starts with this.
 pub const PREFIX: &str = "veil:v1:";
+/// Every v2 value starts with this.
+pub const PREFIX_V2: &str = "veil:v2:";
+/// What both versions start with (the cheap scan for candidate values).
+pub const PREFIX_ANY: &str = "veil:v";
 
 /// Length of the AES-SIV synthetic IV (= tag) at the start of a deterministic payload.
 pub(crate) const SIV_TAG_LEN: usize = 16;
-/// Length of the AES-256-GCM nonce at the start of a randomized payload.
+/// Length of the AES-256-GCM nonce at the start of a v1 randomized payload.
 pub(crate) const GCM_NONCE_LEN: usize = 12;
-/// Length of the AES-256-GCM tag at the end of a randomized payload.
+/// Length of the XAES-256-GCM nonce at the start of a v2 randomized payload.
+pub(crate) const XAES_NONCE_LEN: usize = 24;
+/// Length of the (X)AES-256-GCM tag at the end of a randomized payload.
 pub(crate) const GCM_TAG_LEN: usize = 16;
 /// The plaintext always holds at least the type byte.
 pub(crate) const TYPE_LEN: usize = 1;
+/// A v2 plaintext also holds at least the padding marker byte.
+pub(crate) const PAD_MARK_LEN: usize = 1;
+/// Characters of a v2 scope tag (9 bytes, base64url).
+pub const SCOPE_CHARS: usize = 12;
+
+/// The format version of a sealed value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    /// `veil:v1:`: AES-SIV / AES-256-GCM, no padding, no scope. Opened, never written.
+    V1,
+    /// `veil:v2:`: scoped AES-SIV / XAES-256-GCM, padded plaintext.
+    V2,
+}
 
 /// Sealing mode, written as one character after the key id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// `d`: AES-SIV (RFC 5297). Equal (kid, type, value) ⇒ equal sealed value.
     Deterministic,
-    /// `r`: AES-256-GCM with a random 96-bit nonce.
+    /// `r`: AES-256-GCM with a random 96-bit nonce (v1), XAES-256-GCM with a random
+    /// 192-bit nonce (v2).
     Randomized,
 }
 
@@ -61,12 +86,21 @@ impl Mode {
         }
     }
 
-    /// The smallest possible decoded payload for this mode: the fixed overhead plus the type
-    /// byte of the plaintext.
+    /// The smallest possible decoded payload for this mode in format v1: the fixed overhead
+    /// plus the type byte of the plaintext.
     pub fn min_payload_bytes(self) -> usize {
-        match self {
-            Mode::Deterministic => SIV_TAG_LEN + TYPE_LEN,
-            Mode::Randomized => GCM_NONCE_LEN + GCM_TAG_LEN + TYPE_LEN,
+        self.min_payload_bytes_in(Version::V1)
+    }
+
+    /// The smallest possible decoded payload for this mode in `version`.
+    pub fn min_payload_bytes_in(self, version: Version) -> usize {
+        match (version, self) {
+            (Version::V1, Mode::Deterministic) => SIV_TAG_LEN + TYPE_LEN,
+            (Version::V1, Mode::Randomized) => GCM_NONCE_LEN + GCM_TAG_LEN + TYPE_LEN,
+            (Version::V2, Mode::Deterministic) => SIV_TAG_LEN + TYPE_LEN + PAD_MARK_LEN,
+            (Version::V2, Mode::Randomized) => {
+                XAES_NONCE_LEN + GCM_TAG_LEN + TYPE_LEN + PAD_MARK_LEN
+            }
         }
     }
 }
@@ -75,10 +109,15 @@ impl Mode {
 /// Nothing has been decrypted or authenticated yet: see [`crate::cipher::SealingKey::open`].
 #[derive(Clone, Copy, Debug)]
 pub struct SealedValue<'a> {
+    pub version: Version,
     /// The key id exactly as written (canonical: it round-trips through [`Kid`]).
     pub kid_str: &'a str,
     pub kid: Kid,
     pub mode: Mode,
+    /// v2 deterministic values: the scope tag (12 base64url characters). `None` otherwise.
+    pub scope: Option<&'a str>,
+    /// Everything before the payload's `:` (`veil:v2:<kid>:d:<scope>`): the associated data.
+    pub header: &'a str,
     /// The base64url (no padding) payload, non-empty and well-formed.
     pub payload: &'a str,
 }
@@ -86,13 +125,18 @@ pub struct SealedValue<'a> {
 impl<'a> SealedValue<'a> {
     /// `None` means "not a Veil value", which is not an error: any other string is plaintext.
     ///
-    /// Strict: the prefix [`PREFIX`], a key id that parses with [`Kid::from_str`], a mode
-    /// character `d` or `r`, then a non-empty payload of base64url-no-pad characters whose
-    /// length is a possible base64 length (not `4k + 1`), whose unused trailing bits are zero
-    /// (canonical encoding, so decoding cannot fail), and which decodes to at least
-    /// [`Mode::min_payload_bytes`] bytes. No padding `=`, no whitespace.
+    /// Strict: the prefix [`PREFIX`] or [`PREFIX_V2`], a key id that parses with
+    /// [`Kid::from_str`], a mode character `d` or `r`, for v2 `d` a scope of exactly
+    /// [`SCOPE_CHARS`] base64url characters, then a non-empty payload of base64url-no-pad
+    /// characters whose length is a possible base64 length (not `4k + 1`), whose unused
+    /// trailing bits are zero (canonical encoding, so decoding cannot fail), and which
+    /// decodes to at least [`Mode::min_payload_bytes_in`] bytes. No padding `=`, no
+    /// whitespace.
     pub fn parse(s: &'a str) -> Option<SealedValue<'a>> {
-        let rest = s.strip_prefix(PREFIX)?;
+        let (version, rest) = match s.strip_prefix(PREFIX) {
+            Some(rest) => (Version::V1, rest),
+            None => (Version::V2, s.strip_prefix(PREFIX_V2)?),
+        };
         let (kid_str, rest) = rest.split_once(':')?;
         let kid = Kid::from_str(kid_str).ok()?;
         let bytes = rest.as_bytes();
@@ -101,22 +145,42 @@ impl<'a> SealedValue<'a> {
             return None;
         }
         // Bytes 0 and 1 are ASCII, so index 2 is a char boundary.
-        let payload = rest.get(2..)?;
-        if decoded_len(payload.as_bytes())? < mode.min_payload_bytes() {
+        let mut rest = rest.get(2..)?;
+        let mut scope = None;
+        if version == Version::V2 && mode == Mode::Deterministic {
+            let (tag, after) = rest.split_once(':')?;
+            if tag.len() != SCOPE_CHARS || !tag.bytes().all(|c| b64url_value(c).is_some()) {
+                return None;
+            }
+            scope = Some(tag);
+            rest = after;
+        }
+        let payload = rest;
+        if decoded_len(payload.as_bytes())? < mode.min_payload_bytes_in(version) {
             return None;
         }
+        let header = s.get(..s.len().checked_sub(payload.len() + 1)?)?;
         Some(SealedValue {
+            version,
             kid_str,
             kid,
             mode,
+            scope,
+            header,
             payload,
         })
     }
 }
 
-/// Cheap check used on hot paths before [`SealedValue::parse`]: starts with [`PREFIX`].
+/// Cheap check used on hot paths before [`SealedValue::parse`]: starts with [`PREFIX`] or
+/// [`PREFIX_V2`].
 pub fn looks_sealed(bytes: &[u8]) -> bool {
-    bytes.starts_with(PREFIX.as_bytes())
+    bytes.starts_with(PREFIX.as_bytes()) || bytes.starts_with(PREFIX_V2.as_bytes())
+}
+
+/// The length of the version prefix `bytes` starts with (`veil:v1:` or `veil:v2:`), if any.
+pub fn prefix_len(bytes: &[u8]) -> Option<usize> {
+    looks_sealed(bytes).then_some(PREFIX.len())
 }
 
 /// The value of one base64url character, or `None` for any other byte.

@@ -1,12 +1,23 @@
-//! Rough native timing of `SealingKey::seal_into` (not a benchmark suite, no thresholds).
+//! Rough native timing of `SealingKey::seal` (format v2) (not a benchmark suite, no thresholds).
 //! Run: `cargo test -p veil-core --release --test seal_timing -- --ignored --nocapture`
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use veil_core::cipher::{SealingKey, ValueType};
+use veil_core::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
 use veil_core::keys::{Dek, Kid};
 use veil_core::value::{Mode, SealedValue};
+
+const SCOPE: &str = "request.body.email";
+
+fn spec(mode: Mode) -> Spec<'static> {
+    static S: std::sync::OnceLock<Scope> = std::sync::OnceLock::new();
+    Spec {
+        mode,
+        scope: S.get_or_init(|| Scope::field(SCOPE)),
+        pad: Padding::Buckets,
+    }
+}
 
 #[test]
 #[ignore = "timing only; run with --release --ignored --nocapture"]
@@ -19,17 +30,17 @@ fn seal_into_20_byte_string_timing() {
     const N: u32 = 200_000;
     for (name, mode) in [
         ("d (AES-SIV)", Mode::Deterministic),
-        ("r (AES-GCM)", Mode::Randomized),
+        ("r (XAES-256-GCM)", Mode::Randomized),
     ] {
         for _ in 0..10_000 {
             out.clear();
-            key.seal_into(mode, ValueType::String, black_box(value), &mut out)
+            key.seal(spec(mode), ValueType::String, black_box(value), &mut out)
                 .unwrap();
         }
         let t = Instant::now();
         for _ in 0..N {
             out.clear();
-            key.seal_into(mode, ValueType::String, black_box(value), &mut out)
+            key.seal(spec(mode), ValueType::String, black_box(value), &mut out)
                 .unwrap();
             black_box(&out);
         }
@@ -42,7 +53,7 @@ fn seal_into_20_byte_string_timing() {
         }
         let open_ns = t.elapsed().as_nanos() as f64 / f64::from(N);
         println!(
-            "{name}: seal_into {seal_ns:.0} ns/value, parse+open {open_ns:.0} ns/value ({} chars)",
+            "{name}: seal {seal_ns:.0} ns/value, parse+open {open_ns:.0} ns/value ({} chars)",
             sealed.len()
         );
     }

@@ -1,4 +1,4 @@
-//! The Veil `v1` value format end to end: known answers produced by an independent Python
+//! The Veil `v1` value format (still opened; no longer written) end to end: known answers produced by an independent Python
 //! implementation (`vectors/veil-v1-values.json`, see `gen_veil_vectors.py`), parsing, and
 //! the failure cases of `open`.
 
@@ -18,7 +18,7 @@ fn key(k: &str, dek_byte: u8) -> SealingKey {
 
 fn seal(key: &SealingKey, mode: Mode, ty: ValueType, value: &[u8]) -> String {
     let mut out = Vec::new();
-    key.seal_into(mode, ty, value, &mut out).unwrap();
+    key.seal_v1_into(mode, ty, value, &mut out).unwrap();
     String::from_utf8(out).unwrap()
 }
 
@@ -63,7 +63,7 @@ fn python_known_answers_byte_for_byte() {
             let mut out = b"[\"".to_vec();
             match c["mode"].as_str().unwrap() {
                 "d" => sk
-                    .seal_into(Mode::Deterministic, ty, &value, &mut out)
+                    .seal_v1_into(Mode::Deterministic, ty, &value, &mut out)
                     .unwrap(),
                 "r" => {
                     let nonce: [u8; 12] = hex::decode(c["nonce_hex"].as_str().unwrap())
@@ -306,9 +306,12 @@ fn open_rejects_hand_built_malformed_values() {
     let k = key("r1.2026-01", 1);
     // `SealedValue` has public fields: a caller could build one that `parse` would reject.
     let v = SealedValue {
+        version: veil_core::value::Version::V1,
         kid_str: "r1.2026-01",
         kid: kid("r1.2026-01"),
         mode: Mode::Randomized,
+        scope: None,
+        header: "veil:v1:r1.2026-01:r",
         payload: "AAAA",
     };
     assert_eq!(k.open(&v).map(|_| ()), Err(CipherError::Malformed));
@@ -398,7 +401,8 @@ fn many_values_into_one_buffer() {
         } else {
             Mode::Randomized
         };
-        k.seal_into(mode, ValueType::String, v, &mut out).unwrap();
+        k.seal_v1_into(mode, ValueType::String, v, &mut out)
+            .unwrap();
         out.push(b',');
     }
     let text = String::from_utf8(out).unwrap();
@@ -443,7 +447,7 @@ proptest! {
     ) {
         let k = SealingKey::new(kid("r5.2031-09"), &Dek::from_bytes(dek));
         let mut out = Vec::new();
-        k.seal_into(mode, ty, &value, &mut out).unwrap();
+        k.seal_v1_into(mode, ty, &value, &mut out).unwrap();
         let s = String::from_utf8(out).unwrap();
         let v = SealedValue::parse(&s).unwrap();
         prop_assert_eq!(v.mode, mode);
@@ -452,7 +456,7 @@ proptest! {
         prop_assert_eq!(&o.value[..], &value[..]);
         if mode == Mode::Deterministic {
             let mut again = Vec::new();
-            k.seal_into(mode, ty, &value, &mut again).unwrap();
+            k.seal_v1_into(mode, ty, &value, &mut again).unwrap();
             prop_assert_eq!(again, s.into_bytes());
         }
     }

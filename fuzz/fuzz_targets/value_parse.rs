@@ -5,15 +5,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use veil_core::cipher::ValueType;
-use veil_core::value::{Mode, SealedValue, PREFIX};
+use veil_core::cipher::{Padding, Scope, Spec, ValueType};
+use veil_core::value::{Mode, SealedValue};
 use veil_fuzz::key;
 
 fuzz_target!(|data: &[u8]| {
     let key = key("2026-01");
     if let Ok(s) = std::str::from_utf8(data) {
         if let Some(v) = SealedValue::parse(s) {
-            let again = format!("{PREFIX}{}:{}:{}", v.kid_str, v.mode.as_char(), v.payload);
+            let again = format!("{}:{}", v.header, v.payload);
+            assert!(v.header.contains(&format!(":{}:{}", v.kid_str, v.mode.as_char())));
             assert_eq!(again, s, "parse(format(v)) != v");
             assert_eq!(v.kid.to_string(), v.kid_str, "kid not canonical");
             let _ = key.open(&v);
@@ -32,8 +33,16 @@ fuzz_target!(|data: &[u8]| {
         1 => ValueType::Number,
         _ => ValueType::Bool,
     };
+    // A boolean is `true` or `false` (the walker only ever passes those).
+    let value: &[u8] = match (ty, pick >> 3 & 1) {
+        (ValueType::Bool, 0) => b"true",
+        (ValueType::Bool, _) => b"false",
+        _ => value,
+    };
+    let scope = Scope::field(&String::from_utf8_lossy(value));
+    let pad = if pick & 0x80 == 0 { Padding::Buckets } else { Padding::Off };
     let mut out = Vec::new();
-    key.seal_into(mode, ty, value, &mut out)
+    key.seal(Spec { mode, scope: &scope, pad }, ty, value, &mut out)
         .unwrap_or_else(|e| panic!("seal: {e}"));
     let text = std::str::from_utf8(&out).unwrap_or_else(|e| panic!("sealed text: {e}"));
     let v =

@@ -37,7 +37,7 @@ fn keep_stack() -> Stack {
 
 fn seal(key: &SealingKey, mode: Mode, ty: ValueType, v: &str) -> String {
     let mut out = Vec::new();
-    key.seal_into(mode, ty, v.as_bytes(), &mut out).unwrap();
+    key.seal_v1_into(mode, ty, v.as_bytes(), &mut out).unwrap();
     String::from_utf8(out).unwrap()
 }
 

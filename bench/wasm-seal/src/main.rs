@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veil_core::cipher::{SealingKey, ValueType};
+use veil_core::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
 use veil_core::json::{
     seal_document, seal_document_with, Leaf, LeafAction, Memoized, Policy, Scratch,
 };
@@ -164,7 +164,7 @@ fn main() {
             time(n, warm, measure, || {
                 buf.clear();
                 black_box(
-                    key.seal_into(mode, ValueType::String, black_box(v), &mut buf)
+                    key.seal(Spec { mode, scope: &Scope::field("request.body.email"), pad: Padding::Buckets }, ValueType::String, black_box(v), &mut buf)
                         .is_ok(),
                 );
             });
@@ -185,7 +185,7 @@ fn main() {
         time(n, warm, measure, || {
             buf.clear();
             black_box(
-                memo.seal(&key, ValueType::String, black_box(v), &mut buf)
+                memo.seal(&key, Spec { mode: Mode::Deterministic, scope: &Scope::field("request.body.email"), pad: Padding::Buckets }, ValueType::String, black_box(v), &mut buf)
                     .is_ok(),
             );
         });

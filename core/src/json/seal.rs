@@ -6,15 +6,16 @@
 use thiserror::Error;
 
 use super::scan::{self, JsonError, Literal};
-use crate::cipher::{CipherError, SealingKey, ValueType};
+use crate::cipher::{CipherError, Padding, Scope, SealingKey, Spec, ValueType};
 use crate::memo::SealMemo;
 use crate::value::Mode;
 
-/// Seals one value. `&SealingKey` seals directly; [`Memoized`] adds the deterministic memo.
+/// Seals one value (format v2). `&SealingKey` seals directly; [`Memoized`] adds the
+/// deterministic memo.
 pub trait ValueSealer {
     fn seal(
         &mut self,
-        mode: Mode,
+        spec: Spec<'_>,
         ty: ValueType,
         value: &[u8],
         out: &mut Vec<u8>,
@@ -25,12 +26,12 @@ impl ValueSealer for &SealingKey {
     #[inline]
     fn seal(
         &mut self,
-        mode: Mode,
+        spec: Spec<'_>,
         ty: ValueType,
         value: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CipherError> {
-        self.seal_into(mode, ty, value, out)
+        SealingKey::seal(self, spec, ty, value, out)
     }
 }
 
@@ -44,14 +45,14 @@ impl ValueSealer for Memoized<'_> {
     #[inline]
     fn seal(
         &mut self,
-        mode: Mode,
+        spec: Spec<'_>,
         ty: ValueType,
         value: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CipherError> {
-        match mode {
-            Mode::Deterministic => self.memo.seal(self.key, ty, value, out),
-            Mode::Randomized => self.key.seal_into(mode, ty, value, out),
+        match spec.mode {
+            Mode::Deterministic => self.memo.seal(self.key, spec, ty, value, out),
+            Mode::Randomized => self.key.seal(spec, ty, value, out),
         }
     }
 }
@@ -93,6 +94,20 @@ pub trait Policy {
     fn with_lookahead(&self, node: Self::Node, _value: Option<&str>) -> Self::Node {
         node
     }
+    /// Whether the names of `parent`'s members are case-insensitive (HTTP headers): they
+    /// are lower-cased in the field path that scopes a deterministic value.
+    fn fold_case(&self, _parent: Self::Node) -> bool {
+        false
+    }
+    /// The scope of a deterministic value at `path` (dotted, array indices dropped): the
+    /// field itself unless the profile's `deterministic_domains` names it.
+    fn scope(&self, path: &str) -> Scope {
+        Scope::field(path)
+    }
+    /// Length padding of sealed values (the profile's `pad` option).
+    fn padding(&self) -> Padding {
+        Padding::Buckets
+    }
 }
 
 #[derive(Debug, Error)]
@@ -113,6 +128,8 @@ pub struct SealStats {
 struct Frame<N> {
     node: N,
     object: bool,
+    /// Length of the field path of this container (members append to it).
+    path_len: usize,
 }
 
 /// Reused buffers, so a VM seals many bodies without reallocating.
@@ -121,6 +138,8 @@ pub struct Scratch {
     text: Vec<u8>,
     key: Vec<u8>,
     uri: Vec<u8>,
+    /// The field path of the current value: `request.body.email` (array indices dropped).
+    path: String,
 }
 
 /// Seals `input` (a whole JSON document) into `out` per `policy` under `key`.
@@ -157,6 +176,7 @@ pub fn seal_document_with<P: Policy, S: ValueSealer>(
         scratch,
     };
     w.out.reserve(input.len() * 2 + 64);
+    w.scratch.path.clear();
     w.walk(max_depth)?;
     let rest = input.get(w.copied..).unwrap_or_default();
     w.out.extend_from_slice(rest);
@@ -210,9 +230,14 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
                     if input.get(i) == Some(&close) {
                         i += 1;
                     } else {
-                        stack.push(Frame { node, object });
+                        let path_len = self.scratch.path.len();
+                        stack.push(Frame {
+                            node,
+                            object,
+                            path_len,
+                        });
                         node = if object {
-                            let (n, next) = self.member(node, i)?;
+                            let (n, next) = self.member(node, path_len, i)?;
                             i = next;
                             n
                         } else {
@@ -273,16 +298,18 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
                     Some(b',') => {
                         i = scan::skip_ws(input, i + 1);
                         node = if top.object {
-                            let (n, next) = self.member(top.node, i)?;
+                            let (n, next) = self.member(top.node, top.path_len, i)?;
                             i = next;
                             n
                         } else {
+                            self.scratch.path.truncate(top.path_len);
                             self.policy.element(top.node)
                         };
                         continue 'value;
                     }
                     Some(&c) if c == close => {
                         i += 1;
+                        self.scratch.path.truncate(top.path_len);
                         stack.pop();
                     }
                     Some(_) => {
@@ -312,8 +339,14 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
         Ok(())
     }
 
-    /// `i` is at a member's key. Returns the member's node and the index of its value.
-    fn member(&mut self, parent: P::Node, i: usize) -> Result<(P::Node, usize), SealError> {
+    /// `i` is at a member's key. Returns the member's node and the index of its value, and
+    /// sets the field path to the parent's (`path_len` bytes) plus this name.
+    fn member(
+        &mut self,
+        parent: P::Node,
+        path_len: usize,
+        i: usize,
+    ) -> Result<(P::Node, usize), SealError> {
         let input = self.input;
         if input.get(i) != Some(&b'"') {
             return Err(JsonError::Unexpected {
@@ -323,6 +356,12 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
             .into());
         }
         let (span, after) = scan::scan_string(input, i)?;
+        let fold = self.policy.fold_case(parent);
+        let path = &mut self.scratch.path;
+        path.truncate(path_len);
+        if path_len > 0 {
+            path.push('.');
+        }
         let node = if span.escaped {
             self.scratch.key.clear();
             scan::unescape(
@@ -331,10 +370,12 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
                 &mut self.scratch.key,
             )?;
             let key = core::str::from_utf8(&self.scratch.key).unwrap_or_default();
+            push_name(path, key, fold);
             self.policy.field(parent, key)
         } else {
-            self.policy
-                .field(parent, str_at(self.text, span.start, span.end))
+            let key = str_at(self.text, span.start, span.end);
+            push_name(path, key, fold);
+            self.policy.field(parent, key)
         };
         let k = scan::skip_ws(input, after);
         if input.get(k) != Some(&b':') {
@@ -390,16 +431,29 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
         self.out.extend_from_slice(before);
         self.copied = end;
         self.out.push(b'"');
+        let (LeafAction::Seal(mode) | LeafAction::SealUriQuery(mode)) = action else {
+            return Ok(());
+        };
+        // Randomized values carry no scope: the SHA-256 of the path is spent only when used.
+        let scope = match mode {
+            Mode::Deterministic => self.policy.scope(&self.scratch.path),
+            Mode::Randomized => Scope::UNSCOPED,
+        };
+        let spec = Spec {
+            mode,
+            scope: &scope,
+            pad: self.policy.padding(),
+        };
         match action {
             LeafAction::Keep => {}
-            LeafAction::Seal(mode) => {
-                self.sealer.seal(mode, ty, value, self.out)?;
+            LeafAction::Seal(_) => {
+                self.sealer.seal(spec, ty, value, self.out)?;
                 self.stats.sealed += 1;
             }
-            LeafAction::SealUriQuery(mode) => {
+            LeafAction::SealUriQuery(_) => {
                 let mut uri = core::mem::take(&mut self.scratch.uri);
                 uri.clear();
-                let r = seal_uri_query(value, &mut *self.sealer, mode, &mut uri);
+                let r = seal_uri_query(value, &mut *self.sealer, spec, &mut uri);
                 if let Ok(n) = r {
                     self.stats.sealed += n;
                     scan::escape_into(&uri, self.out);
@@ -468,6 +522,15 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
     }
 }
 
+/// Appends a member name to a field path, lower-cased when the names are case-insensitive.
+fn push_name(path: &mut String, name: &str, fold: bool) {
+    if fold {
+        path.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+    } else {
+        path.push_str(name);
+    }
+}
+
 /// Spans end on ASCII delimiters of validated text, so this is an O(1) boundary check
 /// that never fails; an empty string stands in rather than a panic if it ever did.
 #[inline]
@@ -481,7 +544,7 @@ fn str_at(text: &str, start: usize, end: usize) -> &str {
 pub fn seal_uri_query<S: ValueSealer>(
     uri: &[u8],
     key: &mut S,
-    mode: Mode,
+    spec: Spec<'_>,
     out: &mut Vec<u8>,
 ) -> Result<u32, CipherError> {
     let mut sealed = 0;
@@ -506,12 +569,12 @@ pub fn seal_uri_query<S: ValueSealer>(
                         out.extend_from_slice(piece.get(..=eq).unwrap_or_default());
                         let v = piece.get(eq + 1..).unwrap_or_default();
                         if !v.is_empty() {
-                            key.seal(mode, ValueType::String, v, out)?;
+                            key.seal(spec, ValueType::String, v, out)?;
                             sealed += 1;
                         }
                     }
                     None => {
-                        key.seal(mode, ValueType::String, piece, out)?;
+                        key.seal(spec, ValueType::String, piece, out)?;
                         sealed += 1;
                     }
                 }
@@ -521,7 +584,7 @@ pub fn seal_uri_query<S: ValueSealer>(
     if let Some(f) = fragment {
         out.push(b'#');
         if !f.is_empty() {
-            key.seal(mode, ValueType::String, f, out)?;
+            key.seal(spec, ValueType::String, f, out)?;
             sealed += 1;
         }
     }

@@ -8,7 +8,7 @@
 use super::scan::{self, JsonError, Literal};
 use crate::cipher::{CipherError, Opened, SealingKey, ValueType};
 use crate::keys::Kid;
-use crate::value::{SealedValue, PREFIX};
+use crate::value::{SealedValue, PREFIX_ANY};
 
 /// Finds the cipher state for a kid.
 pub trait KeyLookup {
@@ -165,7 +165,7 @@ pub fn unseal_document(
 /// lookup. Used to fetch missing keys before unsealing.
 pub fn kids_in(input: &[u8], limit: usize) -> Vec<Kid> {
     let mut kids: Vec<Kid> = Vec::new();
-    let p = PREFIX.as_bytes();
+    let p = PREFIX_ANY.as_bytes();
     let mut i = 0;
     while kids.len() < limit {
         let Some(at) = input
@@ -174,8 +174,13 @@ pub fn kids_in(input: &[u8], limit: usize) -> Vec<Kid> {
         else {
             break;
         };
-        let start = i + at + p.len();
-        i = start;
+        let after = i + at + p.len();
+        i = after;
+        // The version: `1:` or `2:`.
+        if !matches!(input.get(after..after + 2), Some(b"1:" | b"2:")) {
+            continue;
+        }
+        let start = after + 2;
         // `r<version>.<YYYY-MM>` is at most 19 bytes, then `:d:` or `:r:`.
         let Some(colon) = input
             .get(start..)
@@ -200,8 +205,26 @@ pub fn kids_in(input: &[u8], limit: usize) -> Vec<Kid> {
     kids
 }
 
+/// Does `raw` hold something that starts like a Veil value (`veil:v1:` or `veil:v2:`)?
 fn contains_prefix(raw: &[u8]) -> bool {
-    raw.windows(PREFIX.len()).any(|w| w == PREFIX.as_bytes())
+    find_prefix(raw).is_some()
+}
+
+/// Where the first `veil:v1:` or `veil:v2:` in `b` starts.
+fn find_prefix(b: &[u8]) -> Option<usize> {
+    let p = PREFIX_ANY.as_bytes();
+    let mut from = 0;
+    while let Some(at) = b
+        .get(from..)
+        .and_then(|rest| rest.windows(p.len()).position(|w| w == p))
+    {
+        let start = from + at;
+        if crate::value::looks_sealed(b.get(start..).unwrap_or_default()) {
+            return Some(start);
+        }
+        from = start + 1;
+    }
+    None
 }
 
 /// The characters a Veil value is made of (prefix, kid, mode, base64url payload).
@@ -229,15 +252,12 @@ fn unseal_string(s: &str, keys: &dyn KeyLookup, stats: &mut UnsealStats, out: &m
         }
         return;
     }
-    // Embedded values: each starts at PREFIX and runs over token characters.
+    // Embedded values: each starts at a version prefix and runs over token characters.
     let b = s.as_bytes();
     let mut result: Vec<u8> = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let at = b.get(i..).and_then(|rest| {
-            rest.windows(PREFIX.len())
-                .position(|w| w == PREFIX.as_bytes())
-        });
+        let at = b.get(i..).and_then(find_prefix);
         let Some(p) = at else {
             result.extend_from_slice(b.get(i..).unwrap_or_default());
             break;
@@ -327,6 +347,9 @@ mod tests {
             "not":"veil:v1:r1.2026-13:d:AAAA","nor":"veil:v1:r1.2026-01:x:AAAA","end":"veil:v1:"}"#;
         let kids: Vec<String> = kids_in(doc, 10).iter().map(|k| k.to_string()).collect();
         assert_eq!(kids, ["r2.2025-01", "r1.2026-01", "r3.2024-07"]);
+        let v2 = br#"["veil:v2:r4.2026-01:d:AAAAAAAAAAAA:AAAA","veil:v3:r5.2026-01:d:x","veil:v2:r1.2026-01:r:x"]"#;
+        let kids: Vec<String> = kids_in(v2, 10).iter().map(|k| k.to_string()).collect();
+        assert_eq!(kids, ["r4.2026-01", "r1.2026-01"]);
         assert_eq!(kids_in(doc, 2).len(), 2);
         assert!(kids_in(b"{}", 10).is_empty());
         assert!(kids_in(b"veil:v1:r1.2026-01", 10).is_empty());

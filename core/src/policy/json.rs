@@ -12,7 +12,8 @@
 use serde::Deserialize;
 
 use super::jsonpath::{CompileError, List, Node, Selectors};
-use super::{ModeName, TypeSwitches};
+use super::{DomainsOption, ModeName, TypeSwitches, ValueShape};
+use crate::cipher::{Padding, Scope};
 use crate::json::{Leaf, LeafAction, Policy};
 
 /// The options of the `json` profile. Every field has a default; see
@@ -27,6 +28,10 @@ pub struct JsonOptions {
     pub encrypt_numerics: bool,
     pub encrypt_dates: bool,
     pub encrypt_booleans: bool,
+    /// Pad sealed values to length buckets (format v2). Default on.
+    pub pad: bool,
+    /// Named domains whose fields share deterministic ciphertexts. Default none.
+    pub deterministic_domains: DomainsOption,
 }
 
 impl Default for JsonOptions {
@@ -39,6 +44,8 @@ impl Default for JsonOptions {
             encrypt_numerics: true,
             encrypt_dates: true,
             encrypt_booleans: true,
+            pad: true,
+            deterministic_domains: DomainsOption::new(),
         }
     }
 }
@@ -58,6 +65,7 @@ pub struct JsonOptionsError {
 pub struct JsonRules {
     selectors: Selectors,
     switches: TypeSwitches,
+    shape: ValueShape,
 }
 
 impl JsonRules {
@@ -90,6 +98,13 @@ impl JsonRules {
                 dates: o.encrypt_dates,
                 booleans: o.encrypt_booleans,
             },
+            shape: ValueShape::new(o.pad, &o.deterministic_domains).map_err(|e| {
+                JsonOptionsError {
+                    field: "deterministic_domains",
+                    index: None,
+                    message: format!("domain {:?}: {}", e.domain, e.message),
+                }
+            })?,
         })
     }
 }
@@ -119,6 +134,14 @@ impl Policy for JsonRules {
         } else {
             LeafAction::Keep
         }
+    }
+
+    fn scope(&self, path: &str) -> Scope {
+        self.shape.scope(path)
+    }
+
+    fn padding(&self) -> Padding {
+        self.shape.padding()
     }
 }
 

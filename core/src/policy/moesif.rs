@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{ModeName, NameSet, TypeSwitches};
+use super::{DomainsOption, ModeName, NameSet, TypeSwitches, ValueShape};
+use crate::cipher::{Padding, Scope};
 use crate::json::{Leaf, LeafAction, Policy};
 
 /// How `transfer_encoding: "base64"` bodies (binary or non-JSON) are treated.
@@ -49,6 +50,11 @@ pub struct MoesifOptions {
     pub metadata_skip: Vec<String>,
     pub encrypt_graphql_query: bool,
     pub opaque_bodies: OpaqueBodies,
+    /// Pad sealed values to length buckets (format v2). Default on.
+    pub pad: bool,
+    /// Named domains whose fields share deterministic ciphertexts (joinable); every other
+    /// field's deterministic values are scoped to the field. Default none.
+    pub deterministic_domains: DomainsOption,
 }
 
 impl Default for MoesifOptions {
@@ -70,6 +76,8 @@ impl Default for MoesifOptions {
             metadata_skip: Vec::new(),
             encrypt_graphql_query: false,
             opaque_bodies: OpaqueBodies::Encrypt,
+            pad: true,
+            deterministic_domains: DomainsOption::new(),
         }
     }
 }
@@ -167,6 +175,7 @@ pub struct MoesifRules {
     metadata_skip: NameSet,
     graphql_query: bool,
     opaque_pass: bool,
+    shape: ValueShape,
 }
 
 impl MoesifRules {
@@ -190,6 +199,7 @@ impl MoesifRules {
             metadata_skip: NameSet::new(&o.metadata_skip),
             graphql_query: o.encrypt_graphql_query,
             opaque_pass: o.opaque_bodies == OpaqueBodies::Pass,
+            shape: ValueShape::lenient(o.pad, &o.deterministic_domains),
         }
     }
 }
@@ -420,6 +430,19 @@ impl Policy for MoesifPolicy {
             other => other,
         }
     }
+
+    /// HTTP header names are case-insensitive.
+    fn fold_case(&self, parent: Node) -> bool {
+        matches!(parent, Node::Headers(_))
+    }
+
+    fn scope(&self, path: &str) -> Scope {
+        self.shape.scope(path)
+    }
+
+    fn padding(&self) -> Padding {
+        self.shape.padding()
+    }
 }
 
 #[cfg(test)]
@@ -461,6 +484,91 @@ mod tests {
                 "{body}: {r:?}"
             );
         }
+    }
+
+    /// Issue #18: one address in `request.body.email` and `response.body.owner` sealed to
+    /// one ciphertext. Sealed by the walker, each field now has its own; header names are
+    /// case-insensitive; a named domain joins fields again; everything opens.
+    #[test]
+    fn the_walker_scopes_values_by_field_path() {
+        use crate::cipher::SealingKey;
+        use crate::json::{seal_document, unseal_document, Scratch};
+        use crate::keys::{Dek, Kid};
+        let key = SealingKey::new(
+            "r1.2026-01".parse::<Kid>().unwrap(),
+            &Dek::from_bytes([3; 32]),
+        );
+        let seal = |options: serde_json::Value, body: &str| -> serde_json::Value {
+            let o: MoesifOptions = serde_json::from_value(options).unwrap();
+            let policy = MoesifPolicy::new(
+                Route::from_path("/v1/events/batch").unwrap(),
+                Arc::new(MoesifRules::new(&o)),
+            );
+            let mut out = Vec::new();
+            seal_document(
+                body.as_bytes(),
+                &policy,
+                &key,
+                64,
+                &mut Scratch::default(),
+                &mut out,
+            )
+            .unwrap();
+            let mut back = Vec::new();
+            let stats = unseal_document(
+                &out,
+                &vec![SealingKey::new(key.kid(), &Dek::from_bytes([3; 32]))],
+                64,
+                &mut back,
+            )
+            .unwrap();
+            assert_eq!(stats.failed + stats.unknown_kid, 0);
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&back).unwrap(),
+                serde_json::from_str::<serde_json::Value>(body).unwrap()
+            );
+            serde_json::from_slice(&out).unwrap()
+        };
+        let body = r#"[
+            {"request":{"headers":{"X-Owner":"jane@example.com"},"body":{"email":"jane@example.com","items":[{"e":"jane@example.com"},{"e":"jane@example.com"}]}},
+             "response":{"headers":{"x-owner":"jane@example.com"},"body":{"owner":"jane@example.com"}}},
+            {"request":{"body":{"email":"jane@example.com"}}}
+        ]"#;
+        let v = seal(serde_json::json!({}), body);
+        let req_email = &v[0]["request"]["body"]["email"];
+        assert_ne!(req_email, &v[0]["response"]["body"]["owner"]);
+        assert_ne!(req_email, &v[0]["request"]["headers"]["X-Owner"]);
+        // Same field in another event, and array elements: one scope.
+        assert_eq!(req_email, &v[1]["request"]["body"]["email"]);
+        assert_eq!(
+            v[0]["request"]["body"]["items"][0]["e"],
+            v[0]["request"]["body"]["items"][1]["e"]
+        );
+        // The tag is the field path's, header names lower-cased.
+        let tag =
+            |x: &serde_json::Value| x.as_str().unwrap().split(':').nth(4).unwrap().to_string();
+        assert_eq!(tag(req_email), Scope::field("request.body.email").as_str());
+        assert_eq!(
+            tag(&v[0]["request"]["headers"]["X-Owner"]),
+            Scope::field("request.headers.x-owner").as_str()
+        );
+        assert_eq!(
+            tag(&v[0]["request"]["body"]["items"][0]["e"]),
+            Scope::field("request.body.items.e").as_str()
+        );
+        // A named domain joins the fields it lists.
+        let v = seal(
+            serde_json::json!({"deterministic_domains": {"email": ["request.body.email", "response.body.owner"]}}),
+            body,
+        );
+        assert_eq!(
+            v[0]["request"]["body"]["email"],
+            v[0]["response"]["body"]["owner"]
+        );
+        assert_ne!(
+            v[0]["request"]["body"]["email"],
+            v[0]["request"]["body"]["items"][0]["e"]
+        );
     }
 
     #[test]
