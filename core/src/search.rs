@@ -81,6 +81,9 @@ pub enum SearchError {
     TooManyTerms { limit: usize },
     #[error("sealing a search term failed: {0}")]
     Cipher(CipherError),
+    /// Fail closed: the management path forwards only what it can check.
+    #[error("{construct} (in {at}) is not on the search allow-list: Veil cannot check that it carries no sealed value in plaintext")]
+    NotAllowed { construct: String, at: String },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -258,6 +261,63 @@ pub fn search_kids(root: u32, epochs: &[Epoch]) -> Vec<Kid> {
     epochs.iter().map(|e| Kid::new(root, *e)).collect()
 }
 
+/// What a management-API request that carries a body is, by its path (after the route
+/// prefix). Fail closed: only the searches and counts Veil can check go on; every other
+/// endpoint with a body is refused (it might carry a sealed field's value in plaintext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Management {
+    /// `/search/~/search/{events,users,companies}`: checked and rewritten.
+    Search(Entity),
+    /// `/search/~/count/{events,users,companies}`: the same query language, checked and
+    /// rewritten.
+    Count(Entity),
+    /// Any other endpoint: a body is refused (`400 bad-search`).
+    Refused,
+}
+
+impl Management {
+    /// The entity whose fields the body's queries name, if the body can be checked.
+    pub fn entity(self) -> Option<Entity> {
+        match self {
+            Management::Search(e) | Management::Count(e) => Some(e),
+            Management::Refused => None,
+        }
+    }
+}
+
+/// Classifies `rest` (the path after the route prefix; query string ignored; `/v1` before
+/// `search` and one trailing slash accepted).
+pub fn management_route(rest: &str) -> Management {
+    let path = rest.split(['?', '#']).next().unwrap_or(rest);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    let Some(tail) = path.strip_prefix("/search/~/") else {
+        return Management::Refused;
+    };
+    let (kind, name) = tail.split_once('/').unwrap_or((tail, ""));
+    let entity = match name {
+        "events" => Entity::Event,
+        "users" => Entity::User,
+        "companies" => Entity::Company,
+        _ => return Management::Refused,
+    };
+    match kind {
+        "search" => Management::Search(entity),
+        "count" => Management::Count(entity),
+        _ => Management::Refused,
+    }
+}
+
+/// The kids a search needs: every root version in `roots` × every epoch, in root then
+/// epoch order. Data sealed under an older root version is found too (a root is rotated,
+/// its old data stays at the vendor).
+pub fn search_kids_for(roots: &[u32], epochs: &[Epoch]) -> Vec<Kid> {
+    roots
+        .iter()
+        .flat_map(|r| epochs.iter().map(move |e| Kid::new(*r, *e)))
+        .collect()
+}
+
 /// Is `rest` (the path after the route prefix) the events search?
 pub fn is_events_search(rest: &str) -> bool {
     let path = rest.split(['?', '#']).next().unwrap_or(rest);
@@ -284,9 +344,15 @@ pub struct MoesifEvents(MoesifPolicy);
 
 impl MoesifEvents {
     pub fn new(rules: std::sync::Arc<MoesifRules>) -> MoesifEvents {
+        MoesifEvents::for_entity(Entity::Event, rules)
+    }
+
+    /// The policy seen from a search over `entity` (users and companies searches name
+    /// fields from the user / company root, `metadata.email`).
+    pub fn for_entity(entity: Entity, rules: std::sync::Arc<MoesifRules>) -> MoesifEvents {
         MoesifEvents(MoesifPolicy::new(
             Route {
-                entity: Entity::Event,
+                entity,
                 batch: false,
             },
             rules,
@@ -755,56 +821,362 @@ impl Rewriter<'_> {
         Ok(out)
     }
 
-    /// Walks a query (or any part of the body that is not an aggregation definition).
-    fn walk(&mut self, j: &mut J) -> Result<(), SearchError> {
-        match j {
-            J::Arr(items) => items.iter_mut().try_for_each(|v| self.walk(v)),
-            J::Obj(members) => {
-                for (k, v) in members.iter_mut() {
-                    let q = match k.as_str() {
-                        "term" => Some(Query::Term),
-                        "terms" => Some(Query::Terms),
-                        "match" => Some(Query::Match),
-                        "aggs" | "aggregations" => {
-                            if let J::Obj(aggs) = v {
-                                for (_, def) in aggs.iter_mut() {
-                                    self.aggregation(def)?;
-                                }
-                            }
-                            continue;
-                        }
-                        kind @ ("prefix"
-                        | "wildcard"
-                        | "regexp"
-                        | "fuzzy"
-                        | "range"
-                        | "match_phrase"
-                        | "match_phrase_prefix"
-                        | "match_bool_prefix") => {
-                            if let J::Obj(o) = &*v {
-                                self.not_on_sealed(kind, o)?;
-                            }
-                            continue;
-                        }
-                        _ => None,
-                    };
-                    match (q, &*v) {
-                        // A `terms` *aggregation* names its field in `field`.
-                        (Some(Query::Terms), J::Obj(o))
-                            if matches!(get(o, "field"), Some(J::Str(_))) => {}
-                        (Some(q), J::Obj(o)) => {
-                            if let Some(new) = self.query(q, o)? {
-                                *k = "terms".to_string();
-                                *v = new;
-                            }
-                        }
-                        _ => self.walk(v)?,
-                    }
+    /// The whole body: an object whose members are on the allow-list
+    /// ([`ALLOWED_TOP`]); anything else is refused before anything leaves.
+    fn body(&mut self, j: &mut J) -> Result<(), SearchError> {
+        let J::Obj(members) = j else {
+            return Err(not_allowed("a search body that is not an object", ""));
+        };
+        for (k, v) in members.iter_mut() {
+            match k.as_str() {
+                "query" | "post_filter" => self.clause(v, k)?,
+                "aggs" | "aggregations" => self.aggs(v)?,
+                "sort" => self.sort(v)?,
+                "_source" | "stored_fields" | "docvalue_fields" => field_list(v, k)?,
+                "size"
+                | "from"
+                | "track_total_hits"
+                | "timeout"
+                | "terminate_after"
+                | "min_score"
+                | "explain"
+                | "version"
+                | "seq_no_primary_term"
+                | "track_scores" => scalar(v, k)?,
+                other => return Err(not_allowed(other, "the body")),
+            }
+        }
+        Ok(())
+    }
+
+    /// One query clause: an object with exactly one member, a query type on the allow-list.
+    fn clause(&mut self, j: &mut J, at: &str) -> Result<(), SearchError> {
+        let J::Obj(members) = j else {
+            return Err(not_allowed("a query that is not an object", at));
+        };
+        let [(k, v)] = members.as_mut_slice() else {
+            return Err(not_allowed("a query object with other than one member", at));
+        };
+        let kind = k.clone();
+        match kind.as_str() {
+            "bool" => self.compound(
+                v,
+                &kind,
+                &["must", "filter", "should", "must_not"],
+                &["minimum_should_match", "boost", "_name"],
+            ),
+            "constant_score" => self.compound(v, &kind, &["filter"], &["boost", "_name"]),
+            "dis_max" => self.compound(v, &kind, &["queries"], &["tie_breaker", "boost", "_name"]),
+            "nested" => self.compound(
+                v,
+                &kind,
+                &["query"],
+                &["path", "score_mode", "ignore_unmapped", "boost", "_name"],
+            ),
+            "match_all" | "match_none" => options_only(v, &kind, &["boost", "_name"]),
+            "exists" => options_only(v, &kind, &["field", "boost", "_name"]),
+            "ids" => options_only(v, &kind, &["values", "boost", "_name"]),
+            "term" | "terms" | "match" => {
+                let q = match kind.as_str() {
+                    "term" => Query::Term,
+                    "terms" => Query::Terms,
+                    _ => Query::Match,
+                };
+                let J::Obj(o) = &*v else {
+                    return Err(not_allowed("a query that is not an object", &kind));
+                };
+                if let Some(new) = self.query(q, o)? {
+                    *k = "terms".to_string();
+                    *v = new;
                 }
                 Ok(())
             }
-            J::Null | J::Bool(_) | J::Num(_) | J::Str(_) => Ok(()),
+            "prefix"
+            | "wildcard"
+            | "regexp"
+            | "fuzzy"
+            | "range"
+            | "match_phrase"
+            | "match_phrase_prefix"
+            | "match_bool_prefix" => {
+                let J::Obj(o) = &*v else {
+                    return Err(not_allowed("a query that is not an object", &kind));
+                };
+                self.not_on_sealed(&kind, o)
+            }
+            // Not on the allow-list: query_string, simple_query_string, multi_match,
+            // combined_fields, more_like_this, span_*, terms_set, script, script_score,
+            // function_score, intervals, wrapper, percolate, … Each can carry a value to a
+            // field Veil cannot see or check, so none is forwarded.
+            other => Err(not_allowed(other, at)),
         }
+    }
+
+    /// `bool`, `constant_score`, `dis_max`, `nested`: `clauses` hold a query or a list of
+    /// queries; `options` are scalars (or, for `path`, a field name).
+    fn compound(
+        &mut self,
+        v: &mut J,
+        kind: &str,
+        clauses: &[&str],
+        options: &[&str],
+    ) -> Result<(), SearchError> {
+        let J::Obj(members) = v else {
+            return Err(not_allowed("a query that is not an object", kind));
+        };
+        for (k, v) in members.iter_mut() {
+            if clauses.contains(&k.as_str()) {
+                match v {
+                    J::Arr(items) => {
+                        for item in items {
+                            self.clause(item, kind)?;
+                        }
+                    }
+                    other => self.clause(other, kind)?,
+                }
+            } else if options.contains(&k.as_str()) {
+                scalar(v, k)?;
+            } else {
+                return Err(not_allowed(k, kind));
+            }
+        }
+        Ok(())
+    }
+
+    /// `aggs`: name → definition.
+    fn aggs(&mut self, j: &mut J) -> Result<(), SearchError> {
+        let J::Obj(aggs) = j else {
+            return Err(not_allowed("aggregations that are not an object", "aggs"));
+        };
+        for (_, def) in aggs.iter_mut() {
+            self.aggregation(def)?;
+        }
+        Ok(())
+    }
+
+    /// One aggregation definition: one type on the allow-list, its options, and optional
+    /// sub-aggregations and `meta`. Options that carry values (`include`, `exclude`,
+    /// `missing`, `ranges`) are refused on a sealed field: they would be plaintext.
+    fn aggregation(&mut self, def: &mut J) -> Result<(), SearchError> {
+        let J::Obj(members) = def else {
+            return Err(not_allowed("an aggregation that is not an object", "aggs"));
+        };
+        let mut types = 0;
+        for (k, v) in members.iter_mut() {
+            let kind = k.as_str();
+            let options: &[&str] = match kind {
+                "aggs" | "aggregations" => {
+                    self.aggs(v)?;
+                    continue;
+                }
+                "meta" => continue,
+                "filter" => {
+                    types += 1;
+                    self.clause(v, "filter")?;
+                    continue;
+                }
+                "filters" => {
+                    types += 1;
+                    self.filters(v)?;
+                    continue;
+                }
+                "top_hits" => {
+                    types += 1;
+                    self.top_hits(v)?;
+                    continue;
+                }
+                "terms" => &[
+                    "field",
+                    "size",
+                    "shard_size",
+                    "min_doc_count",
+                    "shard_min_doc_count",
+                    "order",
+                    "show_term_doc_count_error",
+                    "collect_mode",
+                    "execution_hint",
+                    "missing",
+                    "include",
+                    "exclude",
+                ],
+                "date_histogram" => &[
+                    "field",
+                    "calendar_interval",
+                    "fixed_interval",
+                    "interval",
+                    "format",
+                    "time_zone",
+                    "min_doc_count",
+                    "extended_bounds",
+                    "hard_bounds",
+                    "order",
+                    "offset",
+                    "keyed",
+                    "missing",
+                ],
+                "histogram" => &[
+                    "field",
+                    "interval",
+                    "min_doc_count",
+                    "extended_bounds",
+                    "hard_bounds",
+                    "order",
+                    "offset",
+                    "keyed",
+                    "missing",
+                ],
+                "range" | "date_range" => {
+                    &["field", "ranges", "keyed", "format", "time_zone", "missing"]
+                }
+                "cardinality" => &["field", "precision_threshold", "missing"],
+                "value_count" | "min" | "max" | "avg" | "sum" | "stats" | "extended_stats" => {
+                    &["field", "missing", "format"]
+                }
+                "percentiles" => &["field", "percents", "keyed", "tdigest", "missing"],
+                "missing" => &["field"],
+                "nested" | "reverse_nested" => &["path"],
+                "global" => &[],
+                other => return Err(not_allowed(other, "aggs")),
+            };
+            types += 1;
+            self.agg_options(kind, v, options)?;
+        }
+        if types != 1 {
+            return Err(not_allowed(
+                "an aggregation with other than one type",
+                "aggs",
+            ));
+        }
+        Ok(())
+    }
+
+    fn agg_options(&mut self, kind: &str, v: &J, allowed: &[&str]) -> Result<(), SearchError> {
+        let J::Obj(o) = v else {
+            return Err(not_allowed("an aggregation that is not an object", kind));
+        };
+        let field = match get(o, "field") {
+            Some(J::Str(f)) => Some(f.as_str()),
+            Some(_) => return Err(not_allowed("a `field` that is not a string", kind)),
+            None => None,
+        };
+        for (k, v) in o {
+            if !allowed.contains(&k.as_str()) {
+                return Err(not_allowed(k, kind));
+            }
+            // Nothing below an option is a query or a script: plain data only.
+            no_objects_named(v, &["script", "params"], kind)?;
+            if matches!(k.as_str(), "include" | "exclude" | "missing" | "ranges") {
+                if let Some(f) = field {
+                    if self.field_is_sealed(f) {
+                        return Err(SearchError::NotRewritable {
+                            query: "aggregation",
+                            field: f.to_string(),
+                            why: "`include`, `exclude`, `missing` and `ranges` carry values, \
+                                  which cannot be sealed here: refused on a sealed field",
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn filters(&mut self, v: &mut J) -> Result<(), SearchError> {
+        let J::Obj(o) = v else {
+            return Err(not_allowed("`filters` that is not an object", "aggs"));
+        };
+        for (k, v) in o.iter_mut() {
+            match (k.as_str(), v) {
+                ("filters", J::Obj(named)) => {
+                    for (_, q) in named.iter_mut() {
+                        self.clause(q, "filters")?;
+                    }
+                }
+                ("filters", J::Arr(items)) => {
+                    for q in items.iter_mut() {
+                        self.clause(q, "filters")?;
+                    }
+                }
+                ("other_bucket" | "other_bucket_key" | "keyed", v) => scalar(v, k)?,
+                (other, _) => return Err(not_allowed(other, "filters")),
+            }
+        }
+        Ok(())
+    }
+
+    fn top_hits(&mut self, v: &mut J) -> Result<(), SearchError> {
+        let J::Obj(o) = v else {
+            return Err(not_allowed("`top_hits` that is not an object", "aggs"));
+        };
+        for (k, v) in o.iter_mut() {
+            match k.as_str() {
+                "size" | "from" => scalar(v, k)?,
+                "sort" => self.sort(v)?,
+                "_source" | "stored_fields" | "docvalue_fields" => field_list(v, k)?,
+                other => return Err(not_allowed(other, "top_hits")),
+            }
+        }
+        Ok(())
+    }
+
+    /// `sort`: field names, `_score`, `_doc`, or `{field: order | {options}}`. A `missing`
+    /// other than `_first` / `_last` is a value: refused on a sealed field.
+    fn sort(&mut self, v: &J) -> Result<(), SearchError> {
+        let items: Vec<&J> = match v {
+            J::Arr(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        for item in items {
+            match item {
+                J::Str(_) => {}
+                J::Obj(o) => {
+                    for (field, spec) in o {
+                        if field.starts_with('_') && !matches!(field.as_str(), "_score" | "_doc") {
+                            return Err(not_allowed(field, "sort"));
+                        }
+                        match spec {
+                            J::Str(_) => {}
+                            J::Obj(opts) => {
+                                for (k, ov) in opts {
+                                    match k.as_str() {
+                                        "order" | "mode" | "unmapped_type" | "format"
+                                        | "numeric_type" => scalar(ov, k)?,
+                                        "missing" => {
+                                            let keyword = matches!(ov, J::Str(m) if m == "_first" || m == "_last");
+                                            if !keyword && self.field_is_sealed(field) {
+                                                return Err(not_allowed(
+                                                    "`missing` with a value on a sealed field",
+                                                    "sort",
+                                                ));
+                                            }
+                                            scalar(ov, k)?;
+                                        }
+                                        other => return Err(not_allowed(other, "sort")),
+                                    }
+                                }
+                            }
+                            _ => {
+                                return Err(not_allowed(
+                                    "a sort that is not a name or object",
+                                    "sort",
+                                ))
+                            }
+                        }
+                    }
+                }
+                _ => return Err(not_allowed("a sort that is not a name or object", "sort")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Does the policy seal anything (of any type) at this field (`.raw` removed)?
+    fn field_is_sealed(&self, field: &str) -> bool {
+        let path = field.strip_suffix(".raw").unwrap_or(field);
+        let segments: Vec<&str> = path.split('.').collect();
+        [Leaf::Str("x"), Leaf::Number("1"), Leaf::Bool(true)]
+            .into_iter()
+            .any(|leaf| !matches!(self.policy.action(&segments, leaf), LeafAction::Keep))
     }
 
     /// Queries that cannot match ciphertexts (ranges, prefixes, patterns, phrases) are
@@ -844,24 +1216,86 @@ impl Rewriter<'_> {
         }
         Ok(())
     }
+}
 
-    /// One aggregation definition: only its `filter` / `filters` hold queries.
-    fn aggregation(&mut self, def: &mut J) -> Result<(), SearchError> {
-        let J::Obj(members) = def else { return Ok(()) };
-        for (k, v) in members.iter_mut() {
-            match k.as_str() {
-                "aggs" | "aggregations" => {
-                    if let J::Obj(aggs) = v {
-                        for (_, d) in aggs.iter_mut() {
-                            self.aggregation(d)?;
-                        }
-                    }
-                }
-                "filter" | "filters" => self.walk(v)?,
-                _ => {}
+/// A construct not on the allow-list. `construct` is a DSL name or a description; a name
+/// that is not a plain identifier is not echoed (it could be anything a client sent).
+fn not_allowed(construct: &str, at: &str) -> SearchError {
+    let plain = |s: &str| {
+        s.len() <= 64
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b' ' | b'`'))
+    };
+    SearchError::NotAllowed {
+        construct: if plain(construct) {
+            construct.to_string()
+        } else {
+            "<a member>".to_string()
+        },
+        at: if plain(at) {
+            at.to_string()
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// A scalar option (number, string, boolean, null).
+fn scalar(v: &J, at: &str) -> Result<(), SearchError> {
+    match v {
+        J::Arr(_) | J::Obj(_) => Err(not_allowed("a structured value", at)),
+        _ => Ok(()),
+    }
+}
+
+/// `_source`-like options: field names (strings, lists of strings, `{includes, excludes}`,
+/// `{field, format}`) or a boolean.
+fn field_list(v: &J, at: &str) -> Result<(), SearchError> {
+    match v {
+        J::Bool(_) | J::Str(_) => Ok(()),
+        J::Arr(items) => items.iter().try_for_each(|i| field_list(i, at)),
+        J::Obj(o) => o.iter().try_for_each(|(k, v)| match k.as_str() {
+            "includes" | "excludes" | "include" | "exclude" | "field" | "format" => {
+                field_list(v, at)
             }
+            other => Err(not_allowed(other, at)),
+        }),
+        J::Null | J::Num(_) => Err(not_allowed("a value that is not a field name", at)),
+    }
+}
+
+/// A query that only takes options (`match_all`, `exists`, `ids`): its members are on
+/// `allowed`, and their values are scalars or lists of scalars.
+fn options_only(v: &J, kind: &str, allowed: &[&str]) -> Result<(), SearchError> {
+    let J::Obj(o) = v else {
+        return Err(not_allowed("a query that is not an object", kind));
+    };
+    for (k, v) in o {
+        if !allowed.contains(&k.as_str()) {
+            return Err(not_allowed(k, kind));
         }
-        Ok(())
+        match v {
+            J::Arr(items) => items.iter().try_for_each(|i| scalar(i, k))?,
+            other => scalar(other, k)?,
+        }
+    }
+    Ok(())
+}
+
+/// Refuses any object member named in `names` anywhere below `v`.
+fn no_objects_named(v: &J, names: &[&str], at: &str) -> Result<(), SearchError> {
+    match v {
+        J::Arr(items) => items
+            .iter()
+            .try_for_each(|i| no_objects_named(i, names, at)),
+        J::Obj(o) => o.iter().try_for_each(|(k, v)| {
+            if names.contains(&k.as_str()) {
+                Err(not_allowed(k, at))
+            } else {
+                no_objects_named(v, names, at)
+            }
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -892,7 +1326,7 @@ impl SearchBody {
             terms: 0,
             rewritten: 0,
         };
-        r.walk(&mut copy)?;
+        r.body(&mut copy)?;
         Ok(r.rewritten)
     }
 
@@ -910,7 +1344,7 @@ impl SearchBody {
             terms: 0,
             rewritten: 0,
         };
-        r.walk(&mut self.0)?;
+        r.body(&mut self.0)?;
         Ok(r.rewritten)
     }
 
@@ -1200,7 +1634,8 @@ mod tests {
             "{uri}"
         );
         // The exact number text is what is sealed.
-        let mut body = SearchBody::parse(br#"{"term":{"request.body.n":1.50}}"#, 8).unwrap();
+        let mut body =
+            SearchBody::parse(br#"{"query":{"term":{"request.body.n":1.50}}}"#, 8).unwrap();
         body.rewrite(&p, &[&k]).unwrap();
         let n = both(&k, "request.body.n", ValueType::Number, "1.50");
         assert!(String::from_utf8(body.to_vec()).unwrap().contains(&n[0]));
@@ -1219,7 +1654,7 @@ mod tests {
         assert_eq!(v, serde_json::from_str::<serde_json::Value>(body).unwrap());
         // A skipped body field stays readable, so its term stays.
         let p = policy(serde_json::json!({"request_body_skip": ["email"]}));
-        let body = r#"{"term":{"request.body.email.raw":"a@b.c"}}"#;
+        let body = r#"{"query":{"term":{"request.body.email.raw":"a@b.c"}}}"#;
         assert_eq!(
             rewrite(body, &p, &[&k]).unwrap(),
             serde_json::from_str::<serde_json::Value>(body).unwrap()
@@ -1232,28 +1667,34 @@ mod tests {
         let p = policy(serde_json::json!({}));
         let err = |body: &str, p: &MoesifEvents| rewrite(body, p, &[&k]).unwrap_err().to_string();
         // Booleans are randomized by default.
-        assert!(err(r#"{"term":{"request.body.consent":true}}"#, &p).contains("randomized"));
+        assert!(
+            err(r#"{"query":{"term":{"request.body.consent":true}}}"#, &p).contains("randomized")
+        );
         // `match` on an analyzed (non-.raw) sealed field.
-        assert!(err(r#"{"match":{"request.body.email":"a@b.c"}}"#, &p).contains(".raw"));
+        assert!(err(r#"{"query":{"match":{"request.body.email":"a@b.c"}}}"#, &p).contains(".raw"));
         // Unknown forms on sealed fields.
         assert!(err(
-            r#"{"terms":{"request.body.email":{"index":"x","id":"1"}}}"#,
+            r#"{"query":{"terms":{"request.body.email":{"index":"x","id":"1"}}}}"#,
             &p
         )
         .contains("unsupported"));
         assert!(err(
-            r#"{"term":{"request.body.email":{"value":"a","case_insensitive":true}}}"#,
+            r#"{"query":{"term":{"request.body.email":{"value":"a","case_insensitive":true}}}}"#,
             &p
         )
         .contains("case_insensitive"));
         let rp = policy(serde_json::json!({"mode": "randomized"}));
-        assert!(err(r#"{"term":{"ip_address":"1.2.3.4"}}"#, &rp).contains("randomized"));
+        assert!(err(r#"{"query":{"term":{"ip_address":"1.2.3.4"}}}"#, &rp).contains("randomized"));
         // Messages never contain the value.
-        let e = err(r#"{"match":{"request.body.secret":"hunter2hunter2"}}"#, &p);
+        let e = err(
+            r#"{"query":{"match":{"request.body.secret":"hunter2hunter2"}}}"#,
+            &p,
+        );
         assert!(!e.contains("hunter2"), "{e}");
         // Too many terms.
         let many: Vec<String> = (0..MAX_TERMS + 1).map(|i| format!("v{i}")).collect();
-        let body = serde_json::json!({"terms": {"request.body.email": many}}).to_string();
+        let body =
+            serde_json::json!({"query": {"terms": {"request.body.email": many}}}).to_string();
         assert_eq!(
             rewrite(&body, &p, &[&k]).unwrap_err(),
             SearchError::TooManyTerms { limit: MAX_TERMS }
@@ -1311,7 +1752,11 @@ mod tests {
         let p = policy(serde_json::json!({}));
         let text = r#"{"size":50,"n":1.50,"big":123456789012345678901234567890,"e":1e400,"s":"caf\u00e9 \"q\"","a":[true,false,null,{}],"o":{}}"#;
         let b = SearchBody::parse(text.as_bytes(), 8).unwrap();
-        assert_eq!(b.sealed_terms(&p).unwrap(), 0);
+        // Not a search body: its members are not on the allow-list.
+        assert!(matches!(
+            b.sealed_terms(&p),
+            Err(SearchError::NotAllowed { .. })
+        ));
         let out = String::from_utf8(b.to_vec()).unwrap();
         assert_eq!(out, text.replace("\\u00e9", "é"));
         assert!(matches!(
@@ -1338,5 +1783,201 @@ mod tests {
         let e: Vec<Epoch> = vec!["2025-01".parse().unwrap(), "2026-01".parse().unwrap()];
         let kids: Vec<String> = search_kids(3, &e).iter().map(|k| k.to_string()).collect();
         assert_eq!(kids, ["r3.2025-01", "r3.2026-01"]);
+    }
+
+    /// Issue #18: each construct of the review carried `jane@example.com` to the vendor
+    /// unchanged (the rewrite was a deny-list). Each is now refused before anything leaves,
+    /// and the refusal never echoes the value.
+    #[test]
+    fn constructs_off_the_allow_list_are_refused() {
+        let k = key("r1.2026-01");
+        let p = policy(serde_json::json!({}));
+        for body in [
+            r#"{"query":{"span_term":{"request.body.email":"jane@example.com"}}}"#,
+            r#"{"query":{"terms_set":{"request.body.email":{"terms":["jane@example.com"],"minimum_should_match_field":"n"}}}}"#,
+            r#"{"query":{"combined_fields":{"query":"jane@example.com","fields":["request.body.email"]}}}"#,
+            r#"{"query":{"more_like_this":{"fields":["request.body.email"],"like":"jane@example.com","min_term_freq":1}}}"#,
+            r#"{"query":{"bool":{"filter":[{"script":{"script":{"source":"doc['request.body.email.raw'].value == params.e","params":{"e":"jane@example.com"}}}}]}}}"#,
+            r#"{"query":{"script_score":{"query":{"match_all":{}},"script":{"source":"1","params":{"e":"jane@example.com"}}}}}"#,
+            r#"{"query":{"query_string":{"query":"request.body.email:jane@example.com"}}}"#,
+            r#"{"query":{"simple_query_string":{"query":"jane@example.com"}}}"#,
+            r#"{"query":{"multi_match":{"query":"jane@example.com","fields":["request.body.*"]}}}"#,
+            r#"{"query":{"function_score":{"query":{"term":{"user_id":"u"}},"functions":[{"filter":{"term":{"request.body.email.raw":"jane@example.com"}},"weight":2}]}}}"#,
+            r#"{"query":{"wrapper":{"query":"eyJ0ZXJtIjp7InJlcXVlc3QuYm9keS5lbWFpbC5yYXciOiJqYW5lQGV4YW1wbGUuY29tIn19"}}}"#,
+            r#"{"query":{"intervals":{"request.body.notes":{"match":{"query":"jane@example.com"}}}}}"#,
+            r#"{"aggs":{"a":{"terms":{"field":"request.body.email.raw","include":["jane@example.com"]}}}}"#,
+            r#"{"aggs":{"a":{"terms":{"field":"request.body.email.raw","include":"jane@example\\.com"}}}}"#,
+            r#"{"aggs":{"a":{"terms":{"field":"request.body.email.raw","exclude":["jane@example.com"]}}}}"#,
+            r#"{"aggs":{"a":{"terms":{"field":"request.body.email.raw","missing":"jane@example.com"}}}}"#,
+            r#"{"aggs":{"a":{"terms":{"field":"user_id","script":{"source":"'jane@example.com'"}}}}}"#,
+            r#"{"aggs":{"a":{"significant_text":{"field":"request.body.notes"}}}}"#,
+            r#"{"sort":[{"_script":{"type":"string","script":{"source":"'jane@example.com'"}}}]}"#,
+            r#"{"sort":[{"request.body.email.raw":{"order":"asc","missing":"jane@example.com"}}]}"#,
+            r#"{"search_after":["jane@example.com"]}"#,
+            r#"{"highlight":{"fields":{"request.body.email":{"highlight_query":{"term":{"request.body.email":"jane@example.com"}}}}}}"#,
+            r#"{"query":{"term":{"request.body.email.raw":"x"},"extra":{"term":{"request.body.email.raw":"jane@example.com"}}}}"#,
+            r#"{"query":{"bool":{"must":[{"match_all":{}}],"unknown":{"term":{"request.body.email.raw":"jane@example.com"}}}}}"#,
+            r#"["jane@example.com"]"#,
+        ] {
+            let e = rewrite(body, &p, &[&k]);
+            let Err(e) = e else {
+                panic!("forwarded: {body}");
+            };
+            let text = e.to_string();
+            assert!(!text.contains("jane"), "{body}: {text}");
+            let parsed = SearchBody::parse(body.as_bytes(), 128).unwrap();
+            assert!(parsed.sealed_terms(&p).is_err(), "{body}");
+        }
+    }
+
+    /// What the allow-list lets through, unchanged or rewritten.
+    #[test]
+    fn allowed_constructs_pass_or_are_rewritten() {
+        let k = key("r1.2026-01");
+        let p = policy(serde_json::json!({}));
+        for body in [
+            r#"{"query":{"match_all":{}},"size":10,"from":0,"track_total_hits":true,"_source":{"includes":["request.*"]},"sort":["_score",{"request.time":"desc"},{"request.body.email.raw":{"order":"asc","missing":"_last"}}]}"#,
+            r#"{"query":{"bool":{"filter":[{"exists":{"field":"request.body.email"}},{"ids":{"values":["a","b"]}},{"range":{"request.time":{"gte":"now-7d"}}}],"minimum_should_match":1}}}"#,
+            r#"{"aggs":{"t":{"terms":{"field":"user_id","include":["u1"],"size":5},"aggs":{"c":{"cardinality":{"field":"company_id"}}}},"h":{"date_histogram":{"field":"request.time","calendar_interval":"day"},"meta":{"x":1}},"top":{"top_hits":{"size":1,"sort":[{"request.time":"desc"}]}}}}"#,
+            r#"{"query":{"constant_score":{"filter":{"dis_max":{"queries":[{"match_none":{}}],"tie_breaker":0.5}}}}}"#,
+        ] {
+            let v = rewrite(body, &p, &[&k]).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(
+                v,
+                serde_json::from_str::<serde_json::Value>(body).unwrap(),
+                "{body}"
+            );
+        }
+        // Equality inside any allowed compound is rewritten.
+        let v = rewrite(
+            r#"{"query":{"nested":{"path":"x","query":{"constant_score":{"filter":{"term":{"request.body.email.raw":"a@b.c"}}}}}},
+                "aggs":{"f":{"filters":{"filters":{"one":{"term":{"request.body.email.raw":"a@b.c"}}}}}}}"#,
+            &p,
+            &[&k],
+        )
+        .unwrap();
+        let want = serde_json::json!(both(&k, "request.body.email", ValueType::String, "a@b.c"));
+        assert_eq!(
+            v["query"]["nested"]["query"]["constant_score"]["filter"]["terms"]
+                ["request.body.email.raw"],
+            want
+        );
+        assert_eq!(
+            v["aggs"]["f"]["filters"]["filters"]["one"]["terms"]["request.body.email.raw"],
+            want
+        );
+    }
+
+    /// Issue #18: `/search/~/search/users` and `/count/events` were not inspected at all.
+    /// They are classified, and their bodies go through the same check; every other
+    /// endpoint with a body is refused.
+    #[test]
+    fn every_management_endpoint_with_a_body_is_checked_or_refused() {
+        assert_eq!(
+            management_route("/search/~/search/events?from=-7d"),
+            Management::Search(Entity::Event)
+        );
+        assert_eq!(
+            management_route("/v1/search/~/search/users/"),
+            Management::Search(Entity::User)
+        );
+        assert_eq!(
+            management_route("/search/~/search/companies"),
+            Management::Search(Entity::Company)
+        );
+        assert_eq!(
+            management_route("/search/~/count/events"),
+            Management::Count(Entity::Event)
+        );
+        assert_eq!(
+            management_route("/v1/search/~/count/users"),
+            Management::Count(Entity::User)
+        );
+        for other in [
+            "/search/~/search/actions",
+            "/search/~/delete/events",
+            "/workspaces/123",
+            "/v1/~/dashboards",
+            "/search/~/searchx/events",
+            "/search/events",
+            "",
+        ] {
+            assert_eq!(management_route(other), Management::Refused, "{other}");
+        }
+        // A users search names user fields: metadata is sealed, user_id is not.
+        let k = key("r1.2026-01");
+        let o: MoesifOptions = serde_json::from_value(serde_json::json!({})).unwrap();
+        let users = MoesifEvents::for_entity(Entity::User, Arc::new(MoesifRules::new(&o)));
+        let mut b = SearchBody::parse(
+            br#"{"query":{"bool":{"must":[{"term":{"metadata.email.raw":"jane@example.com"}},{"term":{"user_id":"u1"}}]}}}"#,
+            64,
+        )
+        .unwrap();
+        assert_eq!(b.rewrite(&users, &[&k]).unwrap(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&b.to_vec()).unwrap();
+        assert_eq!(
+            v["query"]["bool"]["must"][0]["terms"]["metadata.email.raw"],
+            serde_json::json!(both(
+                &k,
+                "metadata.email",
+                ValueType::String,
+                "jane@example.com"
+            ))
+        );
+        assert_eq!(
+            v["query"]["bool"]["must"][1],
+            serde_json::json!({"term": {"user_id": "u1"}})
+        );
+        // A count body is the same language: a construct off the list is refused.
+        let count = SearchBody::parse(
+            br#"{"query":{"span_term":{"request.body.email":"jane@example.com"}}}"#,
+            64,
+        )
+        .unwrap();
+        assert!(count.sealed_terms(&p_events()).is_err());
+    }
+
+    fn p_events() -> MoesifEvents {
+        policy(serde_json::json!({}))
+    }
+
+    /// Issue #18: "a search only covers the current root version". The kids of a search are
+    /// every root version × every epoch; with both formats, a value sealed under any of
+    /// them, before or after format v2, is among the terms.
+    #[test]
+    fn searches_cover_every_root_version_and_both_formats() {
+        let e: Vec<Epoch> = vec!["2025-01".parse().unwrap(), "2026-01".parse().unwrap()];
+        let kids: Vec<String> = search_kids_for(&[1, 2], &e)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(
+            kids,
+            ["r1.2025-01", "r1.2026-01", "r2.2025-01", "r2.2026-01"]
+        );
+        let keys: Vec<SealingKey> = kids.iter().map(|k| key(k)).collect();
+        let refs: Vec<&SealingKey> = keys.iter().collect();
+        let p = p_events();
+        let v = rewrite(
+            r#"{"query":{"term":{"request.body.email.raw":"jane@example.com"}}}"#,
+            &p,
+            &refs,
+        )
+        .unwrap();
+        let terms = v["query"]["terms"]["request.body.email.raw"]
+            .as_array()
+            .unwrap();
+        assert_eq!(terms.len(), 8);
+        // Data sealed under the old root in 2025, in v1 (before this change) and in v2, is
+        // found by the plaintext search.
+        let old = key("r1.2025-01");
+        for sealed in both(
+            &old,
+            "request.body.email",
+            ValueType::String,
+            "jane@example.com",
+        ) {
+            assert!(terms.contains(&serde_json::json!(sealed)));
+        }
     }
 }
