@@ -538,9 +538,10 @@ fn str_at(text: &str, start: usize, end: usize) -> &str {
     text.get(start..end).unwrap_or_default()
 }
 
-/// Seals each query value and the fragment of a URL, keeping scheme, host, path and query
-/// keys readable (analytics group by route). A query piece without `=` is sealed whole.
-/// Writes the new URL (unescaped text) to `out`; returns how many values were sealed.
+/// Seals each query value, the fragment and any userinfo (`admin:hunter2@`) of a URL,
+/// keeping scheme, host, port, path and query keys readable (analytics group by route). A
+/// query piece without `=` is sealed whole. Writes the new URL (unescaped text) to `out`;
+/// returns how many values were sealed.
 pub fn seal_uri_query<S: ValueSealer>(
     uri: &[u8],
     key: &mut S,
@@ -552,11 +553,25 @@ pub fn seal_uri_query<S: ValueSealer>(
         Some(p) => (uri.get(..p).unwrap_or_default(), uri.get(p + 1..)),
         None => (uri, None),
     };
-    match main.iter().position(|&b| b == b'?') {
-        None => out.extend_from_slice(main),
-        Some(q) => {
-            out.extend_from_slice(main.get(..=q).unwrap_or_default());
-            let query = main.get(q + 1..).unwrap_or_default();
+    let (before_query, query) = match main.iter().position(|&b| b == b'?') {
+        Some(q) => (main.get(..q).unwrap_or_default(), main.get(q + 1..)),
+        None => (main, None),
+    };
+    // Userinfo: between `//` and the last `@` before the path. Credentials, always sealed.
+    match userinfo(before_query) {
+        Some((start, end)) => {
+            out.extend_from_slice(before_query.get(..start).unwrap_or_default());
+            let info = before_query.get(start..end).unwrap_or_default();
+            key.seal(spec, ValueType::String, info, out)?;
+            sealed += 1;
+            out.extend_from_slice(before_query.get(end..).unwrap_or_default());
+        }
+        None => out.extend_from_slice(before_query),
+    }
+    match query {
+        None => {}
+        Some(query) => {
+            out.push(b'?');
             for (n, piece) in query.split(|&b| b == b'&').enumerate() {
                 if n > 0 {
                     out.push(b'&');
@@ -589,4 +604,75 @@ pub fn seal_uri_query<S: ValueSealer>(
         }
     }
     Ok(sealed)
+}
+
+/// The span of a URL's userinfo (without the `@`): after `//` (scheme or scheme-relative),
+/// up to the last `@` of the authority (which ends at the first `/`). `None`: there is none.
+fn userinfo(url: &[u8]) -> Option<(usize, usize)> {
+    let start = url.windows(2).position(|w| w == b"//")? + 2;
+    let authority = url.get(start..)?;
+    let auth_len = authority
+        .iter()
+        .position(|&b| b == b'/')
+        .unwrap_or(authority.len());
+    let at = authority
+        .get(..auth_len)?
+        .iter()
+        .rposition(|&b| b == b'@')?;
+    (at > 0).then_some((start, start + at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cipher::{Padding, Scope};
+    use crate::json::unseal_document;
+    use crate::keys::{Dek, Kid};
+
+    /// Issue #18: URI userinfo (`admin:hunter2@`) stayed readable.
+    #[test]
+    fn userinfo_is_sealed_and_comes_back() {
+        let key = SealingKey::new(
+            "r1.2026-01".parse::<Kid>().unwrap(),
+            &Dek::from_bytes([9; 32]),
+        );
+        let scope = Scope::field("request.uri");
+        let spec = Spec {
+            mode: Mode::Deterministic,
+            scope: &scope,
+            pad: Padding::Buckets,
+        };
+        for (url, sealed_parts) in [
+            ("https://admin:hunter2@api.example.com:8443/v1/x?q=1#f", 3),
+            ("https://token@api.example.com/", 1),
+            ("//user:pw@h/p", 1),
+            ("https://api.example.com/p/a@b?x=y", 1),
+            ("https://a@b@host/p", 1),
+            ("https://api.example.com", 0),
+        ] {
+            let mut out = Vec::new();
+            let n = seal_uri_query(url.as_bytes(), &mut &key, spec, &mut out).unwrap();
+            assert_eq!(n, sealed_parts, "{url}");
+            let text = String::from_utf8(out.clone()).unwrap();
+            assert!(
+                !text.contains("hunter2") && !text.contains("user:pw"),
+                "{text}"
+            );
+            assert!(!text.contains("token@") && !text.contains("a@b@"), "{text}");
+            assert!(
+                text.contains("api.example.com") || text.contains("h/p") || text.contains("host/p"),
+                "{text}"
+            );
+            let doc = format!("\"{}\"", text);
+            let mut back = Vec::new();
+            unseal_document(
+                doc.as_bytes(),
+                &vec![SealingKey::new(key.kid(), &Dek::from_bytes([9; 32]))],
+                8,
+                &mut back,
+            )
+            .unwrap();
+            assert_eq!(String::from_utf8(back).unwrap(), format!("\"{url}\""));
+        }
+    }
 }
