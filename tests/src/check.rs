@@ -187,8 +187,10 @@ pub fn assert_no_leak(haystack: &[u8], found: &Found, what: &str) {
 /// The key ids of the Veil values in `doc`.
 pub fn kids_in(doc: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(doc);
-    let mut kids: Vec<String> = text
-        .match_indices("veil:v1:")
+    // Format v2 (written today) and v1 (sealed before).
+    let mut kids: Vec<String> = ["veil:v1:", "veil:v2:"]
+        .iter()
+        .flat_map(|p| text.match_indices(p))
         .filter_map(|(i, _)| text.get(i + 8..)?.split(':').next().map(str::to_string))
         .collect();
     kids.sort();

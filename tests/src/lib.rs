@@ -500,6 +500,31 @@ impl Drop for Stack {
     }
 }
 
+/// The line of the demo template before which routes for extra filter rules go.
+const RULE_ROUTES_MARK: &str = "# (veil-e2e inserts one such route per extra filter rule";
+
+/// The demo template has no catch-all to the vendor (nothing without a Veil rule reaches
+/// it). Tests that seal under their own prefixes get one Envoy route per rule prefix (other
+/// than the template's own `/collector` and `/api`), to the vendor with the path unchanged.
+fn with_rule_routes(yaml: &str, filter_config: &Value) -> String {
+    let mut routes = String::new();
+    for rule in filter_config["routes"].as_array().into_iter().flatten() {
+        let Some(prefix) = rule["prefix"].as_str() else {
+            continue;
+        };
+        if matches!(prefix, "/collector" | "/api") {
+            continue;
+        }
+        routes.push_str(&format!(
+            "- match: {{ prefix: \"{prefix}\" }}\n                route: {{ cluster: vendor, timeout: 30s }}\n              "
+        ));
+    }
+    match yaml.find(RULE_ROUTES_MARK) {
+        Some(at) => format!("{}{routes}{}", &yaml[..at], &yaml[at..]),
+        None => panic!("envoy/veil-demo.yaml lost its marker line {RULE_ROUTES_MARK:?}"),
+    }
+}
+
 /// Starts an Envoy with the demo template and `filter_config` in `dir` (its config file and
 /// log named after `name`), in front of `upstream` with `keyservice`; returns it once ready,
 /// or its log if it refused to start.
@@ -532,6 +557,7 @@ fn start_envoy(
             ("VEIL_FILTER_CONFIG", config),
         ],
     );
+    let yaml = with_rule_routes(&yaml, filter_config);
     let yaml_path = dir.join(format!("{name}.yaml"));
     fs::write(&yaml_path, yaml).unwrap_or_else(|e| panic!("{}: {e}", yaml_path.display()));
     let mut args = vec![

@@ -219,7 +219,7 @@ fn seal_config_seals_and_originates_tls_with_sni_and_validation() {
     assert!(seal.stat("cluster.moesif_api.ssl.handshake") >= 1);
     let answer = String::from_utf8_lossy(&r.body);
     assert!(
-        !answer.contains("veil:v1:"),
+        !answer.contains("veil:v1:") && !answer.contains("veil:v2:"),
         "the answer is unsealed: {answer}"
     );
     assert!(
