@@ -362,6 +362,7 @@ pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
     let mut failed = Vec::new();
     for r in &keyring.roots {
         let result = match &provider {
+            _ if r.state == RootState::Destroyed => "tombstone (never reused)".to_string(),
             Ok(p) => match r.unwrap(p.as_ref()).await {
                 Ok(_) => "unwrap ok, check value ok".to_string(),
                 Err(m) => {

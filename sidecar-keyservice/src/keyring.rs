@@ -65,6 +65,9 @@ pub enum RootState {
     Active,
     /// Kept in the file but not unwrapped or served (its data keys are unavailable).
     Disabled,
+    /// A tombstone left by `keyring destroy`: the wrapped root is gone, the version number
+    /// stays so that no later root ever reuses it (a kid names exactly one key, forever).
+    Destroyed,
 }
 
 impl fmt::Display for RootState {
@@ -72,6 +75,7 @@ impl fmt::Display for RootState {
         f.pad(match self {
             RootState::Active => "active",
             RootState::Disabled => "disabled",
+            RootState::Destroyed => "destroyed",
         })
     }
 }
@@ -172,6 +176,15 @@ impl Keyring {
                     "version: {} already used by roots[{prev}]",
                     r.version
                 )));
+            }
+            if r.state == RootState::Destroyed {
+                // A tombstone: nothing to unwrap, and nothing may be left to unwrap.
+                if !r.wrapped.is_empty() {
+                    return Err(root_err(
+                        "wrapped: a destroyed root keeps no wrapped key (must be \"\")".into(),
+                    ));
+                }
+                continue;
             }
             r.wrapped_bytes()
                 .map_err(|m| root_err(format!("wrapped: {m}")))?;
@@ -347,6 +360,19 @@ impl Roots {
             });
         }
         Ok(Roots { roots })
+    }
+
+    /// These roots without the versions not in `active` (a root destroyed or disabled in
+    /// the keyring since they were unwrapped).
+    pub fn retain(&self, active: &[u32]) -> Roots {
+        Roots {
+            roots: self
+                .roots
+                .iter()
+                .filter(|(v, _)| active.contains(v))
+                .map(|(v, r)| (*v, r.clone()))
+                .collect(),
+        }
     }
 
     /// Builds from already unwrapped roots (tests, tools).

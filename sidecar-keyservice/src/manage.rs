@@ -148,6 +148,10 @@ pub async fn rewrap(
     let mut moved = Vec::new();
     let mut kept = Vec::new();
     for (i, r) in keyring.roots.iter_mut().enumerate() {
+        if r.state == RootState::Destroyed {
+            // A tombstone has nothing to rewrap.
+            continue;
+        }
         if r.wrapped_by(target.as_ref()) {
             kept.push(format!("r{}", r.version));
             continue;
@@ -216,6 +220,10 @@ pub async fn verify(cfg: &KeyringConfig) -> Result<(), Failure> {
     crate::cli::warn_local(provider.as_ref(), false);
     let mut failed = Vec::new();
     for r in &keyring.roots {
+        if r.state == RootState::Destroyed {
+            println!("r{:<4} {:<9} (tombstone: never reused)", r.version, r.state);
+            continue;
+        }
         match r.unwrap(provider.as_ref()).await {
             Ok(_) => println!(
                 "r{:<4} {:<9} ok (unwraps, check value matches)",
@@ -260,8 +268,9 @@ pub async fn relay_key_show(cfg: &KeyringConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `keyring destroy <version>`: removes the root from the keyring after confirmation
-/// (`--yes`, or typing `destroy r<version>` on standard input). Irreversible.
+/// `keyring destroy <version>`: shreds the root (its wrapped key is removed from the keyring)
+/// after confirmation (`--yes`, or typing `destroy r<version>` on standard input), leaving a
+/// tombstone so the version is never reused. Irreversible.
 pub async fn destroy(cfg: &KeyringConfig, version: &str, yes: bool) -> Result<(), Failure> {
     let path = cfg.keyring.display().to_string();
     let v: u32 = version
@@ -274,7 +283,11 @@ pub async fn destroy(cfg: &KeyringConfig, version: &str, yes: bool) -> Result<()
             ))
         })?;
     let mut keyring = Keyring::load(&cfg.keyring)?;
-    let Some(pos) = keyring.roots.iter().position(|r| r.version == v) else {
+    let Some(pos) = keyring
+        .roots
+        .iter()
+        .position(|r| r.version == v && r.state != RootState::Destroyed)
+    else {
         return Err(Failure(format!("keyring {path}: there is no root r{v}")));
     };
     let active_left = keyring
@@ -305,13 +318,20 @@ pub async fn destroy(cfg: &KeyringConfig, version: &str, yes: bool) -> Result<()
             )));
         }
     }
-    keyring.roots.remove(pos);
+    if let Some(entry) = keyring.roots.get_mut(pos) {
+        // The tombstone: version, creation time and KEK name stay; the wrapped root and its
+        // check value go. rotate-root counts tombstones, so r{v} is never issued again.
+        entry.state = RootState::Destroyed;
+        entry.wrapped.clear();
+        entry.check.clear();
+    }
     keyring.replace(&cfg.keyring)?;
     println!(
-        "keyring {path}: root r{v} destroyed; data sealed under r{v}.* can no longer be read. \
-         Copies of the keyring (backups, other replicas' files) still hold it wrapped: remove \
-         them too. Running keyservices that read this file forget it within \
-         VEIL_KEYRING_RELOAD_SECS."
+        "keyring {path}: root r{v} destroyed; data sealed under r{v}.* can no longer be read, \
+         and r{v} will never be issued again (a tombstone stays in the keyring). Copies of the \
+         keyring (backups, other replicas' files) still hold it wrapped: remove them too. \
+         Running keyservices that read this file forget it within VEIL_KEYRING_RELOAD_SECS; \
+         filters drop its keys at their next refresh."
     );
     Ok(())
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use veil_keyservice::keyring::Keyring;
+use veil_keyservice::keyring::{Keyring, RootState};
 
 fn error_line(o: &Output) -> String {
     let lines: Vec<&str> = o
@@ -162,9 +162,16 @@ fn destroy_asks_for_confirmation_and_shreds_the_root() {
     let o = env.run_stdin(&["keyring", "destroy", "r1"], "destroy r1\n");
     assert!(o.status.success(), "{}", o.all());
     let k = Keyring::load(&env.keyring()).unwrap();
+    // r1 stays as a tombstone: no wrapped key, never reused.
     assert_eq!(
-        k.roots.iter().map(|r| r.version).collect::<Vec<_>>(),
-        vec![2]
+        k.roots
+            .iter()
+            .map(|r| (r.version, r.state, r.wrapped.is_empty()))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, RootState::Destroyed, true),
+            (2, RootState::Active, false)
+        ]
     );
     let s = env.serve();
     assert_eq!(s.get("/v1/data-keys/r1.2026-01", Some(TOKEN)).status, 404);
@@ -177,6 +184,60 @@ fn destroy_asks_for_confirmation_and_shreds_the_root() {
     assert!(env.run(&["keyring", "rotate-root"]).status.success());
     let k = Keyring::load(&env.keyring()).unwrap();
     assert_eq!(k.current_version(), Some(3));
+}
+
+/// Issue #18: `keyring destroy` of the current r2 then `rotate-root` made a new r2, so one
+/// kid named two keys, and running keyservices kept serving the destroyed root until
+/// restart. Now the version is a tombstone (the next root is r3), a running keyservice stops
+/// serving the destroyed root within its reload interval, and every answer carries the
+/// data key's fingerprint and the root versions served.
+#[test]
+fn a_destroyed_root_version_is_never_reused_and_stops_being_served() {
+    let env = Env::new();
+    env.init();
+    assert!(env.run(&["keyring", "rotate-root"]).status.success());
+    let s = env.serve();
+    let current = s.get("/v1/data-keys/current", Some(TOKEN)).json();
+    assert_eq!(current["current_root"], 2);
+    assert_eq!(current["root_versions"], serde_json::json!([1, 2]));
+    let r2 = s.get("/v1/data-keys/r2.2026-01", Some(TOKEN)).json();
+    // The fingerprint is the data key's (HKDF-Expand(DEK, "veil/v2/fingerprint", 16)).
+    let dek = veil_core::keys::Dek::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r2["dek"].as_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(r2["fingerprint"], dek.fingerprint().to_string());
+
+    let o = env.run(&["keyring", "destroy", "r2", "--yes"]);
+    assert!(o.status.success(), "{}", o.all());
+    // The running keyservice reads the keyring live (VEIL_KEYRING_RELOAD_SECS).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let c = s.get("/v1/data-keys/current", Some(TOKEN)).json();
+        if c["root_versions"] == serde_json::json!([1]) {
+            assert_eq!(c["current_root"], 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still served: {c}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(s.get("/v1/data-keys/r2.2026-01", Some(TOKEN)).status, 404);
+    s.stop();
+
+    assert!(env.run(&["keyring", "rotate-root"]).status.success());
+    let k = Keyring::load(&env.keyring()).unwrap();
+    assert_eq!(k.current_version(), Some(3), "r2 is never issued again");
+    let s = env.serve();
+    let r3 = s.get("/v1/data-keys/r3.2026-01", Some(TOKEN)).json();
+    assert_ne!(r3["fingerprint"], r2["fingerprint"]);
+    assert_eq!(s.get("/v1/data-keys/r2.2026-01", Some(TOKEN)).status, 404);
+    let o = env.run(&["keyring", "verify"]);
+    assert!(o.status.success(), "{}", o.all());
+    s.stop();
 }
 
 #[test]

@@ -20,6 +20,8 @@ struct KeyOut {
     kid: Kid,
     /// base64url (no padding) of the data key; zeroized on drop.
     dek_b64: Zeroizing<String>,
+    /// [`Dek::fingerprint`] in hex: the filter checks it on install, binding kid and key.
+    fingerprint: String,
     not_before: i64,
     not_after: i64,
 }
@@ -31,6 +33,7 @@ impl KeyOut {
             dek_b64: Zeroizing::new(
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(dek.as_bytes()),
             ),
+            fingerprint: dek.fingerprint().to_string(),
             not_before: kid.epoch.start_unix(),
             not_after: kid.epoch.next(rotation).start_unix(),
         }
@@ -40,9 +43,10 @@ impl KeyOut {
 impl Serialize for KeyOut {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("KeyOut", 4)?;
+        let mut st = s.serialize_struct("KeyOut", 5)?;
         st.serialize_field("kid", &self.kid.to_string())?;
         st.serialize_field("dek", self.dek_b64.as_str())?;
+        st.serialize_field("fingerprint", &self.fingerprint)?;
         st.serialize_field("not_before", &self.not_before)?;
         st.serialize_field("not_after", &self.not_after)?;
         st.end()
@@ -52,6 +56,9 @@ impl Serialize for KeyOut {
 #[derive(Serialize)]
 struct CurrentOut {
     current_root: u32,
+    /// Every root version served: a search covers data sealed under each of them, and a
+    /// filter drops cached keys of a version no longer listed (destroyed).
+    root_versions: Vec<u32>,
     rotation_months: u16,
     keys: Vec<KeyOut>,
 }
@@ -94,6 +101,7 @@ pub(crate) async fn current_keys(State(state): State<Arc<AppState>>) -> Response
     }
     secret_json(&CurrentOut {
         current_root: roots.current(),
+        root_versions: roots.versions(),
         rotation_months: state.rotation.get(),
         keys,
     })

@@ -40,7 +40,7 @@ pub mod state;
 
 pub use auth::{ReplayCache, Seen, MAX_SKEW_SECS, REPLAY_CACHE_ENTRIES};
 pub use problems::problem;
-pub use state::{AppState, Metrics, Reloader, RELOAD_MIN_INTERVAL};
+pub use state::{AppState, Metrics, Reloader, RELOAD_MIN_INTERVAL, RELOAD_MIN_INTERVAL_SECS};
 
 use auth::require_token;
 use handlers::{current_keys, healthz, key_by_kid, metrics, readyz};

@@ -51,8 +51,11 @@ struct Loaded {
     digest: Option<KeyringDigest>,
 }
 
+/// Seconds of [`RELOAD_MIN_INTERVAL`].
+pub const RELOAD_MIN_INTERVAL_SECS: u64 = 5;
+
 /// Unknown root versions trigger at most one keyring reload per this interval.
-pub const RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(5);
+pub const RELOAD_MIN_INTERVAL: Duration = Duration::from_secs(RELOAD_MIN_INTERVAL_SECS);
 
 impl Reloader {
     /// `digest`: of the keyring file the roots held were unwrapped from.
