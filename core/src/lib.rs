@@ -34,5 +34,6 @@ pub mod policy;
 pub mod problem;
 pub mod relay;
 pub mod search;
+pub mod shared_record;
 pub mod siv;
 pub mod value;
