@@ -6,6 +6,7 @@
 //! Profiles: [`moesif`] (Moesif's collector formats) and [`json`] (any JSON API, with the
 //! selectors of [`jsonpath`]).
 
+pub mod graphql;
 pub mod json;
 pub mod jsonpath;
 pub mod moesif;

@@ -314,18 +314,11 @@ impl MoesifPolicy {
     }
 }
 
-/// A GraphQL document starts with an operation keyword or a selection set. Only such a
-/// string stays readable under `encrypt_graphql_query: false`; a REST body's `query` field
-/// holding anything else is sealed.
+/// Only a string that parses as a GraphQL executable document stays readable under
+/// `encrypt_graphql_query: false`; a REST body's `query` field holding anything else is
+/// sealed (a prefix check kept `"query jane@example.com"` readable).
 fn looks_like_graphql(s: &str) -> bool {
-    let t = s.trim_start();
-    t.starts_with('{')
-        || ["query", "mutation", "subscription", "fragment"]
-            .iter()
-            .any(|k| {
-                t.strip_prefix(k)
-                    .is_some_and(|r| r.starts_with(|c: char| !c.is_alphanumeric() && c != '_'))
-            })
+    super::graphql::is_executable_document(s)
 }
 
 impl Policy for MoesifPolicy {
@@ -613,5 +606,10 @@ mod tests {
         assert!(!looks_like_graphql("queryset=1"));
         assert!(!looks_like_graphql("SELECT ssn FROM patients"));
         assert!(!looks_like_graphql("jane@example.com"));
+        // Issue #18: the prefix heuristic took these for GraphQL and left them readable.
+        assert!(!looks_like_graphql("query jane@example.com"));
+        assert!(!looks_like_graphql("query(email: jane@example.com"));
+        assert!(!looks_like_graphql("{ \"email\": \"jane@example.com\" }"));
+        assert!(!looks_like_graphql("mutation: ssn 078-05-1120"));
     }
 }
