@@ -30,6 +30,7 @@ pub mod nonce;
 pub mod ondemand_record;
 pub mod open_memo;
 pub mod percent;
+pub mod percent_form;
 pub mod policy;
 pub mod problem;
 pub mod relay;

@@ -768,7 +768,7 @@ fn collector_routes_disabled_rule_and_lua_prefix() {
     assert!(v[0]["request"]["uri"]
         .as_str()
         .unwrap()
-        .starts_with("https://app.acme.com/login?email=veil:v2:"));
+        .starts_with("https://app.acme.com/login?email=%veil:v2:"));
     assert!(is_sealed(&v[0]["request"]["user_agent_string"]));
     assert!(is_sealed(&v[0]["metadata"]["mfa"]));
     check(

@@ -584,7 +584,16 @@ pub fn seal_uri_query<S: ValueSealer>(
                         out.extend_from_slice(piece.get(..=eq).unwrap_or_default());
                         let v = piece.get(eq + 1..).unwrap_or_default();
                         if !v.is_empty() {
-                            key.seal(spec, ValueType::String, v, out)?;
+                            // Sealed as its decoded text (so `ada%40example.org` seals like
+                            // `ada@example.org`), marked to be re-encoded on unseal; only
+                            // when re-encoding gives back the exact bytes sent.
+                            match crate::percent_form::decoded(v) {
+                                Some(text) => {
+                                    out.push(crate::percent_form::MARK);
+                                    key.seal(spec, ValueType::String, &text, out)?;
+                                }
+                                None => key.seal(spec, ValueType::String, v, out)?,
+                            }
                             sealed += 1;
                         }
                     }
@@ -674,5 +683,50 @@ mod tests {
             .unwrap();
             assert_eq!(String::from_utf8(back).unwrap(), format!("\"{url}\""));
         }
+    }
+
+    /// Issue #18: query values were sealed in their percent-encoded form, so
+    /// `ada%40example.org` in a URI and `ada@example.org` in a body never matched. Now the
+    /// decoded text is sealed (one ciphertext for both, in one scope or domain), and the URI
+    /// comes back byte for byte.
+    #[test]
+    fn query_values_are_sealed_as_decoded_text_and_restored_exactly() {
+        let key = SealingKey::new(
+            "r1.2026-01".parse::<Kid>().unwrap(),
+            &Dek::from_bytes([9; 32]),
+        );
+        let scope = Scope::domain("email");
+        let spec = Spec {
+            mode: Mode::Deterministic,
+            scope: &scope,
+            pad: Padding::Buckets,
+        };
+        let mut body_value = Vec::new();
+        key.seal(spec, ValueType::String, b"ada@example.org", &mut body_value)
+            .unwrap();
+        let body_value = String::from_utf8(body_value).unwrap();
+        for url in [
+            "https://x.io/p?email=ada%40example.org&n=1",
+            "https://x.io/p?email=ada@example.org&n=1",
+        ] {
+            let mut out = Vec::new();
+            seal_uri_query(url.as_bytes(), &mut &key, spec, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(&body_value), "{url} -> {text}");
+            let doc = format!("\"{text}\"");
+            let mut back = Vec::new();
+            let keys = vec![SealingKey::new(key.kid(), &Dek::from_bytes([9; 32]))];
+            unseal_document(doc.as_bytes(), &keys, 8, &mut back).unwrap();
+            assert_eq!(String::from_utf8(back).unwrap(), format!("\"{url}\""));
+        }
+        // A form that would not come back exactly is sealed as sent (and comes back so).
+        let url = "https://x.io/p?email=ada%40example%2eorg";
+        let mut out = Vec::new();
+        seal_uri_query(url.as_bytes(), &mut &key, spec, &mut out).unwrap();
+        let doc = format!("\"{}\"", String::from_utf8(out).unwrap());
+        let mut back = Vec::new();
+        let keys = vec![SealingKey::new(key.kid(), &Dek::from_bytes([9; 32]))];
+        unseal_document(doc.as_bytes(), &keys, 8, &mut back).unwrap();
+        assert_eq!(String::from_utf8(back).unwrap(), format!("\"{url}\""));
     }
 }

@@ -269,8 +269,21 @@ fn unseal_string(s: &str, keys: &dyn KeyLookup, stats: &mut UnsealStats, out: &m
             end += 1;
         }
         let token = s.get(start..end).unwrap_or_default();
-        match SealedValue::parse(token).and_then(|v| open(&v, keys, stats)) {
-            Some((ValueType::String, plain)) => result.extend_from_slice(&plain),
+        let parsed = SealedValue::parse(token);
+        match parsed.and_then(|v| open(&v, keys, stats)) {
+            Some((ValueType::String, plain)) => {
+                // `%` right before a v2 value marks a query value sealed as its decoded text
+                // (crate::json::seal::seal_uri_query): it comes back percent-encoded, byte for
+                // byte as it was sent.
+                let marked = parsed.is_some_and(|v| v.version == crate::value::Version::V2)
+                    && result.last() == Some(&crate::percent_form::MARK);
+                if marked {
+                    result.pop();
+                    crate::percent_form::encode_into(&plain, &mut result);
+                } else {
+                    result.extend_from_slice(&plain);
+                }
+            }
             _ => result.extend_from_slice(token.as_bytes()),
         }
         i = end.max(start + 1);
