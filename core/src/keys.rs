@@ -32,6 +32,10 @@ pub enum KeyError {
     DekLength(usize),
     #[error("not a key fingerprint (32 hex digits): {0:?}")]
     Fingerprint(String),
+    #[error("the data key for {0} does not match its fingerprint: refused")]
+    FingerprintMismatch(String),
+    #[error("the data key for {0} is not 32 bytes of base64url")]
+    DekEncoding(String),
 }
 
 /// How many calendar months one epoch (one data key) lasts. `ENCRYPTION_ROTATION_MONTHS`.
@@ -349,6 +353,26 @@ impl Dek {
     }
 }
 
+/// A data key as received (a keyservice answer, a shared-data record), checked before it is
+/// installed: the kid parses, the key is 32 bytes of base64url (no padding), and its
+/// fingerprint is the one that travelled with it. A key that arrives under a kid with
+/// another key's fingerprint is refused, so a kid cannot silently name another key.
+pub fn checked_dek(kid: &str, dek_b64url: &str, fingerprint: &str) -> Result<(Kid, Dek), KeyError> {
+    use base64::Engine;
+    let kid_parsed: Kid = kid.parse()?;
+    let claimed: Fingerprint = fingerprint.parse()?;
+    let bytes = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(dek_b64url)
+            .map_err(|_| KeyError::DekEncoding(kid.to_string()))?,
+    );
+    let dek = Dek::from_slice(&bytes).map_err(|_| KeyError::DekEncoding(kid.to_string()))?;
+    if dek.fingerprint() != claimed {
+        return Err(KeyError::FingerprintMismatch(kid.to_string()));
+    }
+    Ok((kid_parsed, dek))
+}
+
 /// HKDF info of [`Dek::fingerprint`].
 pub const FINGERPRINT_INFO: &[u8] = b"veil/v2/fingerprint";
 
@@ -379,5 +403,45 @@ impl FromStr for Fingerprint {
 impl fmt::Debug for Dek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Dek(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    /// Issue #18: a kid was not bound to its key. A key is installed only with the
+    /// fingerprint that travelled with it.
+    #[test]
+    fn a_key_is_installed_only_with_its_fingerprint() {
+        let dek = Dek::from_bytes([7; 32]);
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(dek.as_bytes());
+        let fp = dek.fingerprint().to_string();
+        let (kid, got) = checked_dek("r2.2026-01", &text, &fp).unwrap();
+        assert_eq!(kid.to_string(), "r2.2026-01");
+        assert_eq!(got.as_bytes(), dek.as_bytes());
+        let other = Dek::from_bytes([8; 32]).fingerprint().to_string();
+        assert_eq!(
+            checked_dek("r2.2026-01", &text, &other).unwrap_err(),
+            KeyError::FingerprintMismatch("r2.2026-01".into())
+        );
+        assert!(matches!(
+            checked_dek("r2.2026-01", &text, "xyz"),
+            Err(KeyError::Fingerprint(_))
+        ));
+        assert!(matches!(
+            checked_dek("r2.2026-01", "AAAA", &fp),
+            Err(KeyError::DekEncoding(_))
+        ));
+        assert!(matches!(
+            checked_dek("r0.2026-01", &text, &fp),
+            Err(KeyError::Kid(_))
+        ));
+        // The error never shows the key.
+        let e = checked_dek("r2.2026-01", &text, &other)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains(&text));
     }
 }
