@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use veil_core::cipher::{SealingKey, ValueType};
+use veil_core::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
 use veil_core::keys::{Dek, Kid};
 use veil_core::value::{Mode, SealedValue};
 use veil_e2e::{fixture, http, Stack, StackOptions};
@@ -221,10 +221,27 @@ fn values_sealed_under_older_epochs_are_found_and_decrypted_on_demand() {
                          "consent": seal(key, Mode::Randomized, ValueType::Bool, "false")}},
                "user_id": "u-old"})
     };
+    // And one sealed in format v2 by today's collector (issue #18: v1 data sealed before
+    // the change and v2 data are found by one plaintext search).
+    let v2 = |key: &SealingKey, email: &str| {
+        let scope = Scope::field("request.body.patient.email");
+        let spec = Spec {
+            mode: Mode::Deterministic,
+            scope: &scope,
+            pad: Padding::Buckets,
+        };
+        let mut out = Vec::new();
+        key.seal(spec, ValueType::String, email.as_bytes(), &mut out)
+            .unwrap();
+        json!({"request": {"time": "2025-07-01T00:00:00.000Z", "verb": "GET",
+                "body": {"patient": {"email": String::from_utf8(out).unwrap()}}},
+               "user_id": "u-v2"})
+    };
     let batch = json!([
         old(&k24, "old@example.com"),
         old(&k25, "old@example.com"),
-        old(&k25, "other@example.com")
+        old(&k25, "other@example.com"),
+        v2(&k25, "old@example.com")
     ]);
     let r = http::request(
         stack.upstream,
@@ -246,11 +263,13 @@ fn values_sealed_under_older_epochs_are_found_and_decrypted_on_demand() {
     );
     assert_eq!(resp.status, 200, "{}", resp.text());
     let v = resp.json();
-    assert_eq!(v["hits"]["total"], 2, "{v}");
+    assert_eq!(v["hits"]["total"], 3, "{v}");
     for hit in v["hits"]["hits"].as_array().unwrap() {
         let body = &hit["_source"]["request"]["body"];
         assert_eq!(body["patient"]["email"], "old@example.com");
-        assert_eq!(body["consent"], false);
+        if hit["_source"]["user_id"] == "u-old" {
+            assert_eq!(body["consent"], false);
+        }
     }
     assert!(resp.text().contains(r#""amount":10.10"#), "{}", resp.text());
     // 2024-01 and 2025-01 were not prefetched (only the current and next epoch are).
@@ -264,7 +283,7 @@ fn values_sealed_under_older_epochs_are_found_and_decrypted_on_demand() {
         &json!({"query": {"term": {"request.body.patient.email.raw": "old@example.com"}}}),
         &[],
     );
-    assert_eq!(resp.json()["hits"]["total"], 1, "{}", resp.text());
+    assert_eq!(resp.json()["hits"]["total"], 2, "{}", resp.text());
 }
 
 #[test]
