@@ -35,7 +35,7 @@ fn a_collector_event_is_sealed_under_the_current_kid() {
     let (h, v) = sealed_event(&f);
     let email = v["request"]["body"]["email"].as_str().unwrap();
     assert!(
-        email.starts_with(&format!("veil:v1:{}:", f.current_kid(1))),
+        email.starts_with(&format!("veil:v2:{}:", f.current_kid(1))),
         "{email}"
     );
     assert!(
@@ -243,7 +243,7 @@ fn keys_another_worker_fetched_are_used_without_a_callout() {
     assert!(v["name"]
         .as_str()
         .unwrap()
-        .starts_with(&format!("veil:v1:{}:", one.current_kid(1))));
+        .starts_with(&format!("veil:v2:{}:", one.current_kid(1))));
     assert!(two.sent().is_empty());
 }
 

@@ -42,9 +42,14 @@ fn a_sealed_term_is_rewritten_under_the_held_epoch_key() {
     );
     assert_eq!(b, Action::Continue, "{:?}", h.reply());
     let t = terms(&h);
-    assert_eq!(t.len(), 1);
+    // Format v2 (the field's scope) and v1 (events sealed before v2), under the one key.
+    assert_eq!(t.len(), 2);
     assert!(
-        t[0].starts_with(&format!("veil:v1:{}:d:", f.current_kid(1))),
+        t[0].starts_with(&format!("veil:v2:{}:d:", f.current_kid(1))),
+        "{t:?}"
+    );
+    assert!(
+        t[1].starts_with(&format!("veil:v1:{}:d:", f.current_kid(1))),
         "{t:?}"
     );
     assert_eq!(h.get(HeaderKind::RequestHeaders, "content-length"), None);
@@ -77,8 +82,9 @@ fn a_search_over_an_older_epoch_waits_for_its_key() {
     f.worker.run_parked(&h, StreamId(1));
     assert_eq!(*h.resumed.borrow(), vec![Direction::Request]);
     let t = terms(&h);
-    assert_eq!(t.len(), 2, "one sealed term per epoch");
-    assert!(t[0].contains(&old) && t[1].contains(&f.current_kid(1)));
+    assert_eq!(t.len(), 4, "one sealed term per epoch and format (v2, v1)");
+    assert!(t[0].contains(&old) && t[1].contains(&old));
+    assert!(t[2].contains(&f.current_kid(1)) && t[3].contains(&f.current_kid(1)));
 }
 
 #[test]
@@ -176,6 +182,6 @@ fn a_search_on_a_worker_that_has_not_ticked_uses_the_shared_keys() {
         TERM.as_bytes(),
     );
     assert_eq!(b, Action::Continue, "{:?}", h.reply());
-    assert_eq!(terms(&h).len(), 1);
+    assert_eq!(terms(&h).len(), 2, "v2 and v1");
     assert!(two.sent().is_empty());
 }
