@@ -19,6 +19,10 @@ pub const SHARED_KEY: &str = "veil.keys.current.v1";
 #[derive(Deserialize)]
 pub struct CurrentKeys {
     pub current_root: u32,
+    /// Every root version the keyservice serves (a search covers each; keys of a version no
+    /// longer listed were destroyed and are dropped). Empty from an older keyservice.
+    #[serde(default)]
+    pub root_versions: Vec<u32>,
     pub keys: Vec<KeyEntry>,
     #[serde(default)]
     pub fetched_at: Option<i64>,
@@ -30,6 +34,25 @@ pub struct CurrentKeys {
 pub struct KeyEntry {
     pub kid: String,
     pub dek: String,
+    /// [`crate::keys::Dek::fingerprint`] in hex: checked on install ([`KeyEntry::dek`]).
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+impl KeyEntry {
+    /// The kid and data key of this entry, checked: the kid parses, the key is 32 bytes of
+    /// base64url, and its fingerprint is the one that came with it (a key that arrives
+    /// under a kid with another key's fingerprint, or with none, is refused).
+    pub fn dek(&self) -> Result<(crate::keys::Kid, crate::keys::Dek), KeysError> {
+        use crate::keys::KeyError;
+        crate::keys::checked_dek(&self.kid, &self.dek, &self.fingerprint).map_err(|e| match e {
+            KeyError::Kid(_) => KeysError::Kid(self.kid.clone()),
+            KeyError::Fingerprint(_) | KeyError::FingerprintMismatch(_) => {
+                KeysError::Fingerprint(self.kid.clone())
+            }
+            _ => KeysError::Dek(self.kid.clone()),
+        })
+    }
 }
 
 /// The DEK text is a secret: wiped when the parsed answer goes away.
@@ -45,6 +68,8 @@ pub enum KeysError {
     Json(String),
     Kid(String),
     Dek(String),
+    /// The data key does not match the fingerprint sent with it (or none was sent).
+    Fingerprint(String),
     Empty,
 }
 
@@ -54,6 +79,10 @@ impl core::fmt::Display for KeysError {
             KeysError::Json(e) => write!(f, "key answer is not the expected JSON: {e}"),
             KeysError::Kid(k) => write!(f, "key answer has an invalid kid {k:?}"),
             KeysError::Dek(k) => write!(f, "key answer has an invalid data key for kid {k}"),
+            KeysError::Fingerprint(k) => write!(
+                f,
+                "key answer's data key for kid {k} does not match its fingerprint: refused"
+            ),
             KeysError::Empty => write!(f, "key answer has no keys"),
         }
     }

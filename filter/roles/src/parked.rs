@@ -26,6 +26,8 @@ impl Job {
 /// A search body ready to be rewritten once its epochs' keys are held.
 pub struct SearchJob {
     pub(crate) search: Arc<SearchConfig>,
+    /// Whose fields the body's queries name (events, users, companies).
+    pub(crate) entity: veil_core::policy::moesif::Entity,
     pub(crate) kids: Vec<Kid>,
     pub(crate) body: SearchBody,
     /// Size of the buffered request body (replaced whole).

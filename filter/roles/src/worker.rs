@@ -83,6 +83,17 @@ impl Worker {
 
     /// The current root version: from this worker's cache, or else from what another worker
     /// put in shared data (a worker that has not ticked yet still answers). No callout.
+    /// The root versions a search covers (see [`crate::keys::cache::KeyCache::root_versions`]).
+    pub fn root_versions(&self, shared: &dyn SharedData) -> Vec<u32> {
+        let Ok(mut keys) = self.keys.try_borrow_mut() else {
+            return Vec::new();
+        };
+        if keys.current_root().is_none() {
+            let _ = keys.refresh_from_shared(shared);
+        }
+        keys.root_versions()
+    }
+
     pub fn current_root(&self, shared: &dyn SharedData) -> Option<u32> {
         let mut keys = self.keys.try_borrow_mut().ok()?;
         if keys.current_root().is_none() {

@@ -202,3 +202,64 @@ fn an_answer_to_another_callout_is_not_the_refresh() {
     );
     assert_eq!(f.counter("veil.keys.fetch_ok"), 1);
 }
+
+/// Issue #18: a kid was not bound to its key. A key whose fingerprint does not match is
+/// refused (nothing installed, the failure counted, the key never logged); a key without
+/// a fingerprint likewise.
+#[test]
+fn a_key_that_does_not_match_its_fingerprint_is_refused() {
+    for fp in [Some("00112233445566778899aabbccddeeff"), None] {
+        let f = fresh();
+        let kid = f.current_kid(1);
+        let mut entry = key_entry(&kid);
+        match fp {
+            Some(fp) => entry["fingerprint"] = json!(fp),
+            None => {
+                entry.as_object_mut().unwrap().remove("fingerprint");
+            }
+        }
+        let dek = entry["dek"].as_str().unwrap().to_string();
+        let body = serde_json::to_vec(&json!({"current_root": 1, "keys": [entry]})).unwrap();
+        f.install_answer(&body);
+        assert_eq!(f.counter("veil.keys.fetch_failed"), 1, "{fp:?}");
+        assert_eq!(f.worker.keys.borrow().current_root(), None);
+        assert!(!f.env.log_text().contains(&dek));
+    }
+}
+
+/// Issue #18: `keyring destroy` took effect in running filters only at restart. The next
+/// answer without the destroyed root version drops its keys; a key re-made under a kid the
+/// filter holds replaces the old one.
+#[test]
+fn a_destroyed_root_is_dropped_and_a_remade_kid_replaced_at_the_next_refresh() {
+    let f = fresh();
+    let (k1, k2) = (f.current_kid(1), f.current_kid(2));
+    let doc = |root: u32, roots: serde_json::Value, entries: Vec<serde_json::Value>| {
+        serde_json::to_vec(&json!({"current_root": root, "root_versions": roots, "keys": entries}))
+            .unwrap()
+    };
+    f.install_answer(&doc(2, json!([1, 2]), vec![key_entry(&k1), key_entry(&k2)]));
+    let kid1: veil_core::keys::Kid = k1.parse().unwrap();
+    let kid2: veil_core::keys::Kid = k2.parse().unwrap();
+    assert!(f.worker.keys.borrow().key_for(kid1).is_some());
+    let old_fp = f.worker.keys.borrow().key_for(kid2).unwrap().fingerprint();
+    // r1 destroyed; r2 re-made with another key (as a keyring that reused numbers would).
+    let mut remade = key_entry(&k2);
+    let other = veil_core::keys::Dek::from_bytes([0x77; 32]);
+    remade["dek"] = json!(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        other.as_bytes()
+    ));
+    remade["fingerprint"] = json!(other.fingerprint().to_string());
+    f.env.advance_ms(61_000);
+    f.install_answer(&doc(2, json!([2]), vec![remade]));
+    let keys = f.worker.keys.borrow();
+    assert!(
+        keys.key_for(kid1).is_none(),
+        "the destroyed root's key is gone"
+    );
+    let now = keys.key_for(kid2).unwrap().fingerprint();
+    assert_ne!(now, old_fp);
+    assert_eq!(now, other.fingerprint());
+    assert_eq!(keys.root_versions(), vec![2]);
+}

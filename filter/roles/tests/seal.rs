@@ -106,17 +106,32 @@ fn paths_outside_every_rule_pass_without_a_look_at_the_body() {
     assert_eq!(body(&h, BodyKind::Request), b"not json");
 }
 
+/// Issue #18: a body on GET/HEAD/OPTIONS to an unknown collector route left unsealed.
+/// A body on any method to an unknown route of a sealed prefix is refused; a request
+/// without a body passes.
 #[test]
-fn an_unknown_moesif_route_is_refused_for_writes_and_passes_for_reads() {
+fn an_unknown_moesif_route_is_refused_with_a_body_on_any_method() {
     let f = Fix::ready();
-    let (h, mut s) = f.stream();
-    let (a, _) = send(&h, &mut s, "POST", "/collector/v1/other", &[], b"{}");
-    assert_eq!(a, Action::Pause);
-    assert_eq!(refused(&h), (404, "route-not-sealed".into()));
-    assert_eq!(f.counter("veil.seal.rejected.route"), 1);
+    for (n, method) in ["POST", "GET", "HEAD", "OPTIONS", "DELETE"]
+        .iter()
+        .enumerate()
+    {
+        let (h, mut s) = f.stream();
+        let (a, _) = send(
+            &h,
+            &mut s,
+            method,
+            "/collector/v1/other",
+            &[],
+            b"{\"token\":\"x\"}",
+        );
+        assert_eq!(a, Action::Pause, "{method}");
+        assert_eq!(refused(&h), (404, "route-not-sealed".into()), "{method}");
+        assert_eq!(f.counter("veil.seal.rejected.route"), n as i64 + 1);
+    }
     let (h, mut s) = f.stream();
     request(&h, "GET", "/collector/v1/other", &[]);
-    assert_eq!(s.on_request_headers(&h, false), Action::Continue);
+    assert_eq!(s.on_request_headers(&h, true), Action::Continue);
     assert!(h.reply().is_none());
 }
 

@@ -185,3 +185,90 @@ fn a_search_on_a_worker_that_has_not_ticked_uses_the_shared_keys() {
     assert_eq!(terms(&h).len(), 2, "v2 and v1");
     assert!(two.sent().is_empty());
 }
+
+/// Issue #18: `/search/~/search/users` and `/count/events` were not inspected at all, and
+/// any other management endpoint carried its body to the vendor unchecked.
+#[test]
+fn every_management_endpoint_with_a_body_is_checked_or_refused() {
+    let f = Fix::ready();
+    // A users search names user fields (`metadata.*` is sealed): rewritten.
+    let (h, mut s) = f.stream();
+    let users = br#"{"query":{"term":{"metadata.email.raw":"a@b.c"}}}"#;
+    let (_, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        "/api/search/~/search/users?from=-1h",
+        &[],
+        users,
+    );
+    assert_eq!(b, Action::Continue, "{:?}", h.reply());
+    let v = json_of(&body(&h, BodyKind::Request));
+    let t = v["query"]["terms"]["metadata.email.raw"]
+        .as_array()
+        .unwrap();
+    assert_eq!(t.len(), 2, "{v}");
+    assert!(!String::from_utf8_lossy(&body(&h, BodyKind::Request)).contains("a@b.c"));
+    // A count takes the same language: rewritten, and refused off the allow-list.
+    let (h, mut s) = f.stream();
+    let (_, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        "/api/search/~/count/events?from=-1h",
+        &[],
+        TERM.as_bytes(),
+    );
+    assert_eq!(b, Action::Continue, "{:?}", h.reply());
+    assert_eq!(terms(&h).len(), 2);
+    let (h, mut s) = f.stream();
+    let span = br#"{"query":{"span_term":{"request.body.email":"a@b.c"}}}"#;
+    let (_, b) = send(&h, &mut s, "POST", "/api/search/~/count/events", &[], span);
+    assert_eq!(b, Action::Pause);
+    assert_eq!(refused(&h), (400, "bad-search".into()));
+    // Any other endpoint with a body: refused, nothing leaves.
+    for path in [
+        "/api/workspaces/1",
+        "/api/search/~/search/actions",
+        "/api/v1/~/dashboards",
+    ] {
+        let (h, mut s) = f.stream();
+        let (_, b) = send(&h, &mut s, "PUT", path, &[], br#"{"note":"a@b.c"}"#);
+        assert_eq!(b, Action::Pause, "{path}");
+        assert_eq!(refused(&h), (400, "bad-search".into()), "{path}");
+        let (status, _) = refused(&h);
+        assert_eq!(status, 400);
+    }
+    // Without a body it passes.
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/api/workspaces/1", &[]);
+    assert_eq!(s.on_request_headers(&h, true), Action::Continue);
+    assert!(h.reply().is_none());
+}
+
+/// Issue #18: a search only covered the current root version. Kids are asked for every
+/// root version the keyservice serves.
+#[test]
+fn a_search_covers_every_root_version_served() {
+    let f = Fix::new(config(json!({})));
+    let kids: Vec<String> = vec![f.current_kid(2)];
+    let mut answer_doc: serde_json::Value = json_of(&current_answer(2, &kids));
+    answer_doc["root_versions"] = json!([1, 2]);
+    f.install_answer(&serde_json::to_vec(&answer_doc).unwrap());
+    let (h, mut s) = f.stream();
+    let (_, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        &format!("{SEARCH}?from=-1h"),
+        &[],
+        TERM.as_bytes(),
+    );
+    // r1's key of this epoch is not held: it is fetched on demand first.
+    assert_eq!(b, Action::Pause, "{:?}", h.reply());
+    let lines: Vec<String> = f.sent().iter().map(|r| r.line()).collect();
+    assert!(
+        lines.contains(&format!("GET /v1/data-keys/{}", f.current_kid(1))),
+        "asked for the r1 key: {lines:?}"
+    );
+}

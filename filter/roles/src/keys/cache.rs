@@ -7,11 +7,9 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use veil_core::cipher::{CipherError, Opened, SealingKey};
 use veil_core::json::KeyLookup;
-use veil_core::keys::{Dek, Epoch, Kid, RotationMonths};
+use veil_core::keys::{Epoch, Kid, RotationMonths};
 use veil_core::keyservice_answer::{parse_current, CurrentKeys, KeyEntry, KeysError, SHARED_KEY};
 use veil_core::open_memo::OpenMemo;
 use veil_core::value::SealedValue;
@@ -27,6 +25,8 @@ pub const MAX_UNKNOWN_KIDS: usize = 256;
 #[derive(Default)]
 pub struct KeyCache {
     current_root: Option<u32>,
+    /// The root versions the keyservice serves (its last answer); searches cover each.
+    root_versions: Vec<u32>,
     keys: Vec<Rc<SealingKey>>,
     /// CAS version of the shared-data record these keys came from.
     shared_version: Option<u32>,
@@ -68,23 +68,27 @@ impl KeyCache {
 
     /// Replaces the VM's keys with those of `answer`. Builds cipher state only for kids
     /// not already held.
+    ///
+    /// Each key is checked against the fingerprint that came with it, and a held key is
+    /// reused only if it is the same key (same fingerprint), so a kid is bound to its key:
+    /// a root version re-made under an old number is never confused with the old one.
+    /// Keys of root versions the answer no longer lists (destroyed) are dropped at once,
+    /// so a destroy takes effect within one refresh.
     pub fn install(&mut self, answer: &CurrentKeys) -> Result<(), KeysError> {
         let mut keys = Vec::with_capacity(answer.keys.len());
         for entry in &answer.keys {
-            let kid: Kid = entry
-                .kid
-                .parse()
-                .map_err(|_| KeysError::Kid(entry.kid.clone()))?;
-            if let Some(k) = self.keys.iter().find(|k| k.kid() == kid) {
+            let (kid, dek) = entry.dek()?;
+            let fp = dek.fingerprint();
+            if let Some(k) = self
+                .keys
+                .iter()
+                .find(|k| k.kid() == kid && k.fingerprint() == fp)
+            {
                 keys.push(Rc::clone(k));
                 continue;
             }
-            let bytes = zeroize::Zeroizing::new(
-                URL_SAFE_NO_PAD
-                    .decode(entry.dek.as_bytes())
-                    .map_err(|_| KeysError::Dek(entry.kid.clone()))?,
-            );
-            let dek = Dek::from_slice(&bytes).map_err(|_| KeysError::Dek(entry.kid.clone()))?;
+            // Another key under a held kid replaces it everywhere.
+            self.forget(kid);
             keys.push(Rc::new(SealingKey::new(kid, &dek)));
         }
         // Keys the answer no longer lists (the epoch before a boundary) stay usable for
@@ -94,9 +98,38 @@ impl KeyCache {
                 self.keep_extra(old);
             }
         }
+        if !answer.root_versions.is_empty() {
+            let live = &answer.root_versions;
+            self.extra.retain(|kid, _| live.contains(&kid.root_version));
+            self.extra_order
+                .retain(|kid| live.contains(&kid.root_version));
+            self.keys.retain(|k| live.contains(&k.kid().root_version));
+        }
         self.current_root = Some(answer.current_root);
+        self.root_versions = if answer.root_versions.is_empty() {
+            vec![answer.current_root]
+        } else {
+            answer.root_versions.clone()
+        };
         self.fetched_at = answer.fetched_at;
         Ok(())
+    }
+
+    /// Drops an on-demand key of `kid` (it is being replaced by another key).
+    fn forget(&mut self, kid: Kid) {
+        if self.extra.remove(&kid).is_some() {
+            self.extra_order.retain(|k| *k != kid);
+        }
+    }
+
+    /// The root versions a search covers: those the keyservice serves (at least the
+    /// current one), once keys were fetched.
+    pub fn root_versions(&self) -> Vec<u32> {
+        if self.root_versions.is_empty() {
+            self.current_root.into_iter().collect()
+        } else {
+            self.root_versions.clone()
+        }
     }
 
     /// The current root version, once keys were fetched.
@@ -140,12 +173,7 @@ impl KeyCache {
         if self.holds(kid) {
             return Ok(());
         }
-        let bytes = zeroize::Zeroizing::new(
-            URL_SAFE_NO_PAD
-                .decode(entry.dek.as_bytes())
-                .map_err(|_| KeysError::Dek(entry.kid.clone()))?,
-        );
-        let dek = Dek::from_slice(&bytes).map_err(|_| KeysError::Dek(entry.kid.clone()))?;
+        let (_, dek) = entry.dek()?;
         self.unknown.remove(&kid);
         self.keep_extra(Rc::new(SealingKey::new(kid, &dek)));
         Ok(())

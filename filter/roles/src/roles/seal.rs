@@ -99,9 +99,10 @@ impl SealRequest {
                 }
                 let Some(route) = Route::from_path(rest) else {
                     let method = head.get(":method").unwrap_or_default();
-                    // Reads carry nothing to seal; anything else on a sealed prefix that no
-                    // policy route covers could carry plaintext, so it is refused.
-                    if end_of_stream || matches!(&*method, "GET" | "HEAD" | "OPTIONS") {
+                    // A request without a body carries nothing to seal; a body on a sealed
+                    // prefix that no policy route covers could carry plaintext, whatever the
+                    // method (a GET with a body too), so it is refused.
+                    if end_of_stream {
                         return Ok(State::Passing);
                     }
                     Metrics::add(h, w.metrics.rejected_route, 1);

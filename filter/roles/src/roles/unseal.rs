@@ -39,9 +39,10 @@ use veil_core::header_map::HeaderMap;
 use veil_core::json::unseal::kids_in;
 use veil_core::json::unseal_document;
 use veil_core::keys::Epoch;
+use veil_core::policy::moesif::Entity;
 use veil_core::problem::ProblemKind;
 use veil_core::search::{
-    is_events_search, search_epochs, search_kids, MoesifEvents, SearchBody, SearchConfig,
+    management_route, search_epochs, search_kids_for, MoesifEvents, SearchBody, SearchConfig,
     SearchError,
 };
 
@@ -69,6 +70,7 @@ enum Req {
     Passing,
     Buffering {
         search: Arc<SearchConfig>,
+        entity: Entity,
         /// A bad time range is answered once the body is in: a refusal while the client
         /// still sends its body can reach it as a connection reset instead.
         epochs: Result<Vec<Epoch>, SearchError>,
@@ -157,9 +159,13 @@ impl UnsealStream {
         let Some(search) = &self.action.search else {
             return Ok(Req::Passing);
         };
-        if end_of_stream || !is_events_search(rest) {
+        if end_of_stream {
             return Ok(Req::Passing);
         }
+        // Fail closed: a body goes on only to a search or count Veil checks (events,
+        // users, companies); a body to any other endpoint could carry a sealed field's
+        // value in plaintext, so it is refused (once it is in, see `epochs`).
+        let route = management_route(rest);
         let encoding = ContentEncoding::from_headers(head)
             .map_err(|e| Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string()))?;
         if let Some(len) = head.get("content-length") {
@@ -174,13 +180,21 @@ impl UnsealStream {
         // Epochs are chosen on the epoch clock, like the seal role's.
         let now = clock::epoch_secs(h, &w.config)
             .map_err(|e| Refusal::hostcall(ProblemKind::UnsealFailed, "reading the clock", e))?;
-        let epochs = search_epochs(
-            rest,
-            now,
-            w.config.rotation,
-            &search.default_from,
-            search.max_epochs,
-        );
+        let epochs = match route.entity() {
+            Some(_) => search_epochs(
+                rest,
+                now,
+                w.config.rotation,
+                &search.default_from,
+                search.max_epochs,
+            ),
+            None => Err(SearchError::NotAllowed {
+                construct: "a request body to this management endpoint".into(),
+                at: "the path (only /search/~/search and /search/~/count over events, users \
+                     and companies are checked)"
+                    .into(),
+            }),
+        };
         // The rewritten body has another length, and is forwarded identity-encoded.
         h.remove_header(req, "content-length").map_err(|e| {
             Refusal::hostcall(ProblemKind::UnsealFailed, "removing content-length", e)
@@ -192,6 +206,7 @@ impl UnsealStream {
         }
         Ok(Req::Buffering {
             search: Arc::clone(search),
+            entity: route.entity().unwrap_or(Entity::Event),
             epochs,
             encoding,
         })
@@ -228,6 +243,7 @@ impl UnsealStream {
     fn finish_request(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
         let Req::Buffering {
             search,
+            entity,
             epochs,
             encoding,
         } = std::mem::replace(&mut self.req, Req::Forwarded)
@@ -236,7 +252,7 @@ impl UnsealStream {
         };
         let planned = epochs
             .map_err(bad_search)
-            .and_then(|epochs| plan_search(h, w, search, &epochs, encoding));
+            .and_then(|epochs| plan_search(h, w, search, entity, &epochs, encoding));
         let job = match planned {
             Ok(Some(job)) => job,
             Ok(None) => return Action::Continue,
@@ -407,6 +423,7 @@ fn plan_search(
     h: &dyn StreamHost,
     w: &Worker,
     search: Arc<SearchConfig>,
+    entity: Entity,
     epochs: &[Epoch],
     encoding: ContentEncoding,
 ) -> Result<Option<SearchJob>, Refusal> {
@@ -427,7 +444,7 @@ fn plan_search(
         Refusal::new(kind, e.to_string())
     })?;
     let body = SearchBody::parse(&decoded, w.config.max_depth).map_err(bad_search)?;
-    let policy = MoesifEvents::new(Arc::clone(&search.rules));
+    let policy = MoesifEvents::for_entity(entity, Arc::clone(&search.rules));
     if body.sealed_terms(&policy).map_err(bad_search)? == 0 {
         if encoding != ContentEncoding::Identity {
             h.replace_body(BodyKind::Request, size, &decoded)
@@ -437,10 +454,15 @@ fn plan_search(
         }
         return Ok(None);
     }
-    let root = w.current_root(h).ok_or_else(no_key)?;
+    // Every root version served: data sealed under an older root is found too.
+    let roots = w.root_versions(h);
+    if roots.is_empty() {
+        return Err(no_key());
+    }
     Ok(Some(SearchJob {
-        kids: search_kids(root, epochs),
+        kids: search_kids_for(&roots, epochs),
         search,
+        entity,
         body,
         size,
     }))
@@ -636,7 +658,7 @@ fn rewrite_search(h: &dyn StreamHost, w: &Worker, mut job: SearchJob) -> Result<
             .collect::<Result<_, _>>()?
     };
     let refs: Vec<&SealingKey> = keys.iter().map(|k| &**k).collect();
-    let policy = MoesifEvents::new(Arc::clone(&job.search.rules));
+    let policy = MoesifEvents::for_entity(job.entity, Arc::clone(&job.search.rules));
     job.body.rewrite(&policy, &refs).map_err(bad_search)?;
     h.replace_body(BodyKind::Request, job.size, &job.body.to_vec())
         .map_err(|e| Refusal::hostcall(ProblemKind::UnsealFailed, "replacing the body", e))

@@ -60,8 +60,10 @@ pub fn dek(kid: &str) -> [u8; 32] {
     d
 }
 
+/// A key as the keyservice answers it: kid, key and the key's fingerprint.
 pub fn key_entry(kid: &str) -> Value {
-    json!({"kid": kid, "dek": URL_SAFE_NO_PAD.encode(dek(kid))})
+    let fp = veil_core::keys::Dek::from_bytes(dek(kid)).fingerprint();
+    json!({"kid": kid, "dek": URL_SAFE_NO_PAD.encode(dek(kid)), "fingerprint": fp.to_string()})
 }
 
 /// `/v1/data-keys/current` holding `kids` under root `root`.
@@ -128,6 +130,18 @@ impl Fix {
         let body = current_answer(root, &[kid(root, e), kid(root, e.next(rotation()))]);
         self.worker
             .on_root_callout(&*self.env, fetch.id, &answer(200, &body));
+    }
+
+    /// One tick, and the keyservice answers its current-keys fetch with `body`.
+    pub fn install_answer(&self, body: &[u8]) {
+        self.worker.tick(&*self.env);
+        let sent = self.env.take_sent();
+        let fetch = sent
+            .iter()
+            .find(|s| s.line() == "GET /v1/data-keys/current")
+            .expect("the tick fetches the current keys");
+        self.worker
+            .on_root_callout(&*self.env, fetch.id, &answer(200, body));
     }
 
     pub fn stream(&self) -> (FakeHost, Stream) {
