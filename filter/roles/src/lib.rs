@@ -22,6 +22,7 @@ pub mod keys;
 pub mod keyservice;
 pub mod metrics;
 pub mod parked;
+pub mod records;
 pub mod relay_cache;
 pub mod reply;
 pub mod roles;

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub relay_pair_fetches: Option<u32>,
     pub relay_replays: Option<u32>,
     pub relay_slot_evictions: Option<u32>,
+    /// Shared-data records that did not open (another plugin's bytes, or forged).
+    pub shared_records_rejected: Option<u32>,
 }
 
 impl Metrics {
@@ -77,6 +79,7 @@ impl Metrics {
             relay_pair_fetches: c("veil.relay.pair_fetches"),
             relay_replays: c("veil.relay.replays_refused"),
             relay_slot_evictions: c("veil.relay.slot_evictions"),
+            shared_records_rejected: c("veil.shared.records_rejected"),
         }
     }
 

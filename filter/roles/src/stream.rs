@@ -48,7 +48,7 @@ impl Worker {
     ) -> Result<Worker, ConfigError> {
         let config = FilterConfig::parse(bytes, env)?;
         let worker = Worker::new(config, Metrics::define(h));
-        ondemand::init_shared(h);
+        ondemand::init_shared(&worker.records.over(h));
         Ok(worker)
     }
 
@@ -59,6 +59,14 @@ impl Worker {
     pub fn tick(&self, h: &dyn Host) -> Vec<StreamId> {
         let k = self.key_ctx();
         refresh::tick(&k, h);
+        let rejected = self.records.take_rejected();
+        if rejected > 0 {
+            Metrics::add(
+                h,
+                self.metrics.shared_records_rejected,
+                i64::try_from(rejected).unwrap_or(i64::MAX),
+            );
+        }
         match clock::wall_ms(h) {
             Ok(now) => ondemand::tick(&k, h, now),
             Err(_) => Vec::new(),

@@ -19,6 +19,8 @@ pub struct Worker {
     pub config: FilterConfig,
     pub metrics: Metrics,
     pub keys: RefCell<KeyCache>,
+    /// This worker's shared-data records are sealed under a key from the keyservice token.
+    pub records: crate::records::Records,
     /// Keys fetched on demand: callouts in flight and the streams waiting for them.
     pub ondemand: RefCell<OnDemand>,
     /// The current keys' fetch.
@@ -37,6 +39,7 @@ pub struct Buffers {
 
 impl Worker {
     pub fn new(config: FilterConfig, metrics: Metrics) -> Worker {
+        let records = crate::records::Records::new(&config.keyservice.token);
         let memo = SealMemo::new(config.seal_memo_entries, config.seal_memo_max_value_bytes);
         let keys = KeyCache::new(
             config.unseal_memo_entries,
@@ -49,6 +52,7 @@ impl Worker {
             ondemand: RefCell::new(OnDemand::default()),
             refresh: RefCell::new(Refresh::default()),
             pairs: RefCell::new(PairCache::default()),
+            records,
             buffers: RefCell::new(Buffers {
                 scratch: Scratch::default(),
                 out: Vec::new(),
@@ -61,6 +65,7 @@ impl Worker {
     pub fn key_ctx(&self) -> KeyCtx<'_> {
         KeyCtx {
             config: &self.config,
+            records: &self.records,
             metrics: &self.metrics,
             cache: &self.keys,
             ondemand: &self.ondemand,
@@ -77,7 +82,7 @@ impl Worker {
         if let Some(k) = keys.sealing_key(epoch_now, rotation) {
             return Some(k);
         }
-        let _ = keys.refresh_from_shared(shared);
+        let _ = keys.refresh_from_shared(&self.records.over(shared));
         keys.sealing_key(epoch_now, rotation)
     }
 
@@ -89,7 +94,7 @@ impl Worker {
             return Vec::new();
         };
         if keys.current_root().is_none() {
-            let _ = keys.refresh_from_shared(shared);
+            let _ = keys.refresh_from_shared(&self.records.over(shared));
         }
         keys.root_versions()
     }
@@ -97,7 +102,7 @@ impl Worker {
     pub fn current_root(&self, shared: &dyn SharedData) -> Option<u32> {
         let mut keys = self.keys.try_borrow_mut().ok()?;
         if keys.current_root().is_none() {
-            let _ = keys.refresh_from_shared(shared);
+            let _ = keys.refresh_from_shared(&self.records.over(shared));
         }
         keys.current_root()
     }

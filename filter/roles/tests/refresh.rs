@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use veil_roles::host::SharedData;
 use veil_roles::testing::{answer, no_answer};
 
 fn current_fetches(f: &Fix) -> Vec<veil_roles::testing::Sent> {
@@ -37,8 +38,14 @@ fn the_first_tick_fetches_installs_and_publishes_the_current_keys() {
         &answer(200, &current_answer(1, std::slice::from_ref(&k))),
     );
     assert_eq!(f.counter("veil.keys.fetch_ok"), 1);
+    // Issue #18: the record is sealed under a key from the keyservice token, the record's
+    // name as associated data: not readable by other plugins of the proxy.
+    let raw = f.env.shared.get("veil.keys.current.v1").unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&raw).is_err());
+    let key = veil_core::shared_record::RecordKey::from_token(TOKEN.as_bytes());
+    assert!(key.open("veil.keys.ondemand.v1", &raw).is_err());
     let shared: serde_json::Value =
-        serde_json::from_slice(&f.env.shared.get("veil.keys.current.v1").unwrap()).unwrap();
+        serde_json::from_slice(&key.open("veil.keys.current.v1", &raw).unwrap()).unwrap();
     assert_eq!(shared["fetched_at"], json!(f.env.now_ms() / 1000));
     assert_eq!(shared["keys"][0]["kid"], json!(k));
     // Held and fresh: the next ticks send nothing.
@@ -262,4 +269,20 @@ fn a_destroyed_root_is_dropped_and_a_remade_kid_replaced_at_the_next_refresh() {
     assert_ne!(now, old_fp);
     assert_eq!(now, other.fingerprint());
     assert_eq!(keys.root_versions(), vec![2]);
+}
+
+/// Issue #18: a record another plugin of the proxy publishes under the keys' name (a key of
+/// its own, in plaintext) is not adopted: it does not open, it is counted, and the worker
+/// fetches its own keys.
+#[test]
+fn a_forged_shared_record_is_ignored_and_counted() {
+    let one = fresh();
+    let forged = current_answer(1, &[one.current_kid(1)]);
+    one.env
+        .shared_set("veil.keys.current.v1", &forged, None)
+        .unwrap();
+    one.worker.tick(&*one.env);
+    assert_eq!(one.worker.keys.borrow().current_root(), None, "not adopted");
+    assert_eq!(current_fetches(&one).len(), 1, "fetches its own");
+    assert!(one.counter("veil.shared.records_rejected") >= 1);
 }

@@ -265,7 +265,14 @@ fn a_kid_not_held_is_fetched_on_demand_and_the_stream_resumed() {
     assert_eq!(*h.resumed.borrow(), vec![Direction::Response]);
     assert_eq!(f.counter("veil.keys.kid_fetch_ok"), 1);
     // The key is published for the other workers and the claim released.
-    let rec = String::from_utf8(f.env.shared.get("veil.keys.ondemand.v1").unwrap()).unwrap();
+    // (Sealed in shared data under the token's record key.)
+    let raw = f.env.shared.get("veil.keys.ondemand.v1").unwrap();
+    assert!(
+        !raw.windows(want.len()).any(|w| w == want.as_bytes()),
+        "sealed"
+    );
+    let key = veil_core::shared_record::RecordKey::from_token(TOKEN.as_bytes());
+    let rec = String::from_utf8(key.open("veil.keys.ondemand.v1", &raw).unwrap().to_vec()).unwrap();
     assert!(
         rec.contains(&want) && rec.contains("\"claims\":[]"),
         "{rec}"

@@ -19,6 +19,8 @@ pub use refresh::Refresh;
 /// What the key flows use of a worker.
 pub struct KeyCtx<'a> {
     pub config: &'a FilterConfig,
+    /// Shared-data records are sealed ([`crate::records`]).
+    pub records: &'a crate::records::Records,
     pub metrics: &'a Metrics,
     pub cache: &'a RefCell<KeyCache>,
     pub ondemand: &'a RefCell<OnDemand>,

@@ -30,7 +30,7 @@ use veil_core::keys::Kid;
 use veil_core::keyservice_answer::parse_key;
 use veil_core::ondemand_record::{Mark, OnDemandRecord, SHARED_ONDEMAND};
 
-use crate::host::{CalloutAnswer, CalloutId, Host, Level, StreamId};
+use crate::host::{CalloutAnswer, CalloutId, Host, Level, SharedData, StreamId};
 use crate::keys::KeyCtx;
 use crate::keyservice;
 use crate::metrics::Metrics;
@@ -131,7 +131,7 @@ fn adopt(k: &KeyCtx<'_>, h: &dyn Host, rec: &OnDemandRecord, now_ms: i64) {
     }
 }
 
-fn read_shared(h: &dyn Host) -> Result<(OnDemandRecord, Option<u32>), String> {
+fn read_shared(h: &dyn SharedData) -> Result<(OnDemandRecord, Option<u32>), String> {
     match h.shared_get(SHARED_ONDEMAND) {
         Ok(Some((bytes, cas))) => {
             let bytes = zeroize::Zeroizing::new(bytes);
@@ -145,7 +145,7 @@ fn read_shared(h: &dyn Host) -> Result<(OnDemandRecord, Option<u32>), String> {
 
 /// Read-modify-write of the shared record under CAS. `f` returns false to write nothing.
 fn update_shared(
-    h: &dyn Host,
+    h: &dyn SharedData,
     now_ms: i64,
     mut f: impl FnMut(&mut OnDemandRecord) -> bool,
 ) -> bool {
@@ -166,7 +166,7 @@ fn update_shared(
 }
 
 /// Creates the shared record if no worker did yet (so that claims are always CAS writes).
-pub fn init_shared(h: &dyn Host) {
+pub fn init_shared(h: &dyn SharedData) {
     if let Ok(None) = h.shared_get(SHARED_ONDEMAND) {
         let _ = h.shared_set(SHARED_ONDEMAND, &OnDemandRecord::default().to_vec(), None);
     }
@@ -185,7 +185,7 @@ fn claim(k: &KeyCtx<'_>, h: &dyn Host, kid: Kid, now_ms: i64) -> Claim {
     let text = kid.to_string();
     let hold_ms = i64::try_from(k.config.keyservice.timeout_ms).unwrap_or(2000) + 1000;
     let mut outcome = Claim::Won;
-    let written = update_shared(h, now_ms, |rec| {
+    let written = update_shared(&k.records.over(h), now_ms, |rec| {
         if rec.resolves(&text, now_ms) {
             adopt(k, h, rec, now_ms);
             outcome = Claim::Resolved;
@@ -249,7 +249,7 @@ fn start(
                 Err(e) => {
                     h.log(Level::Warn, &format!("veil: key {kid}: {e}"));
                     Metrics::add(h, k.metrics.kid_fetch_failed, 1);
-                    release(h, kid, now_ms, |_| {});
+                    release(k, h, kid, now_ms, |_| {});
                     fail(k, kid, now_ms);
                     false
                 }
@@ -268,9 +268,9 @@ fn fail(k: &KeyCtx<'_>, kid: Kid, now_ms: i64) {
 
 /// Removes this worker's claim on `kid` from the shared record, applying `f` in the same
 /// write.
-fn release(h: &dyn Host, kid: Kid, now_ms: i64, f: impl Fn(&mut OnDemandRecord)) {
+fn release(k: &KeyCtx<'_>, h: &dyn Host, kid: Kid, now_ms: i64, f: impl Fn(&mut OnDemandRecord)) {
     let text = kid.to_string();
-    update_shared(h, now_ms, |rec| {
+    update_shared(&k.records.over(h), now_ms, |rec| {
         rec.claims.retain(|m| m.kid != text);
         f(rec);
         true
@@ -351,7 +351,7 @@ pub fn on_answer(
                 Ok(entry) => {
                     Metrics::add(h, k.metrics.kid_fetch_ok, 1);
                     h.log(Level::Debug, &format!("veil: fetched data key {kid}"));
-                    release(h, kid, now_ms, |rec| {
+                    release(k, h, kid, now_ms, |rec| {
                         rec.keys.retain(|e| e.kid != entry.kid);
                         rec.keys.push(entry.clone());
                         rec.unknown.retain(|m| m.kid != entry.kid);
@@ -360,7 +360,7 @@ pub fn on_answer(
                 Err(e) => {
                     Metrics::add(h, k.metrics.kid_fetch_failed, 1);
                     h.log(Level::Warn, &format!("veil: key {kid}: {e}"));
-                    release(h, kid, now_ms, |_| {});
+                    release(k, h, kid, now_ms, |_| {});
                     fail(k, kid, now_ms);
                 }
             }
@@ -376,7 +376,7 @@ pub fn on_answer(
                 keys.add_unknown(kid, until, now_ms);
             }
             let text = kid.to_string();
-            release(h, kid, now_ms, |rec| {
+            release(k, h, kid, now_ms, |rec| {
                 rec.unknown.retain(|m| m.kid != text);
                 rec.unknown.push(Mark {
                     kid: text.clone(),
@@ -391,7 +391,7 @@ pub fn on_answer(
                 Level::Warn,
                 &format!("veil: key {kid}: keyservice answered {status}"),
             );
-            release(h, kid, now_ms, |_| {});
+            release(k, h, kid, now_ms, |_| {});
             fail(k, kid, now_ms);
         }
     }
@@ -419,11 +419,11 @@ pub fn tick(k: &KeyCtx<'_>, h: &dyn Host, now_ms: i64) -> Vec<StreamId> {
         Err(_) => return Vec::new(),
     };
     for f in lost {
-        release(h, f.kid, now_ms, |_| {});
+        release(k, h, f.kid, now_ms, |_| {});
         fail(k, f.kid, now_ms);
     }
     if !remote.is_empty() {
-        if let Ok((rec, _)) = read_shared(h) {
+        if let Ok((rec, _)) = read_shared(&k.records.over(h)) {
             adopt(k, h, &rec, now_ms);
         }
         for (kid, ttl) in remote {
@@ -477,7 +477,7 @@ pub fn forget(k: &KeyCtx<'_>, h: &dyn Host, stream: StreamId, now_ms: i64) {
         Err(_) => return,
     };
     for f in orphaned {
-        release(h, f.kid, now_ms, |_| {});
+        release(k, h, f.kid, now_ms, |_| {});
         if let Ok(mut od) = k.ondemand.try_borrow_mut() {
             let needed = od.waiters.iter().any(|(_, w)| w.kids.contains(&f.kid));
             if needed && !od.remote.iter().any(|(r, _)| *r == f.kid) {

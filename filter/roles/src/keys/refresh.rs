@@ -15,7 +15,7 @@
 use veil_core::keyservice_answer::{parse_current, with_fetched_at, SHARED_KEY};
 
 use crate::clock;
-use crate::host::{CalloutAnswer, CalloutId, Host, Level};
+use crate::host::{CalloutAnswer, CalloutId, Host, Level, SharedData};
 use crate::keys::KeyCtx;
 use crate::keyservice;
 use crate::metrics::Metrics;
@@ -46,7 +46,7 @@ pub fn tick(k: &KeyCtx<'_>, h: &dyn Host) {
     // Adopt what another worker fetched.
     let (have_current, fetched_at) = match k.cache.try_borrow_mut() {
         Ok(mut keys) => {
-            if let Err(e) = keys.refresh_from_shared(h) {
+            if let Err(e) = keys.refresh_from_shared(&k.records.over(h)) {
                 h.log(Level::Warn, &format!("veil: shared keys unusable: {e}"));
             }
             (
@@ -152,7 +152,7 @@ fn install(k: &KeyCtx<'_>, h: &dyn Host, answer: &CalloutAnswer) -> Result<(), S
         .install(&current)
         .map_err(|e| e.to_string())?;
     if let Some(shared) = with_fetched_at(&answer.body, now) {
-        if let Err(e) = h.shared_set(SHARED_KEY, &shared, None) {
+        if let Err(e) = k.records.over(h).shared_set(SHARED_KEY, &shared, None) {
             h.log(
                 Level::Warn,
                 &format!("veil: could not publish keys to shared data ({e})"),
