@@ -7,6 +7,7 @@
 //! * `/app/echo` and `/app/echo/*` answer with a JSON description of the request (also recorded);
 //! * `POST /v1/search/~/search/events` answers from the recorded events (a double of the vendor's
 //!   search API: exact term/terms/match filters, sort, terms aggregations);
+//! * `POST /v1/reflect/stash` keeps its body; a bodyless `/v1/reflect` answers with it.
 //! * `/v1/reflect` and `/app/reflect` answer with the request's own body (content type,
 //!   encoding, status and extra headers chosen by request headers), so tests can have Veil
 //!   unseal (or relay) any response they craft;
@@ -124,6 +125,10 @@ struct AppState {
     barriers: Mutex<HashMap<String, Arc<tokio::sync::Barrier>>>,
     /// What `GET /v1/static` answers (`--static-body`).
     static_body: Option<Bytes>,
+    /// The body a bodyless `/v1/reflect` answers with (`POST /v1/reflect/stash`): the
+    /// unseal route refuses request bodies to endpoints it cannot check, so tests stash the
+    /// answer directly and fetch it through Envoy without a body.
+    stash: Mutex<Option<Bytes>>,
 }
 
 impl AppState {
@@ -321,6 +326,17 @@ async fn catch_all(State(state): State<Shared>, mut req: Request) -> Response {
             Some(b) => json_response(StatusCode::OK, b.clone()),
             None => json_response(StatusCode::NOT_FOUND, r#"{"error":"no --static-body"}"#),
         }
+    } else if method == Method::POST && uri.path() == "/v1/reflect/stash" {
+        *state.stash.lock().unwrap_or_else(|e| e.into_inner()) = Some(body.clone());
+        json_response(StatusCode::OK, r#"{"stashed":true}"#)
+    } else if uri.path() == "/v1/reflect" && body.is_empty() {
+        let stashed = state
+            .stash
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        reflect(&headers, &stashed)
     } else if uri.path() == "/v1/reflect" || uri.path() == "/app/reflect" {
         reflect(&headers, &body)
     } else if is_echo_path(uri.path()) {
@@ -683,6 +699,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         max_recorded: args.max_recorded,
         log: args.log,
         barriers: Mutex::new(HashMap::new()),
+        stash: Mutex::new(None),
     });
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
