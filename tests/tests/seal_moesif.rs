@@ -246,6 +246,21 @@ fn bad_input_is_refused_and_nothing_is_forwarded() {
     );
     assert!(stack.recorded().is_empty(), "nothing reached the upstream");
 
+    // Issue #18: a body on GET (or HEAD, OPTIONS) to an unknown route left unsealed.
+    for method in ["GET", "OPTIONS", "DELETE"] {
+        assert_problem(
+            &stack.send(
+                method,
+                "/collector/v1/config",
+                &[("content-type", "application/json")],
+                br#"{"ssn":"078-05-1120"}"#,
+            ),
+            404,
+            "route-not-sealed",
+        );
+    }
+    assert!(stack.recorded().is_empty(), "nothing reached the upstream");
+
     // Reads on the collector prefix pass untouched.
     assert_eq!(
         stack.send("GET", "/collector/v1/config", &[], b"").status,
