@@ -1163,6 +1163,37 @@ mod tests {
         );
     }
 
+    /// `pad` and `deterministic_domains`: accepted in both profiles; a bad domain is an
+    /// error naming its exact path.
+    #[test]
+    fn value_shape_options() {
+        let ks = serde_json::json!({"token": TOKEN});
+        let ok = parse(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/a", "seal": {"profile": "moesif", "options": {"pad": false,
+                "deterministic_domains": {"email": ["request.body.email", "response.body.owner"]}}}},
+            {"prefix": "/b", "seal": {"profile": "json", "options": {"pad": true,
+                "deterministic_domains": {"card": ["items.card"]}}}}]}));
+        assert!(ok.is_ok(), "{ok:?}");
+        let e = parse(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/a", "seal": {"profile": "moesif", "options": {
+                "deterministic_domains": {"x": ["a.b"], "y": ["a.b"]}}}}]}))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("routes[0].seal.options.deterministic_domains.y"),
+            "{e}"
+        );
+        let e = parse(serde_json::json!({"keyservice": ks, "routes": [
+            {"prefix": "/b", "seal": {"profile": "json", "options": {
+                "deterministic_domains": {"x": []}}}}]}))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("routes[0].seal.options.deterministic_domains"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn json_profile_options_and_selector_errors() {
         let ks = serde_json::json!({"token": TOKEN});
