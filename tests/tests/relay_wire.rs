@@ -117,8 +117,10 @@ fn discovery_echo_and_plaintext_refusals() {
     assert_relay_error(&r, 401, "relay-bad-client-id");
     // Nothing of this reached the upstream.
     assert!(stack.recorded().is_empty(), "{:?}", stack.recorded());
-    // Routes outside the relay stay as they were (the demo's catch-all route).
-    assert_eq!(http::get(stack.listen, "/elsewhere").unwrap().status, 200);
+    // Routes outside the relay and the filter's rules reach nothing: the demo has no
+    // catch-all to the vendor (issue #18), Envoy answers 404 itself.
+    assert_eq!(http::get(stack.listen, "/elsewhere").unwrap().status, 404);
+    assert!(stack.recorded().is_empty(), "{:?}", stack.recorded());
 }
 
 /// Every method, with and without bodies (empty, binary, up to the limit): the upstream gets
