@@ -9,6 +9,8 @@ step "browser client: node tests (X-Wing vectors, wire format, relay vectors, co
 (cd client/browser && npm test --silent)
 step "building the filter (wasm32-wasip1, release)"
 cargo build -q -p veil-filter --target wasm32-wasip1 --release
+step "building the native filter (libveil.so, profile native: release with panic=unwind)"
+cargo build -q -p veil-native --profile native
 step "building the native binaries"
 cargo build -q -p veil-keyservice -p veil-e2e -p veil-relay --bins
 step "lint"

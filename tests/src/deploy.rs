@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::{envoy_bin, free_port, http, repo_root, wait_for, Proc};
+use crate::{envoy_bin, free_port, http, native_module_dir, repo_root, wait_for, Proc};
 
 /// The relay client-id secret given to Envoy (`VEIL_RELAY_CLIENT_ID_SECRET`, as
 /// envoy/veil-relay.yaml names it).
@@ -73,6 +73,7 @@ pub fn envoy_validate(config: &Path) -> Result<(), String> {
     let out = Command::new(envoy_bin())
         .args(["--mode", "validate", "--log-level", "warn", "-c"])
         .arg(config)
+        .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native_module_dir())
         .env("VEIL_KEYSERVICE_TOKEN", crate::TOKEN)
         .env("VEIL_RELAY_CLIENT_ID_SECRET", RELAY_SECRET)
         .output()
@@ -94,6 +95,8 @@ pub fn envoy_validate(config: &Path) -> Result<(), String> {
 pub struct Envoy {
     pub proc: Proc,
     pub admin: SocketAddr,
+    /// The shell its config loads Veil with (a DynamicModuleFilter means native).
+    pub shell: crate::Shell,
 }
 
 impl Envoy {
@@ -108,6 +111,8 @@ impl Envoy {
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
             .arg(config)
+            // Shipped native configs load `libveil.so` by name from the search path.
+            .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", native_module_dir())
             .args(["--concurrency", "1", "--log-level", "info"])
             .args(["--disable-hot-restart", "--base-id"])
             .arg(free_port().to_string())
@@ -126,11 +131,20 @@ impl Envoy {
                 .filter(|r| r.status == 200)
                 .map(|_| Ok(()))
         })?;
-        Ok(Envoy { proc, admin })
+        let native = fs::read_to_string(config)
+            .map(|c| c.contains("DynamicModuleFilter"))
+            .unwrap_or(false);
+        let shell = if native {
+            crate::Shell::Native
+        } else {
+            crate::Shell::Wasm
+        };
+        Ok(Envoy { proc, admin, shell })
     }
 
     /// A counter or gauge from the admin API (0 if absent).
     pub fn stat(&self, name: &str) -> u64 {
+        let name = &self.shell.stat_name(name);
         let Ok(r) = http::get(
             self.admin,
             &format!("/stats?filter=^{}$", name.replace('.', "\\.")),

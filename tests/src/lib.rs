@@ -70,6 +70,108 @@ pub fn wasm_path() -> PathBuf {
     )
 }
 
+/// Which shell loads Veil into Envoy: the proxy-wasm filter or the native dynamic module
+/// (`VEIL_FILTER=wasm|native`, default wasm). Every end-to-end test runs on either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    Wasm,
+    Native,
+}
+
+impl Shell {
+    /// From `VEIL_FILTER`; an unknown value is a test-setup error, not a silent default.
+    pub fn from_env() -> Shell {
+        match std::env::var("VEIL_FILTER").as_deref() {
+            Err(_) | Ok("") | Ok("wasm") => Shell::Wasm,
+            Ok("native") => Shell::Native,
+            Ok(other) => panic!("VEIL_FILTER={other:?}: wasm or native"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shell::Wasm => "wasm",
+            Shell::Native => "native",
+        }
+    }
+
+    /// A stat's name in this shell. Tests name filter counters as the wasm shell shows them
+    /// (`wasmcustom.veil.seal.requests`); the native shell's follow its `metrics_namespace`
+    /// (`veil`): `veil.seal.requests`. Other stats are the same in both.
+    pub fn stat_name(self, name: &str) -> String {
+        match (self, name.strip_prefix("wasmcustom.")) {
+            (Shell::Native, Some(rest)) => rest.to_string(),
+            _ => name.to_string(),
+        }
+    }
+
+    /// The template placeholder naming this shell's filter binary and its path.
+    pub fn binary_var(self) -> (&'static str, String) {
+        match self {
+            Shell::Wasm => ("VEIL_WASM", wasm_path().display().to_string()),
+            Shell::Native => ("VEIL_NATIVE_MODULE", native_module().display().to_string()),
+        }
+    }
+}
+
+/// Keeps `shell`'s block of an Envoy template (from `# veil-filter: <shell>` to the next
+/// `# veil-filter:` marker) and drops the other shells' blocks and the markers, as
+/// scripts/render-envoy.py does.
+pub fn select_shell(template: &str, shell: Shell) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut keep = true;
+    for line in template.split_inclusive('\n') {
+        if let Some(rest) = line.trim_start().strip_prefix("# veil-filter: ") {
+            let tag = rest.split_whitespace().next().unwrap_or_default();
+            keep = tag == shell.name() || tag == "end";
+            continue;
+        }
+        if keep {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The native module's build output (`cargo build -p veil-native --profile native`).
+pub fn native_module_build() -> PathBuf {
+    let p = std::env::var_os("VEIL_NATIVE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("native/libveil.so"));
+    must_exist(
+        p,
+        "build it with `cargo build -p veil-native --profile native`",
+    )
+}
+
+/// Installs `src` as `dir/libveil.so` the one safe way: write a new file next to it, then
+/// rename it over the old one, so an Envoy that mapped the old file keeps its inode intact
+/// (overwriting a loaded `.so` in place crashes Envoy: docs/deploy-envoy.md).
+pub fn install_native_module(src: &Path, dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let dst = dir.join("libveil.so");
+    let tmp = dir.join(format!(".libveil.so.{}.tmp", std::process::id()));
+    fs::copy(src, &tmp).unwrap_or_else(|e| panic!("{} -> {}: {e}", src.display(), tmp.display()));
+    fs::rename(&tmp, &dst).unwrap_or_else(|e| panic!("{}: {e}", dst.display()));
+    dst
+}
+
+/// The native module this test process loads: the build output installed once (new file +
+/// rename) into a directory of its own, so a rebuild during the run never touches a file a
+/// running Envoy has mapped.
+pub fn native_module() -> PathBuf {
+    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| install_native_module(&native_module_build(), &native_module_dir()))
+        .clone()
+}
+
+/// The directory [`native_module`] installs into: `ENVOY_DYNAMIC_MODULES_SEARCH_PATH` for
+/// configs that load the module by name (the shipped native configs).
+pub fn native_module_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("veil-native-{}", std::process::id()))
+}
+
 pub fn keyservice_bin() -> PathBuf {
     must_exist(
         target_dir().join("debug/veil-keyservice"),
@@ -158,6 +260,8 @@ pub struct StackOptions {
     pub wait_for_keys: bool,
     /// Envoy's log arguments (default `--log-level info`).
     pub envoy_log_args: Vec<String>,
+    /// The shell that loads Veil (default: `VEIL_FILTER`, else wasm).
+    pub shell: Shell,
 }
 
 impl Default for StackOptions {
@@ -168,6 +272,7 @@ impl Default for StackOptions {
             keyservice_env: Vec::new(),
             wait_for_keys: true,
             envoy_log_args: default_envoy_log_args(),
+            shell: Shell::from_env(),
         }
     }
 }
@@ -182,9 +287,15 @@ pub fn demo_filter_config() -> Value {
     serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Fills `${VEIL_*}` placeholders; panics naming any placeholder left without a value.
+/// Fills `${VEIL_*}` placeholders of `template` with the shell of `VEIL_FILTER` selected
+/// ([`select_shell`]); panics naming any placeholder left without a value.
 pub fn render(template: &str, vars: &[(&str, String)]) -> String {
-    let mut out = template.to_string();
+    render_shell(template, Shell::from_env(), vars)
+}
+
+/// [`render`] for a given shell.
+pub fn render_shell(template: &str, shell: Shell, vars: &[(&str, String)]) -> String {
+    let mut out = select_shell(template, shell);
     for (k, v) in vars {
         out = out.replace(&format!("${{{k}}}"), v);
     }
@@ -199,6 +310,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Keyservice + demo upstream + Envoy with the filter.
 pub struct Stack {
+    pub shell: Shell,
     pub dir: PathBuf,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
@@ -287,6 +399,7 @@ impl Stack {
         });
 
         let (envoy, listen, admin, envoy_cmd) = match start_envoy(
+            opts.shell,
             &dir,
             "envoy",
             &opts.filter_config,
@@ -302,6 +415,7 @@ impl Stack {
             }
         };
         let stack = Stack {
+            shell: opts.shell,
             dir,
             listen,
             admin,
@@ -326,6 +440,7 @@ impl Stack {
     /// Starts a second Envoy with `filter_config` on this stack's keyservice and upstream.
     pub fn start_extra_envoy(&self, filter_config: &Value) -> ExtraEnvoy {
         let (proc, listen, admin, _) = start_envoy(
+            self.shell,
             &self.dir,
             "envoy2",
             filter_config,
@@ -371,7 +486,10 @@ impl Stack {
     }
 
     /// An Envoy counter or gauge from the admin API (0 if absent).
+    /// A counter or gauge from Envoy's admin API (0 if absent). Filter counters are named as
+    /// the wasm shell shows them (`wasmcustom.veil.*`) and mapped to the shell under test.
     pub fn stat(&self, name: &str) -> u64 {
+        let name = &self.shell.stat_name(name);
         let Ok(r) = http::get(
             self.admin,
             &format!("/stats?filter=^{}$", name.replace('.', "\\.")),
@@ -528,7 +646,9 @@ fn with_rule_routes(yaml: &str, filter_config: &Value) -> String {
 /// Starts an Envoy with the demo template and `filter_config` in `dir` (its config file and
 /// log named after `name`), in front of `upstream` with `keyservice`; returns it once ready,
 /// or its log if it refused to start.
+#[allow(clippy::too_many_arguments)]
 fn start_envoy(
+    shell: Shell,
     dir: &Path,
     name: &'static str,
     filter_config: &Value,
@@ -542,8 +662,9 @@ fn start_envoy(
     let config = filter_config.to_string().replace('\'', "''");
     let template = fs::read_to_string(repo_root().join("envoy/veil-demo.yaml"))
         .unwrap_or_else(|e| panic!("envoy/veil-demo.yaml: {e}"));
-    let yaml = render(
+    let yaml = render_shell(
         &template,
+        shell,
         &[
             ("VEIL_LISTEN_ADDR", "127.0.0.1".into()),
             ("VEIL_LISTEN_PORT", listen.port().to_string()),
@@ -553,7 +674,7 @@ fn start_envoy(
             ("VEIL_UPSTREAM_PORT", upstream.port().to_string()),
             ("VEIL_KEYSERVICE_ADDR", "127.0.0.1".into()),
             ("VEIL_KEYSERVICE_PORT", keyservice.port().to_string()),
-            ("VEIL_WASM", wasm_path().display().to_string()),
+            shell.binary_var(),
             ("VEIL_FILTER_CONFIG", config),
         ],
     );

@@ -157,6 +157,7 @@ fn compose_envoy_config_is_the_demo_template_with_compose_addresses() {
             ("VEIL_KEYSERVICE_ADDR", "127.0.0.1"),
             ("VEIL_KEYSERVICE_PORT", "9911"),
         ])
+        .env_remove("VEIL_FILTER")
         .env("VEIL_WASM", wasm_path())
         .env(
             "VEIL_FILTER_CONFIG_FILE",
@@ -166,7 +167,11 @@ fn compose_envoy_config_is_the_demo_template_with_compose_addresses() {
         .unwrap();
     assert!(out.status.success(), "render-envoy.py: {out:?}");
     let native_text = fs::read_to_string(&native).unwrap();
-    let template = fs::read_to_string(repo_root().join("envoy/veil-demo.yaml")).unwrap();
+    // The wasm shell's block of the template (compose runs the wasm shell).
+    let template = veil_e2e::select_shell(
+        &fs::read_to_string(repo_root().join("envoy/veil-demo.yaml")).unwrap(),
+        veil_e2e::Shell::Wasm,
+    );
     let compose_body = compose
         .split_once('\n')
         .filter(|(first, _)| first.starts_with("# GENERATED"))

@@ -61,6 +61,7 @@ fn every_config_in_the_envoy_folder_is_covered_and_validates() {
             ("VEIL_KEYSERVICE_ADDR", "127.0.0.1"),
             ("VEIL_KEYSERVICE_PORT", "9911"),
         ])
+        .env_remove("VEIL_FILTER")
         .env("VEIL_WASM", wasm_path())
         .env(
             "VEIL_FILTER_CONFIG_FILE",

@@ -1,0 +1,310 @@
+//! The native shell (`libveil.so`, filter/native) loaded by the real pinned Envoy: the ABI
+//! handshake, traffic through it, hostile configurations refused without a crash, an
+//! upgrade by rename under a running Envoy, and a shutdown under load that ends cleanly.
+//! These run whatever `VEIL_FILTER` says: they are about the native module itself.
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use veil_e2e::{
+    envoy_bin, fixture, http, install_native_module, native_module, native_module_build,
+    render_shell, repo_root, Shell, Stack, StackOptions,
+};
+
+fn native_stack(filter_config: Value) -> Stack {
+    Stack::start_with(StackOptions {
+        shell: Shell::Native,
+        filter_config,
+        wait_for_keys: false,
+        ..StackOptions::default()
+    })
+}
+
+/// A seal rule on /collector and nothing else: the rest of the demo routes pass.
+fn seal_only_config() -> Value {
+    json!({
+        "keyservice": {"cluster": "veil_keyservice", "token_env": "VEIL_KEYSERVICE_TOKEN"},
+        "routes": [{"prefix": "/collector", "seal": {"profile": "moesif"}}]
+    })
+}
+
+#[test]
+fn the_module_loads_with_the_pinned_abi_and_passes_traffic() {
+    let stack = native_stack(seal_only_config());
+    let log = stack.envoy.log_text();
+    assert!(
+        log.contains("Dynamic module ABI version v0.2.0 matched"),
+        "Envoy did not match the module's ABI string:\n{log}"
+    );
+    // A path no rule claims goes through untouched.
+    stack.clear_recorded();
+    let r = stack.send(
+        "POST",
+        "/other/thing",
+        &[("content-type", "application/json")],
+        b"{\"a\":1}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rec = stack.recorded();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].body, b"{\"a\":1}");
+    assert!(stack.stat("veil.native.passthrough") >= 1);
+}
+
+/// Until the roles run in this shell, a route a rule claims is refused, never forwarded.
+#[test]
+fn a_claimed_route_is_never_forwarded_in_plaintext() {
+    let stack = native_stack(seal_only_config());
+    stack.clear_recorded();
+    let event = fixture("event.json");
+    let r = stack.send(
+        "POST",
+        "/collector/v1/events",
+        &[("content-type", "application/json")],
+        &event,
+    );
+    if r.status == 200 {
+        // The seal role runs: what left must be sealed.
+        let rec = stack.recorded();
+        assert_eq!(rec.len(), 1);
+        assert!(!String::from_utf8_lossy(&rec[0].body).contains("078-05-1120"));
+        return;
+    }
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{r:?}"
+    );
+    assert!(stack.recorded().is_empty(), "nothing reaches the upstream");
+}
+
+/// `envoy --mode validate` with the native filter and `filter_config` (an Any); returns the
+/// exit status and output.
+fn validate_native(
+    dir: &Path,
+    name: &str,
+    filter_config: &str,
+) -> (std::process::ExitStatus, String) {
+    let template = fs::read_to_string(repo_root().join("envoy/veil-demo.yaml")).unwrap();
+    // The template quotes the config as a single-quoted StringValue; a hostile config
+    // replaces the whole filter_config Any.
+    let yaml = render_shell(
+        &template,
+        Shell::Native,
+        &[
+            ("VEIL_LISTEN_ADDR", "127.0.0.1".into()),
+            ("VEIL_LISTEN_PORT", "10000".into()),
+            ("VEIL_ADMIN_ADDR", "127.0.0.1".into()),
+            ("VEIL_ADMIN_PORT", "9901".into()),
+            ("VEIL_UPSTREAM_ADDR", "127.0.0.1".into()),
+            ("VEIL_UPSTREAM_PORT", "18080".into()),
+            ("VEIL_KEYSERVICE_ADDR", "127.0.0.1".into()),
+            ("VEIL_KEYSERVICE_PORT", "9911".into()),
+            ("VEIL_NATIVE_MODULE", native_module().display().to_string()),
+            ("VEIL_FILTER_CONFIG", "@@CONFIG@@".into()),
+        ],
+    );
+    let marker = "                \"@type\": type.googleapis.com/google.protobuf.StringValue\n                value: '@@CONFIG@@'\n";
+    assert!(
+        yaml.contains(marker),
+        "the template's native filter_config moved"
+    );
+    let yaml = yaml.replace(marker, filter_config);
+    let path = dir.join(format!("{name}.yaml"));
+    fs::write(&path, yaml).unwrap();
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--log-level", "info", "-c"])
+        .arg(&path)
+        .env("VEIL_KEYSERVICE_TOKEN", veil_e2e::TOKEN)
+        .env("VEIL_RELAY_CLIENT_ID_SECRET", veil_e2e::RELAY_SECRET)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+fn string_value(s: &str) -> String {
+    format!(
+        "                \"@type\": type.googleapis.com/google.protobuf.StringValue\n                value: {}\n",
+        serde_json::to_string(s).unwrap()
+    )
+}
+
+fn bytes_value(b: &[u8]) -> String {
+    format!(
+        "                \"@type\": type.googleapis.com/google.protobuf.BytesValue\n                value: {}\n",
+        base64::engine::general_purpose::STANDARD.encode(b)
+    )
+}
+
+#[test]
+fn hostile_configs_are_refused_without_a_crash() {
+    let dir = std::env::temp_dir().join(format!("veil-native-hostile-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    // The good config validates (so the refusals below are about the config alone).
+    let (status, text) =
+        validate_native(&dir, "good", &string_value(&seal_only_config().to_string()));
+    assert!(status.success(), "the good config must validate:\n{text}");
+
+    let deep = "[".repeat(200_000);
+    let huge_string = format!(
+        "{{\"keyservice\":{{\"cluster\":\"{}\"}}}}",
+        "x".repeat(4 << 20)
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("empty", string_value(""), "configuration refused"),
+        (
+            "not-json",
+            string_value("{not json"),
+            "configuration refused",
+        ),
+        ("deep", string_value(&deep), "configuration refused"),
+        ("huge", string_value(&huge_string), "configuration refused"),
+        (
+            "bad-utf8",
+            bytes_value(b"{\"keyservice\":\xff\xfe}"),
+            "configuration refused",
+        ),
+        (
+            "bad-prefix",
+            string_value(
+                r#"{"keyservice":{"cluster":"veil_keyservice","token_env":"VEIL_KEYSERVICE_TOKEN"},"routes":[{"prefix":"collector","seal":{"profile":"moesif"}}]}"#,
+            ),
+            "routes[0].prefix: must start with '/'",
+        ),
+        (
+            "unknown-field",
+            string_value(
+                r#"{"keyservice":{"cluster":"veil_keyservice","token_env":"VEIL_KEYSERVICE_TOKEN"},"routez":[]}"#,
+            ),
+            "routez",
+        ),
+    ];
+    for (name, cfg, expect) in cases {
+        let (status, text) = validate_native(&dir, name, &cfg);
+        assert!(
+            !status.success(),
+            "{name}: a hostile config validated:\n{text}"
+        );
+        assert_eq!(
+            status.signal(),
+            None,
+            "{name}: Envoy died of a signal instead of refusing:\n{}",
+            text.chars().take(4000).collect::<String>()
+        );
+        assert!(
+            text.contains("Failed to initialize dynamic module"),
+            "{name}: not refused by the module:\n{}",
+            text.chars().take(4000).collect::<String>()
+        );
+        assert!(
+            text.contains(expect),
+            "{name}: the refusal does not name {expect:?}:\n{}",
+            text.chars().take(4000).collect::<String>()
+        );
+        assert!(
+            !text.contains("Caught "),
+            "{name}: a crash handler ran:\n{text}"
+        );
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Upgrading is installing a new file and restarting: renaming a new build over the loaded
+/// one leaves the running Envoy serving (its mapping keeps the old inode), and a restart
+/// loads the new file.
+#[test]
+fn an_upgrade_by_rename_under_a_running_envoy_is_safe() {
+    let mut stack = native_stack(seal_only_config());
+    let loaded = native_module();
+    let before = fs::metadata(&loaded).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let dir: PathBuf = loaded.parent().unwrap().to_path_buf();
+    install_native_module(&native_module_build(), &dir);
+    let after = fs::metadata(&loaded).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    assert_ne!(before.ok(), after.ok(), "installing must make a new inode");
+    for _ in 0..20 {
+        let r = stack.send("GET", "/other/x", &[], b"");
+        assert_eq!(r.status, 200);
+    }
+    assert!(stack.envoy_alive(), "Envoy died after the rename");
+    stack.restart_envoy("envoy-upgraded");
+    let r = stack.send("GET", "/other/x", &[], b"");
+    assert_eq!(r.status, 200);
+}
+
+/// SIGTERM while requests are in flight (through both a passing and a claimed route): Envoy
+/// drains and exits without a crash handler running.
+#[test]
+fn a_shutdown_under_load_ends_without_a_crash() {
+    let mut stack = native_stack(seal_only_config());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let listen = stack.listen;
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = Arc::clone(&stop);
+            let sent = Arc::clone(&sent);
+            std::thread::spawn(move || {
+                let event = fixture("event.json");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let path = if i % 2 == 0 {
+                        "/other/load"
+                    } else {
+                        "/collector/v1/events"
+                    };
+                    let _ = http::request(
+                        listen,
+                        "POST",
+                        path,
+                        &[("content-type", "application/json")],
+                        &event,
+                    );
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let t0 = Instant::now();
+    while sent.load(Ordering::Relaxed) < 200 && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(sent.load(Ordering::Relaxed) >= 200, "the load did not run");
+    let pid = stack.envoy.child.id();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let t1 = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = stack.envoy.child.try_wait() {
+            break s;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(20),
+            "Envoy did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    let log = stack.envoy.log_text();
+    assert_eq!(status.signal(), None, "Envoy died of a signal:\n{log}");
+    assert!(status.success(), "Envoy exited with {status}:\n{log}");
+    assert!(!log.contains("Caught "), "a crash handler ran:\n{log}");
+    assert!(!stack.envoy_alive());
+}
