@@ -33,9 +33,9 @@ lint: ## rustfmt and clippy (unwrap/expect/panic/indexing denied in core, the ro
 wasm: ## build the filter (target/wasm32-wasip1/release/veil_filter.wasm)
 	cargo build -p veil-filter --target wasm32-wasip1 --release
 
-bench: ## load benchmark with and without the filter: make bench [SCENARIO=seal] [DURATION=5]
+bench: ## load benchmark, control vs each shell and its floor: make bench [SCENARIO=seal] [DURATION=5] [FILTER=wasm|native|both]
 	scripts/setup.sh bench
-	.venv/bin/python bench/run.py $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(DURATION),--duration $(DURATION))
+	.venv/bin/python bench/run.py $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(DURATION),--duration $(DURATION)) $(if $(FILTER),--filter $(FILTER))
 
 fuzz: ## fuzz every core parser (nightly): make fuzz [FUZZ_SECONDS=60] [FUZZ_KEEP=1 grows fuzz/corpus]
 	scripts/setup.sh

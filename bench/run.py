@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Veil's load benchmark: the same Envoy with and without the Veil filter, alternated.
+"""Veil's load benchmark: the same Envoy without and with the Veil filter (each shell), alternated.
 
-    .venv/bin/python bench/run.py [--scenario seal] [--duration 10] ...   (see --help)
-    make bench [SCENARIO=seal] [DURATION=5]
+    .venv/bin/python bench/run.py [--scenario seal] [--duration 10] [--filter native] ...   (see --help)
+    make bench [SCENARIO=seal] [DURATION=5] [FILTER=wasm|native|both]
 
 For each scenario: builds the release artefacts (unless --no-build), starts keyservice, the demo
-upstream (--no-record) and two Envoys from one rendered config (treatment: as rendered from
-envoy/veil-demo.yaml; control: the same YAML with the envoy.filters.http.wasm entry removed),
-then alternates control and treatment rounds (C,T,C,T,...):
+upstream (--no-record) and one Envoy per configuration, all from one rendered template
+(envoy/veil-demo.yaml): the control (the Veil filter entry removed), one treatment per shell
+(wasm: the proxy-wasm filter; native: libveil.so, the dynamic module) and each shell's floor
+(the same place in the chain holding an empty proxy-wasm filter / an empty dynamic module, built
+from bench/floors/), then alternates their rounds (C,W,N,FW,FN,C,W,N,...):
 
   1. closed loop at fixed concurrency (--connections), wrk (veil-bench-load for the relay):
-     maximum requests/s and the ratio T/C;
+     maximum requests/s and the ratio T/C, for the treatments and the floors;
   2. open loop at a fixed rate (--rate-fraction of control's maximum), veil-bench-load --rate
-     (or wrk's Lua pacing with --rate-gen wrk): added latency T - C.
+     (or wrk's Lua pacing with --rate-gen wrk): added latency T - C (treatments only).
 
 Medians over rounds are reported, with Envoy's CPU time per request, its RSS, the keyservice
-callouts per request, and one machine-readable line per scenario. Everything started here is
+callouts per request, and one machine-readable line per scenario and shell
+(`<scenario> ratio=... filter=wasm|native floor_ratio=... floor_gap=...`). Everything started here is
 stopped at the end, also on failure or Ctrl-C. bench/README.md explains every number.
 """
 from __future__ import annotations
@@ -54,6 +57,13 @@ TARGET_P99_ADDED_MS = 1.0
 TARGET_RSS_DELTA_MIB = 30.0
 # "No callout per request": a key refresh every refresh_secs is fine, one per request is not.
 TARGET_CALLOUTS_PER_REQ = 0.001
+# The native shell's targets (issue #16): RSS within 5 MiB of control, every ratio within
+# 0.06 of the empty dynamic module's floor measured in the same run.
+TARGET_NATIVE_RSS_DELTA_MIB = 5.0
+TARGET_NATIVE_FLOOR_GAP = 0.06
+
+SHELLS = ("wasm", "native")
+FLOOR = {"wasm": "floor-wasm", "native": "floor-native"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +102,8 @@ class Scenario:
     loadgen: str = "wrk"
     # Targets of this scenario.
     ratio_min: float = TARGET_RATIO_MIN
+    # The native shell's throughput target (issue #16).
+    native_ratio_min: float = 0.85
     callouts_max: float = TARGET_CALLOUTS_PER_REQ
     in_default_set: bool = True
 
@@ -108,6 +120,7 @@ SCENARIOS: list[Scenario] = [
         "a batch of 20 events (fixtures/moesif/events-batch.json) on POST /collector/v1/events/batch",
         path="/collector/v1/events/batch",
         body="fixtures/moesif/events-batch.json",
+        native_ratio_min=0.70,
     ),
     Scenario(
         "unseal",
@@ -120,6 +133,7 @@ SCENARIOS: list[Scenario] = [
         # {sealed_search} is the fixture sealed by veil-bench-seal-fixture when the stack starts.
         upstream_args=("--no-record", "--static-body", "{sealed_search}"),
         probe_unsealed=True,
+        native_ratio_min=0.80,
     ),
     Scenario(
         "relay-local",
@@ -130,6 +144,7 @@ SCENARIOS: list[Scenario] = [
         filter_counter="veil.relay.requests",
         loadgen="relay",
         ratio_min=0.80,
+        native_ratio_min=0.80,
     ),
     Scenario(
         "relay-global",
@@ -142,6 +157,7 @@ SCENARIOS: list[Scenario] = [
         loadgen="relay",
         # One replay check per request is the design (plus pair look-ups at set-up: 5%).
         callouts_max=1.05,
+        native_ratio_min=0.65,
     ),
     # Not in the default set: diagnostics.
     Scenario(
@@ -349,7 +365,7 @@ def foreign_load(seconds: float, ours: list[int]) -> float:
 
 def envoy_stats(admin: str) -> dict[str, int]:
     status, text = http_get(
-        f"http://{admin}/stats?filter=^(cluster\\.veil_keyservice\\.upstream_rq_total|wasmcustom\\.)",
+        f"http://{admin}/stats?filter=^(cluster\\.veil_keyservice\\.upstream_rq_total|wasmcustom\\.|veil\\.)",
         timeout=5,
     )
     if status != 200:
@@ -384,9 +400,11 @@ def keyservice_pairings(addr: str) -> int:
 
 
 def stat(stats: dict[str, int], suffix: str) -> int:
-    """A wasm custom counter by its name as the filter defines it (Envoy prefixes it)."""
+    """A filter counter by its name as the filter defines it (`veil.seal.requests`): the wasm
+    shell's appear as `wasmcustom.veil.*`, the native shell's as `veil.*` (its
+    metrics_namespace); each Envoy has one of them."""
     for k, v in stats.items():
-        if k == f"wasmcustom.{suffix}" or k.endswith("." + suffix):
+        if k in (suffix, f"wasmcustom.{suffix}"):
             return v
     return 0
 
@@ -398,7 +416,7 @@ def stat(stats: dict[str, int], suffix: str) -> int:
 
 @dataclasses.dataclass
 class Envoy:
-    role: str  # "control" | "treatment"
+    role: str  # "control" | "wasm" | "native" | "floor-wasm" | "floor-native"
     listen: str
     admin: str
     config: Path
@@ -406,20 +424,64 @@ class Envoy:
     rss_idle_mib: float = 0.0
 
 
-def strip_wasm_filter(cfg: dict) -> int:
-    """Removes every envoy.filters.http.wasm entry from every HTTP connection manager."""
-    removed = 0
+DYNAMIC_MODULE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+
+
+def is_veil_filter(f: dict) -> bool:
+    """The Veil filter entry of either shell (the proxy-wasm filter or the dynamic module)."""
+    return f.get("name") == "envoy.filters.http.wasm" or (
+        (f.get("typed_config") or {}).get("@type") == DYNAMIC_MODULE_TYPE)
+
+
+def http_filter_lists(cfg: dict):
     for listener in cfg.get("static_resources", {}).get("listeners", []) or []:
         for chain in listener.get("filter_chains", []) or []:
             for nf in chain.get("filters", []) or []:
                 hcm = nf.get("typed_config", {}) or {}
-                filters = hcm.get("http_filters")
-                if not isinstance(filters, list):
-                    continue
-                keep = [f for f in filters if f.get("name") != "envoy.filters.http.wasm"]
-                removed += len(filters) - len(keep)
-                hcm["http_filters"] = keep
-    return removed
+                if isinstance(hcm.get("http_filters"), list):
+                    yield hcm
+
+
+def strip_veil_filter(cfg: dict, replacement: dict | None = None) -> int:
+    """Removes the Veil filter entry (either shell) from every HTTP connection manager, or puts
+    `replacement` in its place; returns how many entries were found."""
+    found = 0
+    for hcm in http_filter_lists(cfg):
+        out = []
+        for f in hcm["http_filters"]:
+            if is_veil_filter(f):
+                found += 1
+                if replacement is not None:
+                    out.append(copy.deepcopy(replacement))
+            else:
+                out.append(f)
+        hcm["http_filters"] = out
+    return found
+
+
+def floor_entry(shell: str, bins: dict[str, Path]) -> dict:
+    """The empty filter of a shell, at the Veil filter's place in the chain."""
+    if shell == "wasm":
+        return {"name": "envoy.filters.http.wasm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {"name": "floor", "root_id": "floor", "fail_open": False,
+                       "vm_config": {"vm_id": "floor", "runtime": "envoy.wasm.runtime.v8",
+                                     "code": {"local": {"filename": str(bins["floor_wasm"])}}}}}}
+    return {"name": "floor", "typed_config": {
+        "@type": DYNAMIC_MODULE_TYPE,
+        "dynamic_module_config": {"module": {"local": {"filename": str(bins["floor_native_installed"])}},
+                                  "do_not_close": True},
+        "filter_name": "floor"}}
+
+
+def install_module(src: Path, dst: Path) -> Path:
+    """Copies a dynamic module into place the safe way: a new file, renamed over the old one
+    (never overwrite a .so an Envoy may have mapped)."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    shutil.copyfile(src, tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+    return dst
 
 
 def set_socket_port(addr_holder: dict, port: int) -> None:
@@ -510,44 +572,60 @@ class Stack:
         wait_until("upstream", 20, lambda: http_get(f"http://{self.upstream_addr}/healthz")[0] == 200,
                    self.procs, up, f"{self.tag}-upstream")
 
-        # Treatment: the template rendered exactly as scripts/stack.sh renders it.
-        t_listen, t_admin = free_port(), free_port()
-        c_listen, c_admin = free_port(), free_port()
-        t_cfg = rd / f"{self.tag}-envoy-treatment.yaml"
-        c_cfg = rd / f"{self.tag}-envoy-control.yaml"
-        render_env = dict(
-            base_env,
-            VEIL_LISTEN_ADDR="127.0.0.1", VEIL_LISTEN_PORT=str(t_listen),
-            VEIL_ADMIN_ADDR="127.0.0.1", VEIL_ADMIN_PORT=str(t_admin),
-            VEIL_UPSTREAM_ADDR="127.0.0.1", VEIL_UPSTREAM_PORT=str(up_port),
-            VEIL_KEYSERVICE_ADDR="127.0.0.1", VEIL_KEYSERVICE_PORT=str(ks_port),
-            VEIL_WASM=str(self.bins["wasm"]),
-            VEIL_FILTER_CONFIG_FILE=str(ROOT / self.filter_config),
-        )
-        r = subprocess.run(
-            [sys.executable, str(ROOT / "scripts/render-envoy.py"), str(ROOT / self.template), str(t_cfg)],
-            env=render_env, capture_output=True, text=True, timeout=30,
-        )
-        if r.returncode != 0:
-            raise BenchError(f"render-envoy.py failed: {r.stderr.strip()}")
-        # Control: the same rendered YAML, minus the wasm filter, on its own ports.
-        cfg = yaml.safe_load(t_cfg.read_text())
-        control = copy.deepcopy(cfg)
-        if strip_wasm_filter(control) < 1:
-            raise BenchError(f"{t_cfg}: no envoy.filters.http.wasm entry to remove for the control")
-        set_socket_port(control["admin"], c_admin)
-        listeners = control["static_resources"]["listeners"]
+        # Treatments: the template rendered exactly as scripts/stack.sh renders it, once per
+        # shell; control: the same YAML with the Veil filter entry removed; floors: the empty
+        # filter of each shell in its place. One listener and admin port each.
+        roles = ["control"] + list(a.shells) + ([FLOOR[sh] for sh in a.shells] if a.floors else [])
+        ports = {role: (free_port(), free_port()) for role in roles}
+        up_listen_port = up_port
+        self.envoys = {}
+        rendered: dict[str, dict] = {}
+        for shell in a.shells:
+            cfg_path = rd / f"{self.tag}-envoy-{shell}.yaml"
+            render_env = dict(
+                base_env,
+                VEIL_FILTER=shell,
+                VEIL_LISTEN_ADDR="127.0.0.1", VEIL_LISTEN_PORT=str(ports[shell][0]),
+                VEIL_ADMIN_ADDR="127.0.0.1", VEIL_ADMIN_PORT=str(ports[shell][1]),
+                VEIL_UPSTREAM_ADDR="127.0.0.1", VEIL_UPSTREAM_PORT=str(up_listen_port),
+                VEIL_KEYSERVICE_ADDR="127.0.0.1", VEIL_KEYSERVICE_PORT=str(ks_port),
+                VEIL_WASM=str(self.bins["wasm"]),
+                VEIL_NATIVE_MODULE=str(self.bins.get("native_installed", "")),
+                VEIL_FILTER_CONFIG_FILE=str(ROOT / self.filter_config),
+            )
+            r = subprocess.run(
+                [sys.executable, str(ROOT / "scripts/render-envoy.py"), str(ROOT / self.template), str(cfg_path)],
+                env=render_env, capture_output=True, text=True, timeout=30,
+            )
+            if r.returncode != 0:
+                raise BenchError(f"render-envoy.py ({shell}) failed: {r.stderr.strip()}")
+            rendered[shell] = yaml.safe_load(cfg_path.read_text())
+            if strip_veil_filter(copy.deepcopy(rendered[shell])) != 1:
+                raise BenchError(f"{cfg_path}: expected exactly one Veil filter entry")
+            self.envoys[shell] = Envoy(shell, f"127.0.0.1:{ports[shell][0]}", f"127.0.0.1:{ports[shell][1]}", cfg_path)
+        base = rendered[a.shells[0]]
+        listeners = base["static_resources"]["listeners"]
         if len(listeners) != 1:
-            raise BenchError(f"{t_cfg}: expected one listener, found {len(listeners)}")
-        set_socket_port(listeners[0], c_listen)
-        c_cfg.write_text(
-            "# Generated by bench/run.py: the treatment config with envoy.filters.http.wasm removed.\n"
-            + yaml.safe_dump(control, sort_keys=False)
-        )
-        self.envoys = {
-            "control": Envoy("control", f"127.0.0.1:{c_listen}", f"127.0.0.1:{c_admin}", c_cfg),
-            "treatment": Envoy("treatment", f"127.0.0.1:{t_listen}", f"127.0.0.1:{t_admin}", t_cfg),
-        }
+            raise BenchError(f"expected one listener in {self.template}, found {len(listeners)}")
+        for role in roles:
+            if role in SHELLS:
+                continue
+            cfg = copy.deepcopy(base)
+            if role == "control":
+                strip_veil_filter(cfg)
+                what = "the Veil filter entry removed"
+            else:
+                shell = role.removeprefix("floor-")
+                strip_veil_filter(cfg, floor_entry(shell, self.bins))
+                what = f"the Veil filter replaced by the empty {shell} filter (bench/floors/{shell})"
+            set_socket_port(cfg["admin"], ports[role][1])
+            set_socket_port(cfg["static_resources"]["listeners"][0], ports[role][0])
+            path = rd / f"{self.tag}-envoy-{role}.yaml"
+            path.write_text(f"# Generated by bench/run.py: the treatment config with {what}.\n"
+                            + yaml.safe_dump(cfg, sort_keys=False))
+            self.envoys[role] = Envoy(role, f"127.0.0.1:{ports[role][0]}", f"127.0.0.1:{ports[role][1]}", path)
+        # Control first, as the rounds run.
+        self.envoys = {role: self.envoys[role] for role in roles}
         # The demo filter config's relay section reads its client-id secret from here.
         envoy_env = dict(
             base_env,
@@ -565,11 +643,12 @@ class Stack:
         for e in self.envoys.values():
             wait_until(f"Envoy ({e.role})", 60, lambda e=e: http_get(f"http://{e.admin}/ready")[0] == 200,
                        self.procs, e.proc, f"{self.tag}-envoy-{e.role}")
-        t = self.envoys["treatment"]
-        # Ready means the filter holds the current data key (as scripts/stack.sh waits for).
-        wait_until("the filter's first data key", 20,
-                   lambda: stat(envoy_stats(t.admin), "veil.keys.fetch_ok") >= 1,
-                   self.procs, t.proc, f"{self.tag}-envoy-treatment")
+        for shell in a.shells:
+            t = self.envoys[shell]
+            # Ready means the filter holds the current data key (as scripts/stack.sh waits for).
+            wait_until(f"the {shell} filter's first data key", 20,
+                       lambda t=t: stat(envoy_stats(t.admin), "veil.keys.fetch_ok") >= 1,
+                       self.procs, t.proc, f"{self.tag}-envoy-{shell}")
         time.sleep(1.0)
         for e in self.envoys.values():
             e.rss_idle_mib = rss_bytes(e.proc.pid) / MIB
@@ -846,7 +925,7 @@ def uses_veil_load(args, sc: Scenario, rate: float | None) -> bool:
 def load_argv(args, sc: Scenario, envoy: Envoy, extra: list[str], stack_dir: Path) -> list[str]:
     """veil-bench-load: through the relay for a relay scenario's treatment, plaintext otherwise
     (the same request; the same distinct bodies as wrk for a scenario with variants)."""
-    relay = sc.loadgen == "relay" and envoy.role == "treatment"
+    relay = sc.loadgen == "relay" and envoy.role in SHELLS
     argv = [str(args.load_gen), "--mode", "relay" if relay else "plain",
             "--url", f"http://{envoy.listen}", "--method", sc.method, "--path", sc.path]
     if sc.variants:
@@ -878,14 +957,16 @@ def med(xs):
     return statistics.median(xs) if xs else 0.0
 
 
-def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
+def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> list[dict]:
     envoys = stack.envoys
-    t_env, c_env = envoys["treatment"], envoys["control"]
+    shells = [r for r in envoys if r in SHELLS]
+    floors = [r for r in envoys if r.startswith("floor-")]
     headers = dict(sc.headers)
-    # One request through each Envoy first: both must answer 200, and the filter must count it.
+    # One request through each Envoy first: each must answer 200, and each shell's filter must
+    # count it.
     body = (ROOT / sc.body).read_bytes() if sc.body else b""
-    before = envoy_stats(t_env.admin)
-    for e in (c_env, t_env):
+    before = {sh: envoy_stats(envoys[sh].admin) for sh in shells}
+    for e in envoys.values():
         if sc.loadgen == "relay":
             r = subprocess.run(load_argv(args, sc, e, ["--connections", "1", "--requests", "1",
                                                       "--duration", "20"], stack.run_dir),
@@ -900,25 +981,26 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
             raise BenchError(f"{sc.name}: probe request to the {e.role} Envoy failed: {err}") from err
         if status != 200:
             raise BenchError(f"{sc.name}: {e.role} answered {status} to a probe request: {text[:300]}")
-        if sc.probe_unsealed and (("veil:v1:" in text) != (e.role == "control")):
-            raise BenchError(f"{sc.name}: the {e.role} answer {'lacks' if e.role == 'control' else 'still has'} "
+        if sc.probe_unsealed and (("veil:v1:" in text) != (e.role not in SHELLS)):
+            raise BenchError(f"{sc.name}: the {e.role} answer {'still has' if e.role in SHELLS else 'lacks'} "
                              f"sealed values: {text[:300]}")
     if sc.filter_counter:
-        after = envoy_stats(t_env.admin)
-        if stat(after, sc.filter_counter) - stat(before, sc.filter_counter) != 1:
-            raise BenchError(f"{sc.name}: the filter did not count the probe request ({sc.filter_counter})")
+        for sh in shells:
+            after = envoy_stats(envoys[sh].admin)
+            if stat(after, sc.filter_counter) - stat(before[sh], sc.filter_counter) != 1:
+                raise BenchError(f"{sc.name}: the {sh} filter did not count the probe request ({sc.filter_counter})")
 
     closed = write_lua(sc, stack.run_dir, None, args.threads, False)
     rounds: list[Round] = []
-    order = ["control", "treatment"]
+    order = ["control"] + shells + floors
 
-    sent = {"treatment": 0}  # every treatment request after the counter snapshot, kept or not
+    sent = {sh: 0 for sh in shells}  # every treatment request after the counter snapshot, kept or not
 
     def one(role, phase, idx, lua, secs, rate=None):
         for attempt in range(args.noisy_retries + 1):
             r = run_load(args, sc, envoys[role], lua, secs, phase, idx, procs, rate)
-            if role == "treatment" and phase != "warmup":
-                sent["treatment"] += r.requests
+            if role in sent and phase != "warmup":
+                sent[role] += r.requests
             noisy = phase != "warmup" and r.foreign_cores > args.noisy_above
             if noisy and attempt < args.noisy_retries:
                 log(fmt_round(sc, r, rate) + "  <- discarded: other processes were busy; again")
@@ -938,44 +1020,61 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
         for role in order:
             one(role, "warmup", 0, closed, args.warmup)
 
-    s0_envoy = envoy_stats(t_env.admin)
+    s0_envoy = {sh: envoy_stats(envoys[sh].admin) for sh in shells}
     s0_ks = keyservice_requests(stack.keyservice_addr)
     s0_pairings = keyservice_pairings(stack.keyservice_addr)
     for i in range(1, args.rounds + 1):
         for role in order:
             one(role, "concurrency", i, closed, args.duration)
-    conc = {role: [r for r in rounds if r.phase == "concurrency" and r.role == role] for role in order}
-    rps_c = med(r.rps for r in conc["control"])
-    rps_t = med(r.rps for r in conc["treatment"])
+    rps_c = med(r.rps for r in rounds if r.phase == "concurrency" and r.role == "control")
 
     rate = args.rate or rps_c * args.rate_fraction
-    rate_rounds = {}
     if rate > 0 and args.rate_fraction > 0:
         # The wrk script is used only with --rate-gen wrk (and never for the relay).
         paced = write_lua(sc, stack.run_dir, rate, args.threads, args.arrivals == "poisson")
         for i in range(1, args.rounds + 1):
-            for role in order:
+            for role in ["control"] + shells:
                 one(role, "rate", i, paced, args.duration, rate)
-        rate_rounds = {role: [r for r in rounds if r.phase == "rate" and r.role == role] for role in order}
 
-    t_requests = sent["treatment"]
-    s1_envoy = envoy_stats(t_env.admin)
-    s1_ks = keyservice_requests(stack.keyservice_addr)
+    s1_envoy = {sh: envoy_stats(envoys[sh].admin) for sh in shells}
+    ks_callouts = keyservice_requests(stack.keyservice_addr) - s0_ks
     pairings = keyservice_pairings(stack.keyservice_addr) - s0_pairings
+    all_sent = sum(sent.values())
+    floor_rps = {f: med(r.rps for r in rounds if r.phase == "concurrency" and r.role == f) for f in floors}
+    out = []
+    for sh in shells:
+        out.append(summarize(args, sc, sh, rounds, envoys, sent[sh], s0_envoy[sh], s1_envoy[sh],
+                             ks_callouts, all_sent, pairings, rate, rps_c, floor_rps.get(FLOOR[sh])))
+    return out
+
+
+def summarize(args, sc: Scenario, shell: str, all_rounds: list, envoys: dict, t_requests: int,
+              s0_envoy: dict, s1_envoy: dict, ks_callouts: int, all_sent: int, pairings: int,
+              rate: float, rps_c: float, rps_floor: float | None) -> dict:
+    """One shell's result: its rounds as "treatment" against the control's."""
+    order = ["control", "treatment"]
+    rounds = [dataclasses.replace(r, role="treatment") if r.role == shell else r
+              for r in all_rounds if r.role in ("control", shell)]
+    conc = {role: [r for r in rounds if r.phase == "concurrency" and r.role == role] for role in order}
+    rps_t = med(r.rps for r in conc["treatment"])
+    rate_rounds = {}
+    if any(r.phase == "rate" for r in rounds):
+        rate_rounds = {role: [r for r in rounds if r.phase == "rate" and r.role == role] for role in order}
     callouts_envoy = (s1_envoy.get("cluster.veil_keyservice.upstream_rq_total", 0)
                       - s0_envoy.get("cluster.veil_keyservice.upstream_rq_total", 0))
-    callouts_ks = s1_ks - s0_ks
     # The relay load generator pairs its clients at the start of each round: set-up, not
-    # per-request work (reported apart).
+    # per-request work (reported apart). Pairings go through whichever shell's Envoy.
     callouts_envoy = max(0, callouts_envoy - pairings)
     filtered = (stat(s1_envoy, sc.filter_counter) - stat(s0_envoy, sc.filter_counter)) if sc.filter_counter else 0
     rejected = sum(v for k, v in s1_envoy.items() if ".rejected." in k or k.endswith(".failed")) - sum(
         v for k, v in s0_envoy.items() if ".rejected." in k or k.endswith(".failed"))
 
-    res: dict = {"scenario": sc.name, "summary": sc.summary}
+    res: dict = {"scenario": sc.name, "filter": shell, "summary": sc.summary}
     res["rps_control"] = rps_c
     res["rps_treatment"] = rps_t
     res["ratio"] = rps_t / rps_c if rps_c else 0.0
+    res["rps_floor"] = rps_floor
+    res["floor_ratio"] = (rps_floor / rps_c) if (rps_floor and rps_c) else None
     res["conc_latency_ms"] = {
         role: {p: med(r.p.get(p) for r in conc[role]) for p in ("50", "99", "99.9")} for role in order
     }
@@ -985,7 +1084,7 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
     res["foreign_cores_max"] = max((r.foreign_cores for r in rounds), default=0.0)
     res["noisy_rounds"] = sum(1 for r in rounds if r.noisy)
     res["filter_us_per_req_from_rps"] = (1e6 / rps_t - 1e6 / rps_c) if rps_c and rps_t else 0.0
-    # Per pair (control round i, treatment round i, run back to back), then the median: slow
+    # Per pair (control round i, treatment round i, run close together), then the median: slow
     # drift of the machine cancels within a pair.
     pairs = list(zip(conc["control"], conc["treatment"]))
     cpu_diffs = sorted(t.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req for c, t in pairs)
@@ -994,7 +1093,7 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
     res["ratio_pairs"] = sorted(t.rps / c.rps for c, t in pairs if c.rps)
     res["rss_mib"] = {role: med(r.rss_mib for r in conc[role]) for role in order}
     res["rss_delta_mib"] = res["rss_mib"]["treatment"] - res["rss_mib"]["control"]
-    res["rss_idle_mib"] = {role: envoys[role].rss_idle_mib for role in order}
+    res["rss_idle_mib"] = {"control": envoys["control"].rss_idle_mib, "treatment": envoys[shell].rss_idle_mib}
     if rate_rounds:
         lat = {role: {p: med(r.p.get(p) for r in rate_rounds[role]) for p in ("50", "99", "99.9")} for role in order}
         res["rate_target"] = rate
@@ -1014,10 +1113,12 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
     res["filter_counted"] = filtered
     res["filter_rejected_or_failed"] = rejected
     res["callouts_envoy"] = callouts_envoy
-    res["callouts_keyservice"] = callouts_ks
-    res["callouts_per_req"] = max(callouts_envoy, callouts_ks) / t_requests if t_requests else 0.0
+    # The keyservice serves every shell's Envoy: its count is shared out per request sent.
+    res["callouts_keyservice"] = ks_callouts
+    per_req_ks = max(0, ks_callouts - pairings) / all_sent if all_sent else 0.0
+    res["callouts_per_req"] = max(callouts_envoy / t_requests if t_requests else 0.0, per_req_ks)
     res["pairings"] = pairings
-    res["ratio_min"] = sc.ratio_min
+    res["ratio_min"] = sc.native_ratio_min if shell == "native" else sc.ratio_min
     res["callouts_max"] = sc.callouts_max
     res["rounds"] = [dataclasses.asdict(r) for r in rounds]
     report(sc, res)
@@ -1027,9 +1128,12 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> dict:
 def report(sc: Scenario, res: dict) -> None:
     c, t = "control", "treatment"
     log("")
-    log(f"  {sc.name}: {sc.summary}")
-    log(f"  {'':<34}{'control':>12}{'treatment':>12}{'T - C / T/C':>14}")
+    log(f"  {sc.name} [{res['filter']} shell]: {sc.summary}")
+    log(f"  {'':<34}{'control':>12}{res['filter']:>12}{'T - C / T/C':>14}")
     log(f"  {'max throughput (req/s)':<34}{res['rps_control']:12.0f}{res['rps_treatment']:12.0f}{res['ratio']:14.3f}")
+    if res.get("floor_ratio") is not None:
+        log(f"  {'  its floor (empty ' + res['filter'] + ' filter)':<34}{'':12}{res['rps_floor']:12.0f}"
+            f"{res['floor_ratio']:14.3f}  (gap {res['floor_ratio'] - res['ratio']:+.3f})")
     for p in ("50", "99", "99.9"):
         lc, lt = res["conc_latency_ms"][c][p], res["conc_latency_ms"][t][p]
         log(f"  {'  p' + p + ' at ' + str(ARGS.connections) + ' connections (ms)':<34}{lc:12.3f}{lt:12.3f}{lt - lc:14.3f}")
@@ -1101,8 +1205,13 @@ def targets(res: dict) -> list[tuple[str, bool, str]]:
     else:
         out.append(("no callout per request", res["callouts_per_req"] < callouts_max,
                     f"{res['callouts_per_req']:.2e} per request"))
-    out.append(("RSS delta <= %.0f MiB" % TARGET_RSS_DELTA_MIB, res["rss_delta_mib"] <= TARGET_RSS_DELTA_MIB,
+    rss_max = TARGET_NATIVE_RSS_DELTA_MIB if res.get("filter") == "native" else TARGET_RSS_DELTA_MIB
+    out.append(("RSS delta <= %.0f MiB" % rss_max, res["rss_delta_mib"] <= rss_max,
                 f"{res['rss_delta_mib']:.1f} MiB"))
+    if res.get("filter") == "native" and res.get("floor_ratio") is not None:
+        gap = res["floor_ratio"] - res["ratio"]
+        out.append(("within %.2f of the floor" % TARGET_NATIVE_FLOOR_GAP, gap <= TARGET_NATIVE_FLOOR_GAP,
+                    f"floor {res['floor_ratio']:.3f}, gap {gap:.3f}"))
     return out
 
 
@@ -1130,6 +1239,11 @@ def machine_line(res: dict) -> str:
         f"cpu_us_per_req_added={res['filter_us_per_req_from_cpu']:.1f}",
         f"callouts_per_req={res['callouts_per_req']:.2e}",
         f"rss_delta_mib={res['rss_delta_mib']:.1f}",
+    ]
+    if res.get("floor_ratio") is not None:
+        parts += [f"floor_ratio={res['floor_ratio']:.3f}", f"floor_gap={res['floor_ratio'] - res['ratio']:.3f}"]
+    parts += [
+        f"filter={res['filter']}",
         "targets=" + ("pass" if all(res.get("targets", {}).values()) else "fail"),
     ]
     return " ".join(parts)
@@ -1156,12 +1270,24 @@ def build(args) -> dict[str, Path]:
         "seal_fixture": bin_dir / "veil-bench-seal-fixture",
         "load_gen": bin_dir / "veil-bench-load",
     }
+    # The shells' filters and their floors (only what the selected shells need).
+    if "native" in args.shells:
+        bins["native"] = ROOT / args.native if args.native else target / "native/libveil.so"
+        if args.floors:
+            bins["floor_native"] = target / "native/libveilfloor.so"
+    if "wasm" in args.shells and args.floors:
+        bins["floor_wasm"] = target / "wasm32-wasip1/release/veil_bench_floor_wasm.wasm"
     if not args.no_build:
-        step("building release artefacts (filter wasm, keyservice, demo upstream)")
-        for cmd in (
-            ["cargo", "build", "-q", "-p", "veil-filter", "--target", "wasm32-wasip1", "--release"],
-            ["cargo", "build", "-q", "--release", "-p", "veil-keyservice", "-p", "veil-e2e", "--bins"],
-        ):
+        step("building release artefacts (filters, floors, keyservice, demo upstream)")
+        cmds = [["cargo", "build", "-q", "-p", "veil-filter", "--target", "wasm32-wasip1", "--release"]]
+        if "floor_wasm" in bins:
+            cmds.append(["cargo", "build", "-q", "-p", "veil-bench-floor-wasm", "--target", "wasm32-wasip1",
+                         "--release"])
+        if "native" in bins:
+            cmds.append(["cargo", "build", "-q", "--profile", "native", "-p", "veil-native"]
+                        + (["-p", "veil-bench-floor-native"] if "floor_native" in bins else []))
+        cmds.append(["cargo", "build", "-q", "--release", "-p", "veil-keyservice", "-p", "veil-e2e", "--bins"])
+        for cmd in cmds:
             log("    " + " ".join(cmd))
             r = subprocess.run(cmd, cwd=ROOT, timeout=1800)
             if r.returncode != 0:
@@ -1224,6 +1350,14 @@ def parse_args(argv=None):
                          "[$CARGO_TARGET_DIR/release]")
     ap.add_argument("--wasm", metavar="FILE",
                     help="the filter's wasm [$CARGO_TARGET_DIR/wasm32-wasip1/release/veil_filter.wasm]")
+    ap.add_argument("--native", metavar="FILE",
+                    help="the native filter (installed into the run directory by new file + rename) "
+                         "[$CARGO_TARGET_DIR/native/libveil.so]")
+    ap.add_argument("--filter", choices=("wasm", "native", "both"), default=env.get("FILTER") or "both",
+                    help="which shell(s) to measure against the control [env FILTER; default both]")
+    ap.add_argument("--floors", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure each shell's floor: an empty proxy-wasm filter / an empty "
+                         "dynamic module in the Veil filter's place (bench/floors/) [on]")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (configs, logs, keyring)")
     ap.add_argument("--json", metavar="FILE", help="also write every number to FILE as JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
@@ -1241,6 +1375,7 @@ def parse_args(argv=None):
         if n not in BY_NAME:
             ap.error(f"unknown scenario {n!r} (known: {', '.join(BY_NAME)})")
     args.scenarios = [BY_NAME[n] for n in dict.fromkeys(flat)]
+    args.shells = list(SHELLS) if args.filter == "both" else [args.filter]
     if args.duration <= 0 or args.rounds < 1 or args.connections < 1 or args.threads < 1:
         ap.error("--duration, --rounds, --connections and --threads must be positive")
     if args.connections < args.threads:
@@ -1298,6 +1433,10 @@ def main(argv=None) -> int:
     try:
         bins = build(args)
         args.load_gen = bins["load_gen"]
+        # Dynamic modules are loaded from copies in the run directory (new file + rename).
+        for name in ("native", "floor_native"):
+            if name in bins:
+                bins[f"{name}_installed"] = install_module(bins[name], run_dir / bins[name].name)
         step(f"machine: {info['cpu_model']}, {info['cpus']} CPUs, kernel {info['kernel']}, "
              f"load average {' '.join(info['loadavg'])}")
         envoy_version = subprocess.run([args.envoy, "--version"], capture_output=True, text=True,
@@ -1309,7 +1448,8 @@ def main(argv=None) -> int:
             + "; Envoy --concurrency 1"
             + (f"; pinned: Envoy on CPU {sorted(args.cpu_sets[0])}, the rest on {sorted(args.cpu_sets[1])}"
                if args.cpu_sets[0] else "; not pinned"))
-        log(f"    rounds: warm-up {args.warmup:g}s per Envoy, then {args.rounds} x (control, treatment) "
+        log(f"    shells: {', '.join(args.shells)}; floors: {'on' if args.floors else 'off'}")
+        log(f"    rounds: warm-up {args.warmup:g}s per Envoy, then {args.rounds} x (control, shells, floors) "
             f"x {args.duration:g}s at fixed concurrency, then the same at a fixed rate")
         log(f"    run directory: {run_dir}")
         stacks: dict[tuple, Stack] = {}
@@ -1325,8 +1465,8 @@ def main(argv=None) -> int:
                 st.start()
                 stacks[key] = st
                 e = st.envoys
-                log(f"    control   {e['control'].listen} (admin {e['control'].admin})  config {e['control'].config.name}")
-                log(f"    treatment {e['treatment'].listen} (admin {e['treatment'].admin})  config {e['treatment'].config.name}")
+                for role, env in e.items():
+                    log(f"    {role:<12} {env.listen} (admin {env.admin})  config {env.config.name}")
                 fl = foreign_load(1.0, st.pids())
                 if fl > 0.15:
                     log(f"    WARNING: other processes keep {fl:.2f} cores busy: results will be noisy")
@@ -1340,7 +1480,7 @@ def main(argv=None) -> int:
                 time.sleep(args.hold)
                 break
             step(f"scenario {sc.name}")
-            results.append(run_scenario(args, sc, stacks[key], procs))
+            results.extend(run_scenario(args, sc, stacks[key], procs))
     except KeyboardInterrupt as e:
         log(f"\ninterrupted ({e or 'Ctrl-C'}); stopping everything")
         failed = True

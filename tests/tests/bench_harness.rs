@@ -18,8 +18,11 @@ use veil_e2e::{envoy_bin, keyservice_bin, repo_root, wasm_path};
 
 const SCENARIOS: [&str; 2] = ["seal", "relay-local"];
 
+/// The shells measured: `--filter` of bench/run.py (each with its floor).
+const SHELLS: &[&str] = &["wasm"];
+
 /// Every key of the machine-readable line with a fixed-rate phase (bench/README.md).
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 18] = [
     "ratio",
     "rps_control",
     "rps_treatment",
@@ -34,6 +37,9 @@ const KEYS: [&str; 15] = [
     "cpu_us_per_req_added",
     "callouts_per_req",
     "rss_delta_mib",
+    "floor_ratio",
+    "floor_gap",
+    "filter",
     "targets",
 ];
 
@@ -87,6 +93,7 @@ fn run_harness(out_dir: &Path) -> String {
         .arg(bin_dir())
         .arg("--wasm")
         .arg(wasm_path())
+        .args(["--filter", if SHELLS.len() == 2 { "both" } else { SHELLS[0] }])
         .arg("--envoy")
         .arg(envoy_bin())
         .arg("--json")
@@ -125,13 +132,14 @@ fn run_harness(out_dir: &Path) -> String {
     text
 }
 
-/// The last machine-readable line of `scenario`: `NAME key=value ...`.
-fn machine_line(text: &str, scenario: &str) -> HashMap<String, String> {
+/// The last machine-readable line of `scenario` and `shell`: `NAME key=value ... filter=SHELL`.
+fn machine_line(text: &str, scenario: &str, shell: &str) -> HashMap<String, String> {
     let prefix = format!("{scenario} ratio=");
+    let tag = format!(" filter={shell} ");
     let line = text
         .lines()
-        .rfind(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no machine-readable line for {scenario}:\n{text}"));
+        .rfind(|l| l.starts_with(&prefix) && l.contains(&tag))
+        .unwrap_or_else(|| panic!("no machine-readable line for {scenario} ({shell}):\n{text}"));
     line.split_whitespace()
         .skip(1)
         .map(|kv| {
@@ -149,8 +157,11 @@ fn bench_harness_runs_seal_and_relay_local() {
     fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("{}: {e}", out_dir.display()));
     let text = run_harness(&out_dir);
 
-    for sc in SCENARIOS {
-        let kv = machine_line(&text, sc);
+    for (sc, shell) in SCENARIOS
+        .iter()
+        .flat_map(|sc| SHELLS.iter().map(move |sh| (*sc, *sh)))
+    {
+        let kv = machine_line(&text, sc, shell);
         for key in KEYS {
             let v = kv
                 .get(key)
@@ -159,6 +170,7 @@ fn bench_harness_runs_seal_and_relay_local() {
                 "rate_sustained" => assert!(v == "yes" || v == "no", "{sc}: {key}={v}"),
                 "targets" => assert!(v == "pass" || v == "fail", "{sc}: {key}={v}"),
                 "rate_gen" => assert_eq!(v, "veil", "{sc}: the fixed rate is veil-bench-load's"),
+                "filter" => assert_eq!(v, shell, "{sc}: the line's shell"),
                 _ => assert!(
                     v.parse::<f64>().is_ok_and(f64::is_finite),
                     "{sc}: {key}={v} is not a number"
@@ -173,11 +185,14 @@ fn bench_harness_runs_seal_and_relay_local() {
     )
     .unwrap_or_else(|e| panic!("{}: {e}", json.display()));
     let results = doc["results"].as_array().cloned().unwrap_or_default();
-    for sc in SCENARIOS {
+    for (sc, shell) in SCENARIOS
+        .iter()
+        .flat_map(|sc| SHELLS.iter().map(move |sh| (*sc, *sh)))
+    {
         let r = results
             .iter()
-            .find(|r| r["scenario"] == sc)
-            .unwrap_or_else(|| panic!("{sc}: not in the JSON results"));
+            .find(|r| r["scenario"] == sc && r["filter"] == shell)
+            .unwrap_or_else(|| panic!("{sc} ({shell}): not in the JSON results"));
         let sent = r["treatment_requests"].as_u64().unwrap_or(0);
         let counted = r["filter_counted"].as_u64().unwrap_or(0);
         assert!(sent > 0, "{sc}: no treatment request completed");
