@@ -18,7 +18,7 @@
 // phase-1 shell uses part of it.
 #![allow(dead_code)]
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
@@ -45,6 +45,15 @@ impl Buf {
         ptr: ptr::null(),
         len: 0,
     };
+
+    /// A present value, even when empty (non-NULL pointer, length 0): for header values,
+    /// where `{NULL, 0}` means "remove".
+    fn present(bytes: &[u8]) -> Buf {
+        Buf {
+            ptr: bytes.as_ptr().cast(),
+            len: bytes.len(),
+        }
+    }
 
     /// A view of module-owned bytes; Envoy copies them during the call it is passed to.
     fn of(bytes: &[u8]) -> Buf {
@@ -361,6 +370,12 @@ pub enum CalloutAnswer {
 // Logging
 // ---------------------------------------------------------------------------------------------
 
+/// Whether Envoy's `dynamic_modules` logger writes `level`.
+pub fn log_enabled(level: Level) -> bool {
+    // SAFETY: a plain value argument; callable from any thread.
+    unsafe { envoy_dynamic_module_callback_log_enabled(level as u32) }
+}
+
 /// Logs to Envoy's `dynamic_modules` logger; the message is built only if the level is on.
 /// Never pass secrets, keys or plaintext (the hygiene tests read every log line).
 pub fn log(level: Level, message: impl FnOnce() -> String) {
@@ -454,6 +469,9 @@ impl Scheduler {
 pub struct Http<'a> {
     fe: NonNull<c_void>,
     sched: &'a OnceCell<Arc<Scheduler>>,
+    /// Directions to resume once the current hook returned (request, response): resuming
+    /// from inside a hook is deferred, as proxy-wasm does it.
+    resume_after: Cell<[bool; 2]>,
 }
 
 impl Http<'_> {
@@ -514,7 +532,7 @@ impl Http<'_> {
 
     /// Replaces every value of `key`; `None` removes it (§7.1: an empty value removes).
     pub fn set_header(&self, map: Map, key: &str, value: Option<&[u8]>) -> bool {
-        let v = value.map_or(Buf::EMPTY, Buf::of);
+        let v = value.map_or(Buf::EMPTY, Buf::present);
         // SAFETY: both buffers outlive the call; Envoy copies them.
         unsafe {
             envoy_dynamic_module_callback_http_set_header(
@@ -663,8 +681,28 @@ impl Http<'_> {
         }
     }
 
-    /// Resumes a direction stopped by an earlier hook (stream's worker only).
+    /// Resumes a direction stopped by an earlier hook, once the current hook has returned.
     pub fn resume(&self, dir: Dir) {
+        let mut r = self.resume_after.get();
+        match dir {
+            Dir::Request => r[0] = true,
+            Dir::Response => r[1] = true,
+        }
+        self.resume_after.set(r);
+    }
+
+    /// Applies the resumes asked for during the hook (called by the hook wrapper).
+    fn apply_resumes(&self) {
+        let [req, resp] = self.resume_after.replace([false, false]);
+        if req {
+            self.resume_now(Dir::Request);
+        }
+        if resp {
+            self.resume_now(Dir::Response);
+        }
+    }
+
+    fn resume_now(&self, dir: Dir) {
         // SAFETY: fe is live; we are on the stream's worker (every Http is made in a hook).
         unsafe {
             match dir {
@@ -1087,10 +1125,14 @@ fn on_stream<T: Copy>(
     let http = Http {
         fe,
         sched: &sb.sched,
+        resume_after: Cell::new([false, false]),
     };
     let exchange = &mut sb.exchange;
     match catch_unwind(AssertUnwindSafe(|| body(exchange, &http))) {
-        Ok(v) => v,
+        Ok(v) => {
+            http.apply_resumes();
+            v
+        }
         Err(_) => {
             sb.failed = true;
             let exchange = &sb.exchange;

@@ -28,4 +28,5 @@ compile_error!(
 );
 
 mod ffi;
+mod host;
 mod shell;

@@ -1,30 +1,35 @@
 //! The native shell: one [`Module`] per filter config (shared by every worker), one
-//! [`Exchange`] per stream.
+//! [`Exchange`] per stream, both driving the roles (`veil-roles`) through the host seam
+//! implemented in [`crate::host`].
 //!
 //! Until the roles run behind the host seam (issue #15), this shell serves no role: a request
-//! that a route rule or the relay claims is refused with 503 problem+json
-//! (`native-role-unavailable` detail) so nothing the policy says to seal is ever forwarded;
-//! every other request passes untouched.
+//! that a route rule or the relay claims is refused with 503 problem+json (detail
+//! `native-role-unavailable`) so nothing the policy says to seal is ever forwarded; every
+//! other request passes untouched.
 
 use std::sync::Arc;
 
 use veil_core::config::FilterConfig;
 use veil_core::problem::{problem_json, ProblemKind, CONTENT_TYPE};
+use veil_roles::host::{Host, Level as RoleLevel, StreamHost};
 
 use crate::ffi::{
     log, BodyStatus, CalloutAnswer, ConfigHost, HeadersStatus, Http, Level, Map, TrailersStatus,
 };
+use crate::host::{ConfigCtx, StreamCtx};
 
 /// The filter_name this module answers to (`DynamicModuleFilter.filter_name`).
 pub const FILTER_NAME: &str = "veil";
 
-/// Counter ids (0 = not defined, not counted). Names appear as `<metrics_namespace>.<name>`;
-/// Veil's configs set `metrics_namespace: veil`, so `seal.requests` is `veil.seal.requests`.
+/// The shell's own counters (the roles define theirs once they run here).
 #[derive(Default, Clone, Copy)]
-pub struct Metrics {
-    pub requests_refused: usize,
-    pub passthrough: usize,
-    pub hook_failed: usize,
+struct Metrics {
+    /// Requests refused because no role serves them in this shell yet.
+    refused: Option<u32>,
+    /// Requests no rule claims, passed untouched.
+    passthrough: Option<u32>,
+    /// A hook panicked and the stream was refused (should stay 0).
+    hook_failed: Option<u32>,
 }
 
 /// One filter config: validated at load time (a bad config is refused: Envoy rejects it).
@@ -45,10 +50,11 @@ impl Module {
         }
         let config =
             FilterConfig::parse(config, &|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+        let ctx = ConfigCtx { host };
         let metrics = Metrics {
-            requests_refused: host.define_counter("native.refused"),
-            passthrough: host.define_counter("native.passthrough"),
-            hook_failed: host.define_counter("native.hook_failed"),
+            refused: ctx.define_counter("veil.native.refused").ok(),
+            passthrough: ctx.define_counter("veil.native.passthrough").ok(),
+            hook_failed: ctx.define_counter("veil.native.hook_failed").ok(),
         };
         log(Level::Info, || {
             format!(
@@ -99,17 +105,18 @@ impl Exchange {
             .map(|p| String::from_utf8_lossy(&p).into_owned())
             .unwrap_or_default();
         let path = path.split('?').next().unwrap_or_default();
+        let ctx = StreamCtx { http };
         if claimed(&self.config, path) {
             self.state = State::Refused;
-            http.count(self.metrics.requests_refused, 1);
+            count(&ctx, self.metrics.refused);
             refuse(
-                http,
+                &ctx,
                 ProblemKind::KeyUnavailable,
                 "the native shell does not serve this route's role yet (native-role-unavailable)",
             );
             return HeadersStatus::Stop;
         }
-        http.count(self.metrics.passthrough, 1);
+        count(&ctx, self.metrics.passthrough);
         HeadersStatus::Continue
     }
 
@@ -148,12 +155,10 @@ impl Exchange {
     /// After a hook panicked: 500 problem+json (Envoy resets the stream instead if the
     /// response already started). Nothing of the stream is forwarded any more.
     pub fn fail_closed(&self, http: &Http) {
-        http.count(self.metrics.hook_failed, 1);
-        log(Level::Error, || {
-            "veil: a filter hook failed; the stream is refused".to_string()
-        });
+        let ctx = StreamCtx { http };
+        count(&ctx, self.metrics.hook_failed);
         refuse(
-            http,
+            &ctx,
             ProblemKind::SealFailed,
             "the filter failed on this request",
         );
@@ -169,16 +174,26 @@ fn claimed(config: &FilterConfig, path: &str) -> bool {
             .is_some_and(|r| path.starts_with(r.prefix.as_str()) || r.requires_relay(path))
 }
 
-/// Answers a problem+json and leaves the stream stopped.
-fn refuse(http: &Http, kind: ProblemKind, detail: &str) {
-    let body = problem_json(kind, detail);
-    http.send_response(
-        kind.status(),
-        &[
-            ("content-type", CONTENT_TYPE.as_bytes()),
-            ("cache-control", b"no-store"),
-        ],
-        &body,
-        kind.code(),
+fn count(h: &dyn Host, id: Option<u32>) {
+    if let Some(id) = id {
+        h.increment_counter(id, 1);
+    }
+}
+
+/// Answers a problem+json; the hook then returns a Stop status. Logs the code, never content.
+fn refuse(h: &dyn StreamHost, kind: ProblemKind, detail: &str) {
+    h.log(
+        RoleLevel::Info,
+        &format!("veil: refused: {} ({detail})", kind.code()),
     );
+    let body = problem_json(kind, detail);
+    let headers = [
+        ("content-type", CONTENT_TYPE),
+        ("cache-control", "no-store"),
+    ];
+    if h.send_local_response(kind.status(), &headers, &body)
+        .is_err()
+    {
+        h.log(RoleLevel::Error, "veil: could not send the refusal");
+    }
 }
