@@ -93,7 +93,10 @@ fn run_harness(out_dir: &Path) -> String {
         .arg(bin_dir())
         .arg("--wasm")
         .arg(wasm_path())
-        .args(["--filter", if SHELLS.len() == 2 { "both" } else { SHELLS[0] }])
+        .args([
+            "--filter",
+            if SHELLS.len() == 2 { "both" } else { SHELLS[0] },
+        ])
         .arg("--envoy")
         .arg(envoy_bin())
         .arg("--json")
