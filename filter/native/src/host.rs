@@ -43,9 +43,10 @@ impl SharedData for Shared {
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
         let mut map = SHARED.lock().map_err(|_| HostError::INTERNAL)?;
         let current = map.get(key).map(|v| v.version);
-        if let Some(expected) = cas {
-            // proxy-wasm: cas 0 means "unconditional"; a missing key has no version to match.
-            if expected != 0 && current != Some(expected) {
+        // As Envoy's shared data: a CAS (non-zero) is checked against a stored value only; a
+        // missing key is written whatever the CAS says.
+        if let (Some(expected), Some(stored)) = (cas, current) {
+            if expected != 0 && stored != expected {
                 return Err(HostError::CAS_MISMATCH);
             }
         }
