@@ -15,10 +15,18 @@ use veil_e2e::check::{kids_in, unseal};
 use veil_e2e::deploy::{
     envoy_validate, py_ok, scratch_dir, tls_vendor, Envoy, TestCa, RELAY_SECRET,
 };
-use veil_e2e::{fixture, free_port, http, relay, render, repo_root, wasm_path, Stack};
+use veil_e2e::{
+    fixture, free_port, http, native_module, relay, render, repo_root, wasm_path, Stack,
+};
 
 /// The configs shipped in `envoy/` (YAML only; the demo's filter JSON is its companion).
-const SHIPPED: &[&str] = &["veil-demo.yaml", "veil-relay.yaml", "veil-seal.yaml"];
+const SHIPPED: &[&str] = &[
+    "veil-demo.yaml",
+    "veil-relay-native.yaml",
+    "veil-relay.yaml",
+    "veil-seal-native.yaml",
+    "veil-seal.yaml",
+];
 
 fn s(p: &Path) -> &OsStr {
     p.as_os_str()
@@ -89,6 +97,68 @@ fn every_config_in_the_envoy_folder_is_covered_and_validates() {
         std::slice::from_ref(&wasm),
     );
     envoy_validate(&relay).unwrap_or_else(|e| panic!("{e}"));
+
+    // The native variants as shipped: they load `libveil.so` by name from the search path
+    // (envoy_validate points ENVOY_DYNAMIC_MODULES_SEARCH_PATH at the installed build).
+    native_module();
+    for name in ["veil-seal-native.yaml", "veil-relay-native.yaml"] {
+        envoy_validate(&repo_root().join("envoy").join(name)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The native Seal config, its addresses pointed at the test processes, runs in the real Envoy
+/// with the module found on the search path: the TLS vendor is reached, and the collector's
+/// events never leave in plaintext.
+#[test]
+fn native_seal_config_loads_the_module_and_never_forwards_plaintext() {
+    native_module();
+    let stack = Stack::start();
+    let dir = scratch_dir("seal-native");
+    let ca = TestCa::new(&dir, &["api.moesif.net", "api.moesif.com"]);
+    let (_vendor, vendor_addr) = tls_vendor(&dir, stack.upstream, &ca);
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let args = vec![
+        format!("--listen={listen}"),
+        format!("--admin={admin}"),
+        format!("--cluster=moesif_collector={vendor_addr}"),
+        format!("--cluster=moesif_api={vendor_addr}"),
+        format!("--cluster=veil_keyservice={}", stack.keyservice),
+        format!("--ca={}", ca.ca_cert.display()),
+    ];
+    let path = override_config(
+        &repo_root().join("envoy/veil-seal-native.yaml"),
+        &dir,
+        "seal-native.yaml",
+        &args,
+    );
+    let envoy = Envoy::start("seal-native", &dir, &path, admin).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(envoy.shell, veil_e2e::Shell::Native);
+    assert!(
+        envoy.proc.log_text().contains("ABI version v0.2.0 matched"),
+        "{}",
+        envoy.proc.log_text()
+    );
+    stack.clear_recorded();
+    let event = fixture("event.json");
+    let r = http::request(
+        listen,
+        "POST",
+        "/collector/v1/events",
+        &[("content-type", "application/json")],
+        &event,
+    )
+    .unwrap();
+    let rec = stack.recorded();
+    if r.status == 200 {
+        assert_eq!(rec.len(), 1);
+        assert!(!kids_in(&rec[0].body).is_empty(), "the event left sealed");
+    } else {
+        // Until the roles run in the native shell: refused, nothing forwarded.
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(rec.is_empty(), "nothing reaches the vendor");
+    }
     let _ = fs::remove_dir_all(&dir);
 }
 
