@@ -108,10 +108,9 @@ fn every_config_in_the_envoy_folder_is_covered_and_validates() {
 }
 
 /// The native Seal config, its addresses pointed at the test processes, runs in the real Envoy
-/// with the module found on the search path: the TLS vendor is reached, and the collector's
-/// events never leave in plaintext.
+/// with the module found on the search path: events reach the TLS vendor sealed.
 #[test]
-fn native_seal_config_loads_the_module_and_never_forwards_plaintext() {
+fn native_seal_config_seals_through_the_module() {
     native_module();
     let stack = Stack::start();
     let dir = scratch_dir("seal-native");
@@ -135,6 +134,7 @@ fn native_seal_config_loads_the_module_and_never_forwards_plaintext() {
     );
     let envoy = Envoy::start("seal-native", &dir, &path, admin).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(envoy.shell, veil_e2e::Shell::Native);
+    envoy.wait_for_keys();
     assert!(
         envoy.proc.log_text().contains("ABI version v0.2.0 matched"),
         "{}",
@@ -150,15 +150,17 @@ fn native_seal_config_loads_the_module_and_never_forwards_plaintext() {
         &event,
     )
     .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
     let rec = stack.recorded();
-    if r.status == 200 {
-        assert_eq!(rec.len(), 1);
-        assert!(!kids_in(&rec[0].body).is_empty(), "the event left sealed");
-    } else {
-        // Until the roles run in the native shell: refused, nothing forwarded.
-        assert_eq!(r.status, 503, "{}", r.text());
-        assert!(rec.is_empty(), "nothing reaches the vendor");
-    }
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].header("x-test-tls-sni"), Some("api.moesif.net"));
+    assert!(!kids_in(&rec[0].body).is_empty(), "the event left sealed");
+    assert_eq!(
+        unseal(&stack, &rec[0].body),
+        event,
+        "unseals to the original"
+    );
+    assert!(envoy.stat("wasmcustom.veil.seal.requests") >= 1);
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -180,6 +180,7 @@ extern "C" {
     fn envoy_dynamic_module_callback_http_received_buffered_request_body(fe: EnvoyPtr) -> bool;
     fn envoy_dynamic_module_callback_http_received_buffered_response_body(fe: EnvoyPtr) -> bool;
     fn envoy_dynamic_module_callback_http_set_buffer_limit(fe: EnvoyPtr, limit: u64);
+    fn envoy_dynamic_module_callback_http_get_buffer_limit(fe: EnvoyPtr) -> u64;
 
     fn envoy_dynamic_module_callback_http_send_response(
         fe: EnvoyPtr,
@@ -647,6 +648,29 @@ impl Http<'_> {
         let target = if buffered_exists { buffered } else { received };
         // SAFETY: bytes outlive the call; Envoy copies them.
         unsafe { envoy_dynamic_module_callback_http_append_body(self.fe(), target, Buf::of(bytes)) }
+    }
+
+    /// The size of the whole body of `dir` seen so far (as [`Http::body`] would read it).
+    pub fn body_size(&self, dir: Dir) -> usize {
+        let (received, buffered) = dir.body_types();
+        // SAFETY: plain value arguments.
+        unsafe {
+            let b = envoy_dynamic_module_callback_http_get_body_size(self.fe(), buffered);
+            if self.received_is_buffered(dir) {
+                b
+            } else {
+                b.saturating_add(envoy_dynamic_module_callback_http_get_body_size(
+                    self.fe(),
+                    received,
+                ))
+            }
+        }
+    }
+
+    /// The per-stream buffer limit (0: none).
+    pub fn buffer_limit(&self) -> u64 {
+        // SAFETY: plain value argument.
+        unsafe { envoy_dynamic_module_callback_http_get_buffer_limit(self.fe()) }
     }
 
     /// Raises the per-stream buffer limit (default 1 MiB), so the filter's own limits answer.

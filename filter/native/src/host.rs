@@ -5,9 +5,8 @@
 //! Shared data is process memory ([`Shared`]): one versioned map for every worker, so the
 //! roles' compare-and-swap protocols (key records, on-demand kid claims, relay pair slots)
 //! run unchanged: one keyservice request per kid across all workers, as with proxy-wasm.
-// Shared data and callouts are used once the roles run in this shell (issue #15 moves them).
-#![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::SystemTime;
@@ -160,6 +159,18 @@ impl Host for ConfigCtx<'_> {
 /// One stream's context (its worker, during one of its hooks).
 pub struct StreamCtx<'a, 'b> {
     pub http: &'a Http<'b>,
+    /// The ids of the callouts dispatched through this context (the worker's tick runs on a
+    /// stream: its callouts' answers go back to the worker, not to the stream's role).
+    pub issued: RefCell<Vec<u64>>,
+}
+
+impl<'a, 'b> StreamCtx<'a, 'b> {
+    pub fn new(http: &'a Http<'b>) -> StreamCtx<'a, 'b> {
+        StreamCtx {
+            http,
+            issued: RefCell::new(Vec::new()),
+        }
+    }
 }
 
 fn map(kind: HeaderKind) -> Map {
