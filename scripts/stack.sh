@@ -6,6 +6,8 @@
 # Addresses (each overridable by environment):
 #   VEIL_LISTEN=127.0.0.1:10000  VEIL_ADMIN=127.0.0.1:9901
 #   VEIL_KEYSERVICE=127.0.0.1:9911  VEIL_UPSTREAM=127.0.0.1:18080
+# VEIL_FILTER=wasm (default) or native picks the shell Envoy loads Veil with (the proxy-wasm
+# filter, or libveil.so as a dynamic module); the same filter JSON configures both.
 # State and logs live in .run/ (VEIL_RUN_DIR). The local keyring is created on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,8 @@ VEIL_UPSTREAM=${VEIL_UPSTREAM:-127.0.0.1:18080}
 RUN=${VEIL_RUN_DIR:-$ROOT/.run}
 PROFILE=${VEIL_PROFILE:-debug}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SHELL_KIND=${VEIL_FILTER:-wasm}
+case "$SHELL_KIND" in wasm | native) ;; *) printf 'error: VEIL_FILTER=%s: wasm or native\n' "$SHELL_KIND" >&2; exit 1 ;; esac
 
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -36,8 +40,13 @@ wait_http() { # url seconds what
 build() {
   local cargo_flags=()
   [ "$PROFILE" = release ] && cargo_flags+=(--release)
-  step "building the filter (wasm32-wasip1, release)"
-  cargo build -q -p veil-filter --target wasm32-wasip1 --release
+  if [ "$SHELL_KIND" = native ]; then
+    step "building the filter (native dynamic module libveil.so, profile native)"
+    cargo build -q -p veil-native --profile native
+  else
+    step "building the filter (wasm32-wasip1, release)"
+    cargo build -q -p veil-filter --target wasm32-wasip1 --release
+  fi
   step "building keyservice, demo upstream and the veil-relay CLI ($PROFILE)"
   cargo build -q "${cargo_flags[@]}" -p veil-keyservice -p veil-e2e -p veil-relay --bins
 }
@@ -85,11 +94,21 @@ up() {
   start upstream "$bin/veil-demo-upstream" --listen "$VEIL_UPSTREAM"
   wait_http "http://$VEIL_UPSTREAM/healthz" 20 upstream
 
-  step "starting Envoy on $VEIL_LISTEN (admin $VEIL_ADMIN)"
+  local module="$RUN/modules/libveil.so"
+  if [ "$SHELL_KIND" = native ]; then
+    # Install the module the safe way: a new file renamed over the old one (never overwrite
+    # a .so an Envoy may still have mapped).
+    mkdir -p "$RUN/modules"
+    cp "$TARGET/native/libveil.so" "$RUN/modules/.libveil.so.new"
+    mv -f "$RUN/modules/.libveil.so.new" "$module"
+  fi
+
+  step "starting Envoy on $VEIL_LISTEN (admin $VEIL_ADMIN), Veil as the $SHELL_KIND shell"
   VEIL_LISTEN_ADDR=${VEIL_LISTEN%:*} VEIL_LISTEN_PORT=${VEIL_LISTEN##*:} \
   VEIL_ADMIN_ADDR=${VEIL_ADMIN%:*} VEIL_ADMIN_PORT=${VEIL_ADMIN##*:} \
   VEIL_UPSTREAM_ADDR=${VEIL_UPSTREAM%:*} VEIL_UPSTREAM_PORT=${VEIL_UPSTREAM##*:} \
   VEIL_KEYSERVICE_ADDR=${VEIL_KEYSERVICE%:*} VEIL_KEYSERVICE_PORT=${VEIL_KEYSERVICE##*:} \
+  VEIL_FILTER=$SHELL_KIND VEIL_NATIVE_MODULE="$module" \
   VEIL_WASM="$TARGET/wasm32-wasip1/release/veil_filter.wasm" \
   VEIL_FILTER_CONFIG_FILE=${VEIL_FILTER_CONFIG_FILE:-envoy/veil-demo.filter.json} \
     python3 scripts/render-envoy.py envoy/veil-demo.yaml "$RUN/envoy.yaml"

@@ -305,12 +305,17 @@ fn assert_no_marker(hay: &[u8], what: &str) {
     }
 }
 
-/// The VM counters that move when a wasm VM crashes and is recreated.
+/// What moves when the filter itself fails. Wasm: the VM counters (a crashed VM is
+/// recreated). Native (no VM): 1 (the module is loaded), then the hooks that panicked and
+/// answered fail-closed (`veil.native.hook_failed`).
 fn vm_stats(stack: &Stack) -> (u64, u64) {
-    (
-        stack.stat("wasm.envoy.wasm.runtime.v8.created"),
-        stack.stat("wasm.envoy.wasm.runtime.v8.active"),
-    )
+    match stack.shell {
+        veil_e2e::Shell::Wasm => (
+            stack.stat("wasm.envoy.wasm.runtime.v8.created"),
+            stack.stat("wasm.envoy.wasm.runtime.v8.active"),
+        ),
+        veil_e2e::Shell::Native => (1, stack.stat("veil.native.hook_failed")),
+    }
 }
 
 #[test]

@@ -224,6 +224,7 @@ fn dockerfiles_reference_what_exists() {
         out.lines().collect::<Vec<_>>(),
         [
             "ok docker/demo-upstream.Dockerfile",
+            "ok docker/envoy-native.Dockerfile",
             "ok docker/filter.Dockerfile",
             "ok docker/keyservice.Dockerfile"
         ]

@@ -180,7 +180,7 @@ fn validate_mode_configures_the_filter() {
             ("VEIL_UPSTREAM_PORT", "18080".into()),
             ("VEIL_KEYSERVICE_ADDR", "127.0.0.1".into()),
             ("VEIL_KEYSERVICE_PORT", "9911".into()),
-            ("VEIL_WASM", wasm_path().display().to_string()),
+            veil_e2e::Shell::from_env().binary_var(),
             ("VEIL_FILTER_CONFIG", cfg.to_string()),
         ]
     };

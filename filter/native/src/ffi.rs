@@ -168,6 +168,8 @@ extern "C" {
         value: Buf,
     ) -> bool;
 
+    fn envoy_dynamic_module_callback_http_clear_route_cache(fe: EnvoyPtr);
+
     fn envoy_dynamic_module_callback_http_get_body_size(fe: EnvoyPtr, kind: u32) -> usize;
     fn envoy_dynamic_module_callback_http_get_body_chunks_size(fe: EnvoyPtr, kind: u32) -> usize;
     fn envoy_dynamic_module_callback_http_get_body_chunks(
@@ -535,26 +537,39 @@ impl Http<'_> {
     pub fn set_header(&self, map: Map, key: &str, value: Option<&[u8]>) -> bool {
         let v = value.map_or(Buf::EMPTY, Buf::present);
         // SAFETY: both buffers outlive the call; Envoy copies them.
-        unsafe {
+        let done = unsafe {
             envoy_dynamic_module_callback_http_set_header(
                 self.fe(),
                 map as u32,
                 Buf::of(key.as_bytes()),
                 v,
             )
-        }
+        };
+        self.headers_changed(map);
+        done
     }
 
     /// Appends another value of `key`.
     pub fn add_header(&self, map: Map, key: &str, value: &[u8]) -> bool {
         // SAFETY: both buffers outlive the call; Envoy copies them.
-        unsafe {
+        let done = unsafe {
             envoy_dynamic_module_callback_http_add_header(
                 self.fe(),
                 map as u32,
                 Buf::of(key.as_bytes()),
-                Buf::of(value),
+                Buf::present(value),
             )
+        };
+        self.headers_changed(map);
+        done
+    }
+
+    /// A changed request header (`:path` rewritten by the relay, ...) may change the route:
+    /// Envoy picks it again, as it does after a proxy-wasm filter changes request headers.
+    fn headers_changed(&self, map: Map) {
+        if map == Map::RequestHeaders {
+            // SAFETY: fe live; a no-op outside the request path.
+            unsafe { envoy_dynamic_module_callback_http_clear_route_cache(self.fe()) }
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Module {
     id: u64,
     config: FilterConfig,
     metrics: Metrics,
+    /// Hooks that panicked and answered fail-closed (`veil.native.hook_failed`; stays 0).
+    hook_failed: Option<u32>,
     /// Every worker's parked-stream registry (the ticker wakes one stream of each).
     parked: Arc<Mutex<Vec<ParkedMap>>>,
     ticker: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
@@ -97,6 +99,7 @@ impl Module {
             id,
             config: worker.config.clone(),
             metrics: worker.metrics,
+            hook_failed: ctx.define_counter("veil.native.hook_failed").ok(),
             parked: Arc::new(Mutex::new(Vec::new())),
             ticker: Mutex::new(None),
         };
@@ -204,6 +207,7 @@ impl Module {
             slot,
             id,
             root_callouts: Vec::new(),
+            hook_failed: self.hook_failed,
             buffer_limit: u64::try_from(buffer_limit).unwrap_or(u64::MAX),
             ended: false,
         }
@@ -294,6 +298,7 @@ pub struct Exchange {
     id: StreamId,
     /// Callouts this stream dispatched for its worker's tick.
     root_callouts: Vec<u64>,
+    hook_failed: Option<u32>,
     buffer_limit: u64,
     ended: bool,
 }
@@ -444,7 +449,7 @@ impl Exchange {
     pub fn fail_closed(&self, http: &Http) {
         self.unpark();
         let ctx = StreamCtx::new(http);
-        Metrics::add(&ctx, self.slot.worker.metrics.seal_failed, 1);
+        Metrics::add(&ctx, self.hook_failed, 1);
         refuse(
             &ctx,
             ProblemKind::SealFailed,
