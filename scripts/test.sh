@@ -17,5 +17,7 @@ step "lint"
 make -s lint
 step "fuzz: every target for a few seconds (scripts/fuzz.sh; longer runs: make fuzz)"
 scripts/fuzz.sh "${VEIL_FUZZ_SECONDS:-6}"
-step "tests (unit, property, standards vectors, end to end through Envoy)"
+step "tests (unit, property, standards vectors, end to end through Envoy with the wasm shell)"
 cargo test -q --workspace
+step "end to end again with the native shell (VEIL_FILTER=native: libveil.so as an Envoy dynamic module)"
+VEIL_FILTER=native cargo test -q -p veil-e2e
