@@ -8,9 +8,9 @@ scripts/setup.sh
 step "browser client: node tests (X-Wing vectors, wire format, relay vectors, committed bundle = fresh build)"
 (cd client/browser && npm test --silent)
 step "building the filter (wasm32-wasip1, release)"
-cargo build -q -p veil-filter --target wasm32-wasip1 --release
+cargo build -q -p veil-filter -p veil-bench-floor-wasm --target wasm32-wasip1 --release
 step "building the native filter (libveil.so, profile native: release with panic=unwind)"
-cargo build -q -p veil-native --profile native
+cargo build -q -p veil-native -p veil-bench-floor-native --profile native
 step "building the native binaries"
 cargo build -q -p veil-keyservice -p veil-e2e -p veil-relay --bins
 step "lint"

@@ -18,8 +18,10 @@ use veil_e2e::{envoy_bin, keyservice_bin, repo_root, wasm_path};
 
 const SCENARIOS: [&str; 2] = ["seal", "relay-local"];
 
-/// The shells measured: `--filter` of bench/run.py (each with its floor).
-const SHELLS: &[&str] = &["wasm"];
+/// The shells measured: `--filter` of bench/run.py (each with its floor). The native shell
+/// and its floor are target/native/libveil.so and libveilfloor.so (scripts/test.sh builds
+/// them).
+const SHELLS: &[&str] = &["wasm", "native"];
 
 /// Every key of the machine-readable line with a fixed-rate phase (bench/README.md).
 const KEYS: [&str; 18] = [

@@ -306,3 +306,86 @@ fn a_shutdown_under_load_ends_without_a_crash() {
     assert!(!log.contains("Caught "), "a crash handler ran:\n{log}");
     assert!(!stack.envoy_alive());
 }
+
+/// A stream reset while its callout is in flight: an unseal answer holds a value under a kid
+/// nobody holds, so the stream parks and fetches it from the keyservice, which here accepts
+/// the connection and never answers; the client gives up (resets) mid-callout. Envoy cancels
+/// the callout and destroys the stream with its parked work and scheduler: no crash, no
+/// failed hook, later traffic and the shutdown are clean.
+#[test]
+fn a_stream_reset_mid_callout_ends_cleanly() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use veil_core::cipher::{SealingKey, ValueType};
+    use veil_core::keys::{Dek, Kid};
+    use veil_core::value::Mode;
+
+    let mut stack = native_stack(veil_e2e::demo_filter_config());
+    // The keyservice is replaced by a listener that accepts and never answers.
+    stack.kill_keyservice();
+    let silent = TcpListener::bind(stack.keyservice).unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held2 = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for c in silent.incoming().flatten() {
+            if let Ok(mut h) = held2.lock() {
+                h.push(c);
+            }
+        }
+    });
+    let stranger = SealingKey::new(
+        "r7.2025-01".parse::<Kid>().unwrap(),
+        &Dek::from_bytes([9; 32]),
+    );
+    let mut sealed = Vec::new();
+    stranger
+        .seal_into(
+            Mode::Deterministic,
+            ValueType::String,
+            b"kept-secret",
+            &mut sealed,
+        )
+        .unwrap();
+    let body = format!(r#"{{"a":"{}"}}"#, String::from_utf8(sealed).unwrap());
+    for _ in 0..5 {
+        let mut c = TcpStream::connect(stack.listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        write!(
+            c,
+            "POST /api/reflect HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut buf = [0u8; 1024];
+        // No answer comes while the kid's fetch hangs; the client resets.
+        assert!(c.read(&mut buf).is_err(), "answered before the fetch ended");
+        drop(c);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        stack.envoy_alive(),
+        "Envoy died:\n{}",
+        stack.envoy.log_text()
+    );
+    assert_eq!(stack.stat("veil.native.hook_failed"), 0);
+    let r = stack.send("GET", "/other/x", &[], b"");
+    assert_eq!(r.status, 200);
+    // And a clean shutdown.
+    let pid = stack.envoy.child.id();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let t = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = stack.envoy.child.try_wait() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "Envoy did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = stack.envoy.log_text();
+    assert_eq!(status.signal(), None, "Envoy died of a signal:\n{log}");
+    assert!(!log.contains("Caught "), "a crash handler ran:\n{log}");
+}

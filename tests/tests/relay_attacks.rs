@@ -130,7 +130,21 @@ fn wasm_stats(stack: &Stack) -> BTreeMap<String, u64> {
 
 /// A panic in the filter kills its VM and Envoy reloads it (a new VM is created): none may
 /// have happened since `before` (taken once the stack was up).
+/// Natively there is no VM: no hook may have panicked (each would have answered fail-closed
+/// and counted `veil.native.hook_failed`).
 fn assert_vms_never_restarted(stack: &Stack, before: &BTreeMap<String, u64>) {
+    if stack.shell == veil_e2e::Shell::Native {
+        assert_eq!(
+            stack.stat("veil.native.hook_failed"),
+            0,
+            "a native hook failed"
+        );
+        assert!(
+            stack.stat("veil.keys.fetch_ok") >= 1,
+            "the native stats are read"
+        );
+        return;
+    }
     let now = wasm_stats(stack);
     for stat in [
         "wasm.veil.vm_reload",
