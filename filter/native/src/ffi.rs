@@ -14,8 +14,8 @@
 //! Every pointer and length that comes from Envoy is checked before a slice is made of it
 //! ([`view`]); arrays handed to Envoy are sized by the matching `*_size` call.
 #![allow(unsafe_code)]
-// The safe API is complete for the roles; until they run behind the host seam (#15) the
-// phase-1 shell uses part of it.
+// The safe API covers the ABI subset of the reference (gauges, worker index, ...); the shell
+// uses most of it, not all.
 #![allow(dead_code)]
 
 use std::cell::{Cell, OnceCell};
