@@ -1460,7 +1460,7 @@ def main(argv=None) -> int:
                 continue
             key = (sc.envoy_template, sc.filter_config, sc.upstream_args)
             if key not in stacks:
-                step(f"starting keyservice, upstream and two Envoys for {sc.filter_config}")
+                step(f"starting keyservice, upstream and the Envoys (control, shells, floors) for {sc.filter_config}")
                 st = Stack(args, procs, run_dir, bins, key)
                 st.start()
                 stacks[key] = st

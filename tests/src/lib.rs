@@ -156,9 +156,9 @@ pub fn install_native_module(src: &Path, dir: &Path) -> PathBuf {
     dst
 }
 
-/// The native module this test process loads: the build output installed once (new file +
-/// rename) into a directory of its own, so a rebuild during the run never touches a file a
-/// running Envoy has mapped.
+/// The native module this test process loads: the build output installed once per process
+/// (new file + rename) into [`native_module_dir`], so a rebuild during the run never touches
+/// a file a running Envoy has mapped.
 pub fn native_module() -> PathBuf {
     static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     INSTALLED
@@ -166,10 +166,12 @@ pub fn native_module() -> PathBuf {
         .clone()
 }
 
-/// The directory [`native_module`] installs into: `ENVOY_DYNAMIC_MODULES_SEARCH_PATH` for
-/// configs that load the module by name (the shipped native configs).
+/// The directory [`native_module`] installs into (one per target directory, reused: each
+/// install renames a new file over the old one, which running Envoys keep mapped):
+/// `ENVOY_DYNAMIC_MODULES_SEARCH_PATH` for configs that load the module by name (the shipped
+/// native configs).
 pub fn native_module_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("veil-native-{}", std::process::id()))
+    target_dir().join("veil-native-modules")
 }
 
 pub fn keyservice_bin() -> PathBuf {
