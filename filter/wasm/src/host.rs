@@ -9,6 +9,17 @@
 //!
 //! Every call acts on the *effective* context: the one whose callback runs, or the one
 //! [`set_effective_context`] chose (the shell does that to run a parked stream's work).
+//!
+//! Safety, for every `unsafe` block in this file (each is one ABI import call, or [`take`]):
+//! - Input pointers come from live `&str`/`&[u8]` borrows with their own lengths; the host
+//!   only reads them during the call, which returns before the borrow ends.
+//! - Output pointers are `&mut` to locals of the calling function, written by the host
+//!   before the call returns and read only after it.
+//! - A buffer the host hands back was allocated in this module's memory through the SDK's
+//!   exported `proxy_on_memory_allocate` (Rust's global allocator, `Vec<u8>` layout with
+//!   capacity = size), so [`take`] may own it exactly once; it is read only on status 0.
+//! - The signatures below are the proxy-wasm ABI 0.2.1 ones the pinned SDK (0.2.5) imports;
+//!   the `clashing_extern_declarations` allowance is for those identical re-declarations.
 
 use std::ptr::{null, null_mut};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -120,10 +131,16 @@ fn check(status: u32) -> HostResult<()> {
 
 /// Takes ownership of host-allocated memory (allocated through the SDK's exported
 /// `proxy_on_memory_allocate`, i.e. this module's global allocator).
+///
+/// # Safety
+/// `data` is null, or a block the host allocated through `proxy_on_memory_allocate(size)`
+/// for this one answer and that nothing else owns (see the module's safety notes).
 unsafe fn take(data: *mut u8, size: usize) -> Vec<u8> {
     if data.is_null() {
         Vec::new()
     } else {
+        // SAFETY: per this function's contract, a `size`-byte allocation of the global
+        // allocator with `u8` layout, owned by no one else.
         Vec::from_raw_parts(data, size, size)
     }
 }
