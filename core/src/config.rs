@@ -90,6 +90,12 @@ struct RawRelay {
     visible_response_headers: Vec<String>,
     #[serde(default)]
     pair_cache_slots: Option<usize>,
+    #[serde(default)]
+    public_origin: Option<String>,
+    #[serde(default)]
+    forward_wire_headers: Vec<String>,
+    #[serde(default)]
+    allow_sealed_cookie: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +308,46 @@ pub struct RelayConfig {
     pub visible_response_headers: Vec<String>,
     /// Shared-data slots for pair keys and windows per Envoy instance. Default 4096.
     pub pair_cache_slots: usize,
+    /// The origin clients address (`https://app.example.com[:port]`), bound into every
+    /// request part's AD (docs/relay-protocol.md §3). Default: none — the request's own
+    /// `:scheme` and `:authority` as Envoy receives them. Set it when a hop in front
+    /// legitimately rewrites them (TLS terminated before Envoy, another host name).
+    pub public_origin: Option<PublicOrigin>,
+    /// Wire (unsealed) request headers forwarded to the upstream beyond the protocol's
+    /// allow-list, lowercase. Default empty: every other wire header is dropped.
+    pub forward_wire_headers: Vec<String>,
+    /// Whether a sealed `cookie` request header is accepted. Default false: it is refused
+    /// with `relay-header-not-allowed` (a page's script cannot set `cookie` in a browser).
+    pub allow_sealed_cookie: bool,
+}
+
+/// `relay.public_origin`: the scheme and authority bound into relayed requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicOrigin {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// `host[:port]`, lowercase.
+    pub authority: String,
+}
+
+impl PublicOrigin {
+    /// Parses `scheme://host[:port]` (scheme `http` or `https`, no path, no user info).
+    pub fn parse(s: &str) -> Result<PublicOrigin, &'static str> {
+        const SHAPE: &str = "must be an origin like https://app.example.com or http://host:8080 (no path, query or user info)";
+        let (scheme, authority) = s.split_once("://").ok_or(SHAPE)?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "https" && scheme != "http" {
+            return Err(SHAPE);
+        }
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+        if authority.is_empty() || !authority.chars().all(ok) {
+            return Err(SHAPE);
+        }
+        Ok(PublicOrigin {
+            scheme,
+            authority: authority.to_ascii_lowercase(),
+        })
+    }
 }
 
 impl RelayConfig {
@@ -680,7 +726,33 @@ fn relay_config(
             format!("must be from 1 to {MAX_PAIR_CACHE_SLOTS}"),
         ));
     }
+    let public_origin = raw
+        .public_origin
+        .as_deref()
+        .map(PublicOrigin::parse)
+        .transpose()
+        .map_err(|m| ConfigError::at("relay.public_origin", m))?;
+    let mut forward_wire_headers = Vec::with_capacity(raw.forward_wire_headers.len());
+    for (i, h) in raw.forward_wire_headers.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        if !crate::relay::wire::is_lowercase_token(&lower)
+            || lower.starts_with("x-veil-")
+            || matches!(
+                lower.as_str(),
+                "host" | "content-length" | "content-type" | "transfer-encoding"
+            )
+        {
+            return Err(ConfigError::at(
+                format!("relay.forward_wire_headers[{i}]"),
+                "must be a header name (an HTTP token), not host, content-length, content-type, transfer-encoding or x-veil-*",
+            ));
+        }
+        forward_wire_headers.push(lower);
+    }
     Ok(RelayConfig {
+        public_origin,
+        forward_wire_headers,
+        allow_sealed_cookie: raw.allow_sealed_cookie.unwrap_or(false),
         prefix,
         client_id_secret: Arc::new(client_id_secret),
         routes,
@@ -964,6 +1036,8 @@ mod tests {
             (5, 1000, 4096)
         );
         assert!(r.route_allowed("/anything") && !r.requires_relay("/anything"));
+        assert_eq!(r.public_origin, None);
+        assert!(r.forward_wire_headers.is_empty() && !r.allow_sealed_cookie);
         assert!(!format!("{r:?}").contains(&secret));
         let id = r.client_id_secret.issue([1; 16]);
         assert!(r.client_id_secret.verify(&id));
@@ -977,7 +1051,9 @@ mod tests {
             "prefix": "/r", "client_id_secret_env": "VEIL_TOKEN",
             "routes": ["/app/*", "/other"], "pass_through_routes": ["/app/public/*"],
             "replay": {"mode": "global", "window": 16}, "max_pairs": 16, "max_body_bytes": 77,
-            "visible_response_headers": ["X-Trace"], "pair_cache_slots": 10}}),
+            "visible_response_headers": ["X-Trace"], "pair_cache_slots": 10,
+            "public_origin": "HTTPS://App.Example:8443", "forward_wire_headers": ["Cookie"],
+            "allow_sealed_cookie": true}}),
         )
         .unwrap();
         let r = c.relay.unwrap();
@@ -994,6 +1070,15 @@ mod tests {
             (16, 77, 10)
         );
         assert_eq!(r.visible_response_headers, vec!["x-trace".to_string()]);
+        assert_eq!(
+            r.public_origin,
+            Some(PublicOrigin {
+                scheme: "https".into(),
+                authority: "app.example:8443".into()
+            })
+        );
+        assert_eq!(r.forward_wire_headers, vec!["cookie".to_string()]);
+        assert!(r.allow_sealed_cookie);
         assert!(r.route_allowed("/app/x") && r.route_allowed("/other"));
         assert!(!r.route_allowed("/admin") && !r.route_allowed("/app/../admin"));
         assert!(r.requires_relay("/app/x"));
@@ -1036,6 +1121,26 @@ mod tests {
             e(serde_json::json!({"client_id_secret": s, "routes": ["/a/*", "/b", "c"]})),
             "relay.routes[2]: must start with '/'"
         );
+        for bad in [
+            "app.example",
+            "ftp://a",
+            "https://a/b",
+            "https://u@a",
+            "https://",
+        ] {
+            assert!(
+                e(serde_json::json!({"client_id_secret": s, "public_origin": bad}))
+                    .starts_with("relay.public_origin: must be an origin"),
+                "{bad}"
+            );
+        }
+        for bad in ["x-veil-relay", "host", "bad name"] {
+            assert!(
+                e(serde_json::json!({"client_id_secret": s, "forward_wire_headers": ["ok", bad]}))
+                    .starts_with("relay.forward_wire_headers[1]: must be a header name"),
+                "{bad}"
+            );
+        }
         assert_eq!(
             e(serde_json::json!({"client_id_secret": s, "pass_through_routes": ["/a?x"]})),
             "relay.pass_through_routes[0]: must be a path without '?' or '#'"

@@ -53,6 +53,10 @@ pub enum ProblemKind {
     /// Relay v2, 502 (client side only): the pairing answer's key confirmation does not
     /// verify — something between the client and Veil answered in the server's place.
     RelayServerAuthFailed,
+    /// Relay v2, 400: a decoded (sealed) request header the relay does not accept — a
+    /// sealed `cookie` while `relay.allow_sealed_cookie` is off, or a name the protocol
+    /// forbids. Not retried: the same request would be refused again.
+    RelayHeaderNotAllowed,
 }
 
 impl ProblemKind {
@@ -78,6 +82,7 @@ impl ProblemKind {
             ProblemKind::RelayUnavailable => 503,
             ProblemKind::RelayKeyUnknown => 400,
             ProblemKind::RelayServerAuthFailed => 502,
+            ProblemKind::RelayHeaderNotAllowed => 400,
         }
     }
 
@@ -103,6 +108,7 @@ impl ProblemKind {
             ProblemKind::RelayUnavailable => "relay-unavailable",
             ProblemKind::RelayKeyUnknown => "relay-key-unknown",
             ProblemKind::RelayServerAuthFailed => "relay-server-auth-failed",
+            ProblemKind::RelayHeaderNotAllowed => "relay-header-not-allowed",
         }
     }
 
@@ -128,6 +134,7 @@ impl ProblemKind {
             ProblemKind::RelayUnavailable => "Relay unavailable",
             ProblemKind::RelayKeyUnknown => "Relay server key unknown",
             ProblemKind::RelayServerAuthFailed => "Relay server not authenticated",
+            ProblemKind::RelayHeaderNotAllowed => "Sealed request header not allowed",
         }
     }
 
@@ -145,7 +152,8 @@ impl ProblemKind {
             | ProblemKind::RelayTooLarge
             | ProblemKind::RelayUnavailable
             | ProblemKind::RelayKeyUnknown
-            | ProblemKind::RelayServerAuthFailed => Some(self.code()),
+            | ProblemKind::RelayServerAuthFailed
+            | ProblemKind::RelayHeaderNotAllowed => Some(self.code()),
             _ => None,
         }
     }

@@ -43,6 +43,10 @@ pub enum RelayError {
     /// from the holder of the pinned server key (an active man in the middle, or a wrong pin).
     #[error("the relay server did not prove it holds the pinned key")]
     ServerAuthFailed,
+    /// v2: a decoded request header the relay does not accept (a sealed `cookie` while
+    /// `allow_sealed_cookie` is off, or a forbidden name); the detail says which rule.
+    #[error("sealed request header not allowed: {0}")]
+    HeaderNotAllowed(&'static str),
 }
 
 impl RelayError {
@@ -70,6 +74,7 @@ impl RelayError {
             RelayError::Unavailable(_) => ProblemKind::RelayUnavailable,
             RelayError::KeyUnknown => ProblemKind::RelayKeyUnknown,
             RelayError::ServerAuthFailed => ProblemKind::RelayServerAuthFailed,
+            RelayError::HeaderNotAllowed(_) => ProblemKind::RelayHeaderNotAllowed,
         }
     }
 
@@ -87,6 +92,7 @@ impl RelayError {
             "relay-unavailable" => RelayError::Unavailable("refused by the relay"),
             "relay-key-unknown" => RelayError::KeyUnknown,
             "relay-server-auth-failed" => RelayError::ServerAuthFailed,
+            "relay-header-not-allowed" => RelayError::HeaderNotAllowed("refused by the relay"),
             _ => return None,
         })
     }
@@ -113,6 +119,11 @@ mod tests {
                 RelayError::ServerAuthFailed,
                 "relay-server-auth-failed",
                 502,
+            ),
+            (
+                RelayError::HeaderNotAllowed("x"),
+                "relay-header-not-allowed",
+                400,
             ),
         ];
         for (e, code, status) in table {

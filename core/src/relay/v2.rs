@@ -1045,11 +1045,17 @@ pub fn decode_request_headers(
     allow_sealed_cookie: bool,
 ) -> Result<Vec<(String, String)>, RelayError> {
     let list = super::wire::decode_response_headers(bytes)?;
-    if list
-        .iter()
-        .any(|(n, _)| !is_allowed_sealed_header(n, allow_sealed_cookie))
-    {
-        return Err(RelayError::DecodeFailed("a decoded header is not allowed"));
+    for (n, _) in &list {
+        if n == "cookie" && !allow_sealed_cookie {
+            return Err(RelayError::HeaderNotAllowed(
+                "a sealed cookie (relay.allow_sealed_cookie is off)",
+            ));
+        }
+        if !is_allowed_sealed_header(n, allow_sealed_cookie) {
+            return Err(RelayError::HeaderNotAllowed(
+                "a name the protocol forbids (pseudo, host, hop-by-hop, origin, referer, sec-*, x-veil-*)",
+            ));
+        }
     }
     Ok(list)
 }
@@ -1435,7 +1441,18 @@ mod tests {
         assert!(is_allowed_sealed_header("cookie", true));
         assert!(is_allowed_sealed_header("authorization", false));
         assert!(!is_allowed_sealed_header("origin", true));
-        assert!(decode_request_headers(br#"[["cookie","s=1"]]"#, false).is_err());
+        assert_eq!(
+            decode_request_headers(br#"[["cookie","s=1"]]"#, false)
+                .unwrap_err()
+                .code(),
+            "relay-header-not-allowed"
+        );
+        assert_eq!(
+            decode_request_headers(br#"[["host","x"]]"#, true)
+                .unwrap_err()
+                .code(),
+            "relay-header-not-allowed"
+        );
         assert_eq!(
             decode_request_headers(br#"[["cookie","s=1"]]"#, true)
                 .unwrap()
