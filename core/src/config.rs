@@ -7,7 +7,7 @@ use core::fmt;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::keys::RotationMonths;
+use crate::crypto::keys::RotationMonths;
 use std::sync::Arc;
 
 use crate::policy::json::{JsonOptions, JsonRules};

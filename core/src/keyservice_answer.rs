@@ -34,7 +34,7 @@ pub struct CurrentKeys {
 pub struct KeyEntry {
     pub kid: String,
     pub dek: String,
-    /// [`crate::keys::Dek::fingerprint`] in hex: checked on install ([`KeyEntry::dek`]).
+    /// [`crate::crypto::keys::Dek::fingerprint`] in hex: checked on install ([`KeyEntry::dek`]).
     #[serde(default)]
     pub fingerprint: String,
 }
@@ -43,14 +43,16 @@ impl KeyEntry {
     /// The kid and data key of this entry, checked: the kid parses, the key is 32 bytes of
     /// base64url, and its fingerprint is the one that came with it (a key that arrives
     /// under a kid with another key's fingerprint, or with none, is refused).
-    pub fn dek(&self) -> Result<(crate::keys::Kid, crate::keys::Dek), KeysError> {
-        use crate::keys::KeyError;
-        crate::keys::checked_dek(&self.kid, &self.dek, &self.fingerprint).map_err(|e| match e {
-            KeyError::Kid(_) => KeysError::Kid(self.kid.clone()),
-            KeyError::Fingerprint(_) | KeyError::FingerprintMismatch(_) => {
-                KeysError::Fingerprint(self.kid.clone())
+    pub fn dek(&self) -> Result<(crate::crypto::keys::Kid, crate::crypto::keys::Dek), KeysError> {
+        use crate::crypto::keys::KeyError;
+        crate::crypto::keys::checked_dek(&self.kid, &self.dek, &self.fingerprint).map_err(|e| {
+            match e {
+                KeyError::Kid(_) => KeysError::Kid(self.kid.clone()),
+                KeyError::Fingerprint(_) | KeyError::FingerprintMismatch(_) => {
+                    KeysError::Fingerprint(self.kid.clone())
+                }
+                _ => KeysError::Dek(self.kid.clone()),
             }
-            _ => KeysError::Dek(self.kid.clone()),
         })
     }
 }

@@ -17,16 +17,14 @@
     )
 )]
 
-pub mod cipher;
 pub mod config;
+pub mod crypto;
 pub mod encoding;
 pub mod header_map;
 pub mod json;
-pub mod keys;
 pub mod keyservice_answer;
 pub mod keyservice_auth;
 pub mod memo;
-pub mod nonce;
 pub mod ondemand_record;
 pub mod open_memo;
 pub mod percent;
@@ -35,6 +33,3 @@ pub mod policy;
 pub mod problem;
 pub mod relay;
 pub mod search;
-pub mod shared_record;
-pub mod siv;
-pub mod value;

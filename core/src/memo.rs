@@ -22,9 +22,9 @@ use std::collections::HashMap;
 
 use zeroize::Zeroize;
 
-use crate::cipher::{CipherError, Padding, SealingKey, Spec, ValueType};
-use crate::keys::{Fingerprint, Kid};
-use crate::value::SCOPE_CHARS;
+use crate::crypto::cipher::{CipherError, Padding, SealingKey, Spec, ValueType};
+use crate::crypto::keys::{Fingerprint, Kid};
+use crate::crypto::value::SCOPE_CHARS;
 
 /// A plaintext held as a memo key: hashed and compared as its bytes, wiped on drop.
 #[derive(PartialEq, Eq, Hash)]
@@ -111,7 +111,7 @@ impl SealMemo {
         out: &mut Vec<u8>,
     ) -> Result<(), CipherError> {
         let spec = Spec {
-            mode: crate::value::Mode::Deterministic,
+            mode: crate::crypto::value::Mode::Deterministic,
             ..spec
         };
         if self.max_entries == 0 || value.len() > self.max_value_len {
@@ -190,9 +190,9 @@ impl SealMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cipher::Scope;
-    use crate::keys::Dek;
-    use crate::value::Mode;
+    use crate::crypto::cipher::Scope;
+    use crate::crypto::keys::Dek;
+    use crate::crypto::value::Mode;
 
     fn key(epoch: &str) -> SealingKey {
         key_with(epoch, 3)

@@ -18,9 +18,9 @@ use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
-use crate::cipher::{CipherError, Opened, SealingKey, ValueType};
-use crate::keys::Fingerprint;
-use crate::value::SealedValue;
+use crate::crypto::cipher::{CipherError, Opened, SealingKey, ValueType};
+use crate::crypto::keys::Fingerprint;
+use crate::crypto::value::SealedValue;
 
 /// A whole sealed value (header and payload) held as a map key (ciphertext: not secret).
 #[derive(PartialEq, Eq, Hash)]
@@ -143,9 +143,9 @@ fn opened(e: &Entry) -> Opened {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cipher::{Padding, Scope, Spec};
-    use crate::keys::{Dek, Kid};
-    use crate::value::Mode;
+    use crate::crypto::cipher::{Padding, Scope, Spec};
+    use crate::crypto::keys::{Dek, Kid};
+    use crate::crypto::value::Mode;
 
     fn key(epoch: &str, byte: u8) -> SealingKey {
         SealingKey::new(

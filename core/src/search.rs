@@ -24,13 +24,13 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
-use crate::cipher::{CipherError, Padding, Scope, SealingKey, Spec, ValueType};
+use crate::crypto::cipher::{CipherError, Padding, Scope, SealingKey, Spec, ValueType};
+use crate::crypto::keys::{Epoch, Kid, RotationMonths};
+use crate::crypto::value::Mode;
 use crate::json::scan::{self, JsonError, Literal};
 use crate::json::seal::seal_uri_query;
 use crate::json::{Leaf, LeafAction, Policy, ValueSealer};
-use crate::keys::{Epoch, Kid, RotationMonths};
 use crate::policy::moesif::{Entity, MoesifPolicy, MoesifRules, Route};
-use crate::value::Mode;
 
 /// How much later than its own timestamp an event may have been sealed (SDKs batch and
 /// retry). The epochs searched run from `from` to `to` plus this, never past now.
@@ -138,14 +138,14 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 fn add_months(unix: i64, months: i64) -> Option<i64> {
     let days = unix.div_euclid(SECS_PER_DAY);
     let secs = unix.rem_euclid(SECS_PER_DAY);
-    let (y, m, d) = crate::keys::civil_from_days(days);
+    let (y, m, d) = crate::crypto::keys::civil_from_days(days);
     let index = i64::from(y).checked_mul(12)? + i64::from(m) - 1 + months;
     let (ny, nm) = (index.div_euclid(12), index.rem_euclid(12) + 1);
     if !(-9999..=9999).contains(&ny) {
         return None;
     }
     let nd = i64::from(d).min(days_in_month(ny, nm));
-    let days = crate::keys::days_from_civil(
+    let days = crate::crypto::keys::days_from_civil(
         i32::try_from(ny).ok()?,
         u8::try_from(nm).ok()?,
         u8::try_from(nd).ok()?,
@@ -163,7 +163,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     if d > days_in_month(y, m) {
         return None;
     }
-    let days = crate::keys::days_from_civil(
+    let days = crate::crypto::keys::days_from_civil(
         i32::try_from(y).ok()?,
         u8::try_from(m).ok()?,
         u8::try_from(d).ok()?,
@@ -1358,8 +1358,8 @@ impl SearchBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::keys::Dek;
     use crate::json::unseal_document;
-    use crate::keys::Dek;
     use crate::policy::moesif::MoesifOptions;
     use std::sync::Arc;
 

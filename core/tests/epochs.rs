@@ -1,11 +1,11 @@
-//! Epochs, key ids and rotation settings (`veil_core::keys`).
+//! Epochs, key ids and rotation settings (`veil_core::crypto::keys`).
 //!
 //! Every Unix timestamp below was computed independently with Python 3.11's `datetime`
 //! (`int(datetime(y, m, d, H, M, S, tzinfo=timezone.utc).timestamp())`) and pasted here; the
 //! N = 5 / N = 24 start months were listed with the rule from the `Epoch` doc comment
 //! (`(year * 12 + month - 1) % N == 0`) in Python as well.
 
-use veil_core::keys::{Epoch, KeyError, Kid, RotationMonths};
+use veil_core::crypto::keys::{Epoch, KeyError, Kid, RotationMonths};
 
 fn n(months: u16) -> RotationMonths {
     RotationMonths::new(months).unwrap()

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use veil_core::cipher::{CipherError, SealingKey, Spec, ValueType};
+use veil_core::crypto::cipher::{CipherError, SealingKey, Spec, ValueType};
+use veil_core::crypto::keys::{Dek, Kid};
 use veil_core::json::{seal_document_with, Scratch, ValueSealer};
-use veil_core::keys::{Dek, Kid};
 use veil_core::policy::moesif::{MoesifOptions, MoesifPolicy, MoesifRules, Route};
 
 /// Seals in format v1 (what Veil wrote before v2).

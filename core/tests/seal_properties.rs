@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::Value;
-use veil_core::cipher::SealingKey;
+use veil_core::crypto::cipher::SealingKey;
+use veil_core::crypto::keys::{Dek, Epoch, Kid};
+use veil_core::crypto::value::Mode;
 use veil_core::json::{
     seal_document, seal_document_with, unseal_document, Leaf, LeafAction, Memoized, Policy, Scratch,
 };
-use veil_core::keys::{Dek, Epoch, Kid};
 use veil_core::memo::SealMemo;
 use veil_core::policy::moesif::{MoesifOptions, MoesifPolicy, MoesifRules, Route};
-use veil_core::value::Mode;
 
 fn key() -> SealingKey {
     let kid = Kid::new(1, "2026-01".parse::<Epoch>().unwrap());

@@ -4,9 +4,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use veil_core::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
-use veil_core::keys::{Dek, Kid};
-use veil_core::value::{Mode, SealedValue};
+use veil_core::crypto::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
+use veil_core::crypto::keys::{Dek, Kid};
+use veil_core::crypto::value::{Mode, SealedValue};
 
 const SCOPE: &str = "request.body.email";
 

@@ -9,7 +9,7 @@
 //!   bit keys, valid and invalid.
 //!
 //! Every case goes through both the allocating API and the detached in/out API that
-//! `veil_core::cipher` uses (`encrypt_inout_detached` / `decrypt_inout_detached`).
+//! `veil_core::crypto::cipher` uses (`encrypt_inout_detached` / `decrypt_inout_detached`).
 
 use aes_gcm::aes::Aes192;
 use aes_siv::aead::inout::InOutBuf;
@@ -222,11 +222,11 @@ fn wycheproof_aes_siv_cmac() {
     assert_eq!(counts, expected);
 }
 
-/// The hot-path implementation (`veil_core::siv::PreparedSiv`: S2V prefix precomputed per
+/// The hot-path implementation (`veil_core::crypto::siv::PreparedSiv`: S2V prefix precomputed per
 /// key and AD) against every 512-bit Wycheproof case.
 #[test]
 fn wycheproof_512_through_prepared_siv() {
-    use veil_core::siv::PreparedSiv;
+    use veil_core::crypto::siv::PreparedSiv;
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/vectors/wycheproof_aes_siv_cmac_test.json"
@@ -272,7 +272,7 @@ proptest::proptest! {
         ad in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
         msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
     ) {
-        use veil_core::siv::PreparedSiv;
+        use veil_core::crypto::siv::PreparedSiv;
         let k: [u8; 64] = key.clone().try_into().unwrap();
         let mut buf = msg.clone();
         let tag = PreparedSiv::new(&k, &ad).encrypt(&mut buf);

@@ -8,7 +8,7 @@
 
 use hkdf::Hkdf;
 use sha2::Sha256;
-use veil_core::keys::{Epoch, RootKey};
+use veil_core::crypto::keys::{Epoch, RootKey};
 
 struct Case {
     ikm: Vec<u8>,
@@ -117,15 +117,15 @@ fn subkey_derivation_known_answer() {
     let dek = hex::decode(DEK_1_2026_01).unwrap();
     let hk = Hkdf::<Sha256>::from_prk(&dek).unwrap();
     let mut siv = [0u8; 64];
-    hk.expand(veil_core::cipher::SIV_KEY_INFO, &mut siv)
+    hk.expand(veil_core::crypto::cipher::SIV_KEY_INFO, &mut siv)
         .unwrap();
     let mut gcm = [0u8; 32];
-    hk.expand(veil_core::cipher::GCM_KEY_INFO, &mut gcm)
+    hk.expand(veil_core::crypto::cipher::GCM_KEY_INFO, &mut gcm)
         .unwrap();
     assert_eq!(hex::encode(siv), SIV_KEY_1_2026_01);
     assert_eq!(hex::encode(gcm), GCM_KEY_1_2026_01);
-    assert_eq!(veil_core::cipher::SIV_KEY_INFO, b"veil/v1/siv");
-    assert_eq!(veil_core::cipher::GCM_KEY_INFO, b"veil/v1/gcm");
+    assert_eq!(veil_core::crypto::cipher::SIV_KEY_INFO, b"veil/v1/siv");
+    assert_eq!(veil_core::crypto::cipher::GCM_KEY_INFO, b"veil/v1/gcm");
 }
 
 #[test]

@@ -4,9 +4,9 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
-use veil_core::cipher::{CipherError, SealingKey, ValueType};
-use veil_core::keys::{Dek, Epoch, Kid, RootKey};
-use veil_core::value::{looks_sealed, Mode, SealedValue, PREFIX};
+use veil_core::crypto::cipher::{CipherError, SealingKey, ValueType};
+use veil_core::crypto::keys::{Dek, Epoch, Kid, RootKey};
+use veil_core::crypto::value::{looks_sealed, Mode, SealedValue, PREFIX};
 
 fn kid(s: &str) -> Kid {
     s.parse().unwrap()
@@ -306,7 +306,7 @@ fn open_rejects_hand_built_malformed_values() {
     let k = key("r1.2026-01", 1);
     // `SealedValue` has public fields: a caller could build one that `parse` would reject.
     let v = SealedValue {
-        version: veil_core::value::Version::V1,
+        version: veil_core::crypto::value::Version::V1,
         kid_str: "r1.2026-01",
         kid: kid("r1.2026-01"),
         mode: Mode::Randomized,

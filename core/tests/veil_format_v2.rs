@@ -3,9 +3,11 @@
 //! XAES-256-GCM vectors, and each defect of issue #18 that format v2 fixes.
 
 use serde_json::Value;
-use veil_core::cipher::{padded_len, CipherError, Padding, Scope, SealingKey, Spec, ValueType};
-use veil_core::keys::{Dek, Epoch, Kid, RootKey};
-use veil_core::value::{Mode, SealedValue, Version};
+use veil_core::crypto::cipher::{
+    padded_len, CipherError, Padding, Scope, SealingKey, Spec, ValueType,
+};
+use veil_core::crypto::keys::{Dek, Epoch, Kid, RootKey};
+use veil_core::crypto::value::{Mode, SealedValue, Version};
 
 fn vectors() -> Value {
     let text = std::fs::read_to_string(concat!(

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use veil_core::cipher::{Padding, Scope, Spec, ValueType};
-use veil_core::value::{Mode, SealedValue};
+use veil_core::crypto::cipher::{Padding, Scope, Spec, ValueType};
+use veil_core::crypto::value::{Mode, SealedValue};
 use veil_fuzz::key;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,9 +2,9 @@
 //! turn "did not crash" into properties.
 
 use serde::de::IgnoredAny;
-use veil_core::cipher::SealingKey;
+use veil_core::crypto::cipher::SealingKey;
 use veil_core::config::DEFAULT_MAX_DEPTH;
-use veil_core::keys::{Dek, Epoch, Kid};
+use veil_core::crypto::keys::{Dek, Epoch, Kid};
 
 /// The nesting limit the filter uses by default.
 pub const MAX_DEPTH: usize = DEFAULT_MAX_DEPTH;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use veil_core::keys::{Epoch, Kid};
+use veil_core::crypto::keys::{Epoch, Kid};
 
 use crate::config::{
     ConfigError, Flags, KeyringConfig, LogConfig, ProcessEnv, ServeConfig, Vars, ENV_LISTEN,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use thiserror::Error;
-use veil_core::keys::RotationMonths;
+use veil_core::crypto::keys::RotationMonths;
 use zeroize::Zeroizing;
 
 use crate::providers::{ProviderConfig, ProviderKind};

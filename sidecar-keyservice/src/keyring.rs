@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
-use veil_core::keys::{Dek, Epoch, Kid, RootKey};
+use veil_core::crypto::keys::{Dek, Epoch, Kid, RootKey};
 
 use crate::config::io_reason;
 use crate::providers::{KeyProvider, ProviderError, WrapContext};
@@ -470,7 +470,7 @@ pub fn rfc3339_utc(unix_secs: i64) -> String {
     // Year and month from the core's calendar (a one-month epoch is the calendar month).
     let month = Epoch::containing(
         unix_secs,
-        veil_core::keys::RotationMonths::new(1).unwrap_or_default(),
+        veil_core::crypto::keys::RotationMonths::new(1).unwrap_or_default(),
     );
     let since = unix_secs - month.start_unix();
     let (day, rem) = (since / 86_400 + 1, since % 86_400);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 
-use veil_core::keys::RootKey;
+use veil_core::crypto::keys::RootKey;
 
 use crate::cli::Failure;
 use crate::config::{Flags, KeyringConfig, ServeConfig, Vars, ENV_KMS_PROVIDER};

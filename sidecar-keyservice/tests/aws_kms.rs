@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kms::primitives::Blob;
 use base64::Engine;
 use common::*;
-use veil_core::keys::{Epoch, RootKey, RotationMonths};
+use veil_core::crypto::keys::{Epoch, RootKey, RotationMonths};
 use veil_keyservice::config::Secret;
 use veil_keyservice::providers::aws_kms::{encryption_context, AwsKmsConfig};
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
-use veil_core::keys::RootKey;
+use veil_core::crypto::keys::RootKey;
 use veil_keyservice::keyring::Keyring;
 
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";

@@ -141,7 +141,7 @@ fn softhsm_init_verify_rotate_serve() {
     assert_eq!(r1.kek.key_id, "pkcs11:token=veil;object=veil-kek");
     // The wrapped root decrypts on the token, under its own version only.
     let root = token_decrypt(&env, &r1.wrapped, 1).expect("token decrypt");
-    let root = veil_core::keys::RootKey::from_slice(&root).unwrap();
+    let root = veil_core::crypto::keys::RootKey::from_slice(&root).unwrap();
     assert_eq!(hex::encode(root.check_value()), r1.check);
     assert!(token_decrypt(&env, &r1.wrapped, 2).is_none());
 

@@ -202,7 +202,7 @@ fn a_destroyed_root_version_is_never_reused_and_stops_being_served() {
     assert_eq!(current["root_versions"], serde_json::json!([1, 2]));
     let r2 = s.get("/v1/data-keys/r2.2026-01", Some(TOKEN)).json();
     // The fingerprint is the data key's (HKDF-Expand(DEK, "veil/v2/fingerprint", 16)).
-    let dek = veil_core::keys::Dek::from_slice(
+    let dek = veil_core::crypto::keys::Dek::from_slice(
         &base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
             r2["dek"].as_str().unwrap(),

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use base64::Engine;
 use common::*;
-use veil_core::keys::{Epoch, Kid, RootKey, RotationMonths};
+use veil_core::crypto::keys::{Epoch, Kid, RootKey, RotationMonths};
 use veil_keyservice::keyring::Keyring;
 use veil_keyservice::providers::LocalProvider;
 

@@ -3,9 +3,9 @@
 //! anywhere in forwarded bytes; unseal with the keyservice's keys.
 
 use serde_json::Value;
-use veil_core::cipher::SealingKey;
+use veil_core::crypto::cipher::SealingKey;
+use veil_core::crypto::value::{Mode, SealedValue};
 use veil_core::json::unseal_document;
-use veil_core::value::{Mode, SealedValue};
 
 use crate::{Recorded, Stack};
 

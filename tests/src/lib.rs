@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::Value;
-use veil_core::cipher::SealingKey;
-use veil_core::keys::{Dek, Kid};
+use veil_core::crypto::cipher::SealingKey;
+use veil_core::crypto::keys::{Dek, Kid};
 
 pub use http::{request, Response};
 

@@ -232,7 +232,7 @@ fn envoy_restarted_with_the_keyservice_up_first_requests_succeed_or_503() {
 /// and the next epoch's key, so no request fails and the kid changes mid-load.
 #[test]
 fn epoch_boundary_crossed_under_load_no_request_fails() {
-    use veil_core::keys::{Epoch, RotationMonths};
+    use veil_core::crypto::keys::{Epoch, RotationMonths};
     let rotation = RotationMonths::new(1).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use serde_json::Value;
-use veil_core::value::SealedValue;
+use veil_core::crypto::value::SealedValue;
 use veil_e2e::{repo_root, Stack};
 
 fn sealed(v: &Value) -> bool {

@@ -316,9 +316,9 @@ fn a_shutdown_under_load_ends_without_a_crash() {
 fn a_stream_reset_mid_callout_ends_cleanly() {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use veil_core::cipher::{SealingKey, ValueType};
-    use veil_core::keys::{Dek, Kid};
-    use veil_core::value::Mode;
+    use veil_core::crypto::cipher::{SealingKey, ValueType};
+    use veil_core::crypto::keys::{Dek, Kid};
+    use veil_core::crypto::value::Mode;
 
     let mut stack = native_stack(veil_e2e::demo_filter_config());
     // The keyservice is replaced by a listener that accepts and never answers.

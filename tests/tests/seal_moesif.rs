@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use veil_core::value::SealedValue;
+use veil_core::crypto::value::SealedValue;
 use veil_e2e::check::{assert_no_leak, unseal, Found};
 use veil_e2e::{fixture, wait_for, Stack, StackOptions};
 

@@ -9,8 +9,8 @@
 //! - unsealing with the keyservice's keys gives back the original bytes exactly.
 
 use serde_json::{json, Value};
-use veil_core::value::Mode::{self, Deterministic as D, Randomized as R};
-use veil_core::value::SealedValue;
+use veil_core::crypto::value::Mode::{self, Deterministic as D, Randomized as R};
+use veil_core::crypto::value::SealedValue;
 use veil_e2e::check::{assert_no_leak, check_document, post_and_check, unseal, Expect, Found};
 use veil_e2e::{fixture, Stack, StackOptions};
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use veil_core::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
-use veil_core::keys::{Dek, Kid};
-use veil_core::value::{Mode, SealedValue};
+use veil_core::crypto::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
+use veil_core::crypto::keys::{Dek, Kid};
+use veil_core::crypto::value::{Mode, SealedValue};
 use veil_e2e::{fixture, http, Stack, StackOptions};
 
 const SEARCH: &str = "/api/search/~/search/events";

@@ -13,14 +13,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veil_core::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
+use veil_core::crypto::cipher::{Padding, Scope, SealingKey, Spec, ValueType};
 use veil_core::json::{
     seal_document, seal_document_with, Leaf, LeafAction, Memoized, Policy, Scratch,
 };
-use veil_core::keys::{Dek, Kid};
+use veil_core::crypto::keys::{Dek, Kid};
 use veil_core::memo::SealMemo;
 use veil_core::policy::moesif::{MoesifOptions, MoesifPolicy, MoesifRules, Route};
-use veil_core::value::Mode;
+use veil_core::crypto::value::Mode;
 
 const EVENT: &[u8] = include_bytes!("../../../fixtures/moesif/event.json");
 const BATCH: &[u8] = include_bytes!("../../../fixtures/moesif/events-batch.json");

@@ -6,9 +6,9 @@
 use thiserror::Error;
 
 use super::scan::{self, JsonError, Literal};
-use crate::cipher::{CipherError, Padding, Scope, SealingKey, Spec, ValueType};
+use crate::crypto::cipher::{CipherError, Padding, Scope, SealingKey, Spec, ValueType};
+use crate::crypto::value::Mode;
 use crate::memo::SealMemo;
-use crate::value::Mode;
 
 /// Seals one value (format v2). `&SealingKey` seals directly; [`Memoized`] adds the
 /// deterministic memo.
@@ -634,9 +634,9 @@ fn userinfo(url: &[u8]) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cipher::{Padding, Scope};
+    use crate::crypto::cipher::{Padding, Scope};
+    use crate::crypto::keys::{Dek, Kid};
     use crate::json::unseal_document;
-    use crate::keys::{Dek, Kid};
 
     /// Issue #18: URI userinfo (`admin:hunter2@`) stayed readable.
     #[test]

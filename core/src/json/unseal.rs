@@ -6,9 +6,9 @@
 //! counted: the response still arrives.
 
 use super::scan::{self, JsonError, Literal};
-use crate::cipher::{CipherError, Opened, SealingKey, ValueType};
-use crate::keys::Kid;
-use crate::value::{SealedValue, PREFIX_ANY};
+use crate::crypto::cipher::{CipherError, Opened, SealingKey, ValueType};
+use crate::crypto::keys::Kid;
+use crate::crypto::value::{SealedValue, PREFIX_ANY};
 
 /// Finds the cipher state for a kid.
 pub trait KeyLookup {
@@ -219,7 +219,7 @@ fn find_prefix(b: &[u8]) -> Option<usize> {
         .and_then(|rest| rest.windows(p.len()).position(|w| w == p))
     {
         let start = from + at;
-        if crate::value::looks_sealed(b.get(start..).unwrap_or_default()) {
+        if crate::crypto::value::looks_sealed(b.get(start..).unwrap_or_default()) {
             return Some(start);
         }
         from = start + 1;
@@ -275,7 +275,7 @@ fn unseal_string(s: &str, keys: &dyn KeyLookup, stats: &mut UnsealStats, out: &m
                 // `%` right before a v2 value marks a query value sealed as its decoded text
                 // (crate::json::seal::seal_uri_query): it comes back percent-encoded, byte for
                 // byte as it was sent.
-                let marked = parsed.is_some_and(|v| v.version == crate::value::Version::V2)
+                let marked = parsed.is_some_and(|v| v.version == crate::crypto::value::Version::V2)
                     && result.last() == Some(&crate::percent_form::MARK);
                 if marked {
                     result.pop();
@@ -338,7 +338,7 @@ mod tests {
     fn a_string_with_the_prefix_that_opens_nothing_stays_byte_for_byte() {
         let keys = vec![SealingKey::new(
             "r1.2026-01".parse::<Kid>().unwrap(),
-            &crate::keys::Dek::from_bytes([1; 32]),
+            &crate::crypto::keys::Dek::from_bytes([1; 32]),
         )];
         for doc in [
             r#""veil:v1:!11qq^qqn\\\\nqq\/\\n""#,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::jsonpath::{CompileError, List, Node, Selectors};
 use super::{DomainsOption, ModeName, TypeSwitches, ValueShape};
-use crate::cipher::{Padding, Scope};
+use crate::crypto::cipher::{Padding, Scope};
 use crate::json::{Leaf, LeafAction, Policy};
 
 /// The options of the `json` profile. Every field has a default; see
@@ -148,7 +148,7 @@ impl Policy for JsonRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::Mode;
+    use crate::crypto::value::Mode;
 
     fn rules(v: serde_json::Value) -> Result<JsonRules, JsonOptionsError> {
         let o: JsonOptions = serde_json::from_value(v).unwrap();

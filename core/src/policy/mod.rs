@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::cipher::{Padding, Scope};
+use crate::crypto::cipher::{Padding, Scope};
+use crate::crypto::value::Mode;
 use crate::json::{Leaf, LeafAction};
-use crate::value::Mode;
 
 /// `deterministic` | `randomized` in configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

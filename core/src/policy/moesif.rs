@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{DomainsOption, ModeName, NameSet, TypeSwitches, ValueShape};
-use crate::cipher::{Padding, Scope};
+use crate::crypto::cipher::{Padding, Scope};
 use crate::json::{Leaf, LeafAction, Policy};
 
 /// How `transfer_encoding: "base64"` bodies (binary or non-JSON) are treated.
@@ -447,9 +447,9 @@ mod tests {
     /// field's value, a field name.
     #[test]
     fn lone_surrogates_are_refused() {
-        use crate::cipher::SealingKey;
+        use crate::crypto::cipher::SealingKey;
+        use crate::crypto::keys::{Dek, Kid};
         use crate::json::{seal_document, JsonError, Scratch, SealError};
-        use crate::keys::{Dek, Kid};
         let key = SealingKey::new(
             "r1.2026-01".parse::<Kid>().unwrap(),
             &Dek::from_bytes([3; 32]),
@@ -484,9 +484,9 @@ mod tests {
     /// case-insensitive; a named domain joins fields again; everything opens.
     #[test]
     fn the_walker_scopes_values_by_field_path() {
-        use crate::cipher::SealingKey;
+        use crate::crypto::cipher::SealingKey;
+        use crate::crypto::keys::{Dek, Kid};
         use crate::json::{seal_document, unseal_document, Scratch};
-        use crate::keys::{Dek, Kid};
         let key = SealingKey::new(
             "r1.2026-01".parse::<Kid>().unwrap(),
             &Dek::from_bytes([3; 32]),

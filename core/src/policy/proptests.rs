@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use super::json::{JsonOptions, JsonRules};
 use super::jsonpath::{Name, Selector, Selectors, Step};
-use crate::cipher::SealingKey;
+use crate::crypto::cipher::SealingKey;
+use crate::crypto::keys::{Dek, Epoch, Kid};
+use crate::crypto::value::SealedValue;
 use crate::json::{seal_document, unseal_document, Scratch};
-use crate::keys::{Dek, Epoch, Kid};
-use crate::value::SealedValue;
 
 /// Member names used by both the documents and the selectors, so selectors hit often. Some
 /// need brackets in a selector and escapes in JSON.

@@ -16,7 +16,7 @@ a new format version):
     .venv/bin/pip install -r requirements.txt      # cryptography is pinned there
     .venv/bin/python core/tests/vectors/gen_veil_v2_vectors.py > core/tests/vectors/veil-v2-values.json
 
-The format (see core/src/cipher.rs):
+The format (see core/src/crypto/cipher.rs):
     DEK    = HKDF-SHA256(salt = none, ikm = root, info = "veil/v1/dek/" + "YYYY-MM", L = 32)
     K_siv  = HKDF-Expand-SHA256(PRK = DEK, "veil/v2/siv", 64)
     K_xaes = HKDF-Expand-SHA256(PRK = DEK, "veil/v2/xaes", 32)

@@ -12,7 +12,7 @@ a new format version):
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install cryptography
     /tmp/venv/bin/python core/tests/vectors/gen_veil_vectors.py > core/tests/vectors/veil-v1-values.json
 
-The format (see core/src/cipher.rs):
+The format (see core/src/crypto/cipher.rs):
     DEK   = HKDF-SHA256(salt = none, ikm = root, info = "veil/v1/dek/" + "YYYY-MM", L = 32)
     KCV   = HMAC-SHA256(root, "veil/v1/kcv")[:16]
     K_siv = HKDF-Expand-SHA256(PRK = DEK, "veil/v1/siv", 64)

@@ -126,7 +126,7 @@ impl Host for ConfigCtx<'_> {
         Ok(SystemTime::now())
     }
     fn fill_random(&self, out: &mut [u8]) -> HostResult<()> {
-        veil_core::nonce::fill(out).map_err(|_| HostError::INTERNAL)
+        veil_core::crypto::nonce::fill(out).map_err(|_| HostError::INTERNAL)
     }
     fn log_enabled(&self, l: Level) -> bool {
         ffi::log_enabled(level(l))
@@ -203,7 +203,7 @@ impl Host for StreamCtx<'_, '_> {
         Ok(SystemTime::now())
     }
     fn fill_random(&self, out: &mut [u8]) -> HostResult<()> {
-        veil_core::nonce::fill(out).map_err(|_| HostError::INTERNAL)
+        veil_core::crypto::nonce::fill(out).map_err(|_| HostError::INTERNAL)
     }
     fn log_enabled(&self, l: Level) -> bool {
         ffi::log_enabled(level(l))

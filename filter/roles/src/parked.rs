@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use veil_core::keys::Kid;
+use veil_core::crypto::keys::Kid;
 use veil_core::search::{SearchBody, SearchConfig};
 
 use crate::host::Direction;

@@ -1,5 +1,5 @@
 //! The worker's records in Envoy shared data, sealed: every read opens, every write seals
-//! ([`veil_core::shared_record`]: a key derived from the keyservice token, the record's
+//! ([`veil_core::crypto::shared_record`]: a key derived from the keyservice token, the record's
 //! name as associated data). Shared data is readable and writable by every plugin of the
 //! proxy (Istio sets no VM id); data keys must be neither readable nor forgeable there. A
 //! record that does not open (another plugin's bytes, or a record from before sealing) is
@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 
-use veil_core::shared_record::RecordKey;
+use veil_core::crypto::shared_record::RecordKey;
 
 use crate::host::{HostError, HostResult, SharedData};
 

@@ -187,7 +187,7 @@ impl Host for FakeEnv {
 
     fn fill_random(&self, out: &mut [u8]) -> HostResult<()> {
         self.check("fill_random")?;
-        veil_core::nonce::fill(out).map_err(|_| HostError::INTERNAL)
+        veil_core::crypto::nonce::fill(out).map_err(|_| HostError::INTERNAL)
     }
 
     fn log(&self, level: Level, message: &str) {

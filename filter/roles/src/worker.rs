@@ -5,8 +5,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use veil_core::cipher::SealingKey;
 use veil_core::config::FilterConfig;
+use veil_core::crypto::cipher::SealingKey;
 use veil_core::json::Scratch;
 use veil_core::memo::SealMemo;
 

@@ -42,7 +42,7 @@ fn the_first_tick_fetches_installs_and_publishes_the_current_keys() {
     // name as associated data: not readable by other plugins of the proxy.
     let raw = f.env.shared.get("veil.keys.current.v1").unwrap();
     assert!(serde_json::from_slice::<serde_json::Value>(&raw).is_err());
-    let key = veil_core::shared_record::RecordKey::from_token(TOKEN.as_bytes());
+    let key = veil_core::crypto::shared_record::RecordKey::from_token(TOKEN.as_bytes());
     assert!(key.open("veil.keys.ondemand.v1", &raw).is_err());
     let shared: serde_json::Value =
         serde_json::from_slice(&key.open("veil.keys.current.v1", &raw).unwrap()).unwrap();
@@ -246,13 +246,13 @@ fn a_destroyed_root_is_dropped_and_a_remade_kid_replaced_at_the_next_refresh() {
             .unwrap()
     };
     f.install_answer(&doc(2, json!([1, 2]), vec![key_entry(&k1), key_entry(&k2)]));
-    let kid1: veil_core::keys::Kid = k1.parse().unwrap();
-    let kid2: veil_core::keys::Kid = k2.parse().unwrap();
+    let kid1: veil_core::crypto::keys::Kid = k1.parse().unwrap();
+    let kid2: veil_core::crypto::keys::Kid = k2.parse().unwrap();
     assert!(f.worker.keys.borrow().key_for(kid1).is_some());
     let old_fp = f.worker.keys.borrow().key_for(kid2).unwrap().fingerprint();
     // r1 destroyed; r2 re-made with another key (as a keyring that reused numbers would).
     let mut remade = key_entry(&k2);
-    let other = veil_core::keys::Dek::from_bytes([0x77; 32]);
+    let other = veil_core::crypto::keys::Dek::from_bytes([0x77; 32]);
     remade["dek"] = json!(base64::Engine::encode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         other.as_bytes()

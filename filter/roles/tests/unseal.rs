@@ -271,7 +271,7 @@ fn a_kid_not_held_is_fetched_on_demand_and_the_stream_resumed() {
         !raw.windows(want.len()).any(|w| w == want.as_bytes()),
         "sealed"
     );
-    let key = veil_core::shared_record::RecordKey::from_token(TOKEN.as_bytes());
+    let key = veil_core::crypto::shared_record::RecordKey::from_token(TOKEN.as_bytes());
     let rec = String::from_utf8(key.open("veil.keys.ondemand.v1", &raw).unwrap().to_vec()).unwrap();
     assert!(
         rec.contains(&want) && rec.contains("\"claims\":[]"),

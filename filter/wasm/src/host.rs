@@ -279,7 +279,7 @@ impl Host for WasmHost {
 
     fn fill_random(&self, out: &mut [u8]) -> HostResult<()> {
         // WASI's random_get, through getrandom.
-        veil_core::nonce::fill(out).map_err(|_| HostError::INTERNAL)
+        veil_core::crypto::nonce::fill(out).map_err(|_| HostError::INTERNAL)
     }
 
     fn log(&self, level: Level, message: &str) {

@@ -17,7 +17,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyState, KeyUsageType};
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use tokio::sync::OnceCell;
-use veil_core::keys::RootKey;
+use veil_core::crypto::keys::RootKey;
 use zeroize::Zeroizing;
 
 use super::{

@@ -28,7 +28,7 @@ use azure_security_keyvault_keys::models::{
 };
 use azure_security_keyvault_keys::{KeyClient, ResourceId};
 use tokio::sync::OnceCell;
-use veil_core::keys::RootKey;
+use veil_core::crypto::keys::RootKey;
 use zeroize::Zeroizing;
 
 use super::{

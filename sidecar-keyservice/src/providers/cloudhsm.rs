@@ -21,7 +21,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::{AuthPin, Ulong};
-use veil_core::keys::RootKey;
+use veil_core::crypto::keys::RootKey;
 use zeroize::Zeroizing;
 
 use super::{

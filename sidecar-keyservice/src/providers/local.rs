@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use aes_gcm::aead::{Aead, KeyInit, Nonce, Payload};
 use aes_gcm::Aes256Gcm;
 use sha2::{Digest, Sha256};
-use veil_core::keys::RootKey;
+use veil_core::crypto::keys::RootKey;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::{

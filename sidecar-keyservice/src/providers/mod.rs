@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 
 use thiserror::Error;
-use veil_core::keys::RootKey;
+use veil_core::crypto::keys::RootKey;
 use zeroize::Zeroizing;
 
 use crate::config::{ConfigError, Flags, KeyringConfig, Vars};

@@ -420,7 +420,7 @@ mod tests {
     fn test_sealer() -> std::sync::Arc<crate::relay::seal::StoreSealer> {
         let s = crate::relay::seal::StoreSealer::new();
         let mut m = std::collections::BTreeMap::new();
-        m.insert(1, veil_core::keys::RootKey::from_bytes([9; 32]));
+        m.insert(1, veil_core::crypto::keys::RootKey::from_bytes([9; 32]));
         s.set_roots(std::sync::Arc::new(crate::keyring::Roots::from_map(m)));
         std::sync::Arc::new(s)
     }

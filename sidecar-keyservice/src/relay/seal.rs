@@ -146,7 +146,7 @@ impl StoreSealer {
 mod tests {
     use std::collections::BTreeMap;
 
-    use veil_core::keys::RootKey;
+    use veil_core::crypto::keys::RootKey;
 
     use super::*;
 

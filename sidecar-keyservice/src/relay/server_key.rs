@@ -10,7 +10,7 @@
 
 use hkdf::Hkdf;
 use sha2::Sha256;
-use veil_core::keys::RootKey;
+use veil_core::crypto::keys::RootKey;
 use veil_core::relay::v2::{KeyConfig, ServerKey};
 use veil_core::relay::RelayError;
 use zeroize::Zeroizing;

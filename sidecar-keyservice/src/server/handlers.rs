@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::Serialize;
-use veil_core::keys::{Dek, Epoch, Kid, RotationMonths};
+use veil_core::crypto::keys::{Dek, Epoch, Kid, RotationMonths};
 use zeroize::Zeroizing;
 
 use super::problems::{not_ready, problem};

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use veil_core::keys::RotationMonths;
+use veil_core::crypto::keys::RotationMonths;
 
 use super::auth::{ReplayCache, REPLAY_CACHE_ENTRIES};
 use crate::config::Token;

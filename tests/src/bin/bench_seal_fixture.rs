@@ -14,9 +14,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use clap::Parser;
 use serde_json::Value;
-use veil_core::cipher::SealingKey;
+use veil_core::crypto::cipher::SealingKey;
+use veil_core::crypto::keys::{Dek, Kid};
 use veil_core::json::{seal_document, Scratch};
-use veil_core::keys::{Dek, Kid};
 use veil_core::policy::moesif::{MoesifOptions, MoesifPolicy, MoesifRules, Route};
 
 #[derive(Debug, Parser)]

@@ -7,12 +7,12 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use veil_core::cipher::{CipherError, Opened, SealingKey};
+use veil_core::crypto::cipher::{CipherError, Opened, SealingKey};
+use veil_core::crypto::keys::{Epoch, Kid, RotationMonths};
+use veil_core::crypto::value::SealedValue;
 use veil_core::json::KeyLookup;
-use veil_core::keys::{Epoch, Kid, RotationMonths};
 use veil_core::keyservice_answer::{parse_current, CurrentKeys, KeyEntry, KeysError, SHARED_KEY};
 use veil_core::open_memo::OpenMemo;
-use veil_core::value::SealedValue;
 
 use crate::host::SharedData;
 

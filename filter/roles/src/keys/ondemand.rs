@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 
-use veil_core::keys::Kid;
+use veil_core::crypto::keys::Kid;
 use veil_core::keyservice_answer::parse_key;
 use veil_core::ondemand_record::{Mark, OnDemandRecord, SHARED_ONDEMAND};
 

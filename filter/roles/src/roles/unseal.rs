@@ -32,13 +32,13 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use veil_core::cipher::SealingKey;
 use veil_core::config::{OnUnsealError, UnsealAction};
+use veil_core::crypto::cipher::SealingKey;
+use veil_core::crypto::keys::Epoch;
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
 use veil_core::header_map::HeaderMap;
 use veil_core::json::unseal::kids_in;
 use veil_core::json::unseal_document;
-use veil_core::keys::Epoch;
 use veil_core::policy::moesif::Entity;
 use veil_core::problem::ProblemKind;
 use veil_core::search::{

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
-use veil_core::keys::{Epoch, Kid, RotationMonths};
+use veil_core::crypto::keys::{Epoch, Kid, RotationMonths};
 use veil_roles::host::{Action, BodyKind, HeaderKind, StreamId};
 use veil_roles::testing::{answer, FakeEnv, FakeHost, Reply, Sent};
 use veil_roles::{Stream, Worker};
@@ -62,7 +62,7 @@ pub fn dek(kid: &str) -> [u8; 32] {
 
 /// A key as the keyservice answers it: kid, key and the key's fingerprint.
 pub fn key_entry(kid: &str) -> Value {
-    let fp = veil_core::keys::Dek::from_bytes(dek(kid)).fingerprint();
+    let fp = veil_core::crypto::keys::Dek::from_bytes(dek(kid)).fingerprint();
     json!({"kid": kid, "dek": URL_SAFE_NO_PAD.encode(dek(kid)), "fingerprint": fp.to_string()})
 }
 
@@ -233,7 +233,9 @@ pub fn refused(h: &FakeHost) -> (u16, String) {
 /// Every `veil:` sealed string in a JSON document, with its kid.
 pub fn sealed_values(v: &Value, out: &mut Vec<String>) {
     match v {
-        Value::String(s) if veil_core::value::looks_sealed(s.as_bytes()) => out.push(s.clone()),
+        Value::String(s) if veil_core::crypto::value::looks_sealed(s.as_bytes()) => {
+            out.push(s.clone())
+        }
         Value::Array(a) => a.iter().for_each(|x| sealed_values(x, out)),
         Value::Object(o) => o.values().for_each(|x| sealed_values(x, out)),
         _ => {}

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use xaes_256_gcm::Xaes256Gcm;
 use zeroize::Zeroizing;
 
-use crate::cipher::CipherError;
+use crate::crypto::cipher::CipherError;
 
 /// The first byte of a sealed record: its format.
 pub const RECORD_VERSION: u8 = 0x02;
@@ -58,7 +58,7 @@ impl RecordKey {
     /// Seals `plaintext` as the record `name`.
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, CipherError> {
         let mut nonce = [0u8; NONCE_LEN];
-        crate::nonce::fill(&mut nonce)?;
+        crate::crypto::nonce::fill(&mut nonce)?;
         self.seal_with_nonce(name, plaintext, nonce)
     }
 

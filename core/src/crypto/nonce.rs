@@ -13,8 +13,8 @@ use std::cell::RefCell;
 use chacha20::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::cipher::CipherError;
-use crate::value::GCM_NONCE_LEN;
+use crate::crypto::cipher::CipherError;
+use crate::crypto::value::GCM_NONCE_LEN;
 
 /// Nonces drawn from one seed before the next seed is read from the OS.
 pub const RESEED_EVERY: u32 = 1 << 16;

@@ -5,7 +5,7 @@
 //! veil:v1:r1.2026-01:d:<base64url-no-pad(SIV tag 16 || ciphertext)>
 //! veil:v1:r1.2026-01:r:<base64url-no-pad(nonce 12 || ciphertext || GCM tag 16)>
 //!
-//! v2 (written today; see crate::cipher for the construction):
+//! v2 (written today; see crate::crypto::cipher for the construction):
 //! veil:v2:r1.2026-01:d:<scope 12>:<base64url-no-pad(SIV tag 16 || ciphertext)>
 //! veil:v2:r1.2026-01:r:<base64url-no-pad(nonce 24 || ciphertext || GCM tag 16)>
 //! ```
@@ -13,11 +13,11 @@
 //! The sealed value is carried as a JSON string; this module deals with the string's content
 //! (no JSON quotes). Parsing is strict: a string either is exactly one of these formats, or
 //! it is not ciphertext at all and is treated as plaintext by the callers. The cryptography
-//! lives in [`crate::cipher`].
+//! lives in [`crate::crypto::cipher`].
 
 use core::str::FromStr;
 
-use crate::keys::Kid;
+use crate::crypto::keys::Kid;
 
 /// Every v1 value starts with this.
 pub const PREFIX: &str = "veil:v1:";
@@ -106,7 +106,7 @@ impl Mode {
 }
 
 /// A syntactically valid sealed value, borrowed from the string it was parsed from.
-/// Nothing has been decrypted or authenticated yet: see [`crate::cipher::SealingKey::open`].
+/// Nothing has been decrypted or authenticated yet: see [`crate::crypto::cipher::SealingKey::open`].
 #[derive(Clone, Copy, Debug)]
 pub struct SealedValue<'a> {
     pub version: Version,

@@ -3,7 +3,7 @@
 //!
 //! # Format v2 (changing anything here needs a new format version)
 //!
-//! For one key id `kid` with 32-byte data key `DEK` (see [`crate::keys`]):
+//! For one key id `kid` with 32-byte data key `DEK` (see [`crate::crypto::keys`]):
 //!
 //! ```text
 //! K_siv  = HKDF-SHA256-Expand(PRK = DEK, info = "veil/v2/siv",  L = 64)  // AES-SIV-CMAC-512
@@ -21,7 +21,7 @@
 //!          (V, C) = AES-SIV(K_siv, [header], PT)                 RFC 5297, one AD component
 //!          sealed = header || ":" || base64url-no-pad(V || C)
 //! m = 'r': header = "veil:v2:" || kid || ":r"
-//!          N      = 24 random bytes (crate::nonce)
+//!          N      = 24 random bytes (crate::crypto::nonce)
 //!          (C, T) = XAES-256-GCM(K_xaes, N, header, PT)          C2SP XAES-256-GCM
 //!          sealed = header || ":" || base64url-no-pad(N || C || T)
 //! ```
@@ -70,9 +70,9 @@ use thiserror::Error;
 use xaes_256_gcm::Xaes256Gcm;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::keys::{Dek, Fingerprint, Kid};
-use crate::siv::PreparedSiv;
-use crate::value::{
+use crate::crypto::keys::{Dek, Fingerprint, Kid};
+use crate::crypto::siv::PreparedSiv;
+use crate::crypto::value::{
     Mode, SealedValue, Version, GCM_NONCE_LEN, GCM_TAG_LEN, PREFIX, PREFIX_V2, SCOPE_CHARS,
     SIV_TAG_LEN, TYPE_LEN, XAES_NONCE_LEN,
 };
@@ -259,7 +259,7 @@ impl fmt::Debug for Opened {
 
 /// The keyed ciphers of one kid.
 struct Ciphers {
-    /// v1 AES-SIV with the deterministic header as its one AD, prepared once (crate::siv).
+    /// v1 AES-SIV with the deterministic header as its one AD, prepared once (crate::crypto::siv).
     siv: PreparedSiv,
     /// v1 AES-256-GCM.
     gcm: Aes256Gcm,
@@ -375,7 +375,7 @@ impl SealingKey {
     /// `value` is: for [`ValueType::String`] the UTF-8 bytes of the decoded string; for
     /// [`ValueType::Number`] the exact JSON number text; for [`ValueType::Bool`]
     /// `true`/`false` (anything else is [`CipherError::NotABoolean`]). Randomized mode draws
-    /// the nonce from [`crate::nonce`]. On error `out` is left as it was.
+    /// the nonce from [`crate::crypto::nonce`]. On error `out` is left as it was.
     pub fn seal(
         &self,
         spec: Spec<'_>,
@@ -387,7 +387,7 @@ impl SealingKey {
             Mode::Deterministic => self.seal_siv2(spec.scope, spec.pad, ty, value, out),
             Mode::Randomized => {
                 let mut nonce = [0u8; XAES_NONCE_LEN];
-                crate::nonce::fill(&mut nonce)?;
+                crate::crypto::nonce::fill(&mut nonce)?;
                 self.seal_xaes(spec.pad, ty, value, nonce, out)
             }
         }
@@ -417,7 +417,7 @@ impl SealingKey {
     ) -> Result<(), CipherError> {
         match mode {
             Mode::Deterministic => self.seal_siv(ty, value, out),
-            Mode::Randomized => self.seal_gcm(ty, value, crate::nonce::fresh()?, out),
+            Mode::Randomized => self.seal_gcm(ty, value, crate::crypto::nonce::fresh()?, out),
         }
     }
 
@@ -811,7 +811,7 @@ mod tests {
     fn unencodable_kid_refuses() {
         let kid = Kid::new(
             1,
-            crate::keys::Epoch::containing(400_000_000_000, Default::default()),
+            crate::crypto::keys::Epoch::containing(400_000_000_000, Default::default()),
         );
         assert!(kid.epoch.year() > 9999);
         let key = SealingKey::new(kid, &Dek::from_bytes([7; 32]));
