@@ -33,7 +33,7 @@ use veil_core::policy::moesif::{MoesifOptions, MoesifPolicy, MoesifRules, Route}
 const EVENT: &[u8] = include_bytes!("../../fixtures/moesif/event.json");
 const BATCH: &[u8] = include_bytes!("../../fixtures/moesif/events-batch.json");
 
-/// The filter's defaults (core/src/config.rs): max_depth 128, memo 8192 entries of ≤ 128 bytes.
+/// The filter's defaults (core/src/config/mod.rs): max_depth 128, memo 8192 entries of ≤ 128 bytes.
 const MAX_DEPTH: usize = 128;
 const MEMO_ENTRIES: usize = 8192;
 const MEMO_MAX_VALUE: usize = 128;
