@@ -90,15 +90,16 @@ pub enum Command {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum RelayKeyCommand {
-    /// Print the relay server key configuration of the current root (RFC 9458 key config,
-    /// base64url, one line): what relay clients pin (`veil-relay --server-key`,
-    /// `createRelay({serverKey})`). It changes with `keyring rotate-root`.
+    /// Print the current relay server key's configuration (RFC 9458 key config, base64url,
+    /// one line): what relay clients pin (`veil-relay --server-key`,
+    /// `createRelay({serverKey})`). It changes only with `keyring rotate-relay-key`.
     Show,
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum KeyringCommand {
-    /// Create a new keyring with one root (and, for the local provider, the KEK file if missing).
+    /// Create a new keyring with one root and one relay server key (and, for the local
+    /// provider, the KEK file if missing).
     Init,
     /// Show each root and whether it unwraps and matches its check value.
     Status,
@@ -116,6 +117,17 @@ pub enum KeyringCommand {
     /// `relay-key show`, run like a keyring command (not a `keyring` subcommand).
     #[command(skip)]
     RelayKeyShow,
+    /// Start a new relay server key (the new pin); older ones keep pairing until destroyed.
+    /// On a keyring written before relay protocol v2, creates its first.
+    RotateRelayKey,
+    /// Crypto-shred one relay server key: clients that pin it can no longer pair. IRREVERSIBLE.
+    DestroyRelayKey {
+        /// The relay key id to destroy (`1` or `k1`).
+        id: String,
+        /// Do not ask for confirmation (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Crypto-shred one root version: remove it from the keyring. IRREVERSIBLE.
     Destroy {
         /// The root version to destroy (`3` or `r3`).
@@ -237,6 +249,10 @@ pub fn run(cli: Cli, vars: &dyn Vars) -> Result<(), Failure> {
                     KeyringCommand::Rewrap { to } => manage::rewrap(&kcfg, vars, &flags, &to).await,
                     KeyringCommand::Verify => manage::verify(&kcfg).await,
                     KeyringCommand::RelayKeyShow => manage::relay_key_show(&kcfg).await,
+                    KeyringCommand::RotateRelayKey => manage::rotate_relay_key(&kcfg).await,
+                    KeyringCommand::DestroyRelayKey { id, yes } => {
+                        manage::destroy_relay_key(&kcfg, &id, yes).await
+                    }
                     KeyringCommand::Destroy { version, yes } => {
                         manage::destroy(&kcfg, &version, yes).await
                     }
@@ -318,13 +334,16 @@ pub async fn keyring_init(cfg: &KeyringConfig) -> Result<(), Failure> {
         .await
         .map_err(|m| Failure(format!("keyring init: the new root does not unwrap: {m}")))?;
     drop(root);
+    let relay_key = manage::new_relay_key(1, provider.as_ref()).await?;
     let keyring = Keyring {
         format: crate::keyring::FORMAT.to_string(),
         roots: vec![entry],
+        relay_keys: vec![relay_key],
     };
     keyring.write_new(path)?;
     println!(
-        "created keyring {}: root versions [1], current r1 (active), provider {}, key id {}",
+        "created keyring {}: root versions [1], current r1 (active), relay server key k1 \
+         (`relay-key show` prints its pin), provider {}, key id {}",
         path.display(),
         provider.kind(),
         provider.key_id()
@@ -332,7 +351,7 @@ pub async fn keyring_init(cfg: &KeyringConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `keyring status`: each root, whether it unwraps and matches its check value.
+/// `keyring status`: each root and relay key, whether it unwraps and matches its check.
 pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
     let path = &cfg.keyring;
     let keyring = Keyring::load(path)?;
@@ -394,6 +413,46 @@ pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
             }
         );
     }
+    let current_key = keyring.current_relay_key();
+    if keyring.relay_keys.is_empty() {
+        println!("relay keys none (`keyring rotate-relay-key` creates the first)");
+    } else {
+        println!("relay keys");
+    }
+    for k in &keyring.relay_keys {
+        let result = match &provider {
+            _ if k.state == RootState::Destroyed => "tombstone (never reused)".to_string(),
+            Ok(p) => match k.unwrap_seed(p.as_ref()).await {
+                Ok(_) => "unwrap ok, key configuration ok".to_string(),
+                Err(m) => {
+                    if k.state == RootState::Active {
+                        failed.push(format!("k{}", k.id));
+                    }
+                    format!("FAILED: {m}")
+                }
+            },
+            Err(_) => {
+                if k.state == RootState::Active {
+                    failed.push(format!("k{}", k.id));
+                }
+                "not checked (provider unavailable)".to_string()
+            }
+        };
+        println!(
+            "  k{:<4} {:<9} created {}  kek {} {}  {}{}",
+            k.id,
+            k.state,
+            k.created_at,
+            k.kek.provider,
+            k.kek.key_id,
+            result,
+            if Some(k.id) == current_key {
+                "  [current]"
+            } else {
+                ""
+            }
+        );
+    }
     if let Err(e) = provider {
         return Err(e.into());
     }
@@ -405,7 +464,7 @@ pub async fn keyring_status(cfg: &KeyringConfig) -> Result<(), Failure> {
     }
     if !failed.is_empty() {
         return Err(Failure(format!(
-            "keyring {}: active root(s) {} failed to unwrap or verify",
+            "keyring {}: active root(s) or relay key(s) {} failed to unwrap or verify",
             path.display(),
             failed.join(", ")
         )));
@@ -428,6 +487,7 @@ async fn load_roots(cfg: &KeyringConfig) -> Result<Loaded, (bool, Failure)> {
         Err(e) => {
             // A provider outage is worth retrying; a wrong KEK or a tampered root is not.
             let transient = matches!(&e, KeyringError::Root { message, .. }
+                | KeyringError::RelayKey { message, .. }
                 if message.starts_with("provider unavailable"));
             Err((transient, e.into()))
         }
@@ -445,9 +505,17 @@ fn log_loaded(cfg: &KeyringConfig, provider: &dyn KeyProvider, roots: &Roots) {
         key_id = provider.key_id(),
         root_versions = ?roots.versions(),
         current_root = roots.current(),
+        relay_key_ids = ?roots.relay_key_ids(),
         rotation_months = cfg.rotation.get(),
         "keyring loaded; every active root unwrapped and matched its check value"
     );
+    if roots.current_relay_key().is_none() {
+        tracing::warn!(
+            keyring = %cfg.keyring.display(),
+            "the keyring has no relay server key: relay pairing (protocol v2) is refused until \
+             `veil-keyservice keyring rotate-relay-key` creates one"
+        );
+    }
 }
 
 /// `serve`: load and verify every active root, bind, serve until SIGTERM/SIGINT. If the

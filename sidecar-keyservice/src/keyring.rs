@@ -7,6 +7,16 @@
 //!   "wrapped":"<base64>","check":"<hex of RootKey::check_value()>"}]}
 //! ```
 //!
+//! Since relay protocol v2 the keyring also holds the relay's server keys (X-Wing seeds,
+//! wrapped under the same KEK, each with a one-byte key id that is never reused), in an
+//! optional `relay_keys` list; a keyring written before has none until `keyring
+//! rotate-relay-key` adds the first:
+//!
+//! ```json
+//!   "relay_keys":[{"id":1,"state":"active","created_at":"…","kek":{…},
+//!     "wrapped":"<base64>","config":"<base64url of its RFC 9458 key configuration>"}]
+//! ```
+//!
 //! The file holds no secret in the clear (roots are wrapped), but it is the only way to
 //! read data sealed under its roots: it is written atomically (temp file, fsync, rename or
 //! link) with mode 0600, and never replaced by `init`.
@@ -16,6 +26,7 @@ use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -23,6 +34,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 use veil_core::crypto::keys::{Dek, Epoch, Kid, RootKey};
+use veil_core::relay::v2::{KeyConfig, ServerKey};
 
 use crate::config::io_reason;
 use crate::providers::{KeyProvider, ProviderError, WrapContext};
@@ -51,6 +63,13 @@ pub enum KeyringError {
         path: String,
         index: usize,
         version: u32,
+        message: String,
+    },
+    #[error("keyring {path}: relay_keys[{index}] (k{id}): {message}")]
+    RelayKey {
+        path: String,
+        index: usize,
+        id: u8,
         message: String,
     },
     #[error("{0}")]
@@ -102,12 +121,34 @@ pub struct RootEntry {
     pub check: String,
 }
 
+/// One relay server key as stored: its X-Wing seed wrapped under a KEK like a root. The
+/// states mean what they mean for roots: `active` keys pair (the highest id is current,
+/// what `relay-key show` prints), `disabled` ones are kept but not served, `destroyed` is a
+/// tombstone whose id is never issued again (a pinned key id names one key, forever).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayKeyEntry {
+    /// The RFC 9458 key id, 1..=255.
+    pub id: u8,
+    pub state: RootState,
+    pub created_at: String,
+    pub kek: KekRef,
+    /// Base64 (standard, padded) of the provider's wrapped seed; `""` once destroyed.
+    pub wrapped: String,
+    /// Base64url (no padding) of the key configuration the seed makes: public (it is the
+    /// pin), and the check that the unwrapped seed is this key.
+    pub config: String,
+}
+
 /// The keyring document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Keyring {
     pub format: String,
     pub roots: Vec<RootEntry>,
+    /// The relay server keys; absent in keyrings written before relay protocol v2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relay_keys: Vec<RelayKeyEntry>,
 }
 
 /// SHA-256 of a keyring file's bytes: tells a reload whether the file changed. Not secret
@@ -194,6 +235,40 @@ impl Keyring {
                 return Err(root_err("kek: provider and key_id must be set".into()));
             }
         }
+        let mut ids = BTreeMap::new();
+        for (index, r) in k.relay_keys.iter().enumerate() {
+            let key_err = |message: String| KeyringError::RelayKey {
+                path: path.to_string(),
+                index,
+                id: r.id,
+                message,
+            };
+            if r.id == 0 {
+                return Err(key_err("id: must be 1 to 255".into()));
+            }
+            if let Some(prev) = ids.insert(r.id, index) {
+                return Err(key_err(format!(
+                    "id: {} already used by relay_keys[{prev}]",
+                    r.id
+                )));
+            }
+            if r.state == RootState::Destroyed {
+                if !r.wrapped.is_empty() {
+                    return Err(key_err(
+                        "wrapped: a destroyed relay key keeps no wrapped seed (must be \"\")"
+                            .into(),
+                    ));
+                }
+                continue;
+            }
+            r.wrapped_bytes()
+                .map_err(|m| key_err(format!("wrapped: {m}")))?;
+            r.key_config()
+                .map_err(|m| key_err(format!("config: {m}")))?;
+            if r.kek.provider.is_empty() || r.kek.key_id.is_empty() {
+                return Err(key_err("kek: provider and key_id must be set".into()));
+            }
+        }
         Ok(k)
     }
 
@@ -214,6 +289,24 @@ impl Keyring {
         write_atomic(path, self.to_json().as_bytes(), true)
     }
 
+    /// The id of the current relay server key (the highest active one), if any.
+    pub fn current_relay_key(&self) -> Option<u8> {
+        self.relay_keys
+            .iter()
+            .filter(|k| k.state == RootState::Active)
+            .map(|k| k.id)
+            .max()
+    }
+
+    /// The id a new relay server key gets: one above every id ever issued (tombstones
+    /// included), or `None` when all 255 are used.
+    pub fn next_relay_key_id(&self) -> Option<u8> {
+        match self.relay_keys.iter().map(|k| k.id).max() {
+            None => Some(1),
+            Some(id) => id.checked_add(1),
+        }
+    }
+
     /// The highest active version, if any.
     pub fn current_version(&self) -> Option<u32> {
         self.roots
@@ -232,14 +325,7 @@ impl RootEntry {
         provider: &dyn KeyProvider,
         created_at: String,
     ) -> Result<RootEntry, ProviderError> {
-        let wrapped = provider
-            .wrap(
-                root,
-                WrapContext {
-                    root_version: version,
-                },
-            )
-            .await?;
+        let wrapped = provider.wrap(root, WrapContext::Root(version)).await?;
         Ok(RootEntry::from_wrapped(
             version, root, &wrapped, provider, created_at,
         ))
@@ -299,12 +385,7 @@ impl RootEntry {
         let wrapped = self.wrapped_bytes().map_err(|m| format!("wrapped: {m}"))?;
         let check = self.check_bytes().map_err(|m| format!("check: {m}"))?;
         let root = provider
-            .unwrap(
-                &wrapped,
-                WrapContext {
-                    root_version: self.version,
-                },
-            )
+            .unwrap(&wrapped, WrapContext::Root(self.version))
             .await
             .map_err(|e| e.to_string())?;
         if !bool::from(root.check_value().ct_eq(&check)) {
@@ -316,15 +397,102 @@ impl RootEntry {
     }
 }
 
-/// The unwrapped active roots, by version. What `serve` holds in memory.
+impl RelayKeyEntry {
+    /// An active entry for the seed `seed`, already wrapped by `provider` as `wrapped`.
+    pub fn from_wrapped(
+        id: u8,
+        seed: &RootKey,
+        wrapped: &[u8],
+        provider: &dyn KeyProvider,
+        created_at: String,
+    ) -> Result<RelayKeyEntry, String> {
+        let key = ServerKey::from_seed(id, *seed.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(RelayKeyEntry {
+            id,
+            state: RootState::Active,
+            created_at,
+            kek: KekRef {
+                provider: provider.kind().as_str().to_string(),
+                key_id: provider.key_id().to_string(),
+            },
+            wrapped: base64::engine::general_purpose::STANDARD.encode(wrapped),
+            config: key.config().to_b64(),
+        })
+    }
+
+    /// Whether `provider` is the KEK this key is wrapped under.
+    pub fn wrapped_by(&self, provider: &dyn KeyProvider) -> bool {
+        self.kek.provider == provider.kind().as_str() && self.kek.key_id == provider.key_id()
+    }
+
+    fn wrapped_bytes(&self) -> Result<Vec<u8>, String> {
+        base64::engine::general_purpose::STANDARD
+            .decode(self.wrapped.trim())
+            .map_err(|e| format!("not standard base64: {e}"))
+    }
+
+    /// The stored key configuration (public), checked to carry this entry's id.
+    pub fn key_config(&self) -> Result<KeyConfig, String> {
+        let c = KeyConfig::from_b64(self.config.trim())
+            .map_err(|e| format!("not a relay key configuration: {e}"))?;
+        if c.key_id() != self.id {
+            return Err(format!(
+                "its key id is {}, but the entry's id is {}",
+                c.key_id(),
+                self.id
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Unwraps the seed with `provider` and checks that it makes the stored configuration.
+    /// The error says why, without key material.
+    pub async fn unwrap_seed(&self, provider: &dyn KeyProvider) -> Result<RootKey, String> {
+        if !self.wrapped_by(provider) {
+            return Err(format!(
+                "wrapped under {} {}, but the configured KEK is {} {}",
+                self.kek.provider,
+                self.kek.key_id,
+                provider.kind(),
+                provider.key_id()
+            ));
+        }
+        let wrapped = self.wrapped_bytes().map_err(|m| format!("wrapped: {m}"))?;
+        let config = self.key_config().map_err(|m| format!("config: {m}"))?;
+        let seed = provider
+            .unwrap(&wrapped, WrapContext::RelayKey(self.id))
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = ServerKey::from_seed(self.id, *seed.as_bytes()).map_err(|e| e.to_string())?;
+        if key.config() != &config {
+            return Err(
+                "config: the unwrapped seed does not make this key configuration \
+                        (tampered or mixed-up keyring)"
+                    .to_string(),
+            );
+        }
+        Ok(seed)
+    }
+
+    /// Unwraps and checks the key (see [`RelayKeyEntry::unwrap_seed`]).
+    pub async fn unwrap(&self, provider: &dyn KeyProvider) -> Result<ServerKey, String> {
+        let seed = self.unwrap_seed(provider).await?;
+        ServerKey::from_seed(self.id, *seed.as_bytes()).map_err(|e| e.to_string())
+    }
+}
+
+/// The unwrapped active roots, by version, and the active relay server keys, by id. What
+/// `serve` holds in memory.
 pub struct Roots {
     roots: BTreeMap<u32, RootKey>,
+    relay_keys: BTreeMap<u8, Arc<ServerKey>>,
 }
 
 impl fmt::Debug for Roots {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Roots")
             .field("versions", &self.roots.keys().collect::<Vec<_>>())
+            .field("relay_keys", &self.relay_keys.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -359,7 +527,23 @@ impl Roots {
                 message: "no active root".into(),
             });
         }
-        Ok(Roots { roots })
+        let mut relay_keys = BTreeMap::new();
+        for (index, k) in keyring.relay_keys.iter().enumerate() {
+            if k.state != RootState::Active {
+                continue;
+            }
+            let key = k
+                .unwrap(provider)
+                .await
+                .map_err(|message| KeyringError::RelayKey {
+                    path: path.display().to_string(),
+                    index,
+                    id: k.id,
+                    message,
+                })?;
+            relay_keys.insert(k.id, Arc::new(key));
+        }
+        Ok(Roots { roots, relay_keys })
     }
 
     /// These roots without the versions not in `active` (a root destroyed or disabled in
@@ -372,12 +556,49 @@ impl Roots {
                 .filter(|(v, _)| active.contains(v))
                 .map(|(v, r)| (*v, r.clone()))
                 .collect(),
+            relay_keys: self.relay_keys.clone(),
         }
     }
 
-    /// Builds from already unwrapped roots (tests, tools).
+    /// Builds from already unwrapped roots, without relay keys (tests, tools).
     pub fn from_map(roots: BTreeMap<u32, RootKey>) -> Roots {
-        Roots { roots }
+        Roots {
+            roots,
+            relay_keys: BTreeMap::new(),
+        }
+    }
+
+    /// These roots with `keys` as the relay server keys (tests, tools).
+    pub fn with_relay_keys(mut self, keys: Vec<ServerKey>) -> Roots {
+        self.relay_keys = keys
+            .into_iter()
+            .map(|k| (k.config().key_id(), Arc::new(k)))
+            .collect();
+        self
+    }
+
+    /// The ids of the active relay server keys, ascending.
+    pub fn relay_key_ids(&self) -> Vec<u8> {
+        self.relay_keys.keys().copied().collect()
+    }
+
+    /// The relay server key with key id `id`, if it is active here.
+    pub fn relay_key(&self, id: u8) -> Option<Arc<ServerKey>> {
+        self.relay_keys.get(&id).cloned()
+    }
+
+    /// The current relay server key (the highest active id): what clients pin.
+    pub fn current_relay_key(&self) -> Option<Arc<ServerKey>> {
+        self.relay_keys.values().next_back().cloned()
+    }
+
+    /// The active relay server keys' configurations, the current one first.
+    pub fn relay_key_configs(&self) -> Vec<KeyConfig> {
+        self.relay_keys
+            .values()
+            .rev()
+            .map(|k| k.config().clone())
+            .collect()
     }
 
     /// The current root version: the highest active one.
@@ -389,7 +610,7 @@ impl Roots {
         self.roots.keys().copied().collect()
     }
 
-    /// The root of `version`, if it is active here (the relay derives its server key from it).
+    /// The root of `version`, if it is active here.
     pub fn root(&self, version: u32) -> Option<&RootKey> {
         self.roots.get(&version)
     }
@@ -543,6 +764,97 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("versoin"), "{e}");
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// A relay server key survives the file (written, loaded, unwrapped to the same key);
+    /// a keyring written before relay keys existed loads with none and is written back
+    /// without the member; a tampered or misplaced entry is refused, naming it.
+    #[test]
+    fn relay_keys_round_trip_and_validation() {
+        use crate::providers::{generate_root, LocalProvider};
+        let dir = tempfile::tempdir().unwrap();
+        let p = LocalProvider::create(&dir.path().join("kek"), "VEIL_LOCAL_KEK_FILE").unwrap();
+        let path = dir.path().join("k.json");
+
+        // before relay keys: none, and none written back
+        let old = Keyring::parse(&doc(R1), "k.json").unwrap();
+        assert!(old.relay_keys.is_empty());
+        assert_eq!(old.current_relay_key(), None);
+        assert_eq!(old.next_relay_key_id(), Some(1));
+        assert!(!old.to_json().contains("relay_keys"));
+
+        let seed = generate_root().unwrap();
+        let w = block_on(p.wrap(&seed, WrapContext::RelayKey(1))).unwrap();
+        let e1 = RelayKeyEntry::from_wrapped(1, &seed, &w, &p, "t".into()).unwrap();
+        let mut k = old.clone();
+        k.relay_keys.push(e1.clone());
+        k.write_new(&path).unwrap();
+        let back = Keyring::load(&path).unwrap();
+        assert_eq!(back, k);
+        assert_eq!(back.current_relay_key(), Some(1));
+        let key = block_on(back.relay_keys[0].unwrap(&p)).unwrap();
+        let expected = ServerKey::from_seed(1, *seed.as_bytes()).unwrap();
+        assert_eq!(key.config(), expected.config());
+        assert_eq!(back.relay_keys[0].key_config().unwrap(), *expected.config());
+
+        // tombstones count: the next id is above every id ever issued; 255 is the last
+        let mut t = k.clone();
+        t.relay_keys.push(RelayKeyEntry {
+            id: 7,
+            state: RootState::Destroyed,
+            wrapped: String::new(),
+            ..e1.clone()
+        });
+        assert_eq!(t.current_relay_key(), Some(1));
+        assert_eq!(t.next_relay_key_id(), Some(8));
+        t.relay_keys[1].id = 255;
+        assert_eq!(t.next_relay_key_id(), None);
+
+        let text = k.to_json();
+        // the seed of k1 wrapped as a root (or under another id) does not unwrap
+        let moved = text.replacen("\"id\": 1", "\"id\": 2", 1);
+        let e = Keyring::parse(&moved, "k.json").unwrap_err().to_string();
+        assert!(
+            e.contains("relay_keys[0] (k2): config: its key id is 1"),
+            "{e}"
+        );
+        let mut swapped = k.clone();
+        let real_root = block_on(p.wrap(&seed, WrapContext::Root(1))).unwrap();
+        swapped.relay_keys[0].wrapped = base64::engine::general_purpose::STANDARD.encode(real_root);
+        let e = block_on(swapped.relay_keys[0].unwrap(&p)).unwrap_err();
+        assert!(e.contains("does not authenticate"), "{e}");
+        // another key's configuration: the check fails
+        let other = ServerKey::from_seed(1, [9; 32]).unwrap();
+        let mut mixed = k.clone();
+        mixed.relay_keys[0].config = other.config().to_b64();
+        let e = block_on(mixed.relay_keys[0].unwrap(&p)).unwrap_err();
+        assert!(e.contains("does not make this key configuration"), "{e}");
+        // duplicate ids, id 0, a destroyed key that kept its seed
+        let mut dup = k.clone();
+        dup.relay_keys.push(e1.clone());
+        let e = Keyring::parse(&dup.to_json(), "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("relay_keys[1] (k1): id: 1 already used"), "{e}");
+        let mut zero = k.clone();
+        zero.relay_keys[0].id = 0;
+        let e = Keyring::parse(&zero.to_json(), "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(k0): id: must be 1 to 255"), "{e}");
+        let mut kept = k.clone();
+        kept.relay_keys[0].state = RootState::Destroyed;
+        let e = Keyring::parse(&kept.to_json(), "k.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keeps no wrapped seed"), "{e}");
     }
 
     #[test]

@@ -139,10 +139,21 @@ fn client_secret_init_verify_check_serve_rotate() {
     let root = RootKey::from_slice(&plain[..32]).unwrap();
     assert_eq!(hex::encode(root.check_value()), r1.check);
 
+    // The relay server key's seed too: seed || "veil/v1/relay-key/k1".
+    let rk = &k.relay_keys[0];
+    let plain_rk = oaep_decrypt(&d, "veil-kek", &rk.wrapped);
+    assert_eq!(&plain_rk[32..], b"veil/v1/relay-key/k1");
+    let seed: [u8; 32] = plain_rk[..32].try_into().unwrap();
+    let server_key = veil_core::relay::v2::ServerKey::from_seed(1, seed).unwrap();
+    assert_eq!(server_key.config().to_b64(), rk.config);
+    let shown = env.run(&["relay-key", "show"]);
+    assert_eq!(shown.stdout.trim(), rk.config, "{}", shown.all());
+
     assert!(env.run(&["keyring", "rotate-root"]).status.success());
     let v = env.run(&["keyring", "verify"]);
     assert!(v.status.success(), "{}", v.all());
     assert!(v.stdout.contains("all 2 root(s) verified"), "{}", v.stdout);
+    assert!(v.stdout.contains("k1    active    ok"), "{}", v.stdout);
 
     let mut c = Env::new();
     c.vars = env.vars.clone();
@@ -330,8 +341,15 @@ fn rewrap_local_to_key_vault_keeps_data_keys() {
     for t in &to {
         args.extend(["--to", t.as_str()]);
     }
+    let pin = local.run(&["relay-key", "show"]).stdout;
     let o = local.run(&args);
     assert!(o.status.success(), "{}", o.all());
+    assert!(o.stdout.contains("re-wrapped [r1, k1]"), "{}", o.stdout);
+    assert_eq!(
+        az.run(&["relay-key", "show"]).stdout,
+        pin,
+        "the pin is unchanged"
+    );
     let s = az.serve();
     assert_eq!(
         s.get("/v1/data-keys/r1.2026-01", Some(TOKEN)).json(),

@@ -102,6 +102,11 @@ fn hsm_env(keys: &[(&str, bool)]) -> Env {
 
 /// Decrypts a wrapped root on the token with the test's own PKCS#11 calls.
 fn token_decrypt(env: &Env, wrapped_b64: &str, version: u32) -> Option<Vec<u8>> {
+    token_decrypt_aad(env, wrapped_b64, &format!("veil/v1/root/r{version}"))
+}
+
+/// Decrypts wrapped bytes on the token under the associated data `aad`.
+fn token_decrypt_aad(env: &Env, wrapped_b64: &str, aad: &str) -> Option<Vec<u8>> {
     let _g = HSM.lock().unwrap_or_else(|p| p.into_inner());
     std::env::set_var("SOFTHSM2_CONF", &env.vars["SOFTHSM2_CONF"]);
     let wrapped = base64::engine::general_purpose::STANDARD
@@ -122,7 +127,6 @@ fn token_decrypt(env: &Env, wrapped_b64: &str, version: u32) -> Option<Vec<u8>> 
         .unwrap()[0];
     let (iv, ct) = wrapped.split_at(12);
     let mut iv = iv.to_vec();
-    let aad = format!("veil/v1/root/r{version}");
     let params = GcmParams::new(&mut iv, aad.as_bytes(), Ulong::from(128u64)).unwrap();
     let r = s.decrypt(&Mechanism::AesGcm(params), key, ct).ok();
     drop(s);
@@ -144,11 +148,27 @@ fn softhsm_init_verify_rotate_serve() {
     let root = veil_core::crypto::keys::RootKey::from_slice(&root).unwrap();
     assert_eq!(hex::encode(root.check_value()), r1.check);
     assert!(token_decrypt(&env, &r1.wrapped, 2).is_none());
+    // The relay server key's seed is wrapped on the token too, under its own context only.
+    let rk = &k.relay_keys[0];
+    assert_eq!(rk.kek.key_id, "pkcs11:token=veil;object=veil-kek");
+    let seed = token_decrypt_aad(&env, &rk.wrapped, "veil/v1/relay-key/k1").expect("decrypt");
+    let seed: [u8; 32] = seed.try_into().unwrap();
+    let server_key = veil_core::relay::v2::ServerKey::from_seed(1, seed).unwrap();
+    assert_eq!(server_key.config().to_b64(), rk.config);
+    assert!(token_decrypt(&env, &rk.wrapped, 1).is_none());
+    let shown = env.run(&["relay-key", "show"]);
+    assert_eq!(shown.stdout.trim(), rk.config, "{}", shown.all());
+    assert!(env.run(&["keyring", "rotate-relay-key"]).status.success());
 
     assert!(env.run(&["keyring", "rotate-root"]).status.success());
     let v = env.run(&["keyring", "verify"]);
     assert!(v.status.success(), "{}", v.all());
-    assert!(v.stdout.contains("all 2 root(s) verified"), "{}", v.stdout);
+    assert!(
+        v.stdout
+            .contains("all 2 root(s) verified and 2 relay key(s)"),
+        "{}",
+        v.stdout
+    );
 
     let mut c = Env::new();
     c.vars = env.vars.clone();
@@ -225,8 +245,15 @@ fn rewrap_local_to_softhsm_keeps_data_keys() {
         args.extend(["--to", t.as_str()]);
     }
     local.set("SOFTHSM2_CONF", &env.vars["SOFTHSM2_CONF"]);
+    let pin = local.run(&["relay-key", "show"]).stdout;
     let o = local.run(&args);
     assert!(o.status.success(), "{}", o.all());
+    assert!(o.stdout.contains("re-wrapped [r1, k1]"), "{}", o.stdout);
+    assert_eq!(
+        env.run(&["relay-key", "show"]).stdout,
+        pin,
+        "the pin is unchanged"
+    );
     let s = env.serve();
     assert_eq!(
         s.get("/v1/data-keys/r1.2026-01", Some(TOKEN)).json(),

@@ -85,7 +85,7 @@ fn verify_catches_a_wrong_kek_before_it_matters() {
     assert_eq!(v.status.code(), Some(1), "{}", v.all());
     let line = error_line(&v);
     assert!(
-        line.contains("2 of 2 root(s) failed verification"),
+        line.contains("2 of 2 root(s) and 1 of 1 relay key(s) failed verification"),
         "{line}"
     );
     assert!(v.stdout.contains("FAILED"), "{}", v.stdout);
@@ -110,7 +110,7 @@ fn rewrap_to_a_new_local_kek_keeps_every_data_key() {
         &format!("VEIL_LOCAL_KEK_FILE={}", new_kek.display()),
     ]);
     assert!(o.status.success(), "{}", o.all());
-    assert!(o.stdout.contains("re-wrapped [r1, r2]"), "{}", o.stdout);
+    assert!(o.stdout.contains("re-wrapped [r1, r2, k1]"), "{}", o.stdout);
     let mut moved = Env::new();
     moved.vars = env.vars.clone();
     moved.set("VEIL_LOCAL_KEK_FILE", &new_kek.display().to_string());

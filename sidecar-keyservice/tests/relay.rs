@@ -755,17 +755,183 @@ fn v2_pairing_under_the_relay_server_key() {
         }
     }
 
-    // rotate-root gives the next root's key (id 2); the old root's stays available
+    // rotate-root does not touch the relay server key: the pin stays
     drop(s);
     let rotated = env.run(&["keyring", "rotate-root"]);
     assert!(rotated.status.success(), "{}", rotated.all());
     let again = env.run(&["relay-key", "show"]);
-    let next = KeyConfig::from_b64(again.stdout.trim()).unwrap();
-    assert_eq!(next.key_id(), 2);
-    assert_ne!(next.public_key(), pin.public_key());
+    assert!(again.status.success(), "{}", again.all());
+    assert_eq!(KeyConfig::from_b64(again.stdout.trim()).unwrap(), pin);
     let s = env.serve();
     let (_, _, body) = get_bytes(s.port, "/v1/relay/keys");
-    assert_eq!(KeyConfig::decode_list(&body).unwrap(), vec![next, pin]);
+    assert_eq!(KeyConfig::decode_list(&body).unwrap(), vec![pin]);
+}
+
+/// Asks for one v2 pair under `pin` and returns the answer (the caller checks its status);
+/// a 200 is checked against the client side (the key confirmation verifies).
+fn pair_v2(port: u16, pin: &veil_core::relay::v2::KeyConfig) -> Response {
+    use veil_core::relay::v2::{ClientOffer, PairAnswer};
+    let cid = client_id(9);
+    let offer = ClientOffer::generate_os(pin).unwrap();
+    let w = offer.wire();
+    let body = serde_json::json!({"client_id": cid, "key_id": pin.key_id(), "pairs": [
+        {"enc": URL_SAFE_NO_PAD.encode(&w.enc), "pk": URL_SAFE_NO_PAD.encode(&w.pk)}]})
+    .to_string();
+    let r = post(port, "/v1/relay/v2/pairs", &body);
+    if r.status == 200 {
+        let p = &r.json()["pairs"][0];
+        let enc = b64d(&p["enc"]);
+        let confirm = b64d(&p["confirm"]);
+        offer
+            .finish(
+                &cid,
+                &PairAnswer {
+                    pair_id: p["pair_id"].as_str().unwrap(),
+                    enc: &enc,
+                    expires_at: p["expires_at"].as_u64().unwrap(),
+                    confirm: &confirm,
+                },
+            )
+            .expect("the confirmation verifies under the pinned key");
+    }
+    r
+}
+
+fn show_pin(env: &Env) -> veil_core::relay::v2::KeyConfig {
+    let o = env.run(&["relay-key", "show"]);
+    assert!(o.status.success(), "{}", o.all());
+    assert_eq!(o.stdout.lines().count(), 1, "{}", o.stdout);
+    veil_core::relay::v2::KeyConfig::from_b64(o.stdout.trim()).unwrap()
+}
+
+/// The relay server key is its own key in the keyring: `rotate-relay-key` makes a new pin
+/// while a client pinned to the old one still pairs, until `destroy-relay-key`; then it is
+/// refused with `relay-key-unknown`, and the destroyed id is never issued again. A running
+/// keyservice picks each change up from the file without a restart.
+#[test]
+fn v2_relay_key_rotation_and_destroy() {
+    use veil_core::relay::v2::KeyConfig;
+    use veil_keyservice::keyring::{Keyring, RootState};
+
+    let (env, s) = serve_with(&[("VEIL_KEYRING_RELOAD_SECS", "1")]);
+    let k1 = show_pin(&env);
+    assert_eq!(k1.key_id(), 1);
+    assert_eq!(pair_v2(s.port, &k1).status, 200);
+
+    let o = env.run(&["keyring", "rotate-relay-key"]);
+    assert!(o.status.success(), "{}", o.all());
+    let k2 = show_pin(&env);
+    assert_eq!(k2.key_id(), 2);
+    assert_ne!(k2.public_key(), k1.public_key());
+    assert!(o.stdout.contains(&k2.to_b64()), "{}", o.stdout);
+    // the running keyservice reloads the file: both keys pair, the new one listed first
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, body) = get_bytes(s.port, "/v1/relay/keys");
+        if KeyConfig::decode_list(&body).unwrap() == vec![k2.clone(), k1.clone()] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the keyservice did not reload");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(pair_v2(s.port, &k2).status, 200);
+    assert_eq!(pair_v2(s.port, &k1).status, 200, "the old pin still pairs");
+
+    // the last active key cannot be destroyed; a missing one is named
+    let o = env.run(&["keyring", "destroy-relay-key", "9", "--yes"]);
+    assert!(o.stderr.contains("there is no relay key k9"), "{}", o.all());
+    // without --yes, a wrong confirmation keeps the key
+    let o = env.run_stdin(&["keyring", "destroy-relay-key", "k1"], "destroy r1\n");
+    assert_eq!(o.status.code(), Some(1), "{}", o.all());
+    assert!(o.stderr.contains("not confirmed; k1 kept"), "{}", o.all());
+    let o = env.run_stdin(&["keyring", "destroy-relay-key", "k1"], "destroy k1\n");
+    assert!(o.status.success(), "{}", o.all());
+    let kr = Keyring::load(&env.keyring()).unwrap();
+    assert_eq!(kr.relay_keys[0].state, RootState::Destroyed);
+    assert_eq!(kr.relay_keys[0].wrapped, "", "the wrapped seed is gone");
+    let o = env.run(&["keyring", "destroy-relay-key", "2", "--yes"]);
+    assert!(
+        o.stderr.contains("k2 is the last active relay key"),
+        "{}",
+        o.all()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = pair_v2(s.port, &k1);
+        if r.status == 400 {
+            assert_refused(&r, 400, "key-unknown");
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(Instant::now() < deadline, "the destroyed key kept pairing");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(pair_v2(s.port, &k2).status, 200);
+    let (_, _, body) = get_bytes(s.port, "/v1/relay/keys");
+    assert_eq!(KeyConfig::decode_list(&body).unwrap(), vec![k2.clone()]);
+
+    // the destroyed id is never issued again: the next key is k3
+    let o = env.run(&["keyring", "rotate-relay-key"]);
+    assert!(o.status.success(), "{}", o.all());
+    assert_eq!(show_pin(&env).key_id(), 3);
+    let v = env.run(&["keyring", "verify"]);
+    assert!(v.status.success(), "{}", v.all());
+    assert!(
+        v.stdout.contains("k1    destroyed (tombstone"),
+        "{}",
+        v.stdout
+    );
+    assert!(v.stdout.contains("k3    active    ok"), "{}", v.stdout);
+    let st = env.run(&["keyring", "status"]);
+    assert!(st.status.success(), "{}", st.all());
+    assert!(st.stdout.contains("[current]"), "{}", st.stdout);
+}
+
+/// A keyring written before relay protocol v2 (no `relay_keys`) still serves its roots; the
+/// relay refuses to pair with a clear error naming the command, `relay-key show` fails the
+/// same way, and the first `rotate-relay-key` creates key 1 (the migration path).
+#[test]
+fn v2_keyring_without_a_relay_key_is_migrated_by_rotate_relay_key() {
+    use veil_keyservice::keyring::Keyring;
+
+    let env = Env::new();
+    env.init();
+    // what `keyring init` wrote before relay protocol v2: no relay_keys member at all
+    let mut kr = Keyring::load(&env.keyring()).unwrap();
+    kr.relay_keys.clear();
+    kr.replace(&env.keyring()).unwrap();
+    let text = std::fs::read_to_string(env.keyring()).unwrap();
+    assert!(!text.contains("relay_keys"), "{text}");
+
+    let o = env.run(&["relay-key", "show"]);
+    assert_eq!(o.status.code(), Some(1), "{}", o.all());
+    assert!(o.stdout.is_empty(), "{}", o.stdout);
+    assert!(
+        o.stderr.contains("no active relay server key")
+            && o.stderr
+                .contains("veil-keyservice keyring rotate-relay-key"),
+        "{}",
+        o.stderr
+    );
+
+    let s = env.serve();
+    assert_eq!(s.get("/v1/data-keys/current", Some(TOKEN)).status, 200);
+    let r = get(s.port, "/v1/relay/keys");
+    assert_refused(&r, 503, "no-server-key");
+    assert!(r.body.contains("rotate-relay-key"), "{}", r.body);
+    let any = veil_core::relay::v2::ServerKey::from_seed(1, [7; 32]).unwrap();
+    let r = pair_v2(s.port, any.config());
+    assert_refused(&r, 503, "no-server-key");
+    assert!(s.logs().contains("rotate-relay-key"));
+    drop(s);
+
+    let o = env.run(&["keyring", "rotate-relay-key"]);
+    assert!(o.status.success(), "{}", o.all());
+    let pin = show_pin(&env);
+    assert_eq!(pin.key_id(), 1);
+    let s = env.serve();
+    assert_eq!(pair_v2(s.port, &pin).status, 200);
 }
 
 /// A throw-away CA and a server certificate for 127.0.0.1, made with openssl in `dir`.

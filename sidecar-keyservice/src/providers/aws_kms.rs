@@ -139,6 +139,9 @@ impl ProviderSettings for AwsKmsConfig {
 /// Encryption-context keys bound to every wrapped root.
 pub const CONTEXT_APP: (&str, &str) = ("veil:purpose", "keyring-root");
 pub const CONTEXT_VERSION_KEY: &str = "veil:root_version";
+/// The `veil:purpose` of a wrapped relay server key seed, and the key naming its id.
+pub const CONTEXT_RELAY_PURPOSE: &str = "relay-server-key";
+pub const CONTEXT_RELAY_KEY_ID: &str = "veil:relay_key_id";
 
 /// Per attempt and per call limits: a KMS call is small; anything slower is an outage.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -165,14 +168,15 @@ impl fmt::Debug for AwsKmsProvider {
     }
 }
 
-/// The encryption context of a root version.
+/// The encryption context of a root version, or of a relay server key.
 pub fn encryption_context(ctx: WrapContext) -> HashMap<String, String> {
+    let (purpose, key, value) = match ctx {
+        WrapContext::Root(v) => (CONTEXT_APP.1, CONTEXT_VERSION_KEY, v.to_string()),
+        WrapContext::RelayKey(id) => (CONTEXT_RELAY_PURPOSE, CONTEXT_RELAY_KEY_ID, id.to_string()),
+    };
     HashMap::from([
-        (CONTEXT_APP.0.to_string(), CONTEXT_APP.1.to_string()),
-        (
-            CONTEXT_VERSION_KEY.to_string(),
-            ctx.root_version.to_string(),
-        ),
+        (CONTEXT_APP.0.to_string(), purpose.to_string()),
+        (key.to_string(), value),
     ])
 }
 
@@ -413,7 +417,7 @@ impl KeyProvider for AwsKmsProvider {
         ctx: WrapContext,
     ) -> BoxFuture<'a, Result<Vec<u8>, ProviderError>> {
         Box::pin(async move {
-            if ctx.root_version != 0 {
+            if !ctx.is_probe() {
                 self.refuse_unusable_key().await?;
             }
             let out = self

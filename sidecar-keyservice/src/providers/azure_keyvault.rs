@@ -605,7 +605,7 @@ impl KeyProvider for AzureProvider {
         ctx: WrapContext,
     ) -> BoxFuture<'a, Result<Vec<u8>, ProviderError>> {
         Box::pin(async move {
-            if ctx.root_version != 0 {
+            if !ctx.is_probe() {
                 self.refuse_unfit_key().await?;
             }
             let mut plain = Zeroizing::new(root.as_bytes().to_vec());

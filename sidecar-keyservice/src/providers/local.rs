@@ -276,7 +276,7 @@ mod tests {
         assert!(!format!("{p:?}").contains(&hex::encode(p.kek.0)));
 
         let root = generate_root().unwrap();
-        let ctx = WrapContext { root_version: 1 };
+        let ctx = WrapContext::Root(1);
         let w = block_on(p.wrap(&root, ctx)).unwrap();
         assert_eq!(w.len(), 60);
         let back = block_on(p.unwrap(&w, ctx)).unwrap();
@@ -288,8 +288,17 @@ mod tests {
         assert!(block_on(p2.unwrap(&w, ctx)).is_ok());
 
         // Another version's context does not authenticate.
-        let e = block_on(p.unwrap(&w, WrapContext { root_version: 2 })).unwrap_err();
+        let e = block_on(p.unwrap(&w, WrapContext::Root(2))).unwrap_err();
         assert!(matches!(e, ProviderError::Integrity { .. }));
+        // A root never unwraps as a relay key seed, nor a relay key seed as a root.
+        let e = block_on(p.unwrap(&w, WrapContext::RelayKey(1))).unwrap_err();
+        assert!(matches!(e, ProviderError::Integrity { .. }));
+        let rk = block_on(p.wrap(&root, WrapContext::RelayKey(1))).unwrap();
+        assert!(block_on(p.unwrap(&rk, WrapContext::RelayKey(1))).is_ok());
+        assert!(matches!(
+            block_on(p.unwrap(&rk, WrapContext::Root(1))).unwrap_err(),
+            ProviderError::Integrity { .. }
+        ));
         let mut t = w.clone();
         t[20] ^= 1;
         assert!(matches!(

@@ -1,4 +1,5 @@
-//! Key providers: what wraps and unwraps a 32-byte root under a key-encryption key (KEK).
+//! Key providers: what wraps and unwraps a 32-byte secret (a root, or a relay server key's
+//! seed) under a key-encryption key (KEK).
 //!
 //! The KEK never leaves its provider (a KMS, an HSM; for `local`, a key file). A provider is
 //! identified in the keyring by its kind and a key id, so a root wrapped under one KEK is
@@ -203,17 +204,31 @@ pub fn infer_kind(vars: &dyn Vars) -> Result<(ProviderKind, Vec<&'static str>), 
 /// A boxed, sendable future: keeps [`KeyProvider`] usable as `dyn KeyProvider`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What a wrapped root is bound to. Providers bind it as they can: AES-GCM associated data
-/// (local), an encryption context (AWS KMS), and so on; unwrapping under another context fails.
+/// What a wrapped 32-byte secret is and is bound to. Providers bind it as they can: AES-GCM
+/// associated data (local, PKCS#11, inside the RSA-OAEP plaintext for Azure), an encryption
+/// context (AWS KMS); unwrapping under another context fails, so a relay key's wrapped seed
+/// never unwraps as a root, nor a root as another version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WrapContext {
-    pub root_version: u32,
+pub enum WrapContext {
+    /// A keyring root of this version (0: the probe's throwaway root, never in a keyring).
+    Root(u32),
+    /// The X-Wing seed of the relay server key with this key id (docs/keyservice.md).
+    RelayKey(u8),
 }
 
 impl WrapContext {
-    /// `veil/v1/root/r<version>`: the associated data of a wrapped root.
+    /// The associated data: `veil/v1/root/r<version>` for a root (as keyrings were always
+    /// written), `veil/v1/relay-key/k<id>` for a relay server key.
     pub fn aad(&self) -> String {
-        format!("veil/v1/root/r{}", self.root_version)
+        match self {
+            WrapContext::Root(v) => format!("veil/v1/root/r{v}"),
+            WrapContext::RelayKey(id) => format!("veil/v1/relay-key/k{id}"),
+        }
+    }
+
+    /// Whether this is the probe's throwaway context (providers skip their key checks).
+    pub fn is_probe(&self) -> bool {
+        *self == WrapContext::Root(0)
     }
 }
 
@@ -341,7 +356,7 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
 /// which no keyring root can have).
 pub async fn round_trip_probe<P: KeyProvider + ?Sized>(p: &P) -> Probe {
     let mut probe = Probe::default();
-    let ctx = WrapContext { root_version: 0 };
+    let ctx = WrapContext::Root(0);
     match generate_root() {
         Err(e) => probe.problems.push(e.to_string()),
         Ok(root) => match p.wrap(&root, ctx).await {

@@ -26,7 +26,6 @@ use veil_core::relay::{kem, keys, pairing, v2};
 use zeroize::Zeroizing;
 
 use super::metrics::inc;
-use super::server_key;
 use super::store::{NewSession, SeqOutcome, StoreError};
 use super::Relay;
 use crate::server::{problem, AppState};
@@ -553,26 +552,28 @@ async fn pair_v2(
         Err(e) => return refused(StatusCode::BAD_REQUEST, "bad-key", e.to_string()),
     };
     let roots = state.roots();
-    let key = match server_key::for_key_id(&roots, req.key_id) {
-        Some(Ok(k)) => k,
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "relay pairing: server key");
+    let Some(key) = roots.relay_key(req.key_id) else {
+        if roots.current_relay_key().is_none() {
+            tracing::error!(
+                "relay pairing refused: the keyring has no relay server key \
+                 (veil-keyservice keyring rotate-relay-key)"
+            );
             return refused(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
-                "the relay server key is not available".into(),
+                "no-server-key",
+                "the keyservice has no relay server key; its operator creates one with \
+                 `veil-keyservice keyring rotate-relay-key`"
+                    .into(),
             );
         }
-        None => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "key-unknown",
-                format!(
-                    "key_id {}: no active root has this relay server key; the client's pin is stale (veil-keyservice relay-key show)",
-                    req.key_id
-                ),
-            )
-        }
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "key-unknown",
+            format!(
+                "key_id {}: no active relay server key has this id; the client's pin is stale (veil-keyservice relay-key show)",
+                req.key_id
+            ),
+        );
     };
     drop(roots);
 
@@ -652,32 +653,31 @@ async fn pair_v2(
     secret_json(StatusCode::OK, &out)
 }
 
-/// `GET /v1/relay/keys`: the relay server keys of the active roots as RFC 9458
-/// `application/ohttp-keys`, the current one first (the filter publishes it at `P/keys`).
+/// `GET /v1/relay/keys`: the active relay server keys as RFC 9458 `application/ohttp-keys`,
+/// the current one first (the filter publishes it at `P/keys`).
 async fn server_keys(State(state): State<Arc<AppState>>) -> Response {
     if let Err(r) = relay(&state) {
         return r.into_response();
     }
-    match server_key::configs(&state.roots()) {
-        Ok(configs) => (
-            StatusCode::OK,
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/ohttp-keys"),
-                ),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            ],
-            v2::KeyConfig::encode_list(&configs),
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "relay server keys");
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store-unavailable",
-                "the relay server key is not available",
-            )
-        }
+    let configs = state.roots().relay_key_configs();
+    if configs.is_empty() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-server-key",
+            "the keyservice has no relay server key; its operator creates one with \
+             `veil-keyservice keyring rotate-relay-key`",
+        );
     }
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/ohttp-keys"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        v2::KeyConfig::encode_list(&configs),
+    )
+        .into_response()
 }

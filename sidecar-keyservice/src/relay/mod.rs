@@ -14,7 +14,6 @@ pub mod memory;
 pub mod metrics;
 pub mod redis_store;
 pub mod seal;
-pub mod server_key;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -181,6 +181,7 @@ impl AppState {
                     keyring = %r.keyring.display(),
                     root_versions = ?roots.versions(),
                     current_root = roots.current(),
+                    relay_key_ids = ?roots.relay_key_ids(),
                     "keyring reloaded: {why}"
                 );
                 self.set_roots(roots);
