@@ -787,3 +787,72 @@ fn relay_gateway_replicas_share_pairings_and_the_replay_window() {
     drop((envoy_a, envoy_b));
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// More than one Envoy on one pairing store ⇒ `global` replay (issue #17 item 4): every
+/// shipped multi-replica config — compose, the Istio relay placements, the deployment
+/// guides' examples — is checked by `tests/deploy/replay_modes.py`, which counts the Envoys
+/// each relay config runs on. A copy of the tree with one placement switched to `local` (or
+/// compose scaled to two Envoys, or a guide's example saying `local`) is refused.
+#[test]
+fn multi_replica_relay_configs_use_global_replay() {
+    let out = py_ok("replay_modes.py", &[]);
+    for line in [
+        "ok istio/relay/envoyfilter-relay-gateway.yaml EnvoyFilter veil-relay-gateway envoys=2 mode=global",
+        "ok istio/relay/envoyfilter-relay-inbound.yaml EnvoyFilter veil-relay-inbound envoys=many mode=global",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
+    // compose runs one Envoy (fixed address and ports): `local` is allowed there
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ok compose/envoy.yaml envoys=1 ")),
+        "{out}"
+    );
+
+    let root = repo_root();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "istio/relay/envoyfilter-relay-gateway.yaml",
+            "\"mode\": \"global\"",
+            "\"mode\": \"local\"",
+            "veil-relay-gateway: relay replay mode 'local' with 2 Envoys",
+        ),
+        (
+            "istio/relay/envoyfilter-relay-inbound.yaml",
+            "\"mode\": \"global\"",
+            "\"replay_was\": {}",
+            "veil-relay-inbound: relay replay mode 'local' with many Envoys",
+        ),
+        (
+            "docker-compose.yml",
+            "    restart: unless-stopped\n\n  # Creates the demo keyring",
+            "    restart: unless-stopped\n    deploy:\n      replicas: 2\n\n  # Creates the demo keyring",
+            "compose/envoy.yaml: relay replay mode 'local' with 2 Envoys",
+        ),
+        (
+            "docs/deploy-envoy.md",
+            "## Relay (`envoy/veil-relay.yaml`)\n",
+            "## Relay (`envoy/veil-relay.yaml`)\n\n```json\n\"relay\": {\"prefix\": \"/veil\", \"replay\": {\"mode\": \"local\"}}\n```\n",
+            "docs/deploy-envoy.md:",
+        ),
+    ];
+    for (i, (file, from, to, msg)) in cases.iter().enumerate() {
+        let dir = scratch_dir("replay-modes");
+        for part in ["istio", "compose", "docs"] {
+            copy_tree(&root.join(part), &dir.join(part));
+        }
+        fs::copy(
+            root.join("docker-compose.yml"),
+            dir.join("docker-compose.yml"),
+        )
+        .unwrap();
+        let text = fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(from), "case {i}: {file} has no {from:?}");
+        fs::write(dir.join(file), text.replacen(from, to, 1)).unwrap();
+        let out = py("replay_modes.py", &[dir.as_os_str()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i} ({file}) passed");
+        assert!(err.contains(msg), "case {i}: {err}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
