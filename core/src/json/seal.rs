@@ -99,10 +99,14 @@ pub trait Policy {
     fn fold_case(&self, _parent: Self::Node) -> bool {
         false
     }
-    /// The scope of a deterministic value at `path` (dotted, array indices dropped): the
-    /// field itself unless the profile's `deterministic_domains` names it.
+    /// The named domain of a deterministic value at `path` (dotted, array indices dropped),
+    /// if the profile's `deterministic_domains` names one; else the field is its own scope.
+    fn domain(&self, _path: &str) -> Option<Scope> {
+        None
+    }
+    /// The scope of a deterministic value at `path`: its domain, else the field itself.
     fn scope(&self, path: &str) -> Scope {
-        Scope::field(path)
+        self.domain(path).unwrap_or_else(|| Scope::field(path))
     }
     /// Length padding of sealed values (the profile's `pad` option).
     fn padding(&self) -> Padding {
@@ -140,6 +144,34 @@ pub struct Scratch {
     uri: Vec<u8>,
     /// The field path of the current value: `request.body.email` (array indices dropped).
     path: String,
+    /// Field scopes already computed (one SHA-256 per path, not per value).
+    scopes: FieldScopes,
+}
+
+/// The most field scopes a [`FieldScopes`] holds before it starts over: paths come from
+/// request bodies, so the cache is bounded (≈ 1024 × (path + 12 bytes)).
+const FIELD_SCOPES_MAX: usize = 1024;
+
+/// A bounded cache of [`Scope::field`]: the scope tag is a SHA-256 of the field path, the
+/// same for every value at that path, and a document repeats its paths (every event of a
+/// batch, every header of every request). A pure function's results: nothing secret.
+#[derive(Default)]
+struct FieldScopes {
+    map: std::collections::HashMap<Box<str>, Scope, foldhash::fast::RandomState>,
+}
+
+impl FieldScopes {
+    fn field(&mut self, path: &str) -> Scope {
+        if let Some(s) = self.map.get(path) {
+            return *s;
+        }
+        let scope = Scope::field(path);
+        if self.map.len() >= FIELD_SCOPES_MAX {
+            self.map.clear();
+        }
+        self.map.insert(path.into(), scope);
+        scope
+    }
 }
 
 /// Seals `input` (a whole JSON document) into `out` per `policy` under `key`.
@@ -436,7 +468,13 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
         };
         // Randomized values carry no scope: the SHA-256 of the path is spent only when used.
         let scope = match mode {
-            Mode::Deterministic => self.policy.scope(&self.scratch.path),
+            Mode::Deterministic => {
+                let path = &self.scratch.path;
+                match self.policy.domain(path) {
+                    Some(domain) => domain,
+                    None => self.scratch.scopes.field(path),
+                }
+            }
             Mode::Randomized => Scope::UNSCOPED,
         };
         let spec = Spec {
@@ -637,6 +675,75 @@ mod tests {
     use crate::crypto::cipher::{Padding, Scope};
     use crate::crypto::keys::{Dek, Kid};
     use crate::json::unseal_document;
+
+    /// Seals every leaf deterministically; one path is in a named domain.
+    struct AllDeterministic;
+
+    impl Policy for AllDeterministic {
+        type Node = ();
+        fn root(&self) {}
+        fn field(&self, _: (), _: &str) {}
+        fn element(&self, _: ()) {}
+        fn leaf(&self, _: (), _: Leaf<'_>) -> LeafAction {
+            LeafAction::Seal(Mode::Deterministic)
+        }
+        fn domain(&self, path: &str) -> Option<Scope> {
+            (path == "d").then(|| Scope::domain("joined"))
+        }
+    }
+
+    /// The walker caches field scopes (one SHA-256 per path): every value, also past the
+    /// cache's bound and on a second document through the same scratch, still seals under
+    /// its own field's scope, and a domain still wins over the field.
+    #[test]
+    fn cached_field_scopes_are_each_fields_own() {
+        let key = SealingKey::new(
+            "r1.2026-01".parse::<Kid>().unwrap(),
+            &Dek::from_bytes([9; 32]),
+        );
+        let n = FIELD_SCOPES_MAX + 100;
+        let mut doc = String::from("{\"d\":\"v\"");
+        for i in 0..n {
+            doc.push_str(&format!(",\"f{i}\":\"v\",\"g{i}\":{{\"h\":\"v\"}}"));
+        }
+        doc.push('}');
+        let expect = |scope: Scope| {
+            let mut v = Vec::new();
+            let spec = Spec {
+                mode: Mode::Deterministic,
+                scope: &scope,
+                pad: Padding::Buckets,
+            };
+            key.seal(spec, ValueType::String, b"v", &mut v).unwrap();
+            format!("\"{}\"", String::from_utf8(v).unwrap())
+        };
+        let mut scratch = Scratch::default();
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            seal_document(
+                doc.as_bytes(),
+                &AllDeterministic,
+                &key,
+                8,
+                &mut scratch,
+                &mut out,
+            )
+            .unwrap();
+            let sealed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(sealed["d"].to_string(), expect(Scope::domain("joined")));
+            for i in [0, FIELD_SCOPES_MAX - 1, FIELD_SCOPES_MAX, n - 1] {
+                let f = format!("f{i}");
+                assert_eq!(sealed[&f].to_string(), expect(Scope::field(&f)), "{f}");
+                let g = format!("g{i}");
+                let path = format!("{g}.h");
+                assert_eq!(
+                    sealed[&g]["h"].to_string(),
+                    expect(Scope::field(&path)),
+                    "{path}"
+                );
+            }
+        }
+    }
 
     /// Issue #18: URI userinfo (`admin:hunter2@`) stayed readable.
     #[test]

@@ -136,8 +136,8 @@ impl Policy for JsonRules {
         }
     }
 
-    fn scope(&self, path: &str) -> Scope {
-        self.shape.scope(path)
+    fn domain(&self, path: &str) -> Option<Scope> {
+        self.shape.domain(path)
     }
 
     fn padding(&self) -> Padding {

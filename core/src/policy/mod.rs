@@ -138,13 +138,17 @@ impl ValueShape {
         })
     }
 
-    /// The scope of a deterministic value at `path`: its named domain, else the field.
-    pub fn scope(&self, path: &str) -> Scope {
+    /// The named domain of a deterministic value at `path`, if it is in one.
+    pub fn domain(&self, path: &str) -> Option<Scope> {
         self.domains
             .iter()
             .find(|(p, _)| p == path)
             .map(|(_, s)| *s)
-            .unwrap_or_else(|| Scope::field(path))
+    }
+
+    /// The scope of a deterministic value at `path`: its named domain, else the field.
+    pub fn scope(&self, path: &str) -> Scope {
+        self.domain(path).unwrap_or_else(|| Scope::field(path))
     }
 
     pub fn padding(&self) -> Padding {

@@ -429,8 +429,8 @@ impl Policy for MoesifPolicy {
         matches!(parent, Node::Headers(_))
     }
 
-    fn scope(&self, path: &str) -> Scope {
-        self.shape.scope(path)
+    fn domain(&self, path: &str) -> Option<Scope> {
+        self.shape.domain(path)
     }
 
     fn padding(&self) -> Padding {
