@@ -15,15 +15,15 @@ use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use veil_core::cipher::{CipherError, Opened, SealingKey};
+use veil_core::crypto::cipher::{CipherError, Opened, SealingKey};
+use veil_core::crypto::keys::{Dek, Kid};
+use veil_core::crypto::value::SealedValue;
 use veil_core::json::{
     seal_document, seal_document_with, unseal_document, KeyLookup, Memoized, Scratch,
 };
-use veil_core::keys::{Dek, Kid};
 use veil_core::memo::SealMemo;
 use veil_core::open_memo::OpenMemo;
 use veil_core::policy::moesif::{MoesifOptions, MoesifPolicy, MoesifRules, Route};
-use veil_core::value::SealedValue;
 
 const EVENT: &[u8] = include_bytes!("../../fixtures/moesif/event.json");
 const BATCH: &[u8] = include_bytes!("../../fixtures/moesif/events-batch.json");
