@@ -1,18 +1,21 @@
 # Veil: entry points. Every target installs what it is missing first (scripts/setup.sh).
 # Addresses for up/demo: VEIL_LISTEN, VEIL_ADMIN, VEIL_KEYSERVICE, VEIL_UPSTREAM (README).
+# VEIL_FILTER: the shell Envoy loads Veil with for demo and up (and docker compose):
+# wasm (proxy-wasm, the default) or native (libveil.so as an Envoy dynamic module).
 SHELL := bash
 .DEFAULT_GOAL := help
+VEIL_FILTER ?= wasm
 .PHONY: help demo up down status test lint wasm bench fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-demo: ## start the stack (local key) and show a Moesif event before and after Veil
-	scripts/demo.sh
+demo: ## start the stack (local key) and show a Moesif event before and after Veil [VEIL_FILTER=wasm|native]
+	VEIL_FILTER=$(VEIL_FILTER) scripts/demo.sh
 
-up: ## build what is missing and start the stack in the background; returns when ready
+up: ## build what is missing and start the stack in the background; returns when ready [VEIL_FILTER=wasm|native]
 	scripts/setup.sh
-	scripts/stack.sh up
+	VEIL_FILTER=$(VEIL_FILTER) scripts/stack.sh up
 
 down: ## stop the stack
 	scripts/stack.sh down

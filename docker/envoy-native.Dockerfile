@@ -3,7 +3,8 @@
 # installed where Envoy looks for dynamic modules. Run it with envoy/veil-seal-native.yaml or
 # envoy/veil-relay-native.yaml (they load the module by name: `dynamic_module_config.name:
 # veil`). Upgrading is a new image (or a new file renamed over the old one) and a restart:
-# never overwrite a loaded .so in place (docs/deploy-envoy.md).
+# never overwrite a loaded .so in place (docs/deploy-envoy.md). The compose stack runs it
+# with VEIL_FILTER=native (compose/envoy-native.yaml loads /usr/local/lib/veil/libveil.so).
 #   docker build -f docker/envoy-native.Dockerfile -t registry.example.com/veil/envoy-native:0.1.0 .
 
 # Bookworm's glibc (2.36) is older than the Envoy image's (Ubuntu 24.04, 2.39), so the

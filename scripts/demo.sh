@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: start the stack (local key, in-memory state), send Moesif's sample event
-# through Veil's collector route, and show what left the company.
+# through Veil's collector route, and show what left the company. VEIL_FILTER=wasm (default)
+# or native picks the shell Envoy loads Veil with (scripts/stack.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VEIL_LISTEN=${VEIL_LISTEN:-127.0.0.1:10000}
@@ -28,7 +29,7 @@ echo
 python3 scripts/show-side-by-side.py fixtures/moesif/event.json "$RUN/demo-received.json"
 echo
 echo "Field names, timestamps, verb, status, ids and the URI path stay readable; everything"
-echo "else left as veil:v1:<kid>:<mode>:<ciphertext>."
+echo "else left as veil:v2:<kid>:<mode>:<ciphertext>."
 echo
 echo "==> searching the vendor in plaintext through Veil's management-API route:"
 echo "    POST http://$VEIL_LISTEN/api/search/~/search/events  (term request.body.patient.email.raw = jane@example.com)"

@@ -10,7 +10,7 @@ accepted once more by another replica (or after a restart): the upstream runs it
 What it reads, and how it counts Envoys:
 - docker-compose.yml: the services that run Envoy (an `envoyproxy/envoy` image, an
   `envoy*` Dockerfile, or `envoy` as the command), each `deploy.replicas` (or `scale`)
-  times; their relay config is the one in compose/envoy.yaml.
+  times; their relay config is the one in compose/envoy-<shell>.yaml (each shell's).
 - every YAML document under istio/: each relay config embedded in an EnvoyFilter or a
   WasmPlugin (any JSON string or mapping with a `relay` member), placed on the workloads
   its `workloadSelector`/`selector` labels select. A Deployment of the tree whose pod labels
@@ -96,12 +96,16 @@ def compose():
             except (TypeError, ValueError):
                 envoys = MANY  # an interpolated count: any number
                 break
-    cfg = os.path.join(ROOT, "compose", "envoy.yaml")
-    with open(cfg, encoding="utf-8") as f:
-        docs = list(yaml.safe_load_all(f))
-    for d in docs:
-        for relay in relay_configs(d):
-            check(rel(cfg), envoys, relay)
+    # One config per shell (compose/envoy-wasm.yaml, compose/envoy-native.yaml).
+    for name in sorted(os.listdir(os.path.join(ROOT, "compose"))):
+        if not (name.startswith("envoy") and name.endswith(".yaml")):
+            continue
+        cfg = os.path.join(ROOT, "compose", name)
+        with open(cfg, encoding="utf-8") as f:
+            docs = list(yaml.safe_load_all(f))
+        for d in docs:
+            for relay in relay_configs(d):
+                check(rel(cfg), envoys, relay)
 
 
 def deployments(docs):

@@ -5,8 +5,10 @@
   validate.py render DIR        prints what `kubectl apply -k DIR` would apply (the subset of
                                 kustomize used here: resources, components, patches)
   validate.py compose FILE [--base DIR]
-                                a Compose file against the Compose specification's schema;
-                                relative paths in it resolve from DIR (default: its folder)
+                                a Compose file against the Compose specification's schema,
+                                interpolated from the environment as compose does (so
+                                VEIL_FILTER=native checks the native variant); relative paths
+                                in it resolve from DIR (default: its folder)
 
 Istio custom resources are checked against the `openAPIV3Schema` of their kind's served
 version in tests/schemas/istio-crds.gen.yaml with a JSON-schema validator (Draft 4, the
@@ -371,17 +373,41 @@ def istio(paths):
             error(f"Secret {name} has no key {key}")
 
 
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(line):
+    """Compose's interpolation of one line from this process's environment:
+    `${V:-default}`, `${V-default}`, `${V}`; a required `${V:?message}` that is unset becomes
+    `<V>` (compose refuses to start without it, which is the point of `:?`)."""
+    def sub(m):
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        val = os.environ.get(name)
+        if op == ":-":
+            return val if val else arg
+        if op == "-":
+            return arg if val is None else val
+        if op in (":?", "?"):
+            return f"<{name}>" if val is None or (op == ":?" and not val) else val
+        return val or ""
+    return INTERPOLATION.sub(sub, line).replace("$$", "$")
+
+
 def compose(path, base=None):
     schema = json.load(open(COMPOSE_SCHEMA, encoding="utf-8"))
     text = open(path, encoding="utf-8").read()
-    doc = yaml.safe_load(text)
     # Compose interpolates `$NAME` and `${...}` everywhere and refuses any other `$`
     # (write `$$` for a literal one). Comments are not interpolated.
+    lines = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.lstrip().startswith("#"):
             continue
         if re.search(r"\$(?![{$A-Za-z_])", line.replace("$$", "")):
             error(f"{rel(path)}:{lineno}: a `$` compose cannot interpolate: {line.strip()}")
+        lines.append(interpolate(line))
+    # What compose would run with this environment (VEIL_FILTER picks the Envoy image and
+    # config): the paths below are checked after interpolation.
+    doc = yaml.safe_load("\n".join(lines))
     # The schema says draft-07 (its $schema URL lacks the trailing '#').
     for e in sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in e.absolute_path)
@@ -397,7 +423,7 @@ def compose(path, base=None):
         for v in svc.get("volumes", []):
             src = v.split(":")[0] if isinstance(v, str) else v.get("source", "")
             if src.startswith((".", "/")) and not os.path.exists(os.path.join(base, src)):
-                # The filter build output is made by `make wasm`; everything else must exist.
+                # Build output (./target/…) is made by cargo; everything else must exist.
                 if not src.startswith("./target/"):
                     error(f"{rel(path)}: services.{name}.volumes: {src} does not exist")
         if "image" not in svc and "build" not in svc:

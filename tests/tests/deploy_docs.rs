@@ -108,10 +108,17 @@ fn deployment_guides_name_only_paths_that_exist() {
                 && !token.contains('*');
             if is_path {
                 let path = token.trim_end_matches(['/', '.', ',']);
-                assert!(
-                    repo_root().join(path).exists(),
-                    "docs/{name} names {token}, which does not exist"
-                );
+                // A path per shell (`docker/envoy-<shell>.Dockerfile`, or as compose
+                // interpolates it): each shell's must exist.
+                for shell in ["wasm", "native"] {
+                    let path = path
+                        .replace("<shell>", shell)
+                        .replace("${VEIL_FILTER:-wasm}", shell);
+                    assert!(
+                        repo_root().join(&path).exists(),
+                        "docs/{name} names {token}, which does not exist ({path})"
+                    );
+                }
                 checked += 1;
             }
         }

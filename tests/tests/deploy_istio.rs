@@ -802,12 +802,11 @@ fn multi_replica_relay_configs_use_global_replay() {
     ] {
         assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
     }
-    // compose runs one Envoy (fixed address and ports): `local` is allowed there
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("ok compose/envoy.yaml envoys=1 ")),
-        "{out}"
-    );
+    // compose runs one Envoy (fixed address and ports), either shell: `local` is allowed
+    for shell in ["wasm", "native"] {
+        let want = format!("ok compose/envoy-{shell}.yaml envoys=1 ");
+        assert!(out.lines().any(|l| l.starts_with(&want)), "{want}:\n{out}");
+    }
 
     let root = repo_root();
     let cases: &[(&str, &str, &str, &str)] = &[
@@ -827,7 +826,7 @@ fn multi_replica_relay_configs_use_global_replay() {
             "docker-compose.yml",
             "    restart: unless-stopped\n\n  # Creates the demo keyring",
             "    restart: unless-stopped\n    deploy:\n      replicas: 2\n\n  # Creates the demo keyring",
-            "compose/envoy.yaml: relay replay mode 'local' with 2 Envoys",
+            "compose/envoy-native.yaml: relay replay mode 'local' with 2 Envoys",
         ),
         (
             "docs/deploy-envoy.md",

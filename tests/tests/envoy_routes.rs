@@ -98,7 +98,8 @@ fn the_demo_routes_nothing_to_the_vendor_without_a_rule() {
     .unwrap();
     let rules = rule_prefixes(&cfg);
     check("envoy/veil-demo.yaml", &["vendor"], &rules);
-    check("compose/envoy.yaml", &["vendor"], &rules);
+    check("compose/envoy-wasm.yaml", &["vendor"], &rules);
+    check("compose/envoy-native.yaml", &["vendor"], &rules);
     // The catch-all is still there, as a 404 that never reaches an upstream.
     let yaml = fs::read_to_string(root().join("envoy/veil-demo.yaml")).unwrap();
     assert!(routes(&yaml).contains(&("/".to_string(), None)));
