@@ -12,7 +12,9 @@
 //! ```
 //!
 //! A set is `[SET_VERSION] (u16be length, slot)*`, at most `ways` slots. The eviction log
-//! is a list of `(pair id (22), highest seq u64be)` entries, oldest first.
+//! is a list of `(pair id (22), highest seq u64be)` entries, oldest first. In shared data
+//! both are stored sealed by the roles (`veil-roles` records, [`crate::crypto::shared_record`]);
+//! these codecs see the opened bytes.
 
 use zeroize::Zeroizing;
 

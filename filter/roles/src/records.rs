@@ -1,7 +1,8 @@
 //! The worker's records in Envoy shared data, sealed: every read opens, every write seals
-//! ([`veil_core::crypto::shared_record`]: a key derived from the keyservice token, the record's
-//! name as associated data). Shared data is readable and writable by every plugin of the
-//! proxy (Istio sets no VM id); data keys must be neither readable nor forgeable there. A
+//! ([`veil_core::crypto::shared_record`]: a key derived from the keyservice token, the
+//! record's name as associated data). Shared data is readable and writable by every plugin
+//! of the proxy (Istio sets no VM id); data keys and relay pair keys must be neither
+//! readable nor forgeable there. Used for the key records and the relay's pair table. A
 //! record that does not open (another plugin's bytes, or a record from before sealing) is
 //! read as empty and counted (`veil.shared.records_rejected`), so the next write replaces
 //! it.

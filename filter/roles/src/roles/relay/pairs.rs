@@ -13,6 +13,12 @@
 //! pair's, else the least recently used live pair's (counted); the evicted pair is fetched
 //! again from the keyservice, its window restored from the eviction log (docs/relay.md,
 //! "Replay").
+//!
+//! Every set and the eviction log are sealed records ([`crate::records`]): shared data is
+//! readable and writable by every plugin of the proxy, and a slot holds a pair's keys. A
+//! value that does not open (another plugin's, or a plaintext one of an older filter) reads
+//! as empty and is counted (`veil.shared.records_rejected`): its pairs are fetched from the
+//! keyservice again and the next write replaces it.
 
 use std::rc::Rc;
 
@@ -20,7 +26,7 @@ use veil_core::relay::slots::{self, Set, Slot, SlotKeys, SET_VERSION};
 use veil_core::relay::{PartCipher, RelayError, ReplayWindow};
 use zeroize::Zeroizing;
 
-use crate::host::Host;
+use crate::host::{Host, SharedData};
 use crate::metrics::Metrics;
 use crate::relay_cache::Pair;
 use crate::worker::Worker;
@@ -53,11 +59,11 @@ fn set_key(w: &Worker, pair_id: &str) -> String {
 }
 
 /// Compare-and-swap write of a set. False: another worker changed it meanwhile.
-fn write_set(h: &dyn Host, key: &str, set: &Set) -> bool {
+fn write_set(h: &dyn SharedData, key: &str, set: &Set) -> bool {
     h.shared_set(key, &set.encode(), set.cas).is_ok()
 }
 
-fn read_set(h: &dyn Host, key: &str, ways: usize) -> Result<Set, RelayError> {
+fn read_set(h: &dyn SharedData, key: &str, ways: usize) -> Result<Set, RelayError> {
     match h.shared_get(key) {
         Ok(Some((bytes, cas))) => Ok(Set::parse(&Zeroizing::new(bytes), Some(cas), ways)),
         Ok(None) => Ok(Set {
@@ -119,8 +125,9 @@ pub fn accept_local<T>(
     let (_, ways) = geometry(w);
     let mut verify = Some(verify);
     let mut verified: Option<(Rc<Pair>, T)> = None;
+    let shared = w.records.over(h);
     for _ in 0..CAS_TRIES {
-        let mut set = read_set(h, &key, ways)?;
+        let mut set = read_set(&shared, &key, ways)?;
         let Some(slot) = set.find(pair_id).and_then(|i| set.slots.get_mut(i)) else {
             return Ok(None);
         };
@@ -147,7 +154,7 @@ pub fn accept_local<T>(
         slot.set_use(now, &window);
         let touch = slot.take_touch(now);
         // CAS mismatch: another worker used the set meanwhile; read again.
-        if write_set(h, &key, &set) {
+        if write_set(&shared, &key, &set) {
             return Ok(verified.map(|(pair, value)| Accepted { pair, value, touch }));
         }
     }
@@ -168,7 +175,7 @@ pub fn lookup(
         Some(p) => p,
         None => {
             let (_, ways) = geometry(w);
-            let set = read_set(h, &set_key(w, pair_id), ways)?;
+            let set = read_set(&w.records.over(h), &set_key(w, pair_id), ways)?;
             let Some(slot) = set.find(pair_id).and_then(|i| set.slots.get(i)) else {
                 return Ok(None);
             };
@@ -197,8 +204,9 @@ pub fn install(
 ) -> Result<Rc<Pair>, RelayError> {
     let mut fresh =
         Slot::build(keys, now).ok_or(RelayError::Unavailable("bad pair from keyservice"))?;
+    let shared = w.records.over(h);
     if fetched {
-        if let Some(max) = evicted_max(h, keys.pair_id) {
+        if let Some(max) = evicted_max(&shared, keys.pair_id) {
             // Every seq up to `max` counts as seen.
             let mut w = [0xffu8; veil_core::relay::window::WINDOW_BYTES];
             if let Some(m) = w.get_mut(..8) {
@@ -213,7 +221,7 @@ pub fn install(
     let (_, ways) = geometry(w);
     let mut written = false;
     for _ in 0..CAS_TRIES {
-        let mut set = read_set(h, &key, ways)?;
+        let mut set = read_set(&shared, &key, ways)?;
         if set.find(keys.pair_id).is_some() {
             written = true;
             break;
@@ -221,7 +229,7 @@ pub fn install(
         if set.cas.is_none() {
             // Absent: Envoy cannot create a key atomically (CAS 0 means "whatever is
             // there"), so create it empty, then install under CAS like any other write.
-            if h.shared_set(&key, &[SET_VERSION], None).is_err() {
+            if shared.shared_set(&key, &[SET_VERSION], None).is_err() {
                 return Err(RelayError::Unavailable("shared data unwritable"));
             }
             continue;
@@ -244,14 +252,14 @@ pub fn install(
                 if old.is_live(now) {
                     // Logged before the write, so a replay cannot slip between the two.
                     let max = old.window().map_or(0, |w| w.max());
-                    record_eviction(h, old.pair_id(), max);
+                    record_eviction(&shared, old.pair_id(), max);
                     evicted = true;
                 }
                 *old = fresh.clone();
             }
             None => set.slots.push(fresh.clone()),
         }
-        if write_set(h, &key, &set) {
+        if write_set(&shared, &key, &set) {
             if evicted {
                 Metrics::add(h, w.metrics.relay_slot_evictions, 1);
             }
@@ -283,7 +291,7 @@ pub fn install(
 const EVICTED_KEY: &str = "veil.relay.evicted";
 const EVICTED_MAX: usize = 1024;
 
-fn record_eviction(h: &dyn Host, pair_id: &[u8], max: u64) {
+fn record_eviction(h: &dyn SharedData, pair_id: &[u8], max: u64) {
     for _ in 0..CAS_TRIES {
         let (old, cas) = match h.shared_get(EVICTED_KEY) {
             Ok(Some((b, c))) => (b, Some(c)),
@@ -298,7 +306,7 @@ fn record_eviction(h: &dyn Host, pair_id: &[u8], max: u64) {
 }
 
 /// The highest `seq` a pair had seen when it lost its slot, if it did.
-fn evicted_max(h: &dyn Host, pair_id: &str) -> Option<u64> {
+fn evicted_max(h: &dyn SharedData, pair_id: &str) -> Option<u64> {
     let (list, _) = h.shared_get(EVICTED_KEY).ok().flatten()?;
     slots::evicted_max(&list, pair_id)
 }
@@ -325,12 +333,13 @@ pub fn forget(h: &dyn Host, w: &Worker, pair_id: &str) {
     }
     let key = set_key(w, pair_id);
     let (_, ways) = geometry(w);
-    if let Ok(mut set) = read_set(h, &key, ways) {
+    let shared = w.records.over(h);
+    if let Ok(mut set) = read_set(&shared, &key, ways) {
         if let Some(i) = set.find(pair_id) {
             set.slots.remove(i);
             // CAS mismatch: the set changed meanwhile; the pair's idle TTL or the next
             // request's check removes it then.
-            let _ = write_set(h, &key, &set);
+            let _ = write_set(&shared, &key, &set);
         }
     }
 }
