@@ -227,6 +227,41 @@ fn main() {
             black_box(veil_core::relay::PartCipher::new(black_box(&[0x42; 32])));
         });
     }
+    // The relay's pair table in `local` mode: one shared-data read opens a set, one CAS
+    // write seals it again (4 slots, 101-character client ids: 969 bytes), per request.
+    let record_key = veil_core::crypto::shared_record::RecordKey::from_token(b"a keyservice token");
+    let client_id = "c".repeat(101);
+    let slot_keys = |id: &'static str| veil_core::relay::slots::SlotKeys {
+        pair_id: id,
+        client_id: &client_id,
+        c2s: &[1; 32],
+        s2c: &[2; 32],
+        expires_at: 2_000_000_000,
+        idle_ttl_secs: 600,
+    };
+    let slots = ["AAAAAAAAAAAAAAAAAAAAAA", "BBBBBBBBBBBBBBBBBBBBBB", "CCCCCCCCCCCCCCCCCCCCCC", "DDDDDDDDDDDDDDDDDDDDDD"]
+        .map(|id| veil_core::relay::slots::Slot::build(&slot_keys(id), 1).expect("slot"));
+    let set = veil_core::relay::slots::Set { slots: slots.to_vec(), cas: None }.encode();
+    let name = "veil.relay.set.7";
+    let sealed_set = record_key.seal(name, &set).expect("seal");
+    let n = "record/relay_set_seal_4x";
+    if want(n) {
+        time(n, warm, measure, || {
+            black_box(record_key.seal(name, black_box(&set)).is_ok());
+        });
+    }
+    let n = "record/relay_set_open_4x";
+    if want(n) {
+        time(n, warm, measure, || {
+            black_box(record_key.open(name, black_box(&sealed_set)).is_ok());
+        });
+    }
+    let n = "record/relay_set_parse_4x";
+    if want(n) {
+        time(n, warm, measure, || {
+            black_box(veil_core::relay::slots::Set::parse(black_box(&set), Some(1), 4).slots.len());
+        });
+    }
     let n = "rng/getrandom_12B";
     if want(n) {
         let mut nonce = [0u8; 12];
