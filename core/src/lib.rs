@@ -17,6 +17,7 @@
     )
 )]
 
+pub mod calendar;
 pub mod config;
 pub mod crypto;
 pub mod encoding;

@@ -24,6 +24,7 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
+use crate::calendar::parse_time;
 use crate::crypto::cipher::{CipherError, Padding, Scope, SealingKey, Spec, ValueType};
 use crate::crypto::keys::{Epoch, Kid, RotationMonths};
 use crate::crypto::value::Mode;
@@ -54,7 +55,7 @@ pub const TERMS_PER_KEY: usize = 2;
 pub struct SearchConfig {
     /// The seal policy whose deterministic fields are searchable.
     pub rules: std::sync::Arc<MoesifRules>,
-    /// `from` when the request has none (a time as [`parse_time`] reads it).
+    /// `from` when the request has none (a time as [`crate::calendar::parse_time`] reads it).
     pub default_from: String,
     /// Most epochs one search covers; a wider range is refused.
     pub max_epochs: usize,
@@ -89,110 +90,6 @@ pub enum SearchError {
 // ---------------------------------------------------------------------------------------
 // Time range
 // ---------------------------------------------------------------------------------------
-
-const SECS_PER_DAY: i64 = 86_400;
-
-/// Reads a time: `now`; a relative time `-7d`, `+1h`, `now-30m` (units `s`, `m` minutes,
-/// `h`, `d`, `w`, `M` calendar months, `y` calendar years); an RFC 3339 date (`2026-01-31`,
-/// midnight UTC) or date-time (`2026-01-31T10:00:00Z`, `…+01:00`; fractions ignored).
-/// Returns Unix seconds.
-pub fn parse_time(s: &str, now_unix: i64) -> Option<i64> {
-    let s = s.trim();
-    if s == "now" {
-        return Some(now_unix);
-    }
-    let rel = s.strip_prefix("now").unwrap_or(s);
-    if let Some(sign) = rel.chars().next().filter(|c| *c == '-' || *c == '+') {
-        let body = rel.get(1..)?;
-        let unit = body.chars().last()?;
-        let digits = body.get(..body.len().checked_sub(unit.len_utf8())?)?;
-        if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        let n: i64 = digits.parse().ok()?;
-        let n = if sign == '-' { -n } else { n };
-        return match unit {
-            's' => now_unix.checked_add(n),
-            'm' => now_unix.checked_add(n.checked_mul(60)?),
-            'h' => now_unix.checked_add(n.checked_mul(3600)?),
-            'd' => now_unix.checked_add(n.checked_mul(SECS_PER_DAY)?),
-            'w' => now_unix.checked_add(n.checked_mul(7 * SECS_PER_DAY)?),
-            'M' => add_months(now_unix, n),
-            'y' => add_months(now_unix, n.checked_mul(12)?),
-            _ => None,
-        };
-    }
-    parse_rfc3339(s)
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Calendar month arithmetic (the day is clamped: Mar 31 − 1 month = Feb 28/29).
-fn add_months(unix: i64, months: i64) -> Option<i64> {
-    let days = unix.div_euclid(SECS_PER_DAY);
-    let secs = unix.rem_euclid(SECS_PER_DAY);
-    let (y, m, d) = crate::crypto::keys::civil_from_days(days);
-    let index = i64::from(y).checked_mul(12)? + i64::from(m) - 1 + months;
-    let (ny, nm) = (index.div_euclid(12), index.rem_euclid(12) + 1);
-    if !(-9999..=9999).contains(&ny) {
-        return None;
-    }
-    let nd = i64::from(d).min(days_in_month(ny, nm));
-    let days = crate::crypto::keys::days_from_civil(
-        i32::try_from(ny).ok()?,
-        u8::try_from(nm).ok()?,
-        u8::try_from(nd).ok()?,
-    );
-    days.checked_mul(SECS_PER_DAY)?.checked_add(secs)
-}
-
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    if !crate::policy::is_rfc3339(s) {
-        return None;
-    }
-    let b = s.as_bytes();
-    let num = |r: core::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if d > days_in_month(y, m) {
-        return None;
-    }
-    let days = crate::crypto::keys::days_from_civil(
-        i32::try_from(y).ok()?,
-        u8::try_from(m).ok()?,
-        u8::try_from(d).ok()?,
-    );
-    let mut t = days * SECS_PER_DAY;
-    if b.len() == 10 {
-        return Some(t);
-    }
-    t += num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?.min(59);
-    // Skip the fraction; the offset is what is left.
-    let mut i = 19;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-    }
-    match b.get(i) {
-        Some(b'+' | b'-') => {
-            let off = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-            Some(if b.get(i) == Some(&b'+') {
-                t - off
-            } else {
-                t + off
-            })
-        }
-        _ => Some(t),
-    }
-}
 
 /// The value of query parameter `name` in a request path (`/x?from=-7d&to=now`),
 /// percent-decoded (`+` is kept: it is an offset sign in times). The first occurrence wins.
@@ -1364,49 +1261,6 @@ mod tests {
     use std::sync::Arc;
 
     const NOW: i64 = 1_795_000_000; // 2026-11-18T09:46:40Z
-
-    fn t(s: &str) -> i64 {
-        parse_time(s, NOW).unwrap_or_else(|| panic!("{s}"))
-    }
-
-    #[test]
-    fn times() {
-        assert_eq!(t("now"), NOW);
-        assert_eq!(t("-7d"), NOW - 7 * 86_400);
-        assert_eq!(t("now-24h"), NOW - 86_400);
-        assert_eq!(t("+30m"), NOW + 1800);
-        assert_eq!(t("-2w"), NOW - 14 * 86_400);
-        assert_eq!(t("-90s"), NOW - 90);
-        assert_eq!(t("2026-01-01"), 1_767_225_600);
-        assert_eq!(t("2026-01-01T00:00:00Z"), 1_767_225_600);
-        assert_eq!(t("2026-01-01T01:00:00.123+01:00"), 1_767_225_600);
-        assert_eq!(t("2025-12-31T19:00:00-05:00"), 1_767_225_600);
-        // Calendar months and years, the day clamped.
-        assert_eq!(
-            parse_time("-1M", t("2026-03-31T12:00:00Z")),
-            Some(t("2026-02-28T12:00:00Z"))
-        );
-        assert_eq!(parse_time("-1M", t("2024-03-31")), Some(t("2024-02-29")));
-        assert_eq!(parse_time("-1y", t("2026-11-18")), Some(t("2025-11-18")));
-        assert_eq!(parse_time("+2M", t("2026-11-30")), Some(t("2027-01-30")));
-        for bad in [
-            "",
-            "yesterday",
-            "-7",
-            "7d",
-            "-d",
-            "-7x",
-            "-1.5d",
-            "2026-02-30",
-            "2026-13-01",
-            "now-",
-            "- 7d",
-            "-9999999999d",
-            "-999999999y",
-        ] {
-            assert_eq!(parse_time(bad, NOW), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn query_params_are_percent_decoded() {

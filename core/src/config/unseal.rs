@@ -94,7 +94,7 @@ pub(super) fn unseal_action(
     let default_from = search
         .default_from
         .unwrap_or_else(|| crate::search::DEFAULT_FROM.to_string());
-    if crate::search::parse_time(&default_from, 0).is_none() {
+    if crate::calendar::parse_time(&default_from, 0).is_none() {
         return Err(ConfigError::at(
             at("unseal.search.default_from"),
             "not a time (RFC 3339, `now`, or relative like `-1y`, `-30d`)",

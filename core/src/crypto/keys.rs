@@ -17,6 +17,8 @@ use sha2::Sha256;
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::calendar::{civil_from_days, days_from_civil, SECS_PER_DAY};
+
 /// Errors from parsing key ids, epochs and rotation settings.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum KeyError {
@@ -88,8 +90,6 @@ pub struct Epoch {
     /// 1..=12
     month: u8,
 }
-
-const SECS_PER_DAY: i64 = 86_400;
 
 impl Epoch {
     /// The epoch that contains the instant `unix_secs` (seconds since 1970-01-01T00:00:00Z).
@@ -184,37 +184,6 @@ impl FromStr for Epoch {
 
 fn month_index(year: i32, month: u8) -> i64 {
     i64::from(year) * 12 + i64::from(month) - 1
-}
-
-/// Days since 1970-01-01 → (year, month, day). Howard Hinnant's `civil_from_days`.
-pub(crate) fn civil_from_days(z: i64) -> (i32, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        i32::try_from(y).unwrap_or(i32::MAX),
-        u8::try_from(m).unwrap_or(1),
-        u8::try_from(d).unwrap_or(1),
-    )
-}
-
-/// (year, month, day) → days since 1970-01-01. Howard Hinnant's `days_from_civil`.
-pub(crate) fn days_from_civil(y: i32, m: u8, d: u8) -> i64 {
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A key id: root version and epoch, written `r<version>.<YYYY-MM>` (e.g. `r1.2026-01`).
