@@ -123,8 +123,8 @@ impl SealMemo {
             self.key = Some(id);
         }
         let s = slot(ty);
+        // `probe` is empty and its spare capacity zero (wiped after every use below).
         let mut probe = core::mem::take(&mut self.probe);
-        probe.zeroize();
         probe.clear();
         probe.reserve(SCOPE_CHARS + 1 + value.len());
         probe.extend_from_slice(spec.scope.as_bytes());
@@ -134,7 +134,10 @@ impl SealMemo {
         });
         probe.extend_from_slice(value);
         let r = self.seal_probe(key, spec, s, &probe, ty, value, out);
-        probe.zeroize();
+        // Only the bytes written now: the rest of the capacity was wiped before (a
+        // `Vec::zeroize` would wipe all of it, byte by byte, on every value).
+        probe.as_mut_slice().zeroize();
+        probe.clear();
         self.probe = probe;
         r
     }

@@ -45,6 +45,8 @@ pub struct OpenMemo {
     max_payload_len: usize,
     young: Map,
     old: Map,
+    /// The lookup key being built (a whole sealed value), reused.
+    probe: Vec<u8>,
     pub hits: u64,
     pub misses: u64,
 }
@@ -71,6 +73,7 @@ impl OpenMemo {
             max_payload_len,
             young: Map::default(),
             old: Map::default(),
+            probe: Vec::new(),
             hits: 0,
             misses: 0,
         }
@@ -94,11 +97,25 @@ impl OpenMemo {
             Some(n) => n,
             None => return key.open(v),
         };
-        let mut text = Vec::with_capacity(whole);
+        // The lookup key is built in a reused buffer (ciphertext: nothing to wipe); only an
+        // insert allocates.
+        let mut text = core::mem::take(&mut self.probe);
+        text.clear();
+        text.reserve(whole);
         text.extend_from_slice(v.header.as_bytes());
         text.push(b':');
         text.extend_from_slice(v.payload.as_bytes());
-        let payload = text.as_slice();
+        let r = self.open_probe(key, v, &text);
+        self.probe = text;
+        r
+    }
+
+    fn open_probe(
+        &mut self,
+        key: &SealingKey,
+        v: &SealedValue<'_>,
+        payload: &[u8],
+    ) -> Result<Opened, CipherError> {
         let fp = key.fingerprint();
         let same = |e: &Entry| e.key == fp && v.kid == key.kid();
         if let Some(e) = self.young.get(payload).filter(|e| same(e)) {

@@ -137,7 +137,7 @@ impl<'a> SealedValue<'a> {
             Some(rest) => (Version::V1, rest),
             None => (Version::V2, s.strip_prefix(PREFIX_V2)?),
         };
-        let (kid_str, rest) = rest.split_once(':')?;
+        let (kid_str, rest) = split_colon(rest)?;
         let kid = Kid::from_str(kid_str).ok()?;
         let bytes = rest.as_bytes();
         let mode = Mode::from_byte(*bytes.first()?)?;
@@ -148,7 +148,7 @@ impl<'a> SealedValue<'a> {
         let mut rest = rest.get(2..)?;
         let mut scope = None;
         if version == Version::V2 && mode == Mode::Deterministic {
-            let (tag, after) = rest.split_once(':')?;
+            let (tag, after) = split_colon(rest)?;
             if tag.len() != SCOPE_CHARS || !tag.bytes().all(|c| b64url_value(c).is_some()) {
                 return None;
             }
@@ -184,22 +184,46 @@ pub fn prefix_len(bytes: &[u8]) -> Option<usize> {
 }
 
 /// The value of one base64url character, or `None` for any other byte.
-fn b64url_value(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'-' => Some(62),
-        b'_' => Some(63),
-        _ => None,
+/// Each byte's base64url value, 0xff for a byte outside the alphabet: one load per
+/// character of a payload (the unsealer checks every payload it meets). Built at compile
+/// time: an index out of range here is a build error, never a panic at run time.
+#[allow(clippy::indexing_slicing)]
+const B64URL: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 26 {
+        t[b'A' as usize + i] = i as u8;
+        t[b'a' as usize + i] = 26 + i as u8;
+        i += 1;
     }
+    let mut d = 0;
+    while d < 10 {
+        t[b'0' as usize + d] = 52 + d as u8;
+        d += 1;
+    }
+    t[b'-' as usize] = 62;
+    t[b'_' as usize] = 63;
+    t
+};
+
+#[inline]
+fn b64url_value(c: u8) -> Option<u8> {
+    B64URL.get(usize::from(c)).copied().filter(|&v| v != 0xff)
+}
+
+/// Splits at the first `:` (ASCII, so both sides are on char boundaries). A byte loop: the
+/// pieces of a sealed value's header are a few bytes long.
+#[inline]
+fn split_colon(s: &str) -> Option<(&str, &str)> {
+    let at = s.bytes().position(|b| b == b':')?;
+    Some((s.get(..at)?, s.get(at + 1..)?))
 }
 
 /// The decoded length of a canonical unpadded base64url string, or `None` if `s` is empty,
 /// has a non-alphabet byte, has an impossible length, or has non-zero trailing bits.
 fn decoded_len(s: &[u8]) -> Option<usize> {
     let (&last, _) = s.split_last()?;
-    if !s.iter().all(|&c| b64url_value(c).is_some()) {
+    if s.iter().any(|&c| B64URL.get(usize::from(c)) == Some(&0xff)) {
         return None;
     }
     let last = b64url_value(last)?;

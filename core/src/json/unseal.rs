@@ -168,10 +168,21 @@ pub fn kids_in(input: &[u8], limit: usize) -> Vec<Kid> {
     let p = PREFIX_ANY.as_bytes();
     let mut i = 0;
     while kids.len() < limit {
-        let Some(at) = input
-            .get(i..)
-            .and_then(|rest| rest.windows(p.len()).position(|w| w == p))
-        else {
+        // A byte compare per input byte, a prefix compare per `v` (not a window compare at
+        // every byte: this runs over every response body on an unseal route).
+        let Some(at) = input.get(i..).and_then(|rest| {
+            let mut from = 0;
+            while let Some(v) = rest
+                .get(from..)
+                .and_then(|r| r.iter().position(|&c| c == b'v'))
+            {
+                if rest.get(from + v..).is_some_and(|t| t.starts_with(p)) {
+                    return Some(from + v);
+                }
+                from += v + 1;
+            }
+            None
+        }) else {
             break;
         };
         let after = i + at + p.len();
@@ -212,11 +223,12 @@ fn contains_prefix(raw: &[u8]) -> bool {
 
 /// Where the first `veil:v1:` or `veil:v2:` in `b` starts.
 fn find_prefix(b: &[u8]) -> Option<usize> {
-    let p = PREFIX_ANY.as_bytes();
+    // Every `v` is a candidate start (`veil:v1:` / `veil:v2:`): a byte compare per input
+    // byte, a prefix compare per `v`; every string value of a response comes through here.
     let mut from = 0;
     while let Some(at) = b
         .get(from..)
-        .and_then(|rest| rest.windows(p.len()).position(|w| w == p))
+        .and_then(|rest| rest.iter().position(|&c| c == b'v'))
     {
         let start = from + at;
         if crate::crypto::value::looks_sealed(b.get(start..).unwrap_or_default()) {
