@@ -87,6 +87,37 @@ impl HeaderMap {
     }
 }
 
+impl HeaderMap {
+    /// A map of `entries` (name, value), copied once into the wire form: what a shell that
+    /// can see the host's map in place (the native one) hands the roles.
+    pub fn from_entries(entries: &[(&[u8], &[u8])]) -> HeaderMap {
+        let size = entries
+            .iter()
+            .fold(4, |n, (k, v)| n + 8 + k.len() + v.len() + 2);
+        let mut raw = Vec::with_capacity(size);
+        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX).to_le_bytes();
+        raw.extend_from_slice(&n(entries.len()));
+        for (k, v) in entries {
+            raw.extend_from_slice(&n(k.len()));
+            raw.extend_from_slice(&n(v.len()));
+        }
+        let mut ranges = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let name = raw.len()..raw.len() + k.len();
+            raw.extend_from_slice(k);
+            raw.push(0);
+            let value = raw.len()..raw.len() + v.len();
+            raw.extend_from_slice(v);
+            raw.push(0);
+            ranges.push((name, value));
+        }
+        HeaderMap {
+            raw,
+            entries: ranges,
+        }
+    }
+}
+
 /// Serializes `pairs` in the wire form.
 pub fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
     let size = pairs
@@ -115,6 +146,24 @@ mod tests {
     /// The wire bytes of `[(":path", "/a"), ("x", "")]`, written out by hand from the
     /// proxy-wasm ABI's description (not by `encode`).
     const TWO: &[u8] = b"\x02\x00\x00\x00\x05\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00:path\x00/a\x00x\x00\x00";
+
+    /// The native shell builds maps from the host's entries: the same wire bytes and
+    /// lookups as a parsed map, values kept as bytes (not made UTF-8).
+    #[test]
+    fn from_entries_is_the_parsed_map() {
+        let m = HeaderMap::from_entries(&[(b":path", b"/a"), (b"x", b"")]);
+        assert_eq!(m.raw, TWO);
+        assert_eq!(m.get(":path").as_deref(), Some("/a"));
+        assert_eq!(m.get("x").as_deref(), Some(""));
+        let odd = HeaderMap::from_entries(&[(b"k", b"a\xffb")]);
+        let parsed = HeaderMap::parse(odd.raw.clone()).unwrap();
+        assert_eq!(
+            odd.iter().collect::<Vec<_>>(),
+            parsed.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(odd.get("k").as_deref(), Some("a\u{fffd}b"));
+        assert!(HeaderMap::from_entries(&[]).is_empty());
+    }
 
     #[test]
     fn encode_writes_the_abi_form() {

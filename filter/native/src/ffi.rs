@@ -25,6 +25,8 @@ use std::ptr::{self, NonNull};
 use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 
+use veil_core::header_map::HeaderMap;
+
 use crate::shell::{Exchange, Module};
 
 // ---------------------------------------------------------------------------------------------
@@ -482,14 +484,15 @@ impl Http<'_> {
         self.fe.as_ptr()
     }
 
-    /// Every entry of a header map, copied, keys as Envoy has them (lowercase). Empty if the
-    /// map does not exist.
-    pub fn headers(&self, map: Map) -> Vec<(String, Vec<u8>)> {
+    /// Every entry of a header map, copied once into a [`HeaderMap`] (names as Envoy has
+    /// them, lowercase; values as bytes, as proxy-wasm hands them out). Empty if the map
+    /// does not exist; an entry Envoy hands out an invalid view for is left out.
+    pub fn headers(&self, map: Map) -> HeaderMap {
         // SAFETY: fe is live during the hook; plain value arguments.
         let n =
             unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.fe(), map as u32) };
         if n == 0 {
-            return Vec::new();
+            return HeaderMap::default();
         }
         let mut out = vec![Hdr::EMPTY; n];
         // SAFETY: `out` holds exactly `n` entries, the size Envoy just reported for this map.
@@ -497,18 +500,21 @@ impl Http<'_> {
             envoy_dynamic_module_callback_http_get_headers(self.fe(), map as u32, out.as_mut_ptr())
         };
         if !ok {
-            return Vec::new();
+            return HeaderMap::default();
         }
-        out.iter()
+        let views: Vec<(&[u8], &[u8])> = out
+            .iter()
             .filter_map(|h| {
                 // SAFETY: views into Envoy's map, valid until this hook returns or the map is
-                // mutated; copied right here.
+                // mutated; they do not leave this function, which copies them right below
+                // (nothing calls into Envoy in between).
                 let k = unsafe { view(h.key_ptr, h.key_len) }?;
                 // SAFETY: as above.
                 let v = unsafe { view(h.value_ptr, h.value_len) }?;
-                Some((String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+                Some((k, v))
             })
-            .collect()
+            .collect();
+        HeaderMap::from_entries(&views)
     }
 
     /// The first value of `key` (lowercase), copied.
@@ -1174,7 +1180,7 @@ fn on_stream<T: Copy>(
         }
         Err(_) => {
             sb.failed = true;
-            let exchange = &sb.exchange;
+            let exchange = &mut sb.exchange;
             let _ = catch_unwind(AssertUnwindSafe(|| exchange.fail_closed(&http)));
             stopped
         }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::SystemTime;
 
-use veil_core::header_map::{self, HeaderMap};
+use veil_core::header_map::HeaderMap;
 use veil_roles::host::{
     BodyKind, CalloutId, CalloutRequest, Direction, HeaderKind, Host, HostError, HostResult, Level,
     SharedData, StreamHost,
@@ -236,13 +236,7 @@ impl Host for StreamCtx<'_, '_> {
 
 impl StreamHost for StreamCtx<'_, '_> {
     fn headers(&self, kind: HeaderKind) -> HostResult<HeaderMap> {
-        let pairs = self.http.headers(map(kind));
-        let strs: Vec<(String, String)> = pairs
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect();
-        let refs: Vec<(&str, &str)> = strs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        HeaderMap::parse(header_map::encode(&refs)).ok_or(HostError::INTERNAL)
+        Ok(self.http.headers(map(kind)))
     }
 
     fn header(&self, kind: HeaderKind, name: &str) -> HostResult<Option<String>> {

@@ -210,6 +210,7 @@ impl Module {
             hook_failed: self.hook_failed,
             buffer_limit: u64::try_from(buffer_limit).unwrap_or(u64::MAX),
             ended: false,
+            parked: false,
         }
     }
 
@@ -301,6 +302,8 @@ pub struct Exchange {
     hook_failed: Option<u32>,
     buffer_limit: u64,
     ended: bool,
+    /// In the worker's parked registry (so the ticker and other streams can wake it).
+    parked: bool,
 }
 
 impl Exchange {
@@ -324,15 +327,21 @@ impl Exchange {
             .unwrap_or(0)
     }
 
-    fn park(&self, http: &Http) {
+    fn park(&mut self, http: &Http) {
         if let (Some(s), Ok(mut p)) = (http.scheduler(), self.slot.parked.lock()) {
             p.insert(self.id, s);
+            self.parked = true;
         }
     }
 
-    fn unpark(&self) {
+    /// Takes this stream out of the parked registry (a lock, only if it was put there).
+    fn unpark(&mut self) {
+        if !self.parked {
+            return;
+        }
         if let Ok(mut p) = self.slot.parked.lock() {
             p.remove(&self.id);
+            self.parked = false;
         }
     }
 
@@ -446,7 +455,7 @@ impl Exchange {
 
     /// After a hook panicked: 500 problem+json (Envoy resets the stream instead if the
     /// response already started). Nothing of the stream is forwarded any more.
-    pub fn fail_closed(&self, http: &Http) {
+    pub fn fail_closed(&mut self, http: &Http) {
         self.unpark();
         let ctx = StreamCtx::new(http);
         Metrics::add(&ctx, self.hook_failed, 1);
