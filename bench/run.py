@@ -61,6 +61,10 @@ TARGET_CALLOUTS_PER_REQ = 0.001
 # 0.06 of the empty dynamic module's floor measured in the same run.
 TARGET_NATIVE_RSS_DELTA_MIB = 5.0
 TARGET_NATIVE_FLOOR_GAP = 0.06
+# ... and the native filter's cost per request (Envoy CPU, treatment - control) within this
+# many times the native time of the same transform (veil-bench-transform, the code of
+# core/benches/seal.rs) plus the empty dynamic module's own cost (floor - control).
+TARGET_NATIVE_COST_TRANSFORM_FACTOR = 2.0
 
 SHELLS = ("wasm", "native")
 FLOOR = {"wasm": "floor-wasm", "native": "floor-native"}
@@ -104,6 +108,9 @@ class Scenario:
     ratio_min: float = TARGET_RATIO_MIN
     # The native shell's throughput target (issue #16).
     native_ratio_min: float = 0.85
+    # The transform the filter runs per request, timed natively by veil-bench-transform for
+    # the native cost target (None: no such target, e.g. the relay's).
+    transform: str | None = None
     callouts_max: float = TARGET_CALLOUTS_PER_REQ
     in_default_set: bool = True
 
@@ -114,6 +121,7 @@ SCENARIOS: list[Scenario] = [
         "one Moesif event (fixtures/moesif/event.json) sealed on POST /collector/v1/events",
         path="/collector/v1/events",
         body="fixtures/moesif/event.json",
+        transform="seal-event",
     ),
     Scenario(
         "seal-batch",
@@ -121,6 +129,7 @@ SCENARIOS: list[Scenario] = [
         path="/collector/v1/events/batch",
         body="fixtures/moesif/events-batch.json",
         native_ratio_min=0.70,
+        transform="seal-batch",
     ),
     Scenario(
         "unseal",
@@ -134,6 +143,7 @@ SCENARIOS: list[Scenario] = [
         upstream_args=("--no-record", "--static-body", "{sealed_search}"),
         probe_unsealed=True,
         native_ratio_min=0.80,
+        transform="unseal",
     ),
     Scenario(
         "relay-local",
@@ -178,6 +188,7 @@ SCENARIOS: list[Scenario] = [
         body="fixtures/moesif/event.json",
         variants=4096,
         in_default_set=False,
+        transform="seal-event-direct",
     ),
     Scenario(
         "seal-batch-unique",
@@ -990,6 +1001,8 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> list[dict]:
             if stat(after, sc.filter_counter) - stat(before[sh], sc.filter_counter) != 1:
                 raise BenchError(f"{sc.name}: the {sh} filter did not count the probe request ({sc.filter_counter})")
 
+    transform_us = time_transform(args, sc, stack) if "native" in shells else None
+
     closed = write_lua(sc, stack.run_dir, None, args.threads, False)
     rounds: list[Round] = []
     order = ["control"] + shells + floors
@@ -1044,13 +1057,33 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> list[dict]:
     out = []
     for sh in shells:
         out.append(summarize(args, sc, sh, rounds, envoys, sent[sh], s0_envoy[sh], s1_envoy[sh],
-                             ks_callouts, all_sent, pairings, rate, rps_c, floor_rps.get(FLOOR[sh])))
+                             ks_callouts, all_sent, pairings, rate, rps_c, floor_rps.get(FLOOR[sh]),
+                             transform_us if sh == "native" else None))
     return out
+
+
+def time_transform(args, sc: Scenario, stack) -> float | None:
+    """The native time (µs) of the scenario's transform, on Envoy's CPU while the Envoys idle:
+    veil-bench-transform's fastest batch (the criterion code path, without criterion)."""
+    if not sc.transform:
+        return None
+    cpus_envoy = args.cpu_sets[0]
+    r = subprocess.run([str(stack.bins["transform"]), sc.transform], capture_output=True, text=True,
+                       timeout=120, preexec_fn=(lambda: os.sched_setaffinity(0, cpus_envoy))
+                       if cpus_envoy else None)
+    m = re.search(r"us_per_run=([0-9.]+)", r.stdout)
+    if r.returncode != 0 or not m:
+        raise BenchError(f"{sc.name}: veil-bench-transform {sc.transform} failed: "
+                         f"{r.stdout.strip()} {r.stderr.strip()}")
+    log(f"    native transform {sc.transform}: {float(m.group(1)):.1f} us per request "
+        "(veil-bench-transform, fastest of 5 batches)")
+    return float(m.group(1))
 
 
 def summarize(args, sc: Scenario, shell: str, all_rounds: list, envoys: dict, t_requests: int,
               s0_envoy: dict, s1_envoy: dict, ks_callouts: int, all_sent: int, pairings: int,
-              rate: float, rps_c: float, rps_floor: float | None) -> dict:
+              rate: float, rps_c: float, rps_floor: float | None,
+              transform_us: float | None = None) -> dict:
     """One shell's result: its rounds as "treatment" against the control's."""
     order = ["control", "treatment"]
     rounds = [dataclasses.replace(r, role="treatment") if r.role == shell else r
@@ -1089,6 +1122,12 @@ def summarize(args, sc: Scenario, shell: str, all_rounds: list, envoys: dict, t_
     pairs = list(zip(conc["control"], conc["treatment"]))
     cpu_diffs = sorted(t.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req for c, t in pairs)
     res["filter_us_per_req_from_cpu"] = med(cpu_diffs)
+    # The floor's own Envoy CPU per request over control's, per pair as above.
+    floor_rounds = [r for r in all_rounds if r.phase == "concurrency" and r.role == FLOOR[shell]]
+    floor_diffs = [f.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req
+                   for c, f in zip(conc["control"], floor_rounds)]
+    res["floor_cpu_us_per_req_added"] = med(floor_diffs) if floor_diffs else None
+    res["transform_us"] = transform_us
     res["filter_us_per_req_from_cpu_range"] = [cpu_diffs[0], cpu_diffs[-1]] if cpu_diffs else [0, 0]
     res["ratio_pairs"] = sorted(t.rps / c.rps for c, t in pairs if c.rps)
     res["rss_mib"] = {role: med(r.rss_mib for r in conc[role]) for role in order}
@@ -1212,7 +1251,25 @@ def targets(res: dict) -> list[tuple[str, bool, str]]:
         gap = res["floor_ratio"] - res["ratio"]
         out.append(("within %.2f of the floor" % TARGET_NATIVE_FLOOR_GAP, gap <= TARGET_NATIVE_FLOOR_GAP,
                     f"floor {res['floor_ratio']:.3f}, gap {gap:.3f}"))
+    bound = cost_bound_us(res)
+    if bound is not None:
+        cost = res["filter_us_per_req_from_cpu"]
+        out.append(("cost <= %gx transform + floor" % TARGET_NATIVE_COST_TRANSFORM_FACTOR, cost <= bound,
+                    f"{cost:.1f} us vs {TARGET_NATIVE_COST_TRANSFORM_FACTOR:g} x {res['transform_us']:.1f} + "
+                    f"{max(0.0, res['floor_cpu_us_per_req_added']):.1f} = {bound:.1f} us (Envoy CPU per request)"))
     return out
+
+
+def cost_bound_us(res: dict) -> float | None:
+    """Issue #16: the native filter's cost per request (Envoy CPU µs, treatment - control) may
+    be at most 2x the native transform time plus the empty module's own cost (floor - control,
+    taken as 0 when the floor measured below control). None: not measured in this run."""
+    if res.get("filter") != "native" or res.get("transform_us") is None:
+        return None
+    if res.get("floor_cpu_us_per_req_added") is None:
+        return None
+    return (TARGET_NATIVE_COST_TRANSFORM_FACTOR * res["transform_us"]
+            + max(0.0, res["floor_cpu_us_per_req_added"]))
 
 
 def machine_line(res: dict) -> str:
@@ -1242,6 +1299,11 @@ def machine_line(res: dict) -> str:
     ]
     if res.get("floor_ratio") is not None:
         parts += [f"floor_ratio={res['floor_ratio']:.3f}", f"floor_gap={res['floor_ratio'] - res['ratio']:.3f}"]
+    bound = cost_bound_us(res)
+    if bound is not None:
+        parts += [f"transform_us={res['transform_us']:.1f}",
+                  f"floor_cpu_us_per_req_added={res['floor_cpu_us_per_req_added']:.1f}",
+                  f"cost_bound_us={bound:.1f}"]
     parts += [
         f"filter={res['filter']}",
         "targets=" + ("pass" if all(res.get("targets", {}).values()) else "fail"),
@@ -1269,6 +1331,7 @@ def build(args) -> dict[str, Path]:
         "upstream": bin_dir / "veil-demo-upstream",
         "seal_fixture": bin_dir / "veil-bench-seal-fixture",
         "load_gen": bin_dir / "veil-bench-load",
+        "transform": bin_dir / "veil-bench-transform",
     }
     # The shells' filters and their floors (only what the selected shells need).
     if "native" in args.shells:

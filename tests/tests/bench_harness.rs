@@ -20,7 +20,7 @@ const SCENARIOS: [&str; 2] = ["seal", "relay-local"];
 
 /// The shells measured: `--filter` of bench/run.py (each with its floor). The native shell
 /// and its floor are target/native/libveil.so and libveilfloor.so (scripts/test.sh builds
-/// them).
+/// them); the native cost target's transform timer is `veil-bench-transform` (this package).
 const SHELLS: &[&str] = &["wasm", "native"];
 
 /// Every key of the machine-readable line with a fixed-rate phase (bench/README.md).
@@ -182,6 +182,23 @@ fn bench_harness_runs_seal_and_relay_local() {
                 ),
             }
         }
+    }
+
+    // The native cost target's inputs (issue #16): the seal transform timed natively, the
+    // floor's own cost, and the bound the harness checks.
+    let kv = machine_line(&text, "seal", "native");
+    for key in [
+        "transform_us",
+        "floor_cpu_us_per_req_added",
+        "cost_bound_us",
+    ] {
+        let v = kv
+            .get(key)
+            .unwrap_or_else(|| panic!("seal (native): no {key}= in its machine line {kv:?}"));
+        assert!(
+            v.parse::<f64>().is_ok_and(f64::is_finite),
+            "seal (native): {key}={v} is not a number"
+        );
     }
 
     let json = out_dir.join("bench.json");

@@ -1,8 +1,14 @@
-//! Runs one hot-path transform N times, for an instruction count that a loaded machine does
-//! not blur (criterion's times do): `valgrind --tool=callgrind` on this, then divide by N.
+//! The native time of the transform a benchmark scenario runs, for the issue #16 target
+//! "the filter's cost per request within 2x the native criterion time of the same transform
+//! plus the empty module's floor" (bench/run.py runs this on Envoy's CPU before a scenario's
+//! rounds). It runs the transform `--runs` times per batch and prints the fastest batch's
+//! mean, `us_per_run=<µs>` (the minimum over batches is what a loaded machine blurs least).
+//! The same code as core/benches/seal.rs's `doc/*/memo_warm` (criterion): no criterion here,
+//! so the bench needs no extra build.
 //!
-//!   cargo build --release -p veil-core --example transform_count
-//!   valgrind --tool=callgrind target/release/examples/transform_count seal-event 200
+//! With `--batches 1` it is also the driver for instruction counts, which a loaded machine
+//! does not blur at all: `valgrind --tool=callgrind target/release/veil-bench-transform
+//! seal-event --runs 200 --batches 1`, then divide (or take the slope between two counts).
 //!
 //! Transforms (the filter's steady state in `make bench`: one body replayed, memos warm):
 //! - `seal-event`, `seal-batch`: `seal_document_with` through the `Memoized` sealer on
@@ -14,6 +20,7 @@
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::Instant;
 
 use veil_core::crypto::cipher::{CipherError, Opened, SealingKey};
 use veil_core::crypto::keys::{Dek, Kid};
@@ -25,9 +32,9 @@ use veil_core::memo::SealMemo;
 use veil_core::open_memo::OpenMemo;
 use veil_core::policy::moesif::{MoesifOptions, MoesifPolicy, MoesifRules, Route};
 
-const EVENT: &[u8] = include_bytes!("../../fixtures/moesif/event.json");
-const BATCH: &[u8] = include_bytes!("../../fixtures/moesif/events-batch.json");
-const SEARCH: &[u8] = include_bytes!("../../fixtures/moesif/search-response-plaintext.json");
+const EVENT: &[u8] = include_bytes!("../../../fixtures/moesif/event.json");
+const BATCH: &[u8] = include_bytes!("../../../fixtures/moesif/events-batch.json");
+const SEARCH: &[u8] = include_bytes!("../../../fixtures/moesif/search-response-plaintext.json");
 
 fn key() -> SealingKey {
     let kid: Kid = "r1.2026-01".parse().expect("a valid kid");
@@ -77,14 +84,16 @@ fn sealed_search(key: &SealingKey) -> Vec<u8> {
     serde_json::to_vec(&answer).expect("JSON")
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let what = args.get(1).map(String::as_str).unwrap_or("seal-event");
-    let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
-    let key = key();
-    let mut scratch = Scratch::default();
-    let mut out = Vec::new();
-    let mut memo = SealMemo::new(8192, 128);
+/// Runs `what` `runs` times.
+fn run(what: &str, runs: usize, state: &mut State) -> Result<usize, String> {
+    let State {
+        key,
+        scratch,
+        out,
+        memo,
+        sealed_search,
+        keys,
+    } = state;
     match what {
         "seal-event" | "seal-batch" | "seal-event-direct" => {
             let (input, path) = if what == "seal-batch" {
@@ -93,43 +102,87 @@ fn main() {
                 (EVENT, "/v1/events")
             };
             let policy = policy(path);
-            for _ in 0..n {
+            for _ in 0..runs {
                 out.clear();
                 let r = if what == "seal-event-direct" {
-                    seal_document(black_box(input), &policy, &key, 128, &mut scratch, &mut out)
+                    seal_document(black_box(input), &policy, key, 128, scratch, out)
                 } else {
-                    let mut sealer = Memoized {
-                        key: &key,
-                        memo: &mut memo,
-                    };
-                    seal_document_with(
-                        black_box(input),
-                        &policy,
-                        &mut sealer,
-                        128,
-                        &mut scratch,
-                        &mut out,
-                    )
+                    let mut sealer = Memoized { key, memo };
+                    seal_document_with(black_box(input), &policy, &mut sealer, 128, scratch, out)
                 };
-                black_box(r.expect("sealed"));
+                black_box(r.map_err(|e| e.to_string())?);
             }
         }
         "unseal" => {
-            let input = sealed_search(&key);
-            let keys = Keys {
-                key,
-                memo: RefCell::new(OpenMemo::new(8192, OpenMemo::payload_len_for(128))),
-            };
-            for _ in 0..n {
+            for _ in 0..runs {
                 out.clear();
-                let r = unseal_document(black_box(&input), &keys, 128, &mut out);
-                black_box(r.expect("unsealed"));
+                let r = unseal_document(black_box(sealed_search), &*keys, 128, out);
+                black_box(r.map_err(|e| e.to_string())?);
             }
         }
-        other => {
-            eprintln!("unknown transform {other:?}");
-            std::process::exit(2);
-        }
+        other => return Err(format!("unknown transform {other:?}")),
     }
-    eprintln!("{what}: {n} runs, {} bytes out", out.len());
+    Ok(out.len())
+}
+
+struct State {
+    key: SealingKey,
+    scratch: Scratch,
+    out: Vec<u8>,
+    memo: SealMemo,
+    sealed_search: Vec<u8>,
+    keys: Keys,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: veil-bench-transform seal-event|seal-batch|seal-event-direct|unseal \
+                 [--runs N] [--batches B]";
+    let what = args.get(1).cloned().unwrap_or_default();
+    let mut runs = 200usize;
+    let mut batches = 5usize;
+    let mut i = 2;
+    while i < args.len() {
+        let v = args.get(i + 1).and_then(|s| s.parse().ok());
+        match (args[i].as_str(), v) {
+            ("--runs", Some(n)) if n > 0 => runs = n,
+            ("--batches", Some(n)) if n > 0 => batches = n,
+            _ => {
+                eprintln!("{usage}");
+                std::process::exit(2);
+            }
+        }
+        i += 2;
+    }
+    let key = key();
+    let mut state = State {
+        sealed_search: sealed_search(&key),
+        keys: Keys {
+            key: SealingKey::new(key.kid(), &Dek::from_bytes([0x42; 32])),
+            memo: RefCell::new(OpenMemo::new(8192, OpenMemo::payload_len_for(128))),
+        },
+        key,
+        scratch: Scratch::default(),
+        out: Vec::new(),
+        memo: SealMemo::new(8192, 128),
+    };
+    // One run first: memos warm, buffers grown (the bench replays one body).
+    if let Err(e) = run(&what, 1, &mut state) {
+        eprintln!("{e}\n{usage}");
+        std::process::exit(2);
+    }
+    let mut best = f64::INFINITY;
+    let mut bytes = 0;
+    for _ in 0..batches {
+        let t = Instant::now();
+        match run(&what, runs, &mut state) {
+            Ok(n) => bytes = n,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        }
+        best = best.min(t.elapsed().as_secs_f64() * 1e6 / runs as f64);
+    }
+    println!("{what} us_per_run={best:.2} runs={runs} batches={batches} bytes_out={bytes}");
 }
