@@ -34,3 +34,4 @@ pub mod policy;
 pub mod problem;
 pub mod relay;
 pub mod search;
+pub mod two_generation_cache;

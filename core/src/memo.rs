@@ -6,8 +6,9 @@
 //! lookup and a copy.
 //!
 //! Bounds: at most `max_entries` values of at most `max_value_len` bytes, kept in two
-//! generations (a hit in the older one is promoted; when the young generation is full the
-//! old one is dropped), so memory is bounded and recently used values stay. Plaintext
+//! generations ([`TwoGenerationCache`]: a hit in the older one is promoted; when the young
+//! generation is full the old one is dropped), so memory is bounded and recently used
+//! values stay. Plaintext
 //! copies are zeroized when dropped. Changing key (a new epoch, or another key under the
 //! same kid: the memo follows the key's fingerprint, not its kid) empties the memo.
 //!
@@ -18,13 +19,13 @@
 //! memo off (docs/configuration.md).
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 
 use zeroize::Zeroize;
 
 use crate::crypto::cipher::{CipherError, Padding, SealingKey, Spec, ValueType};
 use crate::crypto::keys::{Fingerprint, Kid};
 use crate::crypto::value::SCOPE_CHARS;
+use crate::two_generation_cache::TwoGenerationCache;
 
 /// A plaintext held as a memo key: hashed and compared as its bytes, wiped on drop.
 #[derive(PartialEq, Eq, Hash)]
@@ -42,31 +43,26 @@ impl Drop for Plain {
     }
 }
 
-/// foldhash: several times cheaper than SipHash on short keys and still keyed per process,
-/// so chosen values cannot be made to collide (no hash flooding).
-type Map = HashMap<Plain, Box<[u8]>, foldhash::fast::RandomState>;
-type Generation = [Map; 3];
-
 pub struct SealMemo {
     /// The key the memo holds seals of: kid and fingerprint (both: the kid is in every
     /// sealed text, the fingerprint says which key made it).
     key: Option<(Kid, Fingerprint)>,
-    /// The lookup key being built: scope tag || padding || value (reused, wiped).
+    /// The lookup key being built: type || scope tag || padding || value (reused, wiped).
     probe: Vec<u8>,
     max_entries: usize,
     max_value_len: usize,
-    young: Generation,
-    old: Generation,
-    young_len: usize,
+    /// Lookup key → sealed text.
+    cache: TwoGenerationCache<Plain, Box<[u8]>>,
     pub hits: u64,
     pub misses: u64,
 }
 
-fn slot(ty: ValueType) -> usize {
+/// The first byte of a lookup key: one value's text seals differently per type.
+fn type_tag(ty: ValueType) -> u8 {
     match ty {
-        ValueType::String => 0,
-        ValueType::Number => 1,
-        ValueType::Bool => 2,
+        ValueType::String => b's',
+        ValueType::Number => b'n',
+        ValueType::Bool => b'b',
     }
 }
 
@@ -78,26 +74,18 @@ impl SealMemo {
             probe: Vec::new(),
             max_entries,
             max_value_len,
-            young: Default::default(),
-            old: Default::default(),
-            young_len: 0,
+            cache: TwoGenerationCache::new(max_entries),
             hits: 0,
             misses: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.young_len + self.old.iter().map(Map::len).sum::<usize>()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn clear(&mut self) {
-        self.young = Default::default();
-        self.old = Default::default();
-        self.young_len = 0;
     }
 
     /// Appends the deterministic seal of `value` (`spec.mode` is taken as deterministic) to
@@ -119,21 +107,21 @@ impl SealMemo {
         }
         let id = (key.kid(), key.fingerprint());
         if self.key != Some(id) {
-            self.clear();
+            self.cache.clear();
             self.key = Some(id);
         }
-        let s = slot(ty);
         // `probe` is empty and its spare capacity zero (wiped after every use below).
         let mut probe = core::mem::take(&mut self.probe);
         probe.clear();
-        probe.reserve(SCOPE_CHARS + 1 + value.len());
+        probe.reserve(1 + SCOPE_CHARS + 1 + value.len());
+        probe.push(type_tag(ty));
         probe.extend_from_slice(spec.scope.as_bytes());
         probe.push(match spec.pad {
             Padding::Buckets => b'p',
             Padding::Off => b'-',
         });
         probe.extend_from_slice(value);
-        let r = self.seal_probe(key, spec, s, &probe, ty, value, out);
+        let r = self.seal_probe(key, spec, &probe, ty, value, out);
         // Only the bytes written now: the rest of the capacity was wiped before (a
         // `Vec::zeroize` would wipe all of it, byte by byte, on every value).
         probe.as_mut_slice().zeroize();
@@ -142,51 +130,28 @@ impl SealMemo {
         r
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn seal_probe(
         &mut self,
         key: &SealingKey,
         spec: Spec<'_>,
-        s: usize,
         probe: &[u8],
         ty: ValueType,
         value: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CipherError> {
-        if let Some(sealed) = self.young.get(s).and_then(|m| m.get(probe)) {
-            out.extend_from_slice(sealed);
+        let hit = self
+            .cache
+            .get(probe, |_| true, |sealed| out.extend_from_slice(sealed));
+        if hit.is_some() {
             self.hits += 1;
             return Ok(());
         }
-        let sealed = match self.old.get_mut(s).and_then(|m| m.remove_entry(probe)) {
-            Some((plain, sealed)) => {
-                self.hits += 1;
-                out.extend_from_slice(&sealed);
-                self.insert(s, plain, sealed);
-                return Ok(());
-            }
-            None => {
-                self.misses += 1;
-                let start = out.len();
-                key.seal(spec, ty, value, out)?;
-                out.get(start..).unwrap_or_default().into()
-            }
-        };
-        self.insert(s, Plain(probe.into()), sealed);
+        self.misses += 1;
+        let start = out.len();
+        key.seal(spec, ty, value, out)?;
+        let sealed = out.get(start..).unwrap_or_default().into();
+        self.cache.insert(Plain(probe.into()), sealed);
         Ok(())
-    }
-
-    fn insert(&mut self, s: usize, plain: Plain, sealed: Box<[u8]>) {
-        if self.young_len >= self.max_entries.div_ceil(2) {
-            // The old generation is dropped (its plaintexts wiped); the young one ages.
-            self.old = core::mem::take(&mut self.young);
-            self.young_len = 0;
-        }
-        if let Some(m) = self.young.get_mut(s) {
-            if m.insert(plain, sealed).is_none() {
-                self.young_len += 1;
-            }
-        }
     }
 }
 

@@ -8,19 +8,20 @@
 //! [`SealingKey::open`] returned for that text under that key.
 //!
 //! Bounds and hygiene as [`crate::memo::SealMemo`]: at most `max_entries` values with
-//! payloads of at most `max_payload_len` bytes, two generations (a hit in the older one is
-//! promoted; when the young one is full the old one is dropped), plaintexts zeroized when
-//! dropped. `max_entries` = 0 turns it off. The same timing caveat as the seal memo applies
-//! (a hit is faster than a miss); `unseal_memo_entries: 0` turns it off.
+//! payloads of at most `max_payload_len` bytes, two generations ([`TwoGenerationCache`]: a
+//! hit in the older one is promoted; when the young one is full the old one is dropped),
+//! plaintexts zeroized when dropped. `max_entries` = 0 turns it off. The same timing caveat
+//! as the seal memo applies (a hit is faster than a miss); `unseal_memo_entries: 0` turns
+//! it off.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
 use crate::crypto::cipher::{CipherError, Opened, SealingKey, ValueType};
 use crate::crypto::keys::Fingerprint;
 use crate::crypto::value::SealedValue;
+use crate::two_generation_cache::TwoGenerationCache;
 
 /// A whole sealed value (header and payload) held as a map key (ciphertext: not secret).
 #[derive(PartialEq, Eq, Hash)]
@@ -38,13 +39,11 @@ struct Entry {
     plain: Zeroizing<Box<[u8]>>,
 }
 
-type Map = HashMap<Payload, Entry, foldhash::fast::RandomState>;
-
 pub struct OpenMemo {
     max_entries: usize,
     max_payload_len: usize,
-    young: Map,
-    old: Map,
+    /// Whole sealed value → what it opened to, under which key.
+    cache: TwoGenerationCache<Payload, Entry>,
     /// The lookup key being built (a whole sealed value), reused.
     probe: Vec<u8>,
     pub hits: u64,
@@ -71,8 +70,7 @@ impl OpenMemo {
         OpenMemo {
             max_entries,
             max_payload_len,
-            young: Map::default(),
-            old: Map::default(),
+            cache: TwoGenerationCache::new(max_entries),
             probe: Vec::new(),
             hits: 0,
             misses: 0,
@@ -80,7 +78,7 @@ impl OpenMemo {
     }
 
     pub fn len(&self) -> usize {
-        self.young.len() + self.old.len()
+        self.cache.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -117,18 +115,10 @@ impl OpenMemo {
         payload: &[u8],
     ) -> Result<Opened, CipherError> {
         let fp = key.fingerprint();
-        let same = |e: &Entry| e.key == fp && v.kid == key.kid();
-        if let Some(e) = self.young.get(payload).filter(|e| same(e)) {
+        let same_kid = v.kid == key.kid();
+        if let Some(o) = self.cache.get(payload, |e| e.key == fp && same_kid, opened) {
             self.hits += 1;
-            return Ok(opened(e));
-        }
-        if let Some((p, e)) = self.old.remove_entry(payload) {
-            if same(&e) {
-                self.hits += 1;
-                let o = opened(&e);
-                self.insert(p, e);
-                return Ok(o);
-            }
+            return Ok(o);
         }
         self.misses += 1;
         let o = key.open(v)?;
@@ -137,16 +127,8 @@ impl OpenMemo {
             ty: o.ty,
             plain: Zeroizing::new(o.value.as_slice().into()),
         };
-        self.insert(Payload(payload.into()), entry);
+        self.cache.insert(Payload(payload.into()), entry);
         Ok(o)
-    }
-
-    fn insert(&mut self, p: Payload, e: Entry) {
-        if self.young.len() >= self.max_entries.div_ceil(2) {
-            // The old generation is dropped (its plaintexts wiped); the young one ages.
-            self.old = core::mem::take(&mut self.young);
-        }
-        self.young.insert(p, e);
     }
 }
 
