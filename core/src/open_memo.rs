@@ -19,7 +19,7 @@ use std::borrow::Borrow;
 use zeroize::Zeroizing;
 
 use crate::crypto::cipher::{CipherError, Opened, SealingKey, ValueType};
-use crate::crypto::keys::Fingerprint;
+use crate::crypto::keys::{Fingerprint, Kid};
 use crate::crypto::value::SealedValue;
 use crate::two_generation_cache::TwoGenerationCache;
 
@@ -35,6 +35,8 @@ impl Borrow<[u8]> for Payload {
 
 struct Entry {
     key: Fingerprint,
+    /// The kid in the value's header (what [`OpenMemo::open_text`] asks the key for).
+    kid: Kid,
     ty: ValueType,
     plain: Zeroizing<Box<[u8]>>,
 }
@@ -108,6 +110,24 @@ impl OpenMemo {
         r
     }
 
+    /// What `text` (a whole string value, exactly as it came) opened to, if the memo holds it
+    /// under the key `key_of` gives for its kid now; `None` otherwise (then parse and
+    /// [`OpenMemo::open`] it). A hit skips parsing the value and checking its base64: the text
+    /// is the memo's key, and only texts that parsed and authenticated are in the memo.
+    pub fn open_text<'k>(
+        &mut self,
+        text: &str,
+        key_of: impl Fn(Kid) -> Option<&'k SealingKey>,
+    ) -> Option<Opened> {
+        if self.max_entries == 0 || text.len() > self.max_payload_len.saturating_add(64) {
+            return None;
+        }
+        let accept = |e: &Entry| key_of(e.kid).is_some_and(|k| k.fingerprint() == e.key);
+        let o = self.cache.get(text.as_bytes(), accept, opened)?;
+        self.hits += 1;
+        Some(o)
+    }
+
     fn open_probe(
         &mut self,
         key: &SealingKey,
@@ -124,6 +144,7 @@ impl OpenMemo {
         let o = key.open(v)?;
         let entry = Entry {
             key: fp,
+            kid: v.kid,
             ty: o.ty,
             plain: Zeroizing::new(o.value.as_slice().into()),
         };
@@ -195,6 +216,35 @@ mod tests {
 
     /// The scope is part of the value: the same payload under another scope tag is another
     /// value, and must not be answered from the memo.
+    /// The raw-text lookup (no parse) answers only under the key that opened the value:
+    /// another key with the same kid, or no key for the kid, gets nothing from the memo.
+    #[test]
+    fn a_text_hit_needs_the_same_key_not_only_the_same_kid() {
+        let k = key("2026-01", 3);
+        let same_kid_other_key = key("2026-01", 4);
+        let mut memo = OpenMemo::new(100, 256);
+        for mode in [Mode::Deterministic, Mode::Randomized] {
+            let t = seal(&k, mode, b"secret");
+            assert!(
+                memo.open_text(&t, |_| Some(&k)).is_none(),
+                "{mode:?}: not yet in"
+            );
+            let v = SealedValue::parse(&t).unwrap();
+            memo.open(&k, &v).unwrap();
+            let hit = memo
+                .open_text(&t, |kid| (kid == k.kid()).then_some(&k))
+                .unwrap();
+            assert_eq!(
+                (hit.ty, hit.value.as_slice()),
+                (ValueType::String, &b"secret"[..])
+            );
+            assert!(memo.open_text(&t, |_| Some(&same_kid_other_key)).is_none());
+            assert!(memo.open_text(&t, |_| None).is_none());
+            // Not a prefix or a longer text: the whole string only.
+            assert!(memo.open_text(&format!("{t}x"), |_| Some(&k)).is_none());
+        }
+    }
+
     #[test]
     fn another_scope_tag_is_a_miss() {
         let k = key("2026-01", 3);

@@ -19,6 +19,12 @@ pub trait KeyLookup {
     fn open(&self, v: &SealedValue<'_>) -> Option<Result<Opened, CipherError>> {
         self.key(v.kid).map(|k| k.open(v))
     }
+
+    /// What the whole string `text` opened to before, if a memo holds it under its kid's
+    /// current key (see [`crate::open_memo::OpenMemo::open_text`]); `None`: parse and open.
+    fn open_memoized(&self, _text: &str) -> Option<Opened> {
+        None
+    }
 }
 
 impl KeyLookup for Vec<SealingKey> {
@@ -238,8 +244,14 @@ fn is_token_char(c: u8) -> bool {
 /// value; otherwise a JSON string with every embedded Veil value (e.g. URL query values)
 /// replaced by its string plaintext.
 fn unseal_string(s: &str, keys: &dyn KeyLookup, stats: &mut UnsealStats, out: &mut Vec<u8>) {
-    if let Some(v) = SealedValue::parse(s) {
-        match open(&v, keys, stats) {
+    // `s` is one Veil value: a value opened before is answered by its whole text, without
+    // parsing it again; else parsed and opened.
+    let whole = match keys.open_memoized(s) {
+        Some(o) => Some(accept(Ok(o), stats)),
+        None => SealedValue::parse(s).map(|v| open(&v, keys, stats)),
+    };
+    if let Some(opened) = whole {
+        match opened {
             Some((ValueType::String, plain)) => {
                 out.push(b'"');
                 scan::escape_into(&plain, out);
@@ -304,6 +316,15 @@ fn open(
         stats.unknown_kid += 1;
         return None;
     };
+    accept(opened, stats)
+}
+
+/// An opened value that is valid JSON for its type (counted as opened), or `None` (counted
+/// as failed).
+fn accept(
+    opened: Result<Opened, CipherError>,
+    stats: &mut UnsealStats,
+) -> Option<(ValueType, zeroize::Zeroizing<Vec<u8>>)> {
     match opened {
         Ok(o) => {
             // Never emit invalid JSON, even for a value that authenticated.

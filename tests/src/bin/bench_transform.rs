@@ -60,6 +60,9 @@ impl KeyLookup for Keys {
         let key = self.key(v.kid)?;
         Some(self.memo.borrow_mut().open(key, v))
     }
+    fn open_memoized(&self, text: &str) -> Option<Opened> {
+        self.memo.borrow_mut().open_text(text, |kid| self.key(kid))
+    }
 }
 
 /// The search answer with each hit's `_source` sealed as one event.

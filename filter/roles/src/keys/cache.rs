@@ -227,4 +227,9 @@ impl KeyLookup for KeyCache {
             Err(_) => key.open(v),
         })
     }
+
+    fn open_memoized(&self, text: &str) -> Option<Opened> {
+        let mut memo = self.open_memo.try_borrow_mut().ok()?;
+        memo.open_text(text, |kid| self.key(kid))
+    }
 }
