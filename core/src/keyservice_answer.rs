@@ -138,8 +138,12 @@ pub struct PairAnswer {
     pub pair_id: String,
     #[serde(default)]
     pub client_id: Option<String>,
+    /// Pairing (v2) only: `ct_e`, the encapsulation to the client's ephemeral key.
     #[serde(default)]
-    pub ciphertext: Option<String>,
+    pub enc: Option<String>,
+    /// Pairing (v2) only: the key confirmation the client checks.
+    #[serde(default)]
+    pub confirm: Option<String>,
     pub c2s: String,
     pub s2c: String,
     pub expires_at: i64,
@@ -180,7 +184,7 @@ impl PairAnswer {
     }
 }
 
-/// `POST /v1/relay/pairs`'s answer.
+/// `POST /v1/relay/v2/pairs`'s answer.
 #[derive(Deserialize)]
 pub struct PairingAnswer {
     pub pairs: Vec<PairAnswer>,

@@ -6,27 +6,39 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use veil_core::relay::slots::Slot;
-use veil_core::relay::PartCipher;
+use veil_core::relay::v2::RequestCipher;
+use zeroize::Zeroizing;
 
-/// A pair as one worker uses it. The key schedules zeroize on drop (PartCipher).
+/// A pair as one worker uses it: the request direction's AES-256-GCM key schedule, built
+/// once, and `s2c`, from which each answer derives its own key (docs/relay-protocol.md §4).
+/// Both zeroize on drop.
 pub struct Pair {
     pub client_id: String,
-    pub c2s: PartCipher,
-    pub s2c: PartCipher,
+    pub c2s: RequestCipher,
+    pub s2c: Zeroizing<[u8; 32]>,
     /// End of life, unix seconds.
     pub expires_at: i64,
 }
 
 impl Pair {
+    pub fn new(client_id: String, c2s: &[u8; 32], s2c: &[u8; 32], expires_at: i64) -> Pair {
+        Pair {
+            client_id,
+            c2s: RequestCipher::new(c2s),
+            s2c: Zeroizing::new(*s2c),
+            expires_at,
+        }
+    }
+
     /// The key schedules of the pair in `slot` (None: the slot is corrupt).
     pub fn from_slot(slot: &Slot) -> Option<Pair> {
         let (c2s, s2c) = (slot.c2s()?, slot.s2c()?);
-        Some(Pair {
-            client_id: String::from_utf8(slot.client_id().to_vec()).ok()?,
-            c2s: PartCipher::new(&c2s),
-            s2c: PartCipher::new(&s2c),
-            expires_at: slot.expires_at(),
-        })
+        Some(Pair::new(
+            String::from_utf8(slot.client_id().to_vec()).ok()?,
+            &c2s,
+            &s2c,
+            slot.expires_at(),
+        ))
     }
 }
 

@@ -37,6 +37,17 @@ impl Refusal {
 /// Answers the problem and stops the stream. If even the answer fails, the stream stays
 /// stopped: nothing is forwarded.
 pub fn refuse(h: &dyn StreamHost, metrics: &Metrics, r: &Refusal) -> Action {
+    refuse_with(h, metrics, r, &[])
+}
+
+/// [`refuse`] with extra headers (the relay's authenticated refusal: its control header
+/// and the sealed code).
+pub fn refuse_with(
+    h: &dyn StreamHost,
+    metrics: &Metrics,
+    r: &Refusal,
+    extra: &[(&str, &str)],
+) -> Action {
     if r.kind == ProblemKind::SealFailed {
         Metrics::add(h, metrics.seal_failed, 1);
     }
@@ -54,6 +65,7 @@ pub fn refuse(h: &dyn StreamHost, metrics: &Metrics, r: &Refusal) -> Action {
     if let Some(code) = r.kind.relay_error_code() {
         headers.push((veil_core::relay::HEADER_ERROR, code));
     }
+    headers.extend_from_slice(extra);
     if let Err(e) = h.send_local_response(r.kind.status(), &headers, &body) {
         Metrics::add(h, metrics.hostcall_failed, 1);
         h.log(

@@ -7,15 +7,21 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::*;
 use serde_json::{json, Value};
-use veil_core::relay::wire::{encode_headers, encoded_path, Part, TAG_LEN};
-use veil_core::relay::{ClientIdSecret, PartCipher, RequestControl, ResponseControl};
-use veil_roles::host::{Action, BodyKind, Direction, HeaderKind};
+use veil_core::relay::v2::{
+    AnswerCipher, AnswerKind, Exchange, Part, RequestBinding, RequestCipher, RequestControl,
+    ResponseControl,
+};
+use veil_core::relay::wire::{encode_headers, encoded_path, TAG_LEN};
+use veil_core::relay::ClientIdSecret;
+use veil_roles::host::{Action, BodyKind, Direction, HeaderKind, StreamHost};
 use veil_roles::testing::{answer, no_answer, FakeHost};
 use veil_roles::Stream;
 
 const PAIR: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 const C2S: [u8; 32] = [3; 32];
 const S2C: [u8; 32] = [4; 32];
+/// The origin the test client addresses (and the fake Envoy receives unless a test swaps it).
+const AUTHORITY: &str = "veil.test";
 
 fn client_id() -> String {
     ClientIdSecret::new(CLIENT_ID_SECRET.as_bytes())
@@ -24,19 +30,66 @@ fn client_id() -> String {
 }
 
 fn relay_fix(mode: &str) -> Fix {
-    let f = Fix::new(config(relay(mode)));
+    relay_fix_with(mode, json!({}))
+}
+
+/// A relay fixture with `extra` merged into the `relay` section.
+fn relay_fix_with(mode: &str, extra: Value) -> Fix {
+    let mut r = relay(mode);
+    for (k, v) in extra.as_object().unwrap() {
+        r["relay"][k] = v.clone();
+    }
+    let f = Fix::new(config(r));
     f.install_current(1);
     f
 }
 
 fn pair_json(f: &Fix, pair: &str, cid: &str) -> Value {
-    json!({"pair_id": pair, "client_id": cid, "ciphertext": "ct-1",
+    json!({"pair_id": pair, "client_id": cid, "enc": "enc-1", "confirm": "confirm-1",
         "c2s": URL_SAFE_NO_PAD.encode(C2S), "s2c": URL_SAFE_NO_PAD.encode(S2C),
         "expires_at": f.env.now_ms() / 1000 + 3600, "idle_ttl_secs": 600})
 }
 
+/// What the test client keeps of a request to open its answer.
+struct Sent {
+    method: String,
+    seq: u64,
+    binding: RequestBinding,
+}
+
+impl Sent {
+    /// Opens part `part` of an answer (`sealed`) made for this request.
+    fn open(&self, h: &FakeHost, part: Part, status: u16, sealed: &[u8]) -> Vec<u8> {
+        self.try_open(h, part, status, sealed)
+            .expect("the answer opens")
+    }
+
+    fn try_open(&self, h: &FakeHost, part: Part, status: u16, sealed: &[u8]) -> Option<Vec<u8>> {
+        let ctl = h.get(HeaderKind::ResponseHeaders, "x-veil-relay")?;
+        let rc = ResponseControl::parse(&ctl).ok()?;
+        assert_eq!((rc.pair_id, rc.seq), (PAIR, self.seq));
+        let ex = Exchange {
+            pair_id: PAIR,
+            seq: self.seq,
+            method: &self.method,
+            scheme: "http",
+            authority: AUTHORITY,
+        };
+        let c = AnswerCipher::new(&S2C, &rc.response_nonce).unwrap();
+        c.open(&ex, part, rc.kind, status, &self.binding, sealed)
+            .ok()
+    }
+}
+
 /// Sets the request headers of an encoded request (and its body part, if any).
-fn encode(h: &FakeHost, cid: &str, seq: u64, method: &str, path: &str, body: Option<&[u8]>) {
+fn encode(
+    h: &FakeHost,
+    cid: &str,
+    seq: u64,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Sent {
     encode_with(
         h,
         cid,
@@ -46,7 +99,7 @@ fn encode(h: &FakeHost, cid: &str, seq: u64, method: &str, path: &str, body: Opt
         path,
         &[("accept", "text/plain")],
         body,
-    );
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -59,58 +112,123 @@ fn encode_with(
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
-) {
+) -> Sent {
+    encode_on_wire(h, cid, pair, seq, method, path, headers, body, &[])
+}
+
+/// As [`encode_with`], with `wire` headers a hop adds (or swaps: `:authority`).
+#[allow(clippy::too_many_arguments)]
+fn encode_on_wire(
+    h: &FakeHost,
+    cid: &str,
+    pair: &str,
+    seq: u64,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    wire: &[(&str, &str)],
+) -> Sent {
     let rc = RequestControl {
         client_id: cid,
         pair_id: pair,
         seq,
         body: body.is_some(),
     };
-    let ctx = rc.context(method);
-    let c = PartCipher::new(&C2S);
-    let p = c.seal_b64(Part::RequestUrl, &ctx, path.as_bytes()).unwrap();
+    let ex = Exchange {
+        pair_id: pair,
+        seq,
+        method,
+        scheme: "http",
+        authority: AUTHORITY,
+    };
+    let c = RequestCipher::new(&C2S);
+    let p = c
+        .seal(&ex, Part::RequestUrl, rc.body, path.as_bytes())
+        .unwrap();
     let list: Vec<(String, String)> = headers
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
     let eh = c
-        .seal_b64(Part::RequestHeaders, &ctx, &encode_headers(&list))
+        .seal(&ex, Part::RequestHeaders, rc.body, &encode_headers(&list))
         .unwrap();
-    let wire_path = encoded_path("/veil", &p);
+    let binding = RequestBinding::of(&p, &eh).unwrap();
+    let wire_path = encoded_path("/veil", &URL_SAFE_NO_PAD.encode(&p));
     let ctl = rc.to_header_value();
+    let eh = URL_SAFE_NO_PAD.encode(&eh);
+    let authority = wire
+        .iter()
+        .find(|(n, _)| *n == ":authority")
+        .map_or(AUTHORITY, |(_, v)| *v);
     let mut pairs = vec![
         (":method", method),
+        (":scheme", "http"),
         (":path", wire_path.as_str()),
-        (":authority", "veil.test"),
+        (":authority", authority),
         ("x-veil-relay", ctl.as_str()),
         ("x-veil-relay-eh", eh.as_str()),
         ("content-type", "application/octet-stream"),
     ];
+    pairs.extend(wire.iter().filter(|(n, _)| *n != ":authority"));
     let len;
     if let Some(b) = body {
-        let sealed = c.seal(Part::RequestBody, &ctx, b).unwrap();
+        let sealed = c.seal(&ex, Part::RequestBody, true, b).unwrap();
         len = sealed.len().to_string();
         pairs.push(("content-length", len.as_str()));
         *h.request_body.borrow_mut() = sealed;
     }
     h.set_headers(HeaderKind::RequestHeaders, &pairs);
+    Sent {
+        method: method.to_string(),
+        seq,
+        binding,
+    }
+}
+
+/// The code an authenticated refusal seals (part 6), opened as the client does.
+fn sealed_code(h: &FakeHost, sent: &Sent) -> Option<String> {
+    let r = h.reply()?;
+    let ctl = r.header("x-veil-relay")?;
+    let rc = ResponseControl::parse(ctl).ok()?;
+    assert_eq!(rc.kind, AnswerKind::Error);
+    let ex = Exchange {
+        pair_id: PAIR,
+        seq: sent.seq,
+        method: &sent.method,
+        scheme: "http",
+        authority: AUTHORITY,
+    };
+    let eh = URL_SAFE_NO_PAD.decode(r.header("x-veil-relay-eh")?).ok()?;
+    let c = AnswerCipher::new(&S2C, &rc.response_nonce).unwrap();
+    let code = c
+        .open(
+            &ex,
+            Part::Error,
+            AnswerKind::Error,
+            r.status,
+            &sent.binding,
+            &eh,
+        )
+        .ok()?;
+    Some(String::from_utf8(code).unwrap())
 }
 
 /// An encoded GET whose pair the worker fetches from the keyservice first; returns the
-/// stream, forwarded.
-fn first_request(f: &Fix, seq: u64) -> (FakeHost, Stream) {
+/// stream, forwarded, and what the client keeps to open the answer.
+fn first_request(f: &Fix, seq: u64) -> (FakeHost, Stream, Sent) {
     let (h, mut s) = f.stream();
     let cid = client_id();
-    encode(&h, &cid, seq, "GET", "/app/items?x=1", None);
+    let sent = encode(&h, &cid, seq, "GET", "/app/items?x=1", None);
     assert_eq!(s.on_request_headers(&h, true), Action::Pause);
-    let sent = f.sent();
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].line(), format!("GET /v1/relay/pairs/{PAIR}"));
+    let out = f.sent();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].line(), format!("GET /v1/relay/pairs/{PAIR}"));
     let body = serde_json::to_vec(&pair_json(f, PAIR, &cid)).unwrap();
-    assert!(s.on_callout(&h, sent[0].id, &answer(200, &body)).is_empty());
+    assert!(s.on_callout(&h, out[0].id, &answer(200, &body)).is_empty());
     assert!(h.reply().is_none(), "{:?}", h.reply());
     assert_eq!(*h.resumed.borrow(), vec![Direction::Request]);
-    (h, s)
+    (h, s, sent)
 }
 
 /// An encoded GET on a pair the worker holds: the header action.
@@ -119,6 +237,14 @@ fn next_request(f: &Fix, seq: u64) -> (FakeHost, Stream, Action) {
     encode(&h, &client_id(), seq, "GET", "/app/items", None);
     let a = s.on_request_headers(&h, true);
     (h, s, a)
+}
+
+/// A pairing body of `n` entries (the keyservice checks them; the filter passes them on).
+fn pairing_body(n: usize) -> Vec<u8> {
+    let e: Vec<Value> = (0..n)
+        .map(|i| json!({"enc": format!("e{i}"), "pk": format!("p{i}")}))
+        .collect();
+    serde_json::to_vec(&json!({"key_id": 1, "pairs": e})).unwrap()
 }
 
 #[test]
@@ -136,7 +262,7 @@ fn discovery_issues_a_client_id_and_keeps_a_valid_one() {
     let id = v["client_id"].as_str().unwrap().to_string();
     assert_eq!(
         (v["version"].clone(), v["max_pairs"].clone()),
-        (json!(1), json!(2))
+        (json!(2), json!(2))
     );
     assert_eq!(r.header("x-veil-client-id"), Some(id.as_str()));
     let (h, mut s) = f.stream();
@@ -214,21 +340,27 @@ fn a_pairing_goes_through_the_keyservice_and_answers_no_key() {
     let (h, mut s) = f.stream();
     request(&h, "POST", "/veil/pair", &[("x-veil-client-id", &cid)]);
     assert_eq!(s.on_request_headers(&h, false), Action::Pause);
-    *h.request_body.borrow_mut() = br#"{"keys":["k1"]}"#.to_vec();
-    assert_eq!(s.on_request_body(&h, 15, true), Action::Pause);
+    let b = pairing_body(1);
+    *h.request_body.borrow_mut() = b.clone();
+    assert_eq!(s.on_request_body(&h, b.len(), true), Action::Pause);
     let sent = f.sent();
-    assert_eq!(sent[0].line(), "POST /v1/relay/pairs");
+    assert_eq!(sent[0].line(), "POST /v1/relay/v2/pairs");
     assert_eq!(sent[0].header("content-type"), Some("application/json"));
     let asked: Value = serde_json::from_slice(sent[0].body.as_ref().unwrap()).unwrap();
-    assert_eq!(asked, json!({"client_id": cid, "keys": ["k1"]}));
+    assert_eq!(
+        asked,
+        json!({"client_id": cid, "key_id": 1, "pairs": [{"enc": "e0", "pk": "p0"}]})
+    );
     let body = serde_json::to_vec(&json!({"pairs": [pair_json(&f, PAIR, &cid)]})).unwrap();
     s.on_callout(&h, sent[0].id, &answer(200, &body));
     let r = h.reply().unwrap();
     assert_eq!(r.status, 200);
     let v = r.json();
-    assert_eq!(v["pairs"][0]["pair_id"], PAIR);
-    assert_eq!(v["pairs"][0]["ciphertext"], "ct-1");
-    assert!(v["pairs"][0].get("c2s").is_none() && v["pairs"][0].get("s2c").is_none());
+    assert_eq!(
+        v["pairs"][0],
+        json!({"pair_id": PAIR, "enc": "enc-1", "confirm": "confirm-1",
+            "expires_at": f.env.now_ms() / 1000 + 3600})
+    );
     assert_eq!(f.counter("veil.relay.pairings"), 1);
     // The pair is in its slot: the first request needs no callout.
     let (h, _, a) = next_request(&f, 1);
@@ -243,31 +375,10 @@ fn a_pairing_with_a_bad_client_id_or_body_is_refused() {
     request(&h, "POST", "/veil/pair", &[("x-veil-client-id", "forged")]);
     s.on_request_headers(&h, false);
     assert_eq!(refused(&h), (401, "relay-bad-client-id".into()));
-    let (h, mut s) = f.stream();
-    request(
-        &h,
-        "POST",
-        "/veil/pair",
-        &[("x-veil-client-id", &client_id())],
-    );
-    s.on_request_headers(&h, false);
-    *h.request_body.borrow_mut() = br#"{"keys":["a","b","c"]}"#.to_vec();
-    s.on_request_body(&h, 21, true);
-    assert_eq!(
-        refused(&h),
-        (400, "relay-bad-request".into()),
-        "over max_pairs"
-    );
-}
-
-#[test]
-fn a_pairing_the_keyservice_refuses_or_fails_is_answered_with_its_code() {
-    let f = relay_fix("local");
-    for (status, want) in [
-        (Some(400), (400, "relay-bad-request")),
-        (Some(500), (503, "relay-unavailable")),
-        (None, (503, "relay-unavailable")),
-        (Some(200), (503, "relay-unavailable")),
+    for (body, why) in [
+        (pairing_body(3), "over max_pairs"),
+        (pairing_body(0), "no entry"),
+        (br#"{"keys":["k1"]}"#.to_vec(), "the v1 body"),
     ] {
         let (h, mut s) = f.stream();
         request(
@@ -277,28 +388,82 @@ fn a_pairing_the_keyservice_refuses_or_fails_is_answered_with_its_code() {
             &[("x-veil-client-id", &client_id())],
         );
         s.on_request_headers(&h, false);
-        *h.request_body.borrow_mut() = br#"{"keys":["k1"]}"#.to_vec();
-        s.on_request_body(&h, 15, true);
-        let sent = f.sent();
-        // A 200 with two pairs for one key is another number of pairs.
-        let two = serde_json::to_vec(
-            &json!({"pairs": [pair_json(&f, PAIR, "c"), pair_json(&f, PAIR, "c")]}),
-        )
-        .unwrap();
-        let a = match status {
-            Some(200) => answer(200, &two),
-            Some(code) => answer(code, b"{}"),
-            None => no_answer(),
-        };
-        s.on_callout(&h, sent[0].id, &a);
-        assert_eq!(refused(&h), (want.0, want.1.to_string()), "{status:?}");
+        *h.request_body.borrow_mut() = body.clone();
+        s.on_request_body(&h, body.len(), true);
+        assert_eq!(refused(&h), (400, "relay-bad-request".into()), "{why}");
     }
+    assert!(f.sent().is_empty());
+}
+
+#[test]
+fn a_pairing_the_keyservice_refuses_or_fails_is_answered_with_its_code() {
+    let f = relay_fix("local");
+    let unknown_key = br#"{"code":"relay-key-unknown","status":400}"#;
+    let no_confirm = {
+        let mut p = pair_json(&f, PAIR, "c");
+        p.as_object_mut().unwrap().remove("confirm");
+        serde_json::to_vec(&json!({"pairs": [p]})).unwrap()
+    };
+    // A 200 with two pairs for one entry is another number of pairs.
+    let two =
+        serde_json::to_vec(&json!({"pairs": [pair_json(&f, PAIR, "c"), pair_json(&f, PAIR, "c")]}))
+            .unwrap();
+    for (a, want) in [
+        (answer(400, unknown_key), (400, "relay-key-unknown")),
+        (answer(400, b"{}"), (400, "relay-bad-request")),
+        (answer(500, b"{}"), (503, "relay-unavailable")),
+        (no_answer(), (503, "relay-unavailable")),
+        (answer(200, &two), (503, "relay-unavailable")),
+        (answer(200, &no_confirm), (503, "relay-unavailable")),
+    ] {
+        let (h, mut s) = f.stream();
+        request(
+            &h,
+            "POST",
+            "/veil/pair",
+            &[("x-veil-client-id", &client_id())],
+        );
+        s.on_request_headers(&h, false);
+        let b = pairing_body(1);
+        *h.request_body.borrow_mut() = b.clone();
+        s.on_request_body(&h, b.len(), true);
+        let sent = f.sent();
+        s.on_callout(&h, sent[0].id, &a);
+        assert_eq!(refused(&h), (want.0, want.1.to_string()), "{want:?}");
+    }
+}
+
+#[test]
+fn the_key_configurations_are_served_from_the_keyservice() {
+    let f = relay_fix("local");
+    let config = veil_core::relay::v2::ServerKey::from_seed(1, [9; 32])
+        .unwrap()
+        .config()
+        .clone();
+    let list = veil_core::relay::v2::KeyConfig::encode_list(&[config]);
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/veil/keys", &[]);
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    let sent = f.sent();
+    assert_eq!(sent[0].line(), "GET /v1/relay/keys");
+    s.on_callout(&h, sent[0].id, &answer(200, &list));
+    let r = h.reply().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/ohttp-keys"));
+    assert_eq!(r.body, list);
+    // A keyservice answer that is no key list is not passed on.
+    let (h, mut s) = f.stream();
+    request(&h, "GET", "/veil/keys", &[]);
+    s.on_request_headers(&h, true);
+    let sent = f.sent();
+    s.on_callout(&h, sent[0].id, &answer(200, b"{}"));
+    assert_eq!(refused(&h), (503, "relay-unavailable".into()));
 }
 
 #[test]
 fn an_encoded_request_is_decoded_after_its_pair_is_fetched() {
     let f = relay_fix("local");
-    let (h, _) = first_request(&f, 1);
+    let (h, _, _) = first_request(&f, 1);
     assert_eq!(
         h.get(HeaderKind::RequestHeaders, ":path").as_deref(),
         Some("/app/items?x=1")
@@ -541,7 +706,7 @@ fn a_body_without_a_body_part_is_refused() {
 #[test]
 fn the_response_is_sealed_for_the_client() {
     let f = relay_fix("local");
-    let (h, mut s) = first_request(&f, 1);
+    let (h, mut s, sent) = first_request(&f, 1);
     h.set_headers(
         HeaderKind::ResponseHeaders,
         &[
@@ -555,7 +720,10 @@ fn the_response_is_sealed_for_the_client() {
     assert_eq!(s.on_response_headers(&h, false), Action::Continue);
     let ctl = h.get(HeaderKind::ResponseHeaders, "x-veil-relay").unwrap();
     let rc = ResponseControl::parse(&ctl).unwrap();
-    assert_eq!((rc.pair_id, rc.seq, rc.body), (PAIR, 1, true));
+    assert_eq!(
+        (rc.pair_id, rc.seq, rc.kind),
+        (PAIR, 1, AnswerKind::HeadersBody)
+    );
     assert_eq!(h.get(HeaderKind::ResponseHeaders, "x-app"), None);
     assert_eq!(
         h.get(HeaderKind::ResponseHeaders, "date").as_deref(),
@@ -571,25 +739,298 @@ fn the_response_is_sealed_for_the_client() {
             .as_deref(),
         Some("25")
     );
-    let ctx = rc.context("GET", 201);
-    let s2c = PartCipher::new(&S2C);
     let eh = h
         .get(HeaderKind::ResponseHeaders, "x-veil-relay-eh")
         .unwrap();
-    let headers = s2c.open_b64(Part::ResponseHeaders, &ctx, &eh).unwrap();
+    let eh = URL_SAFE_NO_PAD.decode(eh).unwrap();
+    let headers = sent.open(&h, Part::ResponseHeaders, 201, &eh);
     assert!(String::from_utf8_lossy(&headers).contains("secret"));
+    // Under another status (a hop's change) it does not open.
+    assert!(sent.try_open(&h, Part::ResponseHeaders, 200, &eh).is_none());
     *h.response_body.borrow_mut() = b"{\"ok\":1}\n".to_vec();
     assert_eq!(s.on_response_body(&h, 9, true), Action::Continue);
-    let mut sealed = body(&h, BodyKind::Response);
-    s2c.open_in_place(Part::ResponseBody, &ctx, &mut sealed)
+    let sealed = body(&h, BodyKind::Response);
+    assert_eq!(
+        sent.open(&h, Part::ResponseBody, 201, &sealed),
+        b"{\"ok\":1}\n"
+    );
+}
+
+/// Issue #17: v1 sealed answers under `s2c` with the nonce `part || seq`, so the same
+/// request accepted twice (another Envoy, a restart: here a fresh worker with its own
+/// shared data, `local` mode) was answered under one key and nonce. Each answer now draws
+/// its own response nonce: same request, same upstream answer, different ciphertexts, each
+/// opening for the client.
+#[test]
+fn a_request_accepted_twice_is_answered_under_two_keys() {
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let f = relay_fix("local");
+        let (h, mut s, sent) = first_request(&f, 1);
+        h.set_headers(
+            HeaderKind::ResponseHeaders,
+            &[(":status", "200"), ("content-type", "application/json")],
+        );
+        s.on_response_headers(&h, false);
+        *h.response_body.borrow_mut() = b"{\"balance\":100}".to_vec();
+        s.on_response_body(&h, 15, true);
+        let eh = h
+            .get(HeaderKind::ResponseHeaders, "x-veil-relay-eh")
+            .unwrap();
+        let sealed = body(&h, BodyKind::Response);
+        assert_eq!(
+            sent.open(&h, Part::ResponseBody, 200, &sealed),
+            b"{\"balance\":100}"
+        );
+        seen.push((eh, sealed));
+    }
+    assert_ne!(seen[0].0, seen[1].0, "headers part");
+    assert_ne!(seen[0].1, seen[1].1, "body part");
+}
+
+/// Issue #17: `:authority` and scheme are in the request parts' AD. A request a hop sends
+/// to another virtual host does not open there; the refusal is authenticated (it opens for
+/// the client, whose binding is the request's).
+#[test]
+fn an_authority_swap_does_not_open_and_the_refusal_is_authenticated() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    let sent = encode_on_wire(
+        &h,
+        &client_id(),
+        PAIR,
+        2,
+        "GET",
+        "/app/items",
+        &[],
+        None,
+        &[(":authority", "other.test")],
+    );
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    assert_eq!(refused(&h), (400, "relay-decode-failed".into()));
+    assert_eq!(
+        sealed_code(&h, &sent).as_deref(),
+        Some("relay-decode-failed")
+    );
+    // A scheme swap too.
+    let (h, mut s) = f.stream();
+    encode(&h, &client_id(), 3, "GET", "/app/items", None);
+    h.replace_header(HeaderKind::RequestHeaders, ":scheme", "https")
         .unwrap();
-    assert_eq!(sealed, b"{\"ok\":1}\n");
+    s.on_request_headers(&h, true);
+    assert_eq!(refused(&h), (400, "relay-decode-failed".into()));
+    // With `public_origin` the filter binds the configured origin, not the received one.
+    let f = relay_fix_with("local", json!({"public_origin": "http://veil.test"}));
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    encode_on_wire(
+        &h,
+        &client_id(),
+        PAIR,
+        2,
+        "GET",
+        "/app/items",
+        &[],
+        None,
+        &[(":authority", "internal.lb:8080")],
+    );
+    assert_eq!(
+        s.on_request_headers(&h, true),
+        Action::Continue,
+        "{:?}",
+        h.reply()
+    );
+}
+
+/// Issue #17: wire headers a hop adds reached the upstream. Only the allow-list does now;
+/// `forward_wire_headers` adds names; a decoded header wins over a wire one.
+#[test]
+fn only_allow_listed_wire_headers_reach_the_upstream() {
+    let hop = [
+        ("cookie", "hop=1"),
+        ("authorization", "Bearer hop"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-host", "evil.test"),
+        ("forwarded", "for=6.6.6.6"),
+        ("accept-encoding", "gzip"),
+        ("x-custom-hop", "1"),
+        ("user-agent", "browser/1"),
+        ("sec-fetch-mode", "cors"),
+        ("traceparent", "00-abc-def-01"),
+    ];
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    encode_on_wire(
+        &h,
+        &client_id(),
+        PAIR,
+        2,
+        "GET",
+        "/app/items",
+        &[("accept", "text/plain"), ("authorization", "Bearer app")],
+        None,
+        &hop,
+    );
+    assert_eq!(s.on_request_headers(&h, true), Action::Continue);
+    let got = |n: &str| h.get(HeaderKind::RequestHeaders, n);
+    for gone in [
+        "cookie",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "forwarded",
+        "accept-encoding",
+        "x-custom-hop",
+        "x-veil-relay",
+        "content-type",
+    ] {
+        assert_eq!(got(gone), None, "{gone}");
+    }
+    assert_eq!(
+        got("authorization").as_deref(),
+        Some("Bearer app"),
+        "sealed wins"
+    );
+    assert_eq!(got("accept").as_deref(), Some("text/plain"));
+    assert_eq!(got("user-agent").as_deref(), Some("browser/1"));
+    assert_eq!(got("sec-fetch-mode").as_deref(), Some("cors"));
+    assert_eq!(got("traceparent").as_deref(), Some("00-abc-def-01"));
+    assert_eq!(got(":authority").as_deref(), Some(AUTHORITY));
+    // Without a sealed authorization, the hop's is dropped too.
+    let (h, mut s) = f.stream();
+    encode_on_wire(
+        &h,
+        &client_id(),
+        PAIR,
+        3,
+        "GET",
+        "/app/items",
+        &[],
+        None,
+        &hop,
+    );
+    s.on_request_headers(&h, true);
+    assert_eq!(h.get(HeaderKind::RequestHeaders, "authorization"), None);
+    // `forward_wire_headers` names more.
+    let f = relay_fix_with(
+        "local",
+        json!({"forward_wire_headers": ["Cookie", "x-custom-hop"]}),
+    );
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    encode_on_wire(
+        &h,
+        &client_id(),
+        PAIR,
+        2,
+        "GET",
+        "/app/items",
+        &[],
+        None,
+        &hop,
+    );
+    s.on_request_headers(&h, true);
+    let got = |n: &str| h.get(HeaderKind::RequestHeaders, n);
+    assert_eq!(got("cookie").as_deref(), Some("hop=1"));
+    assert_eq!(got("x-custom-hop").as_deref(), Some("1"));
+    assert_eq!(got("x-forwarded-for"), None);
+}
+
+/// Issue #17: a sealed `cookie` was accepted without a decision. It is refused unless
+/// `allow_sealed_cookie` is on, with its own code (authenticated, not retried).
+#[test]
+fn a_sealed_cookie_is_refused_unless_allowed() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    let sent = encode_with(
+        &h,
+        &client_id(),
+        PAIR,
+        2,
+        "GET",
+        "/app/items",
+        &[("cookie", "session=1")],
+        None,
+    );
+    assert_eq!(s.on_request_headers(&h, true), Action::Pause);
+    assert_eq!(refused(&h), (400, "relay-header-not-allowed".into()));
+    assert!(h.reply().unwrap().json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("allow_sealed_cookie"));
+    assert_eq!(
+        sealed_code(&h, &sent).as_deref(),
+        Some("relay-header-not-allowed")
+    );
+    assert_eq!(next_request(&f, 2).2, Action::Continue, "seq 2 is unused");
+    let f = relay_fix_with("local", json!({"allow_sealed_cookie": true}));
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    encode_with(
+        &h,
+        &client_id(),
+        PAIR,
+        2,
+        "GET",
+        "/app/items",
+        &[("cookie", "session=1")],
+        None,
+    );
+    assert_eq!(s.on_request_headers(&h, true), Action::Continue);
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, "cookie").as_deref(),
+        Some("session=1")
+    );
+}
+
+/// Issue #17: error answers on a known pair are authenticated (flags `e`, the code sealed
+/// under a fresh answer key and the request's binding); before the pair is known they
+/// cannot be, and carry no control header.
+#[test]
+fn refusals_on_a_known_pair_are_authenticated() {
+    let f = relay_fix("local");
+    first_request(&f, 5);
+    let (h, mut s) = f.stream();
+    let sent = encode(&h, &client_id(), 5, "GET", "/app/items", None);
+    s.on_request_headers(&h, true);
+    assert_eq!(refused(&h), (409, "relay-replay".into()));
+    assert_eq!(sealed_code(&h, &sent).as_deref(), Some("relay-replay"));
+    let (h, mut s) = f.stream();
+    let sent = encode(&h, &client_id(), 6, "GET", "/admin", None);
+    s.on_request_headers(&h, true);
+    assert_eq!(
+        sealed_code(&h, &sent).as_deref(),
+        Some("relay-route-not-allowed")
+    );
+    // Another request's binding does not open it: the answer is about exactly this one.
+    let (h2, _) = f.stream();
+    let other = encode(&h2, &client_id(), 6, "GET", "/app/other", None);
+    assert_eq!(sealed_code(&h, &other), None);
+    // Unknown pair, bad client id: no control header.
+    let (h, mut s) = f.stream();
+    encode_with(
+        &h,
+        &client_id(),
+        "BBBBBBBBBBBBBBBBBBBBBB",
+        1,
+        "GET",
+        "/app/x",
+        &[],
+        None,
+    );
+    s.on_request_headers(&h, true);
+    let sent = f.sent();
+    s.on_callout(&h, sent[0].id, &answer(404, b""));
+    assert_eq!(refused(&h).1, "relay-pair-unknown");
+    assert_eq!(h.reply().unwrap().header("x-veil-relay"), None);
 }
 
 #[test]
 fn response_trailers_are_dropped_and_an_oversized_response_refused() {
     let f = relay_fix("local");
-    let (h, mut s) = first_request(&f, 1);
+    let (h, mut s, _) = first_request(&f, 1);
     h.set_headers(HeaderKind::ResponseHeaders, &[(":status", "200")]);
     s.on_response_headers(&h, false);
     h.set_headers(HeaderKind::ResponseTrailers, &[("grpc-status", "0")]);
@@ -597,7 +1038,7 @@ fn response_trailers_are_dropped_and_an_oversized_response_refused() {
     assert_eq!(s.on_response_body(&h, 1, false), Action::Pause);
     assert_eq!(s.on_response_trailers(&h), Action::Continue);
     assert!(h.pairs(HeaderKind::ResponseTrailers).is_empty());
-    let (h, mut s) = first_request(&relay_fix("local"), 1);
+    let (h, mut s, _) = first_request(&relay_fix("local"), 1);
     h.set_headers(HeaderKind::ResponseHeaders, &[(":status", "200")]);
     s.on_response_headers(&h, false);
     assert_eq!(s.on_response_body(&h, 4097, false), Action::Pause);

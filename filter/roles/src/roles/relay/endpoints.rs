@@ -1,6 +1,7 @@
-//! The relay's plaintext endpoints under the prefix `P` (docs/relay-protocol.md §1, §2, §7):
-//! `GET|HEAD P/relay` (client ids), `POST P/pair` (pairing through the keyservice) and
-//! `GET P/echo[/msg]`. Each answer is a local reply with `cache-control: no-store`.
+//! The relay's plaintext endpoints under the prefix `P` (docs/relay-protocol.md §0, §1, §2,
+//! §7): `GET|HEAD P/relay` (client ids), `POST P/pair` (pairing through the keyservice's
+//! v2 pairs endpoint), `GET P/keys` (the server's key configurations, from the keyservice)
+//! and `GET P/echo[/msg]`. Each answer is a local reply.
 
 use serde::{Deserialize, Serialize};
 use veil_core::relay::{RelayError, HEADER_CLIENT_ID};
@@ -58,7 +59,7 @@ pub fn discovery(
         Vec::new()
     } else {
         serde_json::to_vec(&Discovery {
-            version: 1,
+            version: 2,
             client_id: &id,
             max_pairs: relay.max_pairs,
         })
@@ -92,19 +93,32 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(veil_core::percent::decode(s).into_owned()).unwrap_or_else(|_| s.to_string())
 }
 
+/// One entry of the client's pairing body, passed on as it is (the keyservice decodes and
+/// checks it).
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Offer {
+    enc: String,
+    pk: String,
+}
+
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PairingRequest {
-    keys: Vec<String>,
+    key_id: u8,
+    pairs: Vec<Offer>,
 }
 
 #[derive(Serialize)]
 struct KeyserviceRequest<'a> {
     client_id: &'a str,
-    keys: &'a [String],
+    key_id: u8,
+    pairs: &'a [Offer],
 }
 
-/// The keyservice request for a client's pairing body (`{"keys": [...]}`, 1 to
-/// `max_pairs` keys), and the number of keys; the keyservice checks each key.
+/// The keyservice request (`POST /v1/relay/v2/pairs`) for a client's pairing body
+/// (`{"key_id": n, "pairs": [{"enc", "pk"}, ...]}`, 1 to `max_pairs` entries), and the
+/// number of entries; the keyservice decodes and checks each entry.
 pub fn pairing_request(
     w: &Worker,
     client_id: &str,
@@ -115,24 +129,31 @@ pub fn pairing_request(
         .relay
         .as_ref()
         .ok_or(RelayError::Unavailable("relay off"))?;
-    let req: PairingRequest = serde_json::from_slice(body)
-        .map_err(|_| RelayError::BadRequest("pairing body is not {\"keys\": [...]}"))?;
-    if req.keys.is_empty() || req.keys.len() > relay.max_pairs {
-        return Err(RelayError::BadRequest("pairing needs 1 to max_pairs keys"));
+    let req: PairingRequest = serde_json::from_slice(body).map_err(|_| {
+        RelayError::BadRequest(
+            "pairing body is not {\"key_id\": n, \"pairs\": [{\"enc\": ..., \"pk\": ...}]}",
+        )
+    })?;
+    if req.pairs.is_empty() || req.pairs.len() > relay.max_pairs {
+        return Err(RelayError::BadRequest(
+            "pairing needs 1 to max_pairs entries",
+        ));
     }
     let out = serde_json::to_vec(&KeyserviceRequest {
         client_id,
-        keys: &req.keys,
+        key_id: req.key_id,
+        pairs: &req.pairs,
     })
     .map_err(|_| RelayError::Unavailable("cannot build the pairing"))?;
-    Ok((out, req.keys.len()))
+    Ok((out, req.pairs.len()))
 }
 
 #[derive(Serialize)]
 struct ClientPair<'a> {
     pair_id: &'a str,
-    ciphertext: &'a str,
+    enc: &'a str,
     expires_at: i64,
+    confirm: &'a str,
 }
 
 #[derive(Serialize)]
@@ -140,8 +161,14 @@ struct ClientPairing<'a> {
     pairs: Vec<ClientPair<'a>>,
 }
 
+#[derive(Deserialize)]
+struct KeyserviceProblem {
+    #[serde(default)]
+    code: String,
+}
+
 /// Takes the keyservice's pairing answer: installs each pair (keys stay in the filter) and
-/// answers the client with ids, ciphertexts and lifetimes only.
+/// answers the client with ids, encapsulations, lifetimes and key confirmations only.
 pub fn pairing_answer(
     h: &dyn StreamHost,
     w: &Worker,
@@ -153,7 +180,16 @@ pub fn pairing_answer(
 ) -> Result<(), RelayError> {
     match status {
         Some(200) => {}
-        Some(400) => return Err(RelayError::BadRequest("the keyservice refused a key")),
+        Some(400) => {
+            let code = serde_json::from_slice::<KeyserviceProblem>(body)
+                .map(|p| p.code)
+                .unwrap_or_default();
+            return Err(if code == "relay-key-unknown" {
+                RelayError::KeyUnknown
+            } else {
+                RelayError::BadRequest("the keyservice refused a pairing entry")
+            });
+        }
         _ => return Err(RelayError::Unavailable("keyservice pairing failed")),
     }
     let answer: PairingAnswer = parse_relay(body)?;
@@ -164,16 +200,44 @@ pub fn pairing_answer(
     }
     let mut out = Vec::with_capacity(answer.pairs.len());
     for p in &answer.pairs {
+        let (Some(enc), Some(confirm)) = (p.enc.as_deref(), p.confirm.as_deref()) else {
+            return Err(RelayError::Unavailable(
+                "keyservice pairing answer without enc or confirm",
+            ));
+        };
         install(h, w, p, client_id, false, now)?;
         out.push(ClientPair {
             pair_id: &p.pair_id,
-            ciphertext: p.ciphertext.as_deref().unwrap_or_default(),
+            enc,
             expires_at: p.expires_at,
+            confirm,
         });
     }
     let body = serde_json::to_vec(&ClientPairing { pairs: out })
         .map_err(|_| RelayError::Unavailable("cannot answer"))?;
     reply(h, 200, &[], &body)
+}
+
+/// `GET P/keys`: the keyservice's `application/ohttp-keys` list (RFC 9458 §3.2), checked to
+/// parse and to hold at least one configuration this relay speaks, answered as it is. For
+/// operators and tools: a client never takes its pin from here (it would trust the hops).
+pub fn keys_answer(h: &dyn StreamHost, status: Option<u16>, body: &[u8]) -> Result<(), RelayError> {
+    if status != Some(200) {
+        return Err(RelayError::Unavailable("keyservice relay keys failed"));
+    }
+    match veil_core::relay::v2::KeyConfig::decode_list(body) {
+        Ok(list) if !list.is_empty() => {}
+        _ => return Err(RelayError::Unavailable("bad relay keys from keyservice")),
+    }
+    h.send_local_response(
+        200,
+        &[
+            ("content-type", "application/ohttp-keys"),
+            ("cache-control", "no-cache"),
+        ],
+        body,
+    )
+    .map_err(|_| RelayError::Unavailable("cannot answer"))
 }
 
 /// Installs a pair the keyservice answered for `client_id` (`fetched`: by id, not just

@@ -1,8 +1,9 @@
-//! The relay role (docs/relay-protocol.md): the filter's side of Veil Relay. It runs before
-//! the route rules, on every request when `relay` is configured.
+//! The relay role (docs/relay-protocol.md, protocol v2): the filter's side of Veil Relay. It
+//! runs before the route rules, on every request when `relay` is configured.
 //!
 //! ```text
 //! request  headers ─┬─ P/relay, P/echo ─────────────────────────► answered (local reply)
+//!                   ├─ P/keys ─► Keys (callout) ──────────────────► answered
 //!                   ├─ P/pair ─► PairBody ─(end)─► Pairing (callout) ─► answered
 //!                   ├─ P/x/… + x-veil-relay ─► pair in slot? ──yes──► replay check
 //!                   │                           └─no─► AwaitPair (GET callout) ─┘
@@ -13,29 +14,41 @@
 //!                   ├─ plaintext on a relayed route (not pass-through) ─► relay-required
 //!                   └─ anything else ─► not the relay's (route rules go on)
 //!
-//! response (Forwarded only) headers: seal content headers (part 4), set x-veil-relay
+//! response (Forwarded only) headers: fresh response nonce → answer key; seal content
+//!                           headers (part 4), set x-veil-relay
 //!                           ─► Body ─(end)─► seal body (part 5) ─► Done
 //! ```
 //!
 //! Every failure answers a problem+json with `x-veil-relay-error` and stops the stream: a
 //! request that does not decode never reaches the upstream, a response that cannot be
 //! sealed never reaches the client in plaintext (after its headers left, Envoy resets it).
+//! Once the request named a known pair of its client, the refusals the protocol lists as
+//! authenticated (decode-failed, header-not-allowed, replay, route-not-allowed, too-large)
+//! also carry the code sealed under a fresh answer key and the request's binding (flags
+//! `e`), so the client can tell the relay's refusal from a hop's.
+//!
+//! Of the wire (unsealed) request headers only an allow-list reaches the upstream
+//! ([`veil_core::relay::v2::is_forwarded_wire_header`] plus `relay.forward_wire_headers`):
+//! everything a hop adds (`cookie`, `authorization`, `x-forwarded-*`, …) is dropped.
 
 pub mod endpoints;
 pub mod pairs;
 
 use std::rc::Rc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use veil_core::config::{FilterConfig, RelayConfig, ReplayMode};
 use veil_core::header_map::HeaderMap;
 use veil_core::relay::routes::is_plain_path;
+use veil_core::relay::v2::{
+    self, AnswerCipher, AnswerKind, Exchange, RequestBinding, RequestControl, ResponseControl,
+    RESPONSE_NONCE_LEN,
+};
 use veil_core::relay::wire::{
-    decode_request_headers, encode_headers, is_visible_response_header, sealed_path_part, TAG_LEN,
+    encode_headers, is_visible_response_header, sealed_path_part, TAG_LEN,
 };
-use veil_core::relay::{
-    Part, PartContext, RelayError, RequestControl, ResponseControl, HEADER_CLIENT_ID, HEADER_EH,
-    HEADER_RELAY,
-};
+use veil_core::relay::{RelayError, HEADER_CLIENT_ID, HEADER_EH, HEADER_RELAY};
 
 use veil_core::keyservice_answer::{parse_relay, PairAnswer};
 
@@ -46,26 +59,106 @@ use crate::host::{
 use crate::keyservice;
 use crate::metrics::Metrics;
 use crate::relay_cache::Pair;
-use crate::reply::{refuse, Refusal};
+use crate::reply::{refuse, refuse_with, Refusal};
 use crate::worker::Worker;
 
 const REQ: HeaderKind = HeaderKind::RequestHeaders;
 const RESP: HeaderKind = HeaderKind::ResponseHeaders;
 
-/// An encoded request's control header, owned (it outlives the header callback).
+/// An encoded request as received, owned (it outlives the header callback): the control
+/// header, the request line the parts are bound to, and the sealed path and headers parts.
 struct Control {
     client_id: String,
     pair_id: String,
     seq: u64,
     body: bool,
+    method: String,
+    /// `:scheme` and `:authority` (lowercase) as received, or `relay.public_origin`'s.
+    scheme: String,
+    authority: String,
+    sealed_url: Vec<u8>,
+    sealed_eh: Vec<u8>,
+    /// The tags of the sealed path and headers parts: every answer's AD holds them.
+    binding: RequestBinding,
 }
 
-/// What the response needs from its request.
-struct Session {
+impl Control {
+    fn exchange(&self) -> Exchange<'_> {
+        Exchange {
+            pair_id: &self.pair_id,
+            seq: self.seq,
+            method: &self.method,
+            scheme: &self.scheme,
+            authority: &self.authority,
+        }
+    }
+}
+
+/// What an answer to a request needs: the pair's `s2c`, and the request's pair id, `seq` and
+/// binding. Known from the moment the request named a known pair of its client.
+#[derive(Clone)]
+struct AnswerTo {
     pair: Rc<Pair>,
     pair_id: String,
     seq: u64,
-    method: String,
+    binding: RequestBinding,
+}
+
+impl AnswerTo {
+    fn new(pair: &Rc<Pair>, ctl: &Control) -> AnswerTo {
+        AnswerTo {
+            pair: Rc::clone(pair),
+            pair_id: ctl.pair_id.clone(),
+            seq: ctl.seq,
+            binding: ctl.binding,
+        }
+    }
+
+    /// The answer AD covers the pair, `seq`, flags, status and binding only; the request
+    /// line is committed to by the binding.
+    fn exchange(&self) -> Exchange<'_> {
+        Exchange {
+            pair_id: &self.pair_id,
+            seq: self.seq,
+            method: "",
+            scheme: "",
+            authority: "",
+        }
+    }
+
+    /// A fresh answer key: 32 random bytes from the host (the response nonce) and the
+    /// cipher derived from them and `s2c`.
+    fn cipher(
+        &self,
+        h: &dyn StreamHost,
+    ) -> Result<([u8; RESPONSE_NONCE_LEN], AnswerCipher), RelayError> {
+        let mut rn = [0u8; RESPONSE_NONCE_LEN];
+        h.fill_random(&mut rn)
+            .map_err(|_| RelayError::Unavailable("no randomness"))?;
+        Ok((rn, AnswerCipher::new(&self.pair.s2c, &rn)?))
+    }
+
+    fn control(&self, rn: [u8; RESPONSE_NONCE_LEN], kind: AnswerKind) -> String {
+        ResponseControl {
+            pair_id: &self.pair_id,
+            seq: self.seq,
+            response_nonce: rn,
+            kind,
+        }
+        .to_header_value()
+    }
+}
+
+/// The refusals the protocol authenticates on a known pair (docs/relay-protocol.md §6).
+fn is_authenticated_error(e: RelayError) -> bool {
+    matches!(
+        e,
+        RelayError::DecodeFailed(_)
+            | RelayError::HeaderNotAllowed(_)
+            | RelayError::Replay
+            | RelayError::RouteNotAllowed
+            | RelayError::TooLarge
+    )
 }
 
 /// An authenticated request's decoded path and headers.
@@ -74,35 +167,28 @@ struct Plain {
     headers: Vec<(String, String)>,
 }
 
-/// Opens the path and headers parts (which authenticates the control header: pair, `seq`,
-/// method and flags are in every part's AD) and checks the decoded path.
+/// Opens the path and headers parts (which authenticates the control header and the request
+/// line: pair, `seq`, method, scheme, authority and flags are in every part's AD) and checks
+/// the decoded path and headers.
 fn decode_parts(
     config: &FilterConfig,
+    relay: &RelayConfig,
     ctl: &Control,
-    method: &str,
     pair: &Pair,
-    wire: &HeaderMap,
 ) -> Result<Plain, RelayError> {
-    let rc = RequestControl {
-        client_id: &ctl.client_id,
-        pair_id: &ctl.pair_id,
-        seq: ctl.seq,
-        body: ctl.body,
-    };
-    let ctx = rc.context(method);
-    let wire_path = wire.get(":path").unwrap_or_default();
-    let relay = config
-        .relay
-        .as_ref()
-        .ok_or(RelayError::Unavailable("relay is not configured"))?;
-    let sealed = sealed_path_part(&relay.prefix, &wire_path)
-        .ok_or(RelayError::BadRequest("the path is not P/x/<sealed path>"))?;
-    let path = String::from_utf8(pair.c2s.open_b64(Part::RequestUrl, &ctx, sealed)?)
-        .map_err(|_| RelayError::DecodeFailed("the path is not UTF-8"))?;
-    let eh = wire
-        .get(HEADER_EH)
-        .ok_or(RelayError::BadRequest("x-veil-relay-eh is missing"))?;
-    let headers = decode_request_headers(&pair.c2s.open_b64(Part::RequestHeaders, &ctx, &eh)?)?;
+    let ex = ctl.exchange();
+    let path = pair
+        .c2s
+        .open(&ex, v2::Part::RequestUrl, ctl.body, &ctl.sealed_url)?;
+    let path =
+        String::from_utf8(path).map_err(|_| RelayError::DecodeFailed("the path is not UTF-8"))?;
+    let eh = zeroize::Zeroizing::new(pair.c2s.open(
+        &ex,
+        v2::Part::RequestHeaders,
+        ctl.body,
+        &ctl.sealed_eh,
+    )?);
+    let headers = v2::decode_request_headers(&eh, relay.allow_sealed_cookie)?;
     check_route(config, relay, &path)?;
     Ok(Plain { path, headers })
 }
@@ -110,6 +196,8 @@ fn decode_parts(
 enum Req {
     /// Answered by the relay itself (endpoint or refusal): nothing goes upstream.
     Answered,
+    /// `GET P/keys`: waiting for the keyservice's key configurations.
+    Keys { id: CalloutId },
     /// `POST P/pair`: collecting the pairing body.
     PairBody { client_id: String },
     /// Waiting for the keyservice's pairing answer.
@@ -119,16 +207,11 @@ enum Req {
         wanted: usize,
     },
     /// An encoded request waiting for its pair (`GET /v1/relay/pairs/{id}`).
-    AwaitPair {
-        id: CalloutId,
-        ctl: Control,
-        method: String,
-    },
+    AwaitPair { id: CalloutId, ctl: Box<Control> },
     /// An encoded request waiting for the global replay check.
     AwaitSeq {
         id: CalloutId,
-        ctl: Control,
-        method: String,
+        ctl: Box<Control>,
         pair: Rc<Pair>,
         plain: Plain,
     },
@@ -145,9 +228,10 @@ enum Resp {
     Idle,
     /// Waiting for the upstream's headers.
     Pending,
-    /// Headers encoded; the body part is being collected.
+    /// Headers encoded under this answer's key; the body part is being collected.
     Body {
         status: u16,
+        cipher: Box<AnswerCipher>,
     },
     Done,
 }
@@ -155,7 +239,11 @@ enum Resp {
 pub struct RelayStream {
     req: Req,
     resp: Resp,
-    session: Option<Session>,
+    /// The request's pair and binding once it named a known pair of its client: answers
+    /// (and authenticated refusals) are sealed for it.
+    answer_to: Option<AnswerTo>,
+    /// The accepted request's exchange (the body part opens under it).
+    session: Option<Box<Control>>,
     /// Buffered body sizes last reported (for the trailer callbacks).
     req_size: usize,
     /// The request body is complete (it may arrive while a callout is pending).
@@ -199,11 +287,19 @@ fn relay_of(w: &Worker) -> Result<&RelayConfig, RelayError> {
         .ok_or(RelayError::Unavailable("relay is not configured"))
 }
 
+/// base64url without padding of a sealed part, or the refusal for a part that is not.
+fn unb64(s: &str, what: &'static str) -> Result<Vec<u8>, RelayError> {
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| RelayError::DecodeFailed(what))
+}
+
 impl RelayStream {
     fn new() -> RelayStream {
         RelayStream {
             req: Req::Answered,
             resp: Resp::Idle,
+            answer_to: None,
             session: None,
             req_size: 0,
             req_done: false,
@@ -243,15 +339,46 @@ impl RelayStream {
         Some((s, action))
     }
 
-    /// Refuses the stream (request or response side) with `e`.
+    /// Refuses the stream (request or response side) with `e`; on a known pair, with the
+    /// code also sealed for the client when the protocol authenticates it.
     fn fail(&mut self, h: &dyn StreamHost, w: &Worker, e: RelayError) -> Action {
         self.req = Req::Answered;
         self.resp = Resp::Done;
         Metrics::add(h, w.metrics.relay_refused, 1);
-        refuse(h, &w.metrics, &refusal(e))
+        let sealed = self
+            .answer_to
+            .take()
+            .filter(|_| is_authenticated_error(e))
+            .and_then(|to| {
+                let (rn, cipher) = to.cipher(h).ok()?;
+                let code = cipher
+                    .seal(
+                        &to.exchange(),
+                        v2::Part::Error,
+                        AnswerKind::Error,
+                        e.status(),
+                        &to.binding,
+                        e.code().as_bytes(),
+                    )
+                    .ok()?;
+                Some((
+                    to.control(rn, AnswerKind::Error),
+                    URL_SAFE_NO_PAD.encode(code),
+                ))
+            });
+        match sealed {
+            Some((ctl, eh)) => refuse_with(
+                h,
+                &w.metrics,
+                &refusal(e),
+                &[(HEADER_RELAY, &ctl), (HEADER_EH, &eh)],
+            ),
+            None => refuse(h, &w.metrics, &refusal(e)),
+        }
     }
 
-    /// `P/relay`, `P/pair`, `P/echo[/msg]`; anything else under the prefix is refused.
+    /// `P/relay`, `P/keys`, `P/pair`, `P/echo[/msg]`; anything else under the prefix is
+    /// refused.
     fn endpoint(
         &mut self,
         h: &dyn StreamHost,
@@ -265,6 +392,11 @@ impl RelayStream {
             ("GET" | "HEAD", "/relay") => {
                 let presented = head.get(HEADER_CLIENT_ID);
                 endpoints::discovery(h, w, method == "HEAD", presented.as_deref())?;
+                Ok(Action::Pause)
+            }
+            ("GET" | "HEAD", "/keys") => {
+                let id = send(h, w, "GET", "/v1/relay/keys", None)?;
+                self.req = Req::Keys { id };
                 Ok(Action::Pause)
             }
             ("POST", "/pair") => {
@@ -307,7 +439,7 @@ impl RelayStream {
             .body(BodyKind::Request, size)
             .map_err(hostcall("reading the pairing body failed"))?;
         let (request, wanted) = endpoints::pairing_request(w, &client_id, &body)?;
-        let id = send(h, w, "POST", "/v1/relay/pairs", Some(&request))?;
+        let id = send(h, w, "POST", "/v1/relay/v2/pairs", Some(&request))?;
         Metrics::add(h, w.metrics.relay_pairings, 1);
         self.req = Req::Pairing {
             id,
@@ -328,15 +460,20 @@ impl RelayStream {
         eos: bool,
     ) -> Result<Action, RelayError> {
         let relay = relay_of(w)?;
-        // The parser refuses a `seq` above 2^53 − 1 (`wire::MAX_SEQ`: the keyservice's
+        // The parser refuses a `seq` above 2^53 − 1 (`v2::MAX_SEQ`: the keyservice's
         // window, Redis Lua numbers, is exact up to there), in both replay modes alike.
         let c = RequestControl::parse(value)?;
         if !relay.client_id_secret.verify(c.client_id) {
             return Err(RelayError::BadClientId);
         }
-        if sealed_path_part(&relay.prefix, path).is_none() {
-            return Err(RelayError::BadRequest("the path is not P/x/<sealed path>"));
-        }
+        let sealed_url = sealed_path_part(&relay.prefix, path)
+            .ok_or(RelayError::BadRequest("the path is not P/x/<sealed path>"))?;
+        let sealed_url = unb64(sealed_url, "the sealed path is not base64url")?;
+        let sealed_eh = head
+            .get(HEADER_EH)
+            .ok_or(RelayError::BadRequest("x-veil-relay-eh is missing"))?;
+        let sealed_eh = unb64(&sealed_eh, "x-veil-relay-eh is not base64url")?;
+        let binding = RequestBinding::of(&sealed_url, &sealed_eh)?;
         if c.body && eos {
             return Err(RelayError::BadRequest(
                 "flags say a body part follows, none does",
@@ -350,13 +487,31 @@ impl RelayStream {
         {
             return Err(RelayError::TooLarge);
         }
-        let method = head.get(":method").unwrap_or_default().into_owned();
-        let ctl = Control {
+        // The request line the client addressed: as Envoy received it, or the configured
+        // public origin when a hop in front rewrites it (docs/relay-protocol.md §3).
+        let (scheme, authority) = match &relay.public_origin {
+            Some(o) => (o.scheme.clone(), o.authority.clone()),
+            None => (
+                head.get(":scheme")
+                    .ok_or(RelayError::BadRequest("the request has no :scheme"))?
+                    .to_ascii_lowercase(),
+                head.get(":authority")
+                    .ok_or(RelayError::BadRequest("the request has no :authority"))?
+                    .to_ascii_lowercase(),
+            ),
+        };
+        let ctl = Box::new(Control {
             client_id: c.client_id.to_string(),
             pair_id: c.pair_id.to_string(),
             seq: c.seq,
             body: c.body,
-        };
+            method: head.get(":method").unwrap_or_default().into_owned(),
+            scheme,
+            authority,
+            sealed_url,
+            sealed_eh,
+            binding,
+        });
         Metrics::add(h, w.metrics.relay_requests, 1);
         let now = now_secs(h);
         // A request with a body part waits at its headers until the body is open: nothing
@@ -367,13 +522,13 @@ impl RelayStream {
             Action::Continue
         };
         match relay.replay.mode {
-            ReplayMode::Local => match self.accept_local(h, w, ctl, method, head)? {
+            ReplayMode::Local => match self.accept_local(h, w, ctl, head)? {
                 None => Ok(held),
-                Some((ctl, method)) => self.fetch_pair(h, w, ctl, method),
+                Some(ctl) => self.fetch_pair(h, w, ctl),
             },
             ReplayMode::Global => match pairs::lookup(h, w, &ctl.pair_id, &ctl.client_id, now)? {
-                Some(pair) => self.check_seq(h, w, ctl, method, pair, head),
-                None => self.fetch_pair(h, w, ctl, method),
+                Some(pair) => self.check_seq(h, w, ctl, pair),
+                None => self.fetch_pair(h, w, ctl),
             },
         }
     }
@@ -382,8 +537,7 @@ impl RelayStream {
         &mut self,
         h: &dyn StreamHost,
         w: &Worker,
-        ctl: Control,
-        method: String,
+        ctl: Box<Control>,
     ) -> Result<Action, RelayError> {
         if pairs::is_unknown(w, &ctl.pair_id, now_ms(h)) {
             return Err(RelayError::PairUnknown);
@@ -391,7 +545,7 @@ impl RelayStream {
         let path = format!("/v1/relay/pairs/{}", ctl.pair_id);
         let id = send(h, w, "GET", &path, None)?;
         Metrics::add(h, w.metrics.relay_pair_fetches, 1);
-        self.req = Req::AwaitPair { id, ctl, method };
+        self.req = Req::AwaitPair { id, ctl };
         Ok(Action::Pause)
     }
 
@@ -399,38 +553,37 @@ impl RelayStream {
         &mut self,
         h: &dyn StreamHost,
         w: &Worker,
-        ctl: Control,
-        method: String,
+        ctl: Box<Control>,
         pair: Rc<Pair>,
-        wire: &HeaderMap,
     ) -> Result<Action, RelayError> {
+        self.answer_to = Some(AnswerTo::new(&pair, &ctl));
         // Authenticate before the keyservice moves the window.
-        let plain = decode_parts(&w.config, &ctl, &method, &pair, wire)?;
+        let plain = decode_parts(&w.config, relay_of(w)?, &ctl, &pair)?;
         let path = format!("/v1/relay/pairs/{}/seq", ctl.pair_id);
         let body = format!("{{\"seq\":{}}}", ctl.seq);
         let id = send(h, w, "POST", &path, Some(body.as_bytes()))?;
         self.req = Req::AwaitSeq {
             id,
             ctl,
-            method,
             pair,
             plain,
         };
         Ok(Action::Pause)
     }
 
-    /// Hands Envoy the plaintext request headers of an accepted request.
+    /// Hands Envoy the plaintext request headers of an accepted request: of the wire headers
+    /// only the allow-list stays (pseudo-headers, `transfer-encoding` framing, and
+    /// [`v2::is_forwarded_wire_header`] with `relay.forward_wire_headers`), then the decoded
+    /// ones are set (a decoded header replaces a wire header of the same name).
     fn apply(
         &mut self,
         h: &dyn StreamHost,
-        ctl: Control,
-        method: String,
-        pair: Rc<Pair>,
+        w: &Worker,
+        ctl: Box<Control>,
         plain: Plain,
         wire: &HeaderMap,
     ) -> Result<(), RelayError> {
-        // The wire headers minus x-veil-*, content-type and content-length, plus the decoded
-        // ones (a decoded header replaces a wire header of the same name).
+        let relay = relay_of(w)?;
         let wire = wire.to_pairs();
         let wire_len = wire
             .iter()
@@ -438,9 +591,12 @@ impl RelayStream {
             .and_then(|(_, v)| v.trim().parse::<usize>().ok());
         let mut removed: Vec<&str> = Vec::new();
         for (name, _) in &wire {
-            let drop =
-                name.starts_with("x-veil-") || name == "content-type" || name == "content-length";
-            if drop && !removed.contains(&name.as_str()) {
+            let keep = name.starts_with(':')
+                || name == "transfer-encoding"
+                || (name != "content-length"
+                    && name != "content-type"
+                    && v2::is_forwarded_wire_header(name, &relay.forward_wire_headers));
+            if !keep && !removed.contains(&name.as_str()) {
                 h.remove_header(REQ, name)
                     .map_err(hostcall("removing a header failed"))?;
                 removed.push(name);
@@ -471,26 +627,21 @@ impl RelayStream {
             .map_err(hostcall("setting :path failed"))?;
         self.req = if ctl.body { Req::Body } else { Req::NoBody };
         self.resp = Resp::Pending;
-        self.session = Some(Session {
-            pair,
-            pair_id: ctl.pair_id,
-            seq: ctl.seq,
-            method,
-        });
+        self.session = Some(ctl);
         Ok(())
     }
 
-    /// Local replay mode: authenticate, move the window, apply. `Ok(Some(..))`: the pair is
-    /// not in its slot (fetch it; the control and method come back for that).
+    /// Local replay mode: authenticate, move the window, apply. `Ok(Some(ctl))`: the pair is
+    /// not in its slot (fetch it; the control comes back for that).
     fn accept_local(
         &mut self,
         h: &dyn StreamHost,
         w: &Worker,
-        ctl: Control,
-        method: String,
+        ctl: Box<Control>,
         wire: &HeaderMap,
-    ) -> Result<Option<(Control, String)>, RelayError> {
-        relay_of(w)?;
+    ) -> Result<Option<Box<Control>>, RelayError> {
+        let relay = relay_of(w)?;
+        let mut known = None;
         let accepted = pairs::accept_local(
             h,
             w,
@@ -498,19 +649,25 @@ impl RelayStream {
             &ctl.client_id,
             ctl.seq,
             now_secs(h),
-            |pair| decode_parts(&w.config, &ctl, &method, pair, wire),
-        )?;
-        match accepted {
+            |pair| {
+                known = Some(AnswerTo::new(pair, &ctl));
+                decode_parts(&w.config, relay, &ctl, pair)
+            },
+        );
+        if known.is_some() {
+            self.answer_to = known;
+        }
+        match accepted? {
             Some(a) => {
                 if a.touch {
                     // Fire and forget: its answer reaches `on_callout` as an id not ours.
                     let path = format!("/v1/relay/pairs/{}", ctl.pair_id);
                     let _ = send(h, w, "GET", &path, None);
                 }
-                self.apply(h, ctl, method, a.pair, a.value, wire)?;
+                self.apply(h, w, ctl, a.value, wire)?;
                 Ok(None)
             }
-            None => Ok(Some((ctl, method))),
+            None => Ok(Some(ctl)),
         }
     }
 
@@ -523,7 +680,8 @@ impl RelayStream {
         answer: &CalloutAnswer,
     ) -> bool {
         let ours = match &self.req {
-            Req::Pairing { id: t, .. }
+            Req::Keys { id: t }
+            | Req::Pairing { id: t, .. }
             | Req::AwaitPair { id: t, .. }
             | Req::AwaitSeq { id: t, .. } => *t == id,
             _ => false,
@@ -533,30 +691,29 @@ impl RelayStream {
         }
         let (status, body) = (answer.status, &answer.body[..]);
         let result = match std::mem::replace(&mut self.req, Req::Answered) {
+            Req::Keys { .. } => endpoints::keys_answer(h, status, body).map(|()| false),
             Req::Pairing {
                 client_id, wanted, ..
             } => endpoints::pairing_answer(h, w, &client_id, wanted, status, body, now_secs(h))
                 .map(|()| false),
-            Req::AwaitPair { ctl, method, .. } => self.pair_answer(h, w, ctl, method, status, body),
+            Req::AwaitPair { ctl, .. } => self.pair_answer(h, w, ctl, status, body),
             Req::AwaitSeq {
-                ctl,
-                method,
-                pair,
-                plain,
-                ..
+                ctl, pair, plain, ..
             } => match status {
                 Some(200) => h
                     .headers(REQ)
                     .map_err(hostcall("reading the headers failed"))
-                    .and_then(|wire| self.apply(h, ctl, method, pair, plain, &wire))
+                    .and_then(|wire| self.apply(h, w, ctl, plain, &wire))
                     .map(|()| true),
                 Some(409) => {
                     Metrics::add(h, w.metrics.relay_replays, 1);
                     Err(RelayError::Replay)
                 }
                 Some(404) => {
+                    self.answer_to = None;
                     pairs::forget(h, w, &ctl.pair_id);
                     pairs::mark_unknown(w, &ctl.pair_id, now_ms(h));
+                    drop(pair);
                     Err(RelayError::PairUnknown)
                 }
                 _ => Err(RelayError::Unavailable("keyservice sequence check failed")),
@@ -596,8 +753,7 @@ impl RelayStream {
         &mut self,
         h: &dyn StreamHost,
         w: &Worker,
-        ctl: Control,
-        method: String,
+        ctl: Box<Control>,
         status: Option<u16>,
         body: &[u8],
     ) -> Result<bool, RelayError> {
@@ -629,38 +785,37 @@ impl RelayStream {
             .headers(REQ)
             .map_err(hostcall("reading the headers failed"))?;
         match relay.replay.mode {
-            ReplayMode::Local => match self.accept_local(h, w, ctl, method, &wire)? {
+            ReplayMode::Local => match self.accept_local(h, w, ctl, &wire)? {
                 None => Ok(true),
                 // Installed, yet not in its slot: a flood of pairings took it at once.
                 Some(_) => Err(RelayError::Unavailable("relay slot contended")),
             },
-            ReplayMode::Global => self
-                .check_seq(h, w, ctl, method, pair, &wire)
-                .map(|_| false),
+            ReplayMode::Global => self.check_seq(h, w, ctl, pair).map(|_| false),
         }
     }
 
     /// Opens the body part in place of the buffered body.
     fn open_body(&mut self, h: &dyn StreamHost, size: usize) -> Result<(), RelayError> {
-        let s = self
+        let ctl = self
             .session
             .as_ref()
             .ok_or(RelayError::Unavailable("no session"))?;
-        let rc = RequestControl {
-            client_id: "",
-            pair_id: &s.pair_id,
-            seq: s.seq,
-            body: true,
-        };
-        let mut body = h
+        let pair = self
+            .answer_to
+            .as_ref()
+            .map(|a| Rc::clone(&a.pair))
+            .ok_or(RelayError::Unavailable("no session"))?;
+        let sealed = h
             .body(BodyKind::Request, size)
             .map_err(hostcall("reading the body failed"))?;
-        s.pair
-            .c2s
-            .open_in_place(Part::RequestBody, &rc.context(&s.method), &mut body)?;
+        let body = zeroize::Zeroizing::new(pair.c2s.open(
+            &ctl.exchange(),
+            v2::Part::RequestBody,
+            true,
+            &sealed,
+        )?);
         h.replace_body(BodyKind::Request, size, &body)
             .map_err(hostcall("replacing the body failed"))?;
-        body.fill(0);
         self.req = Req::Forwarded;
         Ok(())
     }
@@ -696,9 +851,11 @@ impl RelayStream {
             Req::AwaitPair { .. } | Req::AwaitSeq { .. } if size > limit => {
                 Err(RelayError::TooLarge)
             }
-            Req::Answered | Req::Pairing { .. } | Req::AwaitPair { .. } | Req::AwaitSeq { .. } => {
-                return Action::Pause
-            }
+            Req::Answered
+            | Req::Keys { .. }
+            | Req::Pairing { .. }
+            | Req::AwaitPair { .. }
+            | Req::AwaitSeq { .. } => return Action::Pause,
         };
         step.unwrap_or_else(|e| self.fail(h, w, e))
     }
@@ -728,7 +885,8 @@ impl RelayStream {
         }
     }
 
-    /// Seals the response's content headers (part 4) and sets the response control header.
+    /// Seals the response's content headers (part 4) under a fresh answer key and sets the
+    /// response control header (with the response nonce).
     fn encode_headers(
         &mut self,
         h: &dyn StreamHost,
@@ -736,9 +894,9 @@ impl RelayStream {
         eos: bool,
     ) -> Result<Resp, RelayError> {
         let relay = relay_of(w)?;
-        let s = self
-            .session
-            .as_ref()
+        let to = self
+            .answer_to
+            .clone()
             .ok_or(RelayError::Unavailable("no session"))?;
         let headers = h
             .headers(RESP)
@@ -764,16 +922,20 @@ impl RelayStream {
         if body && len.is_some_and(|n| n > relay.max_body_bytes) {
             return Err(RelayError::TooLarge);
         }
-        let rc = ResponseControl {
-            pair_id: &s.pair_id,
-            seq: s.seq,
-            body,
+        let kind = if body {
+            AnswerKind::HeadersBody
+        } else {
+            AnswerKind::Headers
         };
-        let ctx: PartContext<'_> = rc.context(&s.method, status);
-        let eh = s
-            .pair
-            .s2c
-            .seal_b64(Part::ResponseHeaders, &ctx, &encode_headers(&sealed))?;
+        let (rn, cipher) = to.cipher(h)?;
+        let eh = cipher.seal(
+            &to.exchange(),
+            v2::Part::ResponseHeaders,
+            kind,
+            status,
+            &to.binding,
+            &encode_headers(&sealed),
+        )?;
         let mut removed: Vec<&str> = Vec::new();
         for (name, _) in &sealed {
             if !removed.contains(&name.as_str()) {
@@ -786,45 +948,44 @@ impl RelayStream {
             h.replace_header(RESP, n, v)
                 .map_err(hostcall("setting a header failed"))
         };
-        set(HEADER_RELAY, &rc.to_header_value())?;
-        set(HEADER_EH, &eh)?;
+        set(HEADER_RELAY, &to.control(rn, kind))?;
+        set(HEADER_EH, &URL_SAFE_NO_PAD.encode(eh))?;
         set("content-type", "application/octet-stream")?;
         if let (true, Some(n)) = (body, len) {
             set("content-length", &(n + TAG_LEN).to_string())?;
         }
         Ok(if body {
-            Resp::Body { status }
+            Resp::Body {
+                status,
+                cipher: Box::new(cipher),
+            }
         } else {
             Resp::Done
         })
     }
 
-    fn seal_body(
-        &mut self,
-        h: &dyn StreamHost,
-        size: usize,
-        status: u16,
-    ) -> Result<(), RelayError> {
-        let s = self
-            .session
+    fn seal_body(&mut self, h: &dyn StreamHost, size: usize) -> Result<(), RelayError> {
+        let Resp::Body { status, cipher } = std::mem::replace(&mut self.resp, Resp::Done) else {
+            return Ok(());
+        };
+        let to = self
+            .answer_to
             .as_ref()
             .ok_or(RelayError::Unavailable("no session"))?;
-        let rc = ResponseControl {
-            pair_id: &s.pair_id,
-            seq: s.seq,
-            body: true,
-        };
-        let mut body = h
-            .body(BodyKind::Response, size)
-            .map_err(hostcall("reading the response body failed"))?;
-        s.pair.s2c.seal_in_place(
-            Part::ResponseBody,
-            &rc.context(&s.method, status),
-            &mut body,
+        let body = zeroize::Zeroizing::new(
+            h.body(BodyKind::Response, size)
+                .map_err(hostcall("reading the response body failed"))?,
+        );
+        let sealed = cipher.seal(
+            &to.exchange(),
+            v2::Part::ResponseBody,
+            AnswerKind::HeadersBody,
+            status,
+            &to.binding,
+            &body,
         )?;
-        h.replace_body(BodyKind::Response, size, &body)
+        h.replace_body(BodyKind::Response, size, &sealed)
             .map_err(hostcall("replacing the response body failed"))?;
-        self.resp = Resp::Done;
         Ok(())
     }
 
@@ -835,9 +996,9 @@ impl RelayStream {
         size: usize,
         eos: bool,
     ) -> Action {
-        let Resp::Body { status } = self.resp else {
+        if !matches!(self.resp, Resp::Body { .. }) {
             return Action::Continue;
-        };
+        }
         self.resp_size = size;
         let limit = w.config.relay.as_ref().map_or(0, |r| r.max_body_bytes);
         if size > limit {
@@ -847,7 +1008,7 @@ impl RelayStream {
         if !eos {
             return Action::Pause;
         }
-        match self.seal_body(h, size, status) {
+        match self.seal_body(h, size) {
             Ok(()) => Action::Continue,
             Err(e) => self.fail(h, w, e),
         }

@@ -23,7 +23,7 @@
 use std::rc::Rc;
 
 use veil_core::relay::slots::{self, Set, Slot, SlotKeys, SET_VERSION};
-use veil_core::relay::{PartCipher, RelayError, ReplayWindow};
+use veil_core::relay::{RelayError, ReplayWindow};
 use zeroize::Zeroizing;
 
 use crate::host::{Host, SharedData};
@@ -118,7 +118,7 @@ pub fn accept_local<T>(
     client_id: &str,
     seq: u64,
     now: i64,
-    verify: impl FnOnce(&Pair) -> Result<T, RelayError>,
+    verify: impl FnOnce(&Rc<Pair>) -> Result<T, RelayError>,
 ) -> Result<Option<Accepted<T>>, RelayError> {
     let width = w.config.relay.as_ref().map_or(0, |r| r.replay.window);
     let key = set_key(w, pair_id);
@@ -273,12 +273,12 @@ pub fn install(
     if let Ok(mut c) = w.pairs.try_borrow_mut() {
         c.remove(keys.pair_id);
     }
-    let pair = Rc::new(Pair {
-        client_id: keys.client_id.to_string(),
-        c2s: PartCipher::new(keys.c2s),
-        s2c: PartCipher::new(keys.s2c),
-        expires_at: keys.expires_at,
-    });
+    let pair = Rc::new(Pair::new(
+        keys.client_id.to_string(),
+        keys.c2s,
+        keys.s2c,
+        keys.expires_at,
+    ));
     if let Ok(mut c) = w.pairs.try_borrow_mut() {
         c.insert(keys.pair_id, Rc::clone(&pair), worker_cap(w));
     }
