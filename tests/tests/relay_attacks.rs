@@ -49,7 +49,11 @@ impl Attacker<'_> {
         let r = e.send(self.stack.listen);
         let ok = r.status == status
             && r.header("x-veil-relay-error") == Some(code)
-            && r.header("x-veil-relay").is_none()
+            // on a known pair the refusal is also sealed for the client (flags `e`)
+            && r.header("x-veil-relay").is_none_or(|c| {
+                veil_core::relay::v2::ResponseControl::parse(c)
+                    .is_ok_and(|rc| rc.kind == veil_core::relay::v2::AnswerKind::Error)
+            })
             && r.header("content-type") == Some("application/problem+json");
         if ok {
             self.tally.refused += 1;
@@ -287,7 +291,7 @@ fn request_attacks(mode: &str) {
     // between two requests of the same pair. All on seqs not used yet. (A body part opens
     // only once the body is in, after the window moved: those attacks get a seq each.)
     let mut e = attack(&a, &id, 50, Some(b"moved"));
-    *control(&mut e) = format!("v1,{id},{},50,uhb", b.pair_id);
+    *control(&mut e) = format!("v2,{id},{},50,uhb", b.pair_id);
     at.refused(
         "parts of pair A sent as pair B",
         &e,
@@ -295,7 +299,7 @@ fn request_attacks(mode: &str) {
         "relay-decode-failed",
     );
     let mut e = attack(&a, &id, 50, Some(b"moved"));
-    *control(&mut e) = format!("v1,{id},{},51,uhb", a.pair_id);
+    *control(&mut e) = format!("v2,{id},{},51,uhb", a.pair_id);
     at.refused(
         "parts of seq 50 sent as seq 51",
         &e,
@@ -351,7 +355,7 @@ fn request_attacks(mode: &str) {
     t.method = "PUT".into();
     at.refused("method changed", &t, 400, "relay-decode-failed");
     let mut t = attack(&a, &id, 60, None);
-    *control(&mut t) = format!("v1,{id},{},60,uhb", a.pair_id);
+    *control(&mut t) = format!("v2,{id},{},60,uhb", a.pair_id);
     t.headers
         .push(("content-type".into(), "application/octet-stream".into()));
     t.body = e.body.clone();
@@ -398,7 +402,7 @@ fn request_attacks(mode: &str) {
     );
     let e = attack(&c, &other_id, 71, None);
     let mut t = e.clone();
-    *control(&mut t) = format!("v1,{id},{},71,uh", c.pair_id);
+    *control(&mut t) = format!("v2,{id},{},71,uh", c.pair_id);
     at.refused(
         "another client's request re-labelled",
         &t,
@@ -446,7 +450,11 @@ fn request_attacks(mode: &str) {
             "control header cut inside the client id",
             full[..40].to_string(),
         ),
-        ("control header \"v1\" only", "v1".to_string()),
+        ("control header \"v2\" only", "v2".to_string()),
+        (
+            "a version 1 control header (downgrade)",
+            full.replacen("v2,", "v1,", 1),
+        ),
         ("empty control header", String::new()),
         (
             "control header with pair id cut to 21",
@@ -497,7 +505,7 @@ fn request_attacks(mode: &str) {
     at.works(&b, &id, 53, "b53");
     let tally = at.finish(&format!("request attacks ({mode})"), refused_before);
     // Every case above ran (none skipped by an early return).
-    assert_eq!(tally.sent, 39, "{tally:?}");
+    assert_eq!(tally.sent, 40, "{tally:?}");
 }
 
 #[test]
@@ -581,7 +589,6 @@ fn tampered_answers_are_refused_by_the_client() {
     let mut t = other.clone();
     set(&mut t, "x-veil-relay", ctl.clone());
     cases.push(("answer of seq 2 relabelled as seq 1", t, 1, "POST", &a));
-    cases.push(("answer opened for another method", r.clone(), 1, "PUT", &a));
     let mut t = r.clone();
     set(&mut t, "x-veil-relay", ctl.replace(&a.pair_id, &b.pair_id));
     cases.push(("answer of pair A relabelled as pair B", t, 1, "POST", &b));
@@ -612,6 +619,20 @@ fn tampered_answers_are_refused_by_the_client() {
     }
     // The genuine answer still opens (the checks above are not vacuous).
     assert_eq!(a.decode(1, "POST", &r).unwrap(), good);
+    // An answer is bound to the request it answers (its binding), not only to its `seq`:
+    // it does not open for another request on the same pair and seq — another method,
+    // another path (e.g. a copy accepted by another instance in `local` mode).
+    for (what, method, path) in [
+        ("answer opened for another method", "PUT", "/app/echo/answer"),
+        ("answer opened for another request on its seq", "POST", "/app/echo/other"),
+    ] {
+        let req = a.encode(&id, 1, method, path, &[], Some(b"answer me"));
+        assert!(
+            a.decode_for(&req, &r).is_err(),
+            "the client accepted a tampered answer: {what}"
+        );
+    }
+    let n = n + 2;
     println!("tampered answers: {n} variants, {n} refused by the client, 0 accepted");
 }
 

@@ -17,7 +17,20 @@ fn assert_relay_error(r: &http::Response, status: u16, code: &str) {
         "{code}"
     );
     assert_eq!(r.json()["code"], code);
-    assert!(r.header("x-veil-relay").is_none());
+    // On a known pair the refusal is also sealed for the client (flags `e`); the test that
+    // knows the request opens it (`assert_authenticated`).
+    if let Some(ctl) = r.header("x-veil-relay") {
+        let rc = veil_core::relay::v2::ResponseControl::parse(ctl).unwrap();
+        assert_eq!(rc.kind, veil_core::relay::v2::AnswerKind::Error, "{code}");
+    }
+}
+
+/// The refusal of `e` opens for the client with `e`'s binding and names `code`.
+fn assert_authenticated(p: &RawPair, e: &relay::Encoded, r: &http::Response, code: &str) {
+    assert_eq!(
+        p.decode_for(e, r).unwrap_err(),
+        format!("authenticated {code}")
+    );
 }
 
 fn stack_with(relay: Value) -> Stack {
@@ -48,7 +61,7 @@ fn discovery_echo_and_plaintext_refusals() {
     let id = v["client_id"].as_str().unwrap().to_string();
     assert_eq!(
         (v["version"].clone(), v["max_pairs"].clone()),
-        (json!(1), json!(5))
+        (json!(2), json!(5))
     );
     assert_eq!(r.header("x-veil-client-id"), Some(id.as_str()));
     assert_eq!(id.len(), 101);
@@ -111,7 +124,7 @@ fn discovery_echo_and_plaintext_refusals() {
             ("x-veil-client-id", &forged),
             ("content-type", "application/json"),
         ],
-        br#"{"keys":["AAAA"]}"#,
+        br#"{"key_id":1,"pairs":[{"enc":"AAAA","pk":"AAAA"}]}"#,
     )
     .unwrap();
     assert_relay_error(&r, 401, "relay-bad-client-id");
@@ -231,8 +244,8 @@ fn requests_and_responses_exactly_and_no_plaintext_on_the_wire() {
         );
     }
     assert!(!contains(&wire, &binary[..64]));
-    assert!(contains(&hop.to_server(), b"x-veil-relay: v1,"));
-    assert!(contains(&hop.to_client(), b"x-veil-relay: v1,"));
+    assert!(contains(&hop.to_server(), b"x-veil-relay: v2,"));
+    assert!(contains(&hop.to_client(), b"x-veil-relay: v2,"));
 }
 
 /// Statuses, crafted headers, binary and empty bodies come back as the upstream sent them;
@@ -372,10 +385,15 @@ fn refusals_with_stable_codes() {
     // The method is bound: the same parts under another method do not open.
     let mut e = p.encode(&id, 4, "GET", "/app/echo", &[], None);
     e.method = "DELETE".into();
-    assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    let r = send(&e);
+    assert_relay_error(&r, 400, "relay-decode-failed");
+    // The refusal is the relay's about exactly this request: it opens for the client.
+    let mut asked = e.clone();
+    asked.method = "GET".into();
+    assert_authenticated(&p, &asked, &r, "relay-decode-failed");
     // A decoded header that is not allowed.
     let e = p.encode(&id, 5, "GET", "/app/echo", &[("host", "evil")], None);
-    assert_relay_error(&send(&e), 400, "relay-decode-failed");
+    assert_relay_error(&send(&e), 400, "relay-header-not-allowed");
     // Browser-controlled headers sealed by a page's script, next to the browser's own wire
     // values: refused, so they can never replace what the browser sent (CSRF via Origin,
     // Fetch Metadata). Each case on a fresh seq, none moves the window or is forwarded.
@@ -398,7 +416,7 @@ fn refusals_with_stable_codes() {
             None,
         );
         e.headers.push((name.to_string(), wire.to_string()));
-        assert_relay_error(&send(&e), 400, "relay-decode-failed");
+        assert_relay_error(&send(&e), 400, "relay-header-not-allowed");
     }
     // Client ids: forged, or another valid client's.
     let e = p.encode(&other_id, 6, "GET", "/app/echo", &[], None);
@@ -412,11 +430,7 @@ fn refusals_with_stable_codes() {
     let e = p.encode(&forged, 7, "GET", "/app/echo", &[], None);
     assert_relay_error(&send(&e), 401, "relay-bad-client-id");
     // An unknown pair (the keyservice answers 404).
-    let ghost = RawPair {
-        pair_id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
-        c2s: veil_core::relay::PartCipher::new(&[1; 32]),
-        s2c: veil_core::relay::PartCipher::new(&[2; 32]),
-    };
+    let ghost = RawPair::made_up("AAAAAAAAAAAAAAAAAAAAAA", stack.listen);
     for seq in 1..=6 {
         let e = ghost.encode(&id, seq, "GET", "/app/echo", &[], None);
         assert_relay_error(&send(&e), 401, "relay-pair-unknown");
@@ -432,21 +446,28 @@ fn refusals_with_stable_codes() {
         "/app/%2e%2e/admin",
     ] {
         let e = p.encode(&id, 10 + path.len() as u64, "GET", path, &[], None);
-        assert_relay_error(&send(&e), 404, "relay-route-not-allowed");
+        let r = send(&e);
+        assert_relay_error(&r, 404, "relay-route-not-allowed");
+        assert_authenticated(&p, &e, &r, "relay-route-not-allowed");
     }
-    // Control header shapes.
+    // Control header shapes; a version 1 header is refused (no downgrade).
     let mut e = p.encode(&id, 30, "GET", "/app/echo", &[], None);
-    e.headers[0].1 = format!("v1,{id},{},0,uh", p.pair_id);
+    e.headers[0].1 = format!("v1,{id},{},30,uh", p.pair_id);
+    assert_relay_error(&send(&e), 400, "relay-bad-request");
+    let mut e = p.encode(&id, 30, "GET", "/app/echo", &[], None);
+    e.headers[0].1 = format!("v2,{id},{},0,uh", p.pair_id);
     assert_relay_error(&send(&e), 400, "relay-bad-request");
     let mut e = p.encode(&id, 31, "GET", "/app/echo", &[], None);
-    e.headers[0].1 = format!("v1,{id},{},31,uhb", p.pair_id);
+    e.headers[0].1 = format!("v2,{id},{},31,uhb", p.pair_id);
     assert_relay_error(&send(&e), 400, "relay-bad-request");
     let mut e = p.encode(&id, 9_007_199_254_740_992, "GET", "/app/echo", &[], None);
-    e.headers[0].1 = format!("v1,{id},{},9007199254740992,uh", p.pair_id);
+    e.headers[0].1 = format!("v2,{id},{},9007199254740992,uh", p.pair_id);
     assert_relay_error(&send(&e), 400, "relay-bad-request");
     // Over the relay's body limit (1000 here).
     let e = p.encode(&id, 32, "POST", "/app/echo", &[], Some(&[7u8; 1001]));
-    assert_relay_error(&send(&e), 413, "relay-too-large");
+    let r = send(&e);
+    assert_relay_error(&r, 413, "relay-too-large");
+    assert_authenticated(&p, &e, &r, "relay-too-large");
     let e = p.encode(&id, 33, "POST", "/app/reflect", &[], Some(&[7u8; 1000]));
     let d = p.decode(33, "POST", &send(&e)).unwrap();
     assert_eq!((d.status, d.body), (200, Some(vec![7u8; 1000])));
@@ -684,6 +705,7 @@ fn idle_pairs_are_refused_and_the_client_repairs() {
         &format!("http://{}/veil", stack.listen),
         veil_relay::Options {
             pairs: 1,
+            server_key: Some(relay::keys(stack.listen)),
             ..Default::default()
         },
     )
@@ -734,15 +756,11 @@ fn keyservice_down() {
                 ("x-veil-client-id", &id),
                 ("content-type", "application/json"),
             ],
-            br#"{"keys":["AAAA"]}"#,
+            br#"{"key_id":1,"pairs":[{"enc":"AAAA","pk":"AAAA"}]}"#,
         )
         .unwrap();
         assert_relay_error(&r, 503, "relay-unavailable");
-        let ghost = RawPair {
-            pair_id: "BBBBBBBBBBBBBBBBBBBBBB".into(),
-            c2s: veil_core::relay::PartCipher::new(&[1; 32]),
-            s2c: veil_core::relay::PartCipher::new(&[2; 32]),
-        };
+        let ghost = RawPair::made_up("BBBBBBBBBBBBBBBBBBBBBB", stack.listen);
         let r = ghost
             .encode(&id, 1, "GET", "/app/echo", &[], None)
             .send(stack.listen);

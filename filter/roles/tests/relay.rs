@@ -852,6 +852,7 @@ fn only_allow_listed_wire_headers_reach_the_upstream() {
         ("authorization", "Bearer hop"),
         ("x-forwarded-for", "6.6.6.6"),
         ("x-forwarded-host", "evil.test"),
+        ("x-forwarded-proto", "https"),
         ("forwarded", "for=6.6.6.6"),
         ("accept-encoding", "gzip"),
         ("x-custom-hop", "1"),
@@ -897,6 +898,11 @@ fn only_allow_listed_wire_headers_reach_the_upstream() {
     assert_eq!(got("sec-fetch-mode").as_deref(), Some("cors"));
     assert_eq!(got("traceparent").as_deref(), Some("00-abc-def-01"));
     assert_eq!(got(":authority").as_deref(), Some(AUTHORITY));
+    assert_eq!(
+        got("x-forwarded-proto").as_deref(),
+        Some("http"),
+        "the bound scheme, not the hop's"
+    );
     // Without a sealed authorization, the hop's is dropped too.
     let (h, mut s) = f.stream();
     encode_on_wire(

@@ -573,8 +573,9 @@ impl RelayStream {
 
     /// Hands Envoy the plaintext request headers of an accepted request: of the wire headers
     /// only the allow-list stays (pseudo-headers, `transfer-encoding` framing, and
-    /// [`v2::is_forwarded_wire_header`] with `relay.forward_wire_headers`), then the decoded
-    /// ones are set (a decoded header replaces a wire header of the same name).
+    /// [`v2::is_forwarded_wire_header`] with `relay.forward_wire_headers`),
+    /// `x-forwarded-proto` is set to the bound scheme, then the decoded ones are set (a
+    /// decoded header replaces a wire header of the same name).
     fn apply(
         &mut self,
         h: &dyn StreamHost,
@@ -602,6 +603,10 @@ impl RelayStream {
                 removed.push(name);
             }
         }
+        // Envoy's routing needs `x-forwarded-proto` (the connection manager sets it): it
+        // carries the scheme the request was authenticated under, not a hop's value.
+        h.replace_header(REQ, "x-forwarded-proto", &ctl.scheme)
+            .map_err(hostcall("setting x-forwarded-proto failed"))?;
         let mut set: Vec<&str> = Vec::new();
         for (name, value) in &plain.headers {
             if set.contains(&name.as_str()) {
