@@ -9,10 +9,9 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
-use veil_core::relay::kem::{self, ClientKem};
 use veil_core::relay::v2::{self, ClientOffer, KeyConfig};
-use veil_core::relay::wire::{self, encode_headers, Part, RequestControl, ResponseControl};
-use veil_core::relay::{keys, RelayError, HEADER_CLIENT_ID, HEADER_EH, HEADER_ERROR, HEADER_RELAY};
+use veil_core::relay::wire::{self, encode_headers};
+use veil_core::relay::{RelayError, HEADER_CLIENT_ID, HEADER_EH, HEADER_ERROR, HEADER_RELAY};
 
 use crate::error::ClientError;
 use crate::pool::{now_secs, Pair, Pool};
@@ -38,11 +37,10 @@ pub struct Options {
     /// `None` returns the error at once.
     pub unavailable_retry_after: Option<Duration>,
     /// The relay's pinned server key (`veil-keyservice relay-key show`, see
-    /// [`parse_server_key`]). With it the client speaks protocol v2
-    /// (docs/relay-protocol-v2.md): it pairs only with the holder of this key
-    /// (`relay-server-auth-failed` otherwise) and never re-sends a non-idempotent request
-    /// after an error it cannot authenticate. Default `None`: protocol v1, which the deployed
-    /// relay speaks until it switches to v2.
+    /// [`parse_server_key`]), taken out of band, never from the relay's own `P/keys` (that
+    /// answer passes the hops the relay protects against). Required: the client pairs only
+    /// with the holder of this key (`relay-server-auth-failed` otherwise,
+    /// docs/relay-protocol.md §2). Default `None`, which [`Client::new`] refuses.
     pub server_key: Option<KeyConfig>,
 }
 
@@ -137,11 +135,6 @@ struct Discovery {
 }
 
 #[derive(Deserialize)]
-struct PairAnswer {
-    pairs: Vec<PairEntry>,
-}
-
-#[derive(Deserialize)]
 struct PairAnswerV2 {
     pairs: Vec<PairEntryV2>,
 }
@@ -172,13 +165,6 @@ pub fn parse_server_key(arg: &str) -> Result<KeyConfig, ClientError> {
         .map_err(|e| ClientError::Usage(format!("server key in {arg:?}: {e}")))
 }
 
-#[derive(Deserialize)]
-struct PairEntry {
-    pair_id: String,
-    ciphertext: String,
-    expires_at: u64,
-}
-
 /// What to do after a relay refusal (docs/relay-protocol.md §6).
 enum Recovery {
     Revalidate,
@@ -190,19 +176,9 @@ enum Recovery {
     GiveUp,
 }
 
-fn recovery(code: &str, opts: &Options) -> Recovery {
-    match (code, opts.unavailable_retry_after) {
-        ("relay-bad-client-id", _) => Recovery::Revalidate,
-        ("relay-pair-unknown" | "relay-decode-failed", _) => Recovery::Repair,
-        ("relay-replay", _) => Recovery::FreshSeq,
-        ("relay-unavailable", Some(wait)) => Recovery::WaitThenFreshSeq(wait),
-        _ => Recovery::GiveUp,
-    }
-}
-
-/// Protocol v2's rule ([`v2::retry_after`]): non-idempotent requests are re-sent only after
-/// an authenticated refusal saying this exact request did not open.
-fn recovery_v2(method: &str, code: &str, authenticated: bool, opts: &Options) -> Recovery {
+/// The protocol's retry rule ([`v2::retry_after`], docs/relay-protocol.md §6): a
+/// non-idempotent request is never sent twice.
+fn recovery(method: &str, code: &str, authenticated: bool, opts: &Options) -> Recovery {
     let Some(error) = RelayError::from_code(code) else {
         return Recovery::GiveUp;
     };
@@ -233,6 +209,8 @@ pub struct Client {
     scheme: &'static str,
     authority: String,
     agent: ureq::Agent,
+    /// The pinned server key configuration.
+    server_key: KeyConfig,
     opts: Options,
     identity: Mutex<Identity>,
     /// Serializes discovery and whole-pool pairing.
@@ -275,6 +253,11 @@ impl Client {
         if opts.pairs == 0 {
             return Err(ClientError::Usage("pairs must be at least 1".into()));
         }
+        let server_key = opts.server_key.clone().ok_or_else(|| {
+            ClientError::Usage(
+                "the relay's server key must be pinned (--server-key; `veil-keyservice relay-key show` prints it)".into(),
+            )
+        })?;
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -289,6 +272,7 @@ impl Client {
             scheme,
             authority,
             agent: ureq::Agent::new_with_config(config),
+            server_key,
             identity: Mutex::new(Identity {
                 client_id: opts.client_id.clone(),
                 max_pairs: opts.pairs,
@@ -356,7 +340,7 @@ impl Client {
         }
         let d: Discovery = serde_json::from_slice(&answer.body)
             .map_err(|e| ClientError::Protocol(format!("relay discovery: {e}")))?;
-        let want = if self.opts.server_key.is_some() { 2 } else { 1 };
+        let want = 2;
         if d.version != want || d.max_pairs == 0 || d.client_id.is_empty() {
             return Err(ClientError::Protocol(format!(
                 "relay discovery: not version {want} with a client id and max_pairs (version {})",
@@ -380,66 +364,12 @@ impl Client {
         Ok(())
     }
 
-    /// `POST P/pair` with `n` fresh X-Wing keys; derives each pair's keys.
+    /// `POST P/pair` with `n` fresh entries for the pinned key; derives each pair's keys.
     fn pair(&self, n: usize) -> Result<Vec<Pair>, ClientError> {
         let client_id = self
             .client_id()
             .ok_or_else(|| ClientError::Protocol("no client id yet".into()))?;
-        if let Some(config) = &self.opts.server_key {
-            return self.pair_v2(n, &client_id, config);
-        }
-        let kems = (0..n)
-            .map(|_| ClientKem::generate_os())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(ClientError::protocol)?;
-        let pks: Vec<Vec<u8>> = kems.iter().map(ClientKem::public_key).collect();
-        let body = serde_json::json!({
-            "keys": pks.iter().map(|pk| URL_SAFE_NO_PAD.encode(pk)).collect::<Vec<_>>()
-        });
-        let req = ureq::http::Request::builder()
-            .method("POST")
-            .uri(format!("{}/pair", self.base))
-            .header(HEADER_CLIENT_ID, &client_id)
-            .header("content-type", "application/json")
-            .body(body.to_string().into_bytes())
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
-        let answer = self.send(req)?;
-        if let Some(refusal) = answer.refusal() {
-            return Err(refusal);
-        }
-        if answer.status != 200 {
-            return Err(ClientError::Protocol(format!(
-                "POST {}/pair answered {}",
-                self.prefix, answer.status
-            )));
-        }
-        let parsed: PairAnswer = serde_json::from_slice(&answer.body)
-            .map_err(|e| ClientError::Protocol(format!("pairing answer: {e}")))?;
-        if parsed.pairs.len() != n {
-            return Err(ClientError::Protocol(format!(
-                "pairing answer has {} pairs for {n} keys",
-                parsed.pairs.len()
-            )));
-        }
-        let mut out = Vec::with_capacity(n);
-        for ((entry, kem), pk) in parsed.pairs.into_iter().zip(&kems).zip(&pks) {
-            if !wire::is_pair_id(&entry.pair_id) {
-                return Err(ClientError::Protocol("pairing answer: bad pair id".into()));
-            }
-            let ct = URL_SAFE_NO_PAD.decode(&entry.ciphertext).map_err(|_| {
-                ClientError::Protocol("pairing answer: ciphertext not b64url".into())
-            })?;
-            if ct.len() != kem::CIPHERTEXT_LEN {
-                return Err(ClientError::Protocol(
-                    "pairing answer: ciphertext not 1120 bytes".into(),
-                ));
-            }
-            let ss = kem.decapsulate(&ct).map_err(ClientError::protocol)?;
-            let k = keys::derive(&ss, &client_id, &entry.pair_id, pk, &ct);
-            out.push(Pair::new(entry.pair_id, &k, entry.expires_at));
-        }
-        self.count(|s| s.pairings += 1);
-        Ok(out)
+        self.pair_v2(n, &client_id, &self.server_key)
     }
 
     /// v2 pairing: per pair, a secret encapsulated to the pinned key and an ephemeral key;
@@ -587,12 +517,16 @@ impl Client {
                     return outcome;
                 }
             };
-            let recovery = if self.opts.server_key.is_some() {
-                recovery_v2(method, &code, authenticated, &self.opts)
-            } else {
-                recovery(&code, &self.opts)
-            };
-            match recovery {
+            match recovery(method, &code, authenticated, &self.opts) {
+                // A non-idempotent request is not sent again; but a pair the relay does not
+                // know (or cannot open) is replaced, so the caller's next request works.
+                Recovery::GiveUp
+                    if matches!(code.as_str(), "relay-pair-unknown" | "relay-decode-failed") =>
+                {
+                    let fresh = self.repair_one().unwrap_or(pair);
+                    self.pool.give_back(ticket, fresh);
+                    return outcome;
+                }
                 Recovery::GiveUp => {
                     self.pool.give_back(ticket, pair);
                     return outcome;
@@ -639,115 +573,7 @@ impl Client {
         let client_id = self
             .client_id()
             .ok_or_else(|| ClientError::Protocol("no client id yet".into()))?;
-        if self.opts.server_key.is_some() {
-            return self.exchange_v2(pair, &client_id, method, path_and_query, headers_json, body);
-        }
-        let seq = pair.next_seq();
-        let control = RequestControl {
-            client_id: &client_id,
-            pair_id: &pair.id,
-            seq,
-            body: body.is_some(),
-        };
-        let ctx = control.context(method);
-        let path = pair
-            .c2s
-            .seal_b64(Part::RequestUrl, &ctx, path_and_query.as_bytes())
-            .map_err(ClientError::protocol)?;
-        let eh = pair
-            .c2s
-            .seal_b64(Part::RequestHeaders, &ctx, headers_json)
-            .map_err(ClientError::protocol)?;
-        let origin = self.base.strip_suffix(&self.prefix).unwrap_or(&self.base);
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!(
-                "{origin}{}",
-                wire::encoded_path(&self.prefix, &path)
-            ))
-            .header(HEADER_RELAY, control.to_header_value())
-            .header(HEADER_EH, eh);
-        let sealed_body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/octet-stream");
-                pair.c2s
-                    .seal(Part::RequestBody, &ctx, b)
-                    .map_err(ClientError::protocol)?
-            }
-            None => Vec::new(),
-        };
-        let req = req
-            .body(sealed_body)
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
-        self.count(|s| s.requests += 1);
-        let answer = self.send(req)?;
-        if let Some(refusal) = answer.refusal() {
-            return Err(refusal);
-        }
-        self.decode(pair, method, control.seq, answer)
-    }
-
-    /// Opens an encoded answer; anything else is a protocol error.
-    fn decode(
-        &self,
-        pair: &Pair,
-        method: &str,
-        seq: u64,
-        answer: Answer,
-    ) -> Result<Response, ClientError> {
-        let control = answer
-            .header(HEADER_RELAY)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ClientError::Protocol(format!("answer {} is not encoded", answer.status))
-            })?;
-        let rc = ResponseControl::parse(&control).map_err(ClientError::protocol)?;
-        if rc.pair_id != pair.id || rc.seq != seq {
-            return Err(ClientError::Protocol(
-                "answer is for another pair or seq".into(),
-            ));
-        }
-        let ctx = rc.context(method, answer.status);
-        let eh = answer
-            .header(HEADER_EH)
-            .map(str::to_string)
-            .ok_or_else(|| ClientError::Protocol("answer has no x-veil-relay-eh".into()))?;
-        let sealed_headers = pair
-            .s2c
-            .open_b64(Part::ResponseHeaders, &ctx, &eh)
-            .map_err(ClientError::protocol)?;
-        let sealed_headers =
-            wire::decode_response_headers(&sealed_headers).map_err(ClientError::protocol)?;
-        let body = if rc.body {
-            let mut b = answer.body;
-            pair.s2c
-                .open_in_place(Part::ResponseBody, &ctx, &mut b)
-                .map_err(ClientError::protocol)?;
-            b
-        } else if answer.body.is_empty() {
-            Vec::new()
-        } else {
-            return Err(ClientError::Protocol(
-                "answer has a body but no body part".into(),
-            ));
-        };
-        let mut headers: Vec<(String, String)> = answer
-            .headers
-            .into_iter()
-            .filter(|(n, _)| {
-                !n.starts_with("x-veil-relay")
-                    && !matches!(
-                        n.as_str(),
-                        "content-type" | "content-length" | "transfer-encoding"
-                    )
-            })
-            .collect();
-        headers.extend(sealed_headers);
-        Ok(Response {
-            status: answer.status,
-            headers,
-            body,
-        })
+        self.exchange_v2(pair, &client_id, method, path_and_query, headers_json, body)
     }
 
     /// One v2 request on `pair`: parts under `c2s` bound to the method, scheme and

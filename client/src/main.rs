@@ -31,11 +31,11 @@ struct Args {
     /// Also print the decoded response headers to stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
-    /// Pin the relay's server key and speak protocol v2: the base64url key configuration
-    /// `veil-keyservice relay-key show` prints, or a file holding it. Without it the client
-    /// speaks v1 (what the relay serves until it switches).
+    /// The relay's pinned server key (required): the base64url key configuration
+    /// `veil-keyservice relay-key show` prints, or a file holding it. Take it out of band,
+    /// never from the relay's `P/keys` through the hops it protects against.
     #[arg(long, env = "VEIL_RELAY_SERVER_KEY", value_name = "FILE|B64")]
-    server_key: Option<String>,
+    server_key: String,
     /// Pairs to set up.
     #[arg(long, default_value_t = 1)]
     pairs: usize,
@@ -76,8 +76,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server_key = match args.server_key.as_deref().map(parse_server_key).transpose() {
-        Ok(k) => k,
+    let server_key = match parse_server_key(&args.server_key) {
+        Ok(k) => Some(k),
         Err(e) => {
             eprintln!("veil-relay: {e}");
             return ExitCode::from(2);

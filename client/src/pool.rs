@@ -1,10 +1,10 @@
-//! The pool of pairs: each pair's ciphers and next `seq`, handed out round-robin to one
+//! The pool of pairs: each pair's keys and next `seq`, handed out round-robin to one
 //! request at a time (a pair in use is busy, so its `seq`s leave in order).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use veil_core::relay::{PairKeys, PartCipher};
+use veil_core::relay::PairKeys;
 
 /// A pair is re-paired this many seconds before its `expires_at`.
 pub const EXPIRY_MARGIN_SECS: u64 = 30;
@@ -12,13 +12,12 @@ pub const EXPIRY_MARGIN_SECS: u64 = 30;
 /// One established pair.
 pub struct Pair {
     pub id: String,
-    pub c2s: PartCipher,
-    pub s2c: PartCipher,
     /// Unix seconds.
     pub expires_at: u64,
     /// The last `seq` used (0: none).
     pub last_seq: u64,
-    /// The raw keys (protocol v2 derives a cipher per answer from `s2c`).
+    /// `c2s` seals the requests; each answer's key derives from `s2c` and its response
+    /// nonce.
     pub keys: PairKeys,
 }
 
@@ -26,8 +25,6 @@ impl Pair {
     pub fn new(id: String, keys: &PairKeys, expires_at: u64) -> Pair {
         Pair {
             id,
-            c2s: PartCipher::new(&keys.c2s),
-            s2c: PartCipher::new(&keys.s2c),
             expires_at,
             last_seq: 0,
             keys: keys.clone(),
@@ -38,7 +35,7 @@ impl Pair {
     /// (Also when its `seq`s are used up.)
     pub fn expiring(&self, now: u64) -> bool {
         now.saturating_add(EXPIRY_MARGIN_SECS) >= self.expires_at
-            || self.last_seq >= veil_core::relay::wire::MAX_SEQ
+            || self.last_seq >= veil_core::relay::v2::MAX_SEQ
     }
 
     /// The next `seq` (1, 2, 3, ...; each once).
@@ -215,7 +212,7 @@ mod tests {
         p.expires_at = 1000;
         assert!(p.expiring(971));
         assert!(!p.expiring(969));
-        p.last_seq = veil_core::relay::wire::MAX_SEQ;
+        p.last_seq = veil_core::relay::v2::MAX_SEQ;
         assert!(p.expiring(0));
     }
 

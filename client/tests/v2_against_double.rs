@@ -1,9 +1,8 @@
-//! The client speaking protocol v2 (docs/relay-protocol-v2.md) against a relay DOUBLE: a
+//! The client speaking protocol v2 (docs/relay-protocol.md) against a relay DOUBLE: a
 //! loopback axum server playing filter + keyservice with `veil_core::relay::v2`. Besides
 //! the round trip, the double plays the hops issue #17 is about: a man in the middle that
 //! pairs with both sides, a hop that forwards a request and then answers an error in the
-//! relay's place, a hop that sends the request to another authority. The v1 client is
-//! `against_double.rs`.
+//! relay's place, a hop that sends the request to another authority.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -549,6 +549,33 @@ impl Stack {
         )
     }
 
+    /// The relay's server key configuration as an operator takes it out of band:
+    /// `veil-keyservice relay-key show` on this stack's keyring (one base64url line).
+    pub fn relay_pin(&self) -> String {
+        let out = Command::new(keyservice_bin())
+            .args(["relay-key", "show"])
+            .envs(
+                self.keyservice_cmd
+                    .iter()
+                    .filter(|(k, _)| {
+                        k == "VEIL_KEYRING" || k == "VEIL_LOCAL_KEK_FILE" || k == "KMS_PROVIDER"
+                    })
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .output()
+            .unwrap_or_else(|e| panic!("relay-key show: {e}"));
+        assert!(out.status.success(), "relay-key show failed: {out:?}");
+        let pin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(pin.lines().count(), 1, "relay-key show: {pin}");
+        pin
+    }
+
+    /// [`Stack::relay_pin`], parsed.
+    pub fn relay_key(&self) -> veil_core::relay::v2::KeyConfig {
+        veil_core::relay::v2::KeyConfig::from_b64(&self.relay_pin())
+            .unwrap_or_else(|e| panic!("relay-key show: {e}"))
+    }
+
     /// Kills the keyservice (SIGKILL, no graceful shutdown).
     pub fn kill_keyservice(&mut self) {
         self.keyservice_proc.kill();

@@ -11,8 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
 use veil_core::relay::v2::{
-    AnswerCipher, AnswerKind, ClientOffer, Exchange, KeyConfig, PairAnswer, Part,
-    RequestBinding, RequestCipher, RequestControl, ResponseControl,
+    AnswerCipher, AnswerKind, ClientOffer, Exchange, KeyConfig, PairAnswer, Part, RequestBinding,
+    RequestCipher, RequestControl, ResponseControl,
 };
 use veil_core::relay::wire::{decode_response_headers, encode_headers, encoded_path};
 use veil_core::relay::PairKeys;
@@ -146,7 +146,11 @@ pub fn finish_pairing(
 ) -> Result<Vec<(String, PairKeys)>, String> {
     let pairs = answer["pairs"].as_array().cloned().unwrap_or_default();
     if pairs.len() != offers.len() {
-        return Err(format!("{} entries for {} offers", pairs.len(), offers.len()));
+        return Err(format!(
+            "{} entries for {} offers",
+            pairs.len(),
+            offers.len()
+        ));
     }
     offers
         .into_iter()
@@ -154,7 +158,9 @@ pub fn finish_pairing(
         .enumerate()
         .map(|(i, (offer, p))| {
             if p.get("c2s").is_some() || p.get("s2c").is_some() {
-                return Err(format!("pairs[{i}] carries keys: the filter must strip them"));
+                return Err(format!(
+                    "pairs[{i}] carries keys: the filter must strip them"
+                ));
             }
             let b = |k: &str| URL_SAFE_NO_PAD.decode(p[k].as_str().unwrap_or_default());
             let (enc, confirm) = (b("enc"), b("confirm"));
@@ -339,10 +345,7 @@ impl RawPair {
         };
         if rc.kind == AnswerKind::Error {
             let code = open(Part::Error, &eh)?;
-            return Err(format!(
-                "authenticated {}",
-                String::from_utf8_lossy(&code)
-            ));
+            return Err(format!("authenticated {}", String::from_utf8_lossy(&code)));
         }
         let sealed = decode_response_headers(&open(Part::ResponseHeaders, &eh)?)
             .map_err(|e| e.to_string())?;

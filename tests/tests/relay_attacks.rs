@@ -623,8 +623,16 @@ fn tampered_answers_are_refused_by_the_client() {
     // it does not open for another request on the same pair and seq — another method,
     // another path (e.g. a copy accepted by another instance in `local` mode).
     for (what, method, path) in [
-        ("answer opened for another method", "PUT", "/app/echo/answer"),
-        ("answer opened for another request on its seq", "POST", "/app/echo/other"),
+        (
+            "answer opened for another method",
+            "PUT",
+            "/app/echo/answer",
+        ),
+        (
+            "answer opened for another request on its seq",
+            "POST",
+            "/app/echo/other",
+        ),
     ] {
         let req = a.encode(&id, 1, method, path, &[], Some(b"answer me"));
         assert!(

@@ -14,12 +14,14 @@ use veil_e2e::relay as wire;
 use veil_e2e::{Redis, Stack, StackOptions};
 use veil_relay::{Client, Options};
 
-fn client(addr: std::net::SocketAddr, pairs: usize) -> Client {
+/// A client pinned to the stack's relay key (taken out of band: `relay-key show`).
+fn client(stack: &Stack, addr: std::net::SocketAddr, pairs: usize) -> Client {
     Client::new(
         &format!("http://{addr}/veil"),
         Options {
             pairs,
             timeout: Duration::from_secs(20),
+            server_key: Some(stack.relay_key()),
             ..Options::default()
         },
     )
@@ -44,7 +46,7 @@ fn with_relay(relay: Value) -> Value {
 fn client_lib_every_method_exactly_and_no_plaintext_on_the_wire() {
     let stack = Stack::start();
     let hop = RecordingHop::start(stack.listen);
-    let c = client(hop.addr, 3);
+    let c = client(&stack, hop.addr, 3);
     let binary: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();
     let text = b"{\"card\":\"4111-secret-card\"}".to_vec();
     let cases: Vec<(&str, &str, Option<Vec<u8>>)> = vec![
@@ -139,13 +141,14 @@ fn relay_cli() -> PathBuf {
 fn cli_veil_relay() {
     let stack = Stack::start();
     let url = format!("http://{}/veil", stack.listen);
+    let pin = stack.relay_pin();
     let dir = stack.dir.join("cli");
     std::fs::create_dir_all(&dir).unwrap();
     let data = dir.join("body.bin");
     std::fs::write(&data, b"cli body \x00\x01\x02").unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(relay_cli())
-            .args(["--url", &url])
+            .args(["--url", &url, "--server-key", &pin])
             .args(args)
             .output()
             .unwrap();
@@ -212,7 +215,12 @@ fn two_envoys_share_one_pairing_and_window() {
     let second = stack.start_extra_envoy(&config);
     let id = wire::discover(stack.listen);
     let p = wire::pair(stack.listen, &id, 1).remove(0);
-    let e1 = p.encode(&id, 1, "POST", "/app/echo/one", &[], Some(b"first"));
+    // Both instances serve one origin (as behind a load balancer): the requests name the
+    // first's authority, which the parts are bound to, whichever instance they reach.
+    let host = stack.listen.to_string();
+    let e1 = p
+        .encode(&id, 1, "POST", "/app/echo/one", &[], Some(b"first"))
+        .with_wire_header("host", &host);
     let r = e1.send(second.listen);
     assert_eq!(p.decode(1, "POST", &r).unwrap().status, 200);
     // The same request to the instance that paired: the shared window refuses it.
@@ -221,11 +229,14 @@ fn two_envoys_share_one_pairing_and_window() {
     assert_eq!(r.header("x-veil-relay-error"), Some("relay-replay"));
     // Both serve further requests on the pair.
     for (seq, addr) in [(2, stack.listen), (3, second.listen), (4, stack.listen)] {
-        let r = p.encode(&id, seq, "GET", "/app/echo", &[], None).send(addr);
+        let r = p
+            .encode(&id, seq, "GET", "/app/echo", &[], None)
+            .with_wire_header("host", &host)
+            .send(addr);
         assert_eq!(p.decode(seq, "GET", &r).unwrap().status, 200, "seq {seq}");
     }
     // And the R1 client through either instance.
-    let c = client(second.listen, 1);
+    let c = client(&stack, second.listen, 1);
     assert_eq!(
         c.request("GET", "/app/echo/x", &[], None).unwrap().status,
         200
@@ -242,7 +253,7 @@ fn redis_restart_client_repairs() {
         keyservice_env: vec![("REDIS_URL".into(), redis.url())],
         ..Default::default()
     });
-    let c = client(stack.listen, 2);
+    let c = client(&stack, stack.listen, 2);
     for i in 0..3 {
         let r = c
             .request(
@@ -256,16 +267,36 @@ fn redis_restart_client_repairs() {
     }
     assert_eq!(c.stats().repairs, 0);
     // Twice: the keyservice's first store call after each restart meets the dropped
-    // connection and must retry on a new one, so the client's very next request succeeds
-    // (re-pairing: the pairs are gone) with no relay-unavailable in between.
+    // connection and must retry on a new one, so the client's very next (idempotent)
+    // request succeeds (re-pairing: the pairs are gone) with no relay-unavailable between.
     for round in 0..2 {
         redis.restart();
         let body = format!("after restart {round}");
         let r = c
-            .request("POST", "/app/reflect", &[], Some(body.as_bytes()))
+            .request("PUT", "/app/reflect", &[], Some(body.as_bytes()))
             .unwrap_or_else(|e| panic!("first request after Redis restart {round}: {e}"));
         assert_eq!(r.body, body.as_bytes());
     }
+    // A POST is never sent twice (protocol v2 §6): after a restart its first attempt is
+    // refused `relay-pair-unknown` (unauthenticated: it cannot tell the relay from a hop)
+    // and reported; the client replaced the dead pair, so the caller's next POST works.
+    let one = client(&stack, stack.listen, 1);
+    let r = one
+        .request("POST", "/app/reflect", &[], Some(b"post"))
+        .unwrap();
+    assert_eq!(r.body, b"post");
+    redis.restart();
+    stack.clear_recorded();
+    let e = one
+        .request("POST", "/app/reflect", &[], Some(b"post after restart"))
+        .unwrap_err();
+    assert_eq!(e.relay_code(), Some("relay-pair-unknown"), "{e}");
+    assert_eq!(one.stats().retries, 0, "a POST is not retried");
+    assert!(stack.recorded().is_empty(), "{:?}", stack.recorded());
+    let r = one
+        .request("POST", "/app/reflect", &[], Some(b"post again"))
+        .unwrap();
+    assert_eq!(r.body, b"post again");
     assert!(c.stats().repairs >= 1, "{:?}", c.stats());
     let r = c.request("GET", "/app/echo", &[], None).unwrap();
     assert_eq!(r.status, 200);
