@@ -7,6 +7,8 @@
 //   VEIL_CHROMIUM  the browser binary (default /usr/bin/chromium)
 //   VEIL_DIST      client/browser/dist (to compare the served bundle with the committed one)
 //   VEIL_RESTART   1: ask the driver to restart the keyservice mid-session (global replay mode)
+//   VEIL_SERVER_KEY the relay's key configuration (`veil-keyservice relay-key show`): the pin
+//                  the test page ships from its own origin
 //
 // Protocol with the driver: lines `{"need":"restart-keyservice"}` on stdout wait for one
 // line on stdin; the last line is `{"done":true,...}`. Any failed check exits non-zero.
@@ -26,6 +28,8 @@ const ORIGIN = process.env.VEIL_ORIGIN;
 const CHROMIUM = process.env.VEIL_CHROMIUM ?? '/usr/bin/chromium';
 const DIST = process.env.VEIL_DIST ?? new URL('../../client/browser/dist/', import.meta.url).pathname;
 assert.ok(ORIGIN, 'VEIL_ORIGIN is required');
+const SERVER_KEY = process.env.VEIL_SERVER_KEY;
+assert.ok(SERVER_KEY && /^[A-Za-z0-9_-]+$/.test(SERVER_KEY), 'VEIL_SERVER_KEY (relay-key show) is required');
 
 // The whole run is bounded: a hung browser or stack fails the test instead of stalling it.
 const deadline = setTimeout(() => {
@@ -205,9 +209,13 @@ const PAGE = (origin, integrity) => `<!doctype html>
 <meta charset="utf-8"><title>veil relay test page</title>
 <script type="module" src="${origin}/public/veil-relay.js" integrity="${integrity}" crossorigin="anonymous"
   onload="window.__loaded = true" onerror="window.__loaded = false"></script>
+<script>
+  // The pin ships with the page, from the page's own origin, not with the module.
+  window.veilRelayServerKey = '${SERVER_KEY}';
+</script>
 <script type="module">
   import { createRelay } from '${origin}/public/veil-relay.js';
-  window.__relay = createRelay({ url: '${origin}/veil' });
+  window.__relay = createRelay({ url: '${origin}/veil', serverKey: window.veilRelayServerKey });
   window.__ready = true;
 </script>`;
 
@@ -284,7 +292,9 @@ try {
     const before = await page.evaluate(() => window.__relay.stats());
     await ask('restart-keyservice');
     const after = await page.evaluate(async () => {
-      const r = await window.__relay.fetch('/app/echo/after-restart', { method: 'POST', body: 'still here' });
+      // PUT: idempotent, so the client may send it again after re-pairing (a POST would
+      // be reported, never sent twice: protocol §6).
+      const r = await window.__relay.fetch('/app/echo/after-restart', { method: 'PUT', body: 'still here' });
       return { status: r.status, echo: await r.json(), stats: window.__relay.stats() };
     });
     assert.equal(after.status, 200, 'the request after the keyservice restart succeeds');

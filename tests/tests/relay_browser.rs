@@ -79,6 +79,7 @@ fn run_browser(mode: &str, restart: bool) {
         .arg(&script)
         .env("VEIL_ORIGIN", &origin)
         .env("VEIL_RESTART", if restart { "1" } else { "0" })
+        .env("VEIL_SERVER_KEY", stack.relay_pin())
         .current_dir(repo_root())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -131,7 +132,7 @@ fn run_browser(mode: &str, restart: bool) {
     let wire = hop.all();
     assert!(contains(&hop.to_server(), b"POST /veil/pair"));
     assert!(contains(&hop.to_server(), b"/veil/x/"));
-    assert!(contains(&hop.to_server(), b"x-veil-relay: v1,"));
+    assert!(contains(&hop.to_server(), b"x-veil-relay: v2,"));
     assert!(
         contains(&hop.to_server(), b"OPTIONS /veil/x/"),
         "the cross-origin page sent CORS preflights"

@@ -2,29 +2,19 @@
 // encoded between the page and Veil's filter (docs/relay-protocol.md, docs/relay-browser.md).
 //
 //   import { createRelay } from 'https://api.example.com/public/veil-relay.js';
-//   const relay = createRelay({ url: 'https://api.example.com/veil' });
+//   const relay = createRelay({ url: 'https://api.example.com/veil', serverKey: PINNED_KEY });
 //   const res = await relay.fetch('/app/orders', { method: 'POST', body: JSON.stringify(order) });
 //
-// Keys: one X-Wing key pair per pair (kept only until its ciphertext is opened), AES-256-GCM
-// keys imported into WebCrypto as non-extractable. The client id is kept per relay in the
-// page origin's localStorage.
+// `serverKey` is required: the relay's key configuration (`veil-keyservice relay-key show`),
+// shipped by the page from its own origin — this module passes the same hops the relay
+// protects against, so it cannot carry the pin (docs/relay-browser.md).
+//
+// Keys: per pair, a secret encapsulated to the pinned key and an ephemeral X-Wing key pair
+// (kept only until the pairing is confirmed); AES-256-GCM keys imported into WebCrypto as
+// non-extractable. The client id is kept per relay in the page origin's localStorage.
 import { decapsulate, encapsulate, generateKeyPair, CIPHERTEXT_LEN } from './kem.js';
 import * as v2 from './wire-v2.js';
-import {
-  Part,
-  b64urlDecode,
-  b64urlEncode,
-  decodeHeaders,
-  deriveKeyBytes,
-  encodeHeaders,
-  encodeUtf8,
-  importAesKey,
-  isForbiddenRequestHeader,
-  openPart,
-  parseResponseControl,
-  requestControl,
-  sealPart,
-} from './wire.js';
+import { Part, b64urlDecode, b64urlEncode, decodeHeaders, encodeHeaders, encodeUtf8, importAesKey, isForbiddenRequestHeader } from './wire.js';
 
 export { Part } from './wire.js';
 
@@ -53,7 +43,7 @@ export class VeilRelayError extends Error {
   }
 }
 
-/** RFC 9110 §9.2.2: the methods v2 may send twice (docs/relay-protocol-v2.md §6). */
+/** RFC 9110 §9.2.2: the methods that may be sent twice (docs/relay-protocol.md §6). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 /** What the client does on each refusal code (§6): re-validate, re-pair, retry, or give up. */
@@ -146,9 +136,12 @@ class Relay {
     const pairs = options.pairs ?? DEFAULT_PAIRS;
     if (!Number.isInteger(pairs) || pairs < 1 || pairs > 16) throw new RangeError('veil-relay: pairs must be 1..16');
     this.wantPairs = pairs;
-    // Protocol v2 when the relay's server key is pinned (docs/relay-protocol-v2.md §0): the
-    // page ships it from its own origin; this module, served through the hops, cannot.
-    this.serverKey = options.serverKey === undefined || options.serverKey === null ? null : v2.parseKeyConfig(options.serverKey);
+    // The relay's pinned server key (docs/relay-protocol.md §0): the page ships it from its
+    // own origin; this module, served through the hops, cannot.
+    if (options.serverKey === undefined || options.serverKey === null) {
+      throw new TypeError("veil-relay: options.serverKey (the relay's key configuration, `veil-keyservice relay-key show`) is required");
+    }
+    this.serverKey = v2.parseKeyConfig(options.serverKey);
     this.scheme = u.protocol.replace(/:$/, '');
     this.authority = u.host;
     this.storage = options.storage ?? defaultStorage();
@@ -200,7 +193,7 @@ class Relay {
         if (refused) throw refused;
         if (res.status !== 200) throw new VeilRelayError('client-bad-discovery', `veil-relay: GET ${this.prefix}/relay answered ${res.status}`, { status: res.status });
         const body = await res.json();
-        const want = this.serverKey ? 2 : 1;
+        const want = 2;
         if (!body || body.version !== want || typeof body.client_id !== 'string') {
           throw new VeilRelayError('client-bad-discovery', `veil-relay: not a v${want} relay`);
         }
@@ -221,11 +214,9 @@ class Relay {
     this.pairing = (async () => {
       await this.validate(signal);
       const kps = Array.from({ length: n }, () => this.keygen());
-      // v2: a secret encapsulated to the pinned key per pair, next to the ephemeral key
-      const toServer = this.serverKey ? kps.map(() => encapsulate(this.serverKey.publicKey)) : null;
-      const pairBody = this.serverKey
-        ? { key_id: this.serverKey.keyId, pairs: kps.map((k, i) => ({ enc: b64urlEncode(toServer[i].ciphertext), pk: b64urlEncode(k.publicKey) })) }
-        : { keys: kps.map((k) => b64urlEncode(k.publicKey)) };
+      // a secret encapsulated to the pinned key per pair, next to the ephemeral key
+      const toServer = kps.map(() => encapsulate(this.serverKey.publicKey));
+      const pairBody = { key_id: this.serverKey.keyId, pairs: kps.map((k, i) => ({ enc: b64urlEncode(toServer[i].ciphertext), pk: b64urlEncode(k.publicKey) })) };
       try {
         const res = await this.transport(`${this.prefix}/pair`, {
           method: 'POST',
@@ -244,7 +235,7 @@ class Relay {
         const batch = ++this.batches;
         const fresh = [];
         for (let i = 0; i < n; i++) {
-          const opened = toServer ? await this.openPairV2(body.pairs[i], kps[i], toServer[i]) : await this.openPair(body.pairs[i], kps[i]);
+          const opened = await this.openPairV2(body.pairs[i], kps[i], toServer[i]);
           fresh.push({ ...opened, batch });
         }
         if (this.counters.pairings > 0) this.counters.repairs += 1;
@@ -253,42 +244,13 @@ class Relay {
         return batch;
       } finally {
         for (const k of kps) k.secretKey.fill(0);
-        for (const e of toServer ?? []) e.sharedSecret.fill(0);
+        for (const e of toServer) e.sharedSecret.fill(0);
       }
     })();
     try {
       return await this.pairing;
     } finally {
       this.pairing = null;
-    }
-  }
-
-  async openPair(entry, kp) {
-    if (!entry || typeof entry.pair_id !== 'string' || !/^[A-Za-z0-9_-]{22}$/.test(entry.pair_id)) {
-      throw new VeilRelayError('client-bad-pairing', 'veil-relay: bad pair_id in pairing answer');
-    }
-    let ct;
-    try {
-      ct = b64urlDecode(entry.ciphertext);
-    } catch (e) {
-      throw new VeilRelayError('client-bad-pairing', 'veil-relay: bad ciphertext in pairing answer', { cause: e });
-    }
-    if (ct.length !== CIPHERTEXT_LEN) throw new VeilRelayError('client-bad-pairing', 'veil-relay: ciphertext is not 1120 bytes');
-    const ss = decapsulate(ct, kp.secretKey);
-    const k = await deriveKeyBytes(ss, this.clientId, entry.pair_id, kp.publicKey, ct);
-    try {
-      return {
-        id: entry.pair_id,
-        c2s: await importAesKey(k.c2s, 'encrypt'),
-        s2c: await importAesKey(k.s2c, 'decrypt'),
-        seq: 0,
-        expiresAtMs: Number.isFinite(entry.expires_at) ? entry.expires_at * 1000 : Infinity,
-        inflight: 0,
-      };
-    } finally {
-      ss.fill(0);
-      k.c2s.fill(0);
-      k.s2c.fill(0);
     }
   }
 
@@ -398,9 +360,13 @@ class Relay {
       } catch (e) {
         const how = e instanceof VeilRelayError ? RECOVERY[e.code] : undefined;
         if (!how || attempt >= 1) throw e;
-        // v2: a non-idempotent request is never sent twice (a hop may have let it run and
-        // answered the error in the relay's place)
-        if (this.serverKey && !IDEMPOTENT.has(method)) throw e;
+        // A non-idempotent request is never sent twice (a hop may have let it run and
+        // answered the error in the relay's place); a pair the relay did not know or could
+        // not open is still dropped, so the caller's next request pairs afresh.
+        if (!IDEMPOTENT.has(method)) {
+          if (how === 'repair' && pair !== null) this.pool = this.pool.filter((p) => p.batch !== pair.batch);
+          throw e;
+        }
         this.counters.retries += 1;
         fresh = false;
         if (how === 'revalidate') {
@@ -419,7 +385,7 @@ class Relay {
   }
 
   async send(pair, request) {
-    return this.serverKey ? this.sendV2(pair, request) : this.sendV1(pair, request);
+    return this.sendV2(pair, request);
   }
 
   async sendV2(pair, { method, pathAndQuery, headers, body, wireInit }) {
@@ -517,65 +483,6 @@ class Relay {
     return this.rebuild(res, sealed, bodyBytes, req.method);
   }
 
-  async sendV1(pair, { method, pathAndQuery, headers, body, wireInit }) {
-    pair.inflight += 1;
-    try {
-      // Taken before any await: concurrent requests on this pair each get their own.
-      const seq = ++pair.seq;
-      const flags = body === null ? 'uh' : 'uhb';
-      const ctx = { pairId: pair.id, seq, method, flags };
-      const path = await sealPart(pair.c2s, Part.RequestUrl, ctx, encodeUtf8(pathAndQuery));
-      const eh = await sealPart(pair.c2s, Part.RequestHeaders, ctx, encodeHeaders(headers));
-      const wireHeaders = {
-        'x-veil-relay': requestControl({ clientId: this.clientId, pairId: pair.id, seq, flags }),
-        'x-veil-relay-eh': b64urlEncode(eh),
-      };
-      let wireBody;
-      if (body !== null) {
-        wireHeaders['content-type'] = 'application/octet-stream';
-        wireBody = await sealPart(pair.c2s, Part.RequestBody, ctx, body);
-      }
-      const res = await this.transport(`${this.prefix}/x/${b64urlEncode(path)}`, {
-        ...wireInit,
-        method,
-        headers: wireHeaders,
-        body: wireBody,
-      });
-      const refused = await refusalOf(res);
-      if (refused) throw refused;
-      return await this.decodeResponse(res, pair, ctx);
-    } finally {
-      pair.inflight -= 1;
-    }
-  }
-
-  async decodeResponse(res, pair, req) {
-    const control = res.headers.get('x-veil-relay');
-    if (control === null) {
-      throw new VeilRelayError(
-        'client-response-not-encoded',
-        `veil-relay: answer ${res.status} is not encoded (cross-origin: is x-veil-relay in access-control-expose-headers?)`,
-        { status: res.status },
-      );
-    }
-    const c = parseResponseControl(control);
-    if (c === null || c.pairId !== pair.id || c.seq !== req.seq) {
-      throw new VeilRelayError('client-response-mismatch', 'veil-relay: the answer is for another request', { status: res.status });
-    }
-    const ctx = { pairId: pair.id, seq: req.seq, method: req.method, flags: c.flags, status: res.status };
-    let sealed;
-    let bodyBytes = null;
-    try {
-      sealed = decodeHeaders(await openPart(pair.s2c, Part.ResponseHeaders, ctx, b64urlDecode(res.headers.get('x-veil-relay-eh') ?? '')));
-      const wire = new Uint8Array(await res.arrayBuffer());
-      if (c.flags === 'hb') bodyBytes = await openPart(pair.s2c, Part.ResponseBody, ctx, wire);
-      else if (wire.length !== 0) throw new TypeError('a body without the b flag');
-    } catch (e) {
-      throw new VeilRelayError('client-response-decode-failed', 'veil-relay: the answer does not open', { status: res.status, cause: e });
-    }
-    return this.rebuild(res, sealed, bodyBytes, req.method);
-  }
-
   /** The upstream's response: visible wire headers, then the sealed ones, and the body. */
   rebuild(res, sealed, bodyBytes, method) {
     const out = new Headers();
@@ -600,16 +507,23 @@ class Relay {
   }
 }
 
-/** A relay client for the relay prefix `options.url` (default: `/veil` where this module came from). */
+/**
+ * A relay client for the relay prefix `options.url` (default: `/veil` where this module came
+ * from), pinned to `options.serverKey` (required).
+ */
 export function createRelay(options) {
   return new Relay(options);
 }
 
 let shared = null;
 
-/** `fetch` through the default relay (`/veil` on the origin that served this module). */
+/**
+ * `fetch` through the default relay (`/veil` on the origin that served this module), pinned
+ * to `globalThis.veilRelayServerKey`, which the page sets from its own origin before the
+ * first call (a page that creates its own relay uses `createRelay({ serverKey })`).
+ */
 export function relayFetch(input, init) {
-  if (shared === null) shared = createRelay();
+  if (shared === null) shared = createRelay({ serverKey: globalThis.veilRelayServerKey });
   return shared.fetch(input, init);
 }
 
