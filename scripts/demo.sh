@@ -46,9 +46,16 @@ for h in hits[:1]:
 '
 echo
 echo "==> the relay: an echo through Veil Relay (docs/relay.md) with the veil-relay CLI"
-echo "    veil-relay --url http://$VEIL_LISTEN/veil -H 'x-app-user: jane' POST '/app/echo/orders?id=42' --data '{\"card\":\"4111 1111 1111 1111\"}'"
+bin="${CARGO_TARGET_DIR:-target}/${VEIL_PROFILE:-debug}"
+# The client pins the relay's server key, taken out of band from the keyring (never from the
+# relay's own /veil/keys through the hops it protects against): a hop that pairs with both
+# sides is then refused at pairing (relay-server-auth-failed).
+VEIL_KEYRING="$RUN/keyring.json" VEIL_LOCAL_KEK_FILE="$RUN/local-kek.key" KMS_PROVIDER=local \
+  "$bin/veil-keyservice" relay-key show >"$RUN/relay-server-key" 2>/dev/null
+echo "    veil-keyservice relay-key show > $RUN/relay-server-key   # the pin: $(cut -c1-24 "$RUN/relay-server-key")..."
+echo "    veil-relay --url http://$VEIL_LISTEN/veil --server-key $RUN/relay-server-key -H 'x-app-user: jane' POST '/app/echo/orders?id=42' --data '{\"card\":\"4111 1111 1111 1111\"}'"
 curl -fsS -X DELETE "http://$VEIL_UPSTREAM/_recorded" >/dev/null
-"${CARGO_TARGET_DIR:-target}/${VEIL_PROFILE:-debug}/veil-relay" --url "http://$VEIL_LISTEN/veil" -H 'x-app-user: jane' \
+"$bin/veil-relay" --url "http://$VEIL_LISTEN/veil" --server-key "$RUN/relay-server-key" -H 'x-app-user: jane' \
   POST '/app/echo/orders?id=42' --data '{"card":"4111 1111 1111 1111"}' >"$RUN/demo-relay.json"
 python3 -c '
 import base64, json, sys
