@@ -436,7 +436,7 @@ pub async fn verify(cfg: &KeyringConfig) -> Result<(), Failure> {
 
 /// `relay-key show`: unwraps the current relay server key, checks it against its stored
 /// configuration, and prints that configuration, base64url, alone on stdout
-/// (docs/relay-protocol-v2.md §0). A keyring without one is an error naming the command that
+/// (docs/relay-protocol.md §0). A keyring without one is an error naming the command that
 /// creates it.
 pub async fn relay_key_show(cfg: &KeyringConfig) -> Result<(), Failure> {
     let path = cfg.keyring.display().to_string();

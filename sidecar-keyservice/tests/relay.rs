@@ -671,7 +671,7 @@ fn get_bytes(port: u16, path: &str) -> (u16, String, Vec<u8>) {
     (status, ct, raw[end + 4..].to_vec())
 }
 
-/// Protocol v2 (docs/relay-protocol-v2.md): `relay-key show` prints the pin, the keyservice
+/// Protocol v2 (docs/relay-protocol.md): `relay-key show` prints the pin, the keyservice
 /// publishes it as `application/ohttp-keys`, pairs under it with a key confirmation the
 /// client checks, stores the pairs like v1's, and refuses a key id it does not hold.
 #[test]

@@ -1,4 +1,4 @@
-// Veil Relay v2 (docs/relay-protocol-v2.md): the server's key configuration (RFC 9458 §3),
+// Veil Relay v2 (docs/relay-protocol.md): the server's key configuration (RFC 9458 §3),
 // the pairing transcript and labeled key schedule (RFC 9180 §4 shape) with its key
 // confirmation, request and answer associated data, per-answer keys from the response
 // nonce, and the control headers. Pure functions over WebCrypto, checked byte for byte

@@ -1,4 +1,4 @@
-//! Veil Relay, version 2 (docs/relay-protocol-v2.md): the pure parts every party shares.
+//! Veil Relay, version 2 (docs/relay-protocol.md): the pure parts every party shares.
 //!
 //! - [`KeyConfig`]: the server's long-term X-Wing key, published in RFC 9458 §3's key
 //!   configuration encoding (key id, KEM 0x647a X-Wing, KDF 0x0001 HKDF-SHA256, AEAD 0x0002
@@ -1126,7 +1126,7 @@ pub enum Retry {
     RetryLater,
 }
 
-/// The retry rule (docs/relay-protocol-v2.md §6): a non-idempotent request is never sent
+/// The retry rule (docs/relay-protocol.md §6): a non-idempotent request is never sent
 /// twice — an unauthenticated error may be a hop hiding that it ran, and even an
 /// authenticated one cannot rule out that a copy ran on another instance in `local` mode.
 pub fn retry_after(method: &str, error: RelayError, origin: ErrorOrigin) -> Retry {

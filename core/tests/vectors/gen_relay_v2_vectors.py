@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Generate core/tests/vectors/relay-v2.json: known-answer vectors for Veil Relay v2
-(docs/relay-protocol-v2.md), computed by an implementation INDEPENDENT of the Rust code.
+(docs/relay-protocol.md), computed by an implementation INDEPENDENT of the Rust code.
 
 Independent means: nothing here calls Veil code or the RustCrypto crates.
   - X-Wing is gen_relay_vectors.py's (written out from draft-connolly-cfrg-xwing-kem-06 over
@@ -232,7 +232,7 @@ def main():
     ]
 
     out = {
-        "description": "Veil Relay v2 known answers (docs/relay-protocol-v2.md). Every input and output is "
+        "description": "Veil Relay v2 known answers (docs/relay-protocol.md). Every input and output is "
                        "given; hex is lowercase, b64url has no padding. sealed = ciphertext || 16-byte tag.",
         "generator": "core/tests/vectors/gen_relay_v2_vectors.py (independent: Python stdlib hashlib/hmac, "
                      "pyca/cryptography AESGCM and X25519, kyber-py ML-KEM-768)",

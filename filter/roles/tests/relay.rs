@@ -1152,3 +1152,24 @@ fn the_browser_module_is_served_with_its_integrity() {
     s.on_request_headers(&h, false);
     assert_eq!(h.reply().unwrap().status, 405);
 }
+
+/// A body part announced over the limit is refused at the headers, authenticated, and uses
+/// up no `seq`.
+#[test]
+fn an_announced_oversized_body_is_refused_authenticated() {
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let (h, mut s) = f.stream();
+    let sent = encode(
+        &h,
+        &client_id(),
+        2,
+        "POST",
+        "/app/items",
+        Some(&[7u8; 4097]),
+    );
+    assert_eq!(s.on_request_headers(&h, false), Action::Pause);
+    assert_eq!(refused(&h), (413, "relay-too-large".into()));
+    assert_eq!(sealed_code(&h, &sent).as_deref(), Some("relay-too-large"));
+    assert_eq!(next_request(&f, 2).2, Action::Continue, "seq 2 is unused");
+}

@@ -460,7 +460,7 @@ mod tests {
     }
 }
 
-// --- protocol v2 (docs/relay-protocol-v2.md) ---------------------------------------------
+// --- protocol v2 (docs/relay-protocol.md) ---------------------------------------------
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -80,6 +80,8 @@ struct Control {
     sealed_eh: Vec<u8>,
     /// The tags of the sealed path and headers parts: every answer's AD holds them.
     binding: RequestBinding,
+    /// The wire `content-length` (the body part's), if given.
+    content_length: Option<usize>,
 }
 
 impl Control {
@@ -169,7 +171,7 @@ struct Plain {
 
 /// Opens the path and headers parts (which authenticates the control header and the request
 /// line: pair, `seq`, method, scheme, authority and flags are in every part's AD) and checks
-/// the decoded path and headers.
+/// the decoded path and headers, and the announced body size.
 fn decode_parts(
     config: &FilterConfig,
     relay: &RelayConfig,
@@ -190,6 +192,15 @@ fn decode_parts(
     )?);
     let headers = v2::decode_request_headers(&eh, relay.allow_sealed_cookie)?;
     check_route(config, relay, &path)?;
+    // A body part announced over the limit is refused here, once the pair is known (so the
+    // refusal is authenticated) and before the window moves.
+    if ctl.body
+        && ctl
+            .content_length
+            .is_some_and(|n| n > relay.max_body_bytes.saturating_add(TAG_LEN))
+    {
+        return Err(RelayError::TooLarge);
+    }
     Ok(Plain { path, headers })
 }
 
@@ -479,14 +490,6 @@ impl RelayStream {
                 "flags say a body part follows, none does",
             ));
         }
-        if c.body
-            && head
-                .get("content-length")
-                .and_then(|l| l.trim().parse::<usize>().ok())
-                .is_some_and(|n| n > relay.max_body_bytes.saturating_add(TAG_LEN))
-        {
-            return Err(RelayError::TooLarge);
-        }
         // The request line the client addressed: as Envoy received it, or the configured
         // public origin when a hop in front rewrites it (docs/relay-protocol.md §3).
         let (scheme, authority) = match &relay.public_origin {
@@ -511,6 +514,9 @@ impl RelayStream {
             sealed_url,
             sealed_eh,
             binding,
+            content_length: head
+                .get("content-length")
+                .and_then(|l| l.trim().parse::<usize>().ok()),
         });
         Metrics::add(h, w.metrics.relay_requests, 1);
         let now = now_secs(h);
