@@ -265,7 +265,14 @@ fn a_request_replayed_after_an_envoy_restart_gets_a_fresh_answer() {
     let b = p.decode_for(&e, &second).unwrap();
     assert_eq!(b.status, 200, "the replay ran again after the restart");
     assert_eq!(a.body, b.body, "the same answer in plaintext");
-    assert_eq!(a.sealed, b.sealed);
+    let content = |d: &relay::Decoded| {
+        d.sealed
+            .iter()
+            .filter(|(n, _)| n != "x-envoy-upstream-service-time")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(content(&a), content(&b));
     let rn = |r: &Response| {
         ResponseControl::parse(r.header("x-veil-relay").unwrap())
             .unwrap()
@@ -308,7 +315,6 @@ fn injected_wire_headers_are_dropped_and_an_authority_swap_is_refused() {
         ("authorization", "Bearer hop"),
         ("x-forwarded-for", "203.0.113.66"),
         ("x-forwarded-host", "evil.example"),
-        ("x-forwarded-proto", "https"),
         ("forwarded", "for=203.0.113.66"),
         ("x-hop-added", "1"),
         ("user-agent", "browser/1.0"),
@@ -365,6 +371,18 @@ fn injected_wire_headers_are_dropped_and_an_authority_swap_is_refused() {
     assert_eq!(p.decode_for(&e, &e.send(stack.listen)).unwrap().status, 200);
     assert_eq!(stack.recorded()[0].header("authorization"), None);
 
+    // A scheme swap as Envoy sees it: Envoy takes `:scheme` from a wire
+    // `x-forwarded-proto` (its default trust), so the parts, bound to `http`, do not open.
+    let e = p
+        .encode(&id, 5, "GET", "/app/echo/scheme", &[], None)
+        .with_wire_header("x-forwarded-proto", "https");
+    stack.clear_recorded();
+    let r = e.send(stack.listen);
+    assert_eq!(
+        p.decode_for(&e, &r).unwrap_err(),
+        "authenticated relay-decode-failed"
+    );
+    assert!(stack.recorded().is_empty());
     // :authority swap: sent to another host name than the client addressed.
     let e = p
         .encode(&id, 3, "GET", "/app/echo/swapped", &[], None)
