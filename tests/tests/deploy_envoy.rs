@@ -374,7 +374,7 @@ fn relay_config_runs_pairing_encoded_requests_cors_and_route_rules() {
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(
         (v["version"].as_i64(), v["client_id"].as_str()),
-        (Some(1), Some(id.as_str()))
+        (Some(2), Some(id.as_str()))
     );
 
     // Pairing and one encoded request to a relayed route: the app gets the plaintext

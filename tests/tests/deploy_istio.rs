@@ -761,9 +761,13 @@ fn relay_gateway_replicas_share_pairings_and_the_replay_window() {
     let r = http::get(listen_a, "/veil/relay").unwrap();
     let id = r.header("x-veil-client-id").unwrap_or_default().to_string();
     let pairs = veil_e2e::relay::pair(listen_a, &id, 1);
-    // The encoded request through replica B: its keyservice finds the pair in Redis.
+    // The encoded request through replica B: its keyservice finds the pair in Redis. Both
+    // replicas serve one public host (the gateway's): the request names it, as through the
+    // load balancer in front of them.
     b.clear_recorded();
-    let enc = pairs[0].encode(&id, 1, "GET", "/api/orders/7", &[], None);
+    let enc = pairs[0]
+        .encode(&id, 1, "GET", "/api/orders/7", &[], None)
+        .with_wire_header("host", &listen_a.to_string());
     let r = enc.send(listen_b);
     let d = pairs[0]
         .decode(1, "GET", &r)
