@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::*;
-use veil_core::relay::kem::ClientKem;
-use veil_core::relay::{keys, ClientIdSecret};
+use veil_core::relay::v2::{ClientOffer, PairAnswer};
+use veil_core::relay::ClientIdSecret;
 
 const CID_SECRET: &[u8] = b"relay-test-client-id-secret-0123456789";
 
@@ -39,38 +39,69 @@ fn b64d(s: &serde_json::Value) -> Vec<u8> {
     URL_SAFE_NO_PAD.decode(s.as_str().unwrap()).unwrap()
 }
 
-/// Asks for `kems.len()` pairs and checks each answer against the client side: the
-/// ciphertext decapsulates, and the keys derived from it are the ones returned.
-fn pair(port: u16, cid: &str, kems: &[ClientKem]) -> Vec<serde_json::Value> {
-    let keys: Vec<String> = kems
-        .iter()
-        .map(|k| URL_SAFE_NO_PAD.encode(k.public_key()))
+/// The relay's current key configuration, as the keyservice publishes it.
+fn pin_of(port: u16) -> veil_core::relay::v2::KeyConfig {
+    let (status, _, body) = get_bytes(port, "/v1/relay/keys");
+    assert_eq!(status, 200);
+    veil_core::relay::v2::KeyConfig::decode_list(&body)
+        .unwrap()
+        .remove(0)
+}
+
+/// A pairing request body of `n` fresh entries under the keyservice's current key, and the
+/// offers that made it.
+fn pairing_body(port: u16, cid: &str, n: usize) -> (String, Vec<ClientOffer>) {
+    let pin = pin_of(port);
+    let offers: Vec<ClientOffer> = (0..n)
+        .map(|_| ClientOffer::generate_os(&pin).unwrap())
         .collect();
-    let body = serde_json::json!({"client_id": cid, "keys": keys}).to_string();
-    let r = post(port, "/v1/relay/pairs", &body);
+    let entries: Vec<serde_json::Value> = offers
+        .iter()
+        .map(|o| {
+            let w = o.wire();
+            serde_json::json!({"enc": URL_SAFE_NO_PAD.encode(&w.enc), "pk": URL_SAFE_NO_PAD.encode(&w.pk)})
+        })
+        .collect();
+    let body =
+        serde_json::json!({"client_id": cid, "key_id": pin.key_id(), "pairs": entries}).to_string();
+    (body, offers)
+}
+
+/// Asks for `n` pairs (protocol v2) and checks each answer against the client side: the key
+/// confirmation verifies under the pinned key, and the keys the client derives are the ones
+/// returned to the filter.
+fn pair(port: u16, cid: &str, n: usize) -> Vec<serde_json::Value> {
+    let (body, offers) = pairing_body(port, cid, n);
+    let r = post(port, "/v1/relay/v2/pairs", &body);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         r.headers.get("cache-control").map(String::as_str),
         Some("no-store")
     );
     let pairs = r.json()["pairs"].as_array().unwrap().clone();
-    assert_eq!(pairs.len(), kems.len());
-    for (p, kem) in pairs.iter().zip(kems) {
+    assert_eq!(pairs.len(), n);
+    for (p, offer) in pairs.iter().zip(offers) {
         let pair_id = p["pair_id"].as_str().unwrap();
         assert_eq!(pair_id.len(), 22);
         assert_eq!(URL_SAFE_NO_PAD.decode(pair_id).unwrap().len(), 16);
-        let ct = b64d(&p["ciphertext"]);
-        assert_eq!(ct.len(), 1120);
-        let ss = kem.decapsulate(&ct).unwrap();
-        let k = keys::derive(&ss, cid, pair_id, &kem.public_key(), &ct);
+        let enc = b64d(&p["enc"]);
+        assert_eq!(enc.len(), 1120);
+        let confirm = b64d(&p["confirm"]);
+        let k = offer
+            .finish(
+                cid,
+                &PairAnswer {
+                    pair_id,
+                    enc: &enc,
+                    expires_at: p["expires_at"].as_u64().unwrap(),
+                    confirm: &confirm,
+                },
+            )
+            .unwrap();
         assert_eq!(b64d(&p["c2s"]), k.c2s);
         assert_eq!(b64d(&p["s2c"]), k.s2c);
     }
     pairs
-}
-
-fn kems(n: usize) -> Vec<ClientKem> {
-    (0..n).map(|_| ClientKem::generate_os().unwrap()).collect()
 }
 
 fn assert_refused(r: &Response, status: u16, error: &str) {
@@ -117,7 +148,6 @@ fn pairing_lookup_and_replay_in_memory() {
 
     // The bearer token is required on every relay route.
     for (m, p) in [
-        ("POST", "/v1/relay/pairs"),
         ("GET", "/v1/relay/pairs/AAAAAAAAAAAAAAAAAAAAAA"),
         ("POST", "/v1/relay/pairs/AAAAAAAAAAAAAAAAAAAAAA/seq"),
         ("POST", "/v1/relay/v2/pairs"),
@@ -129,9 +159,12 @@ fn pairing_lookup_and_replay_in_memory() {
         }
     }
 
+    // Version 1's pairing endpoint is gone (no deployed clients; issue #17).
+    let (v2_body, _) = pairing_body(s.port, &cid, 1);
+    assert_eq!(post(s.port, "/v1/relay/pairs", &v2_body).status, 404);
+
     let before = veil_keyservice::keyring::now_unix();
-    let k = kems(3);
-    let pairs = pair(s.port, &cid, &k);
+    let pairs = pair(s.port, &cid, 3);
     let after = veil_keyservice::keyring::now_unix();
     let ids: Vec<&str> = pairs
         .iter()
@@ -186,31 +219,52 @@ fn pairing_lookup_and_replay_in_memory() {
         );
         assert_refused(&r, 400, "bad-seq");
     }
-    let pk = URL_SAFE_NO_PAD.encode(k[0].public_key());
-    let body = |cid: &str, keys: Vec<String>| {
-        serde_json::json!({"client_id": cid, "keys": keys}).to_string()
+    let (one, _) = pairing_body(s.port, &cid, 1);
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    let entry = one["pairs"][0].clone();
+    let key_id = one["key_id"].clone();
+    let body = |cid: &str, entries: Vec<serde_json::Value>| {
+        serde_json::json!({"client_id": cid, "key_id": key_id, "pairs": entries}).to_string()
     };
+    let with = |field: &str, v: String| {
+        let mut e = entry.clone();
+        e[field] = serde_json::json!(v);
+        e
+    };
+    let enc = entry["enc"].as_str().unwrap().to_string();
     let cases = [
         (body(&cid, vec![]), "too-many-keys"),
-        (body(&cid, vec![pk.clone(); 17]), "too-many-keys"),
-        (body(&cid, vec![pk[..100].to_string()]), "bad-key"),
-        (body(&cid, vec![format!("{pk}=")]), "bad-key"),
-        (body(&cid, vec![pk.clone(), "!!".into()]), "bad-key"),
-        (body("not-a-client-id", vec![pk.clone()]), "bad-client-id"),
-        (body(&cid.to_uppercase(), vec![pk.clone()]), "bad-client-id"),
-        ("{\"keys\":[]}".into(), "bad-json"),
+        (body(&cid, vec![entry.clone(); 17]), "too-many-keys"),
+        (
+            body(&cid, vec![with("enc", enc[..100].to_string())]),
+            "bad-key",
+        ),
+        (body(&cid, vec![with("pk", format!("{enc}="))]), "bad-key"),
+        (
+            body(&cid, vec![entry.clone(), with("enc", "!!".into())]),
+            "bad-key",
+        ),
+        (
+            body("not-a-client-id", vec![entry.clone()]),
+            "bad-client-id",
+        ),
+        (
+            body(&cid.to_uppercase(), vec![entry.clone()]),
+            "bad-client-id",
+        ),
+        ("{\"pairs\":[]}".into(), "bad-json"),
         ("not json".into(), "bad-json"),
     ];
     for (b, want) in &cases {
-        assert_refused(&post(s.port, "/v1/relay/pairs", b), 400, want);
+        assert_refused(&post(s.port, "/v1/relay/v2/pairs", b), 400, want);
     }
-    // A JSON error does not quote the input (here: a client id where keys belong).
-    let echo = serde_json::json!({"client_id": cid, "keys": cid}).to_string();
-    let r = post(s.port, "/v1/relay/pairs", &echo);
+    // A JSON error does not quote the input (here: a client id where the entries belong).
+    let echo = serde_json::json!({"client_id": cid, "key_id": key_id, "pairs": cid}).to_string();
+    let r = post(s.port, "/v1/relay/v2/pairs", &echo);
     assert_refused(&r, 400, "bad-json");
     assert!(!r.body.contains(&cid[..36]), "{}", r.body);
     let huge = "x".repeat(200 * 1024);
-    assert_refused(&post(s.port, "/v1/relay/pairs", &huge), 413, "too-large");
+    assert_refused(&post(s.port, "/v1/relay/v2/pairs", &huge), 413, "too-large");
 
     // Metrics.
     assert_eq!(
@@ -276,8 +330,8 @@ fn memory_store_bounded_with_evictions_counted() {
         ("RELAY_MAX_KEYS_PER_PAIRING", "3"),
     ]);
     let cid = client_id(2);
-    let first = pair(s.port, &cid, &kems(3));
-    let second = pair(s.port, &cid, &kems(3));
+    let first = pair(s.port, &cid, 3);
+    let second = pair(s.port, &cid, 3);
     assert_eq!(metric(&s, "veil_keyservice_relay_evictions_total"), 2);
     assert_eq!(metric(&s, "veil_keyservice_relay_sessions"), 4);
     // The two oldest of the first call went; the newest of it and the second call stay.
@@ -293,9 +347,9 @@ fn memory_store_bounded_with_evictions_counted() {
         assert_eq!(r.status == 200, found, "{}", r.body);
     }
     // The per-call limit.
-    let body = serde_json::json!({"client_id": cid, "keys": vec![URL_SAFE_NO_PAD.encode(kems(1)[0].public_key()); 4]});
+    let (body, _) = pairing_body(s.port, &cid, 4);
     assert_refused(
-        &post(s.port, "/v1/relay/pairs", &body.to_string()),
+        &post(s.port, "/v1/relay/v2/pairs", &body),
         400,
         "too-many-keys",
     );
@@ -446,7 +500,7 @@ fn redis_shared_by_two_keyservices_survives_a_redis_restart() {
     let cid = client_id(3);
 
     // Made through A, seen through B with the same keys and client id.
-    let pairs = pair(a.port, &cid, &kems(2));
+    let pairs = pair(a.port, &cid, 2);
     let id = pairs[0]["pair_id"].as_str().unwrap().to_string();
 
     // Redis holds no traffic key: every field of every pair, read raw, holds neither key.
@@ -505,7 +559,7 @@ fn redis_shared_by_two_keyservices_survives_a_redis_restart() {
         "unknown",
     );
     assert_refused(&seq(b.port, &id, 3), 404, "unknown");
-    let again = pair(b.port, &cid, &kems(1));
+    let again = pair(b.port, &cid, 1);
     let id2 = again[0]["pair_id"].as_str().unwrap().to_string();
     let r = get(a.port, &format!("/v1/relay/pairs/{id2}"));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -521,11 +575,11 @@ fn redis_shared_by_two_keyservices_survives_a_redis_restart() {
         "unknown",
     );
     assert_refused(&seq(b.port, &id2, 1), 404, "unknown");
-    let third = pair(a.port, &cid, &kems(1));
+    let third = pair(a.port, &cid, 1);
     let id3 = third[0]["pair_id"].as_str().unwrap().to_string();
     redis.stop();
     redis.start();
-    let r = pair(b.port, &cid, &kems(1));
+    let r = pair(b.port, &cid, 1);
     assert_eq!(r.len(), 1);
     assert_eq!(
         seq(a.port, r[0]["pair_id"].as_str().unwrap(), 1).status,
@@ -568,9 +622,9 @@ fn redis_down_at_start_then_up() {
     );
     assert_eq!(s.get("/v1/data-keys/current", Some(TOKEN)).status, 200);
     let cid = client_id(4);
-    let body = serde_json::json!({"client_id": cid, "keys": [URL_SAFE_NO_PAD.encode(kems(1)[0].public_key())]});
+    let (body, _) = pairing_body(s.port, &cid, 1);
     assert_refused(
-        &post(s.port, "/v1/relay/pairs", &body.to_string()),
+        &post(s.port, "/v1/relay/v2/pairs", &body),
         503,
         "store-unavailable",
     );
@@ -583,12 +637,10 @@ fn redis_down_at_start_then_up() {
     );
 
     let _redis = Redis::on(port);
-    let k = kems(1);
-    let body =
-        serde_json::json!({"client_id": cid, "keys": [URL_SAFE_NO_PAD.encode(k[0].public_key())]});
+    let (body, _) = pairing_body(s.port, &cid, 1);
     // The first call after Redis is up is answered (the failed connection is replaced and
     // the op retried once), not 503.
-    let r = post(s.port, "/v1/relay/pairs", &body.to_string());
+    let r = post(s.port, "/v1/relay/v2/pairs", &body);
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
@@ -597,7 +649,7 @@ fn redis_idle_ttl_drops_unused_pairs() {
     let redis = Redis::on(free_port());
     let url = redis.url();
     let (_env, s) = serve_with(&[("REDIS_URL", url.as_str()), ("RELAY_IDLE_TTL_SECS", "2")]);
-    let pairs = pair(s.port, &client_id(5), &kems(2));
+    let pairs = pair(s.port, &client_id(5), 2);
     let (kept, idle) = (
         pairs[0]["pair_id"].as_str().unwrap(),
         pairs[1]["pair_id"].as_str().unwrap(),
@@ -630,13 +682,13 @@ fn redis_with_a_password_never_shows_it() {
         redis.port
     );
     let (_env, s) = serve_with(&[("REDIS_URL", good.as_str()), ("VEIL_LOG", "trace")]);
-    pair(s.port, &client_id(6), &kems(1));
+    pair(s.port, &client_id(6), 1);
     // A wrong password: the service runs, the relay answers 503, the reason is logged.
     let bad = format!("redis://:pw-wrong-also-secret@127.0.0.1:{}/", redis.port);
     let (_env2, s2) = serve_with(&[("REDIS_URL", bad.as_str()), ("VEIL_LOG", "trace")]);
-    let body = serde_json::json!({"client_id": client_id(6), "keys": [URL_SAFE_NO_PAD.encode(kems(1)[0].public_key())]});
+    let (body, _) = pairing_body(s2.port, &client_id(6), 1);
     assert_refused(
-        &post(s2.port, "/v1/relay/pairs", &body.to_string()),
+        &post(s2.port, "/v1/relay/v2/pairs", &body),
         503,
         "store-unavailable",
     );
@@ -1069,16 +1121,16 @@ fn rediss_with_a_ca_file() {
         ("RELAY_REDIS_CA_FILE", ca.as_str()),
     ]);
     let cid = client_id(11);
-    let pairs = pair(s.port, &cid, &kems(1));
+    let pairs = pair(s.port, &cid, 1);
     let id = pairs[0]["pair_id"].as_str().unwrap();
     let r = get(s.port, &format!("/v1/relay/pairs/{id}"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["c2s"], pairs[0]["c2s"]);
 
     let (_env2, s2) = serve_with(&[("REDIS_URL", url.as_str())]);
-    let body = serde_json::json!({"client_id": cid, "keys": [URL_SAFE_NO_PAD.encode(kems(1)[0].public_key())]});
+    let (body, _) = pairing_body(s2.port, &cid, 1);
     assert_refused(
-        &post(s2.port, "/v1/relay/pairs", &body.to_string()),
+        &post(s2.port, "/v1/relay/v2/pairs", &body),
         503,
         "store-unavailable",
     );

@@ -2,7 +2,8 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `POST /v1/relay/pairs` `{"client_id","keys":[b64url pk…]}` | 200 `{"pairs":[{"pair_id","ciphertext","c2s","s2c","expires_at","idle_ttl_secs"}]}` |
+//! | `POST /v1/relay/v2/pairs` `{"client_id","key_id","pairs":[{"enc","pk"}…]}` | 200 `{"pairs":[{"pair_id","enc","confirm","c2s","s2c","expires_at","idle_ttl_secs"}]}` (docs/relay-protocol.md §2) |
+//! | `GET /v1/relay/keys` | 200 `application/ohttp-keys`: the relay server keys, current first |
 //! | `GET /v1/relay/pairs/{pair_id}` | 200 `{"pair_id","client_id","c2s","s2c","expires_at","idle_ttl_secs"}` (restarts the idle TTL) or 404 |
 //! | `POST /v1/relay/pairs/{pair_id}/seq` `{"seq":n}` | 200 `{"accepted":true}`, 409 replay, 404 |
 //!
@@ -22,7 +23,7 @@ use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use veil_core::relay::{kem, keys, pairing, v2};
+use veil_core::relay::v2;
 use zeroize::Zeroizing;
 
 use super::metrics::inc;
@@ -42,7 +43,6 @@ const PAIR_ID_LEN: usize = 22;
 /// The relay routes, merged into the keyservice's router (its token check applies).
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/v1/relay/pairs", post(pair))
         .route("/v1/relay/pairs/{pair_id}", get(lookup))
         .route("/v1/relay/pairs/{pair_id}/seq", post(seq))
         .route("/v1/relay/v2/pairs", post(pair_v2))
@@ -147,31 +147,6 @@ fn b64(bytes: &[u8]) -> Zeroizing<String> {
     Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PairIn {
-    client_id: String,
-    keys: Vec<String>,
-}
-
-/// One made pair as answered; the key strings are zeroized on drop.
-#[derive(Serialize)]
-struct PairOut {
-    pair_id: String,
-    ciphertext: String,
-    #[serde(serialize_with = "zs")]
-    c2s: Zeroizing<String>,
-    #[serde(serialize_with = "zs")]
-    s2c: Zeroizing<String>,
-    expires_at: i64,
-    idle_ttl_secs: u64,
-}
-
-#[derive(Serialize)]
-struct PairsOut {
-    pairs: Vec<PairOut>,
-}
-
 /// Where and what kind of JSON error, without the input's text (serde's messages can quote
 /// a value, and a client id must not travel in an error).
 fn json_error(e: &serde_json::Error) -> String {
@@ -194,125 +169,6 @@ fn body_refused(e: &BytesRejection) -> Response {
     } else {
         refuse(StatusCode::BAD_REQUEST, "bad-request", e.body_text())
     }
-}
-
-async fn pair(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let relay = match relay(&state) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    let refused = |status, error: &str, detail: String| {
-        inc(&relay.metrics.pairings_refused);
-        refuse(status, error, detail)
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            inc(&relay.metrics.pairings_refused);
-            return body_refused(&e);
-        }
-    };
-    let req: PairIn = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                "bad-json",
-                format!(
-                    "expected {{\"client_id\": \"…\", \"keys\": [\"…\"]}} ({})",
-                    json_error(&e)
-                ),
-            )
-        }
-    };
-    if !client_id_shape_ok(&req.client_id) {
-        return refused(
-            StatusCode::BAD_REQUEST,
-            "bad-client-id",
-            "client_id is not a relay client id (uuid.hex)".into(),
-        );
-    }
-    let pks = match pairing::decode_public_keys(&req.keys, relay.config.max_keys_per_pairing) {
-        Ok(pks) => pks,
-        Err(e @ pairing::PairingKeysError::Count { .. }) => {
-            return refused(StatusCode::BAD_REQUEST, "too-many-keys", e.to_string())
-        }
-        Err(e) => return refused(StatusCode::BAD_REQUEST, "bad-key", e.to_string()),
-    };
-
-    let now = (state.clock)();
-    let lifetime = i64::try_from(relay.config.limits.max_lifetime_secs).unwrap_or(i64::MAX);
-    let expires_at = now.saturating_add(lifetime);
-    let mut sessions = Vec::with_capacity(pks.len());
-    let mut cts = Vec::with_capacity(pks.len());
-    for (i, pk) in pks.iter().enumerate() {
-        let (ct, ss) = match kem::encapsulate_os(pk) {
-            Ok(v) => v,
-            Err(e) => {
-                return refused(
-                    StatusCode::BAD_REQUEST,
-                    "bad-key",
-                    format!("keys[{i}]: {e}"),
-                )
-            }
-        };
-        let pair_id = match new_pair_id() {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::error!(error = %e, "relay pairing: no randomness");
-                return refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store-unavailable",
-                    "no randomness".into(),
-                );
-            }
-        };
-        let keys = keys::derive(&ss, &req.client_id, &pair_id, pk, &ct);
-        drop(ss);
-        sessions.push(NewSession {
-            pair_id,
-            client_id: req.client_id.clone(),
-            keys,
-            expires_at,
-        });
-        cts.push(ct);
-    }
-
-    let evicted = match relay.store.insert(&sessions, now).await {
-        Ok(n) => n,
-        Err(e) => {
-            inc(&relay.metrics.pairings_refused);
-            return store_failed(relay, "pairing", &e);
-        }
-    };
-    let m = &relay.metrics;
-    inc(&m.pairings_ok);
-    m.pairs_created
-        .fetch_add(sessions.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    m.evictions
-        .fetch_add(evicted, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        pairs = sessions.len(),
-        evicted,
-        store = relay.store.kind(),
-        "relay pairs made"
-    );
-    let idle_ttl_secs = relay.config.limits.idle_ttl_secs;
-    let out = PairsOut {
-        pairs: sessions
-            .iter()
-            .zip(&cts)
-            .map(|(s, ct)| PairOut {
-                pair_id: s.pair_id.clone(),
-                ciphertext: URL_SAFE_NO_PAD.encode(ct),
-                c2s: b64(&s.keys.c2s),
-                s2c: b64(&s.keys.s2c),
-                expires_at: s.expires_at,
-                idle_ttl_secs,
-            })
-            .collect(),
-    };
-    secret_json(StatusCode::OK, &out)
 }
 
 /// The pair id of the path, or the 400 to answer.
@@ -498,8 +354,7 @@ struct PairsV2Out {
 }
 
 /// `POST /v1/relay/v2/pairs`: per entry, decapsulates the client's secret with the server key
-/// named by `key_id`, encapsulates to its ephemeral key, and runs v2's key schedule; the
-/// pairs go to the same store as v1's.
+/// named by `key_id`, encapsulates to its ephemeral key, and runs v2's key schedule.
 async fn pair_v2(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
