@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 step() { printf '==> %s\n' "$*"; }
 
 scripts/setup.sh
-step "browser client: node tests (X-Wing vectors, wire format, relay vectors, committed bundle = fresh build)"
+step "browser client: node tests (X-Wing vectors, wire format, relay v2 vectors and double, committed bundle = fresh build)"
 (cd client/browser && npm test --silent)
 step "building the filter (wasm32-wasip1, release)"
 cargo build -q -p veil-filter -p veil-bench-floor-wasm --target wasm32-wasip1 --release

@@ -6,8 +6,10 @@
 use std::collections::HashSet;
 
 use proptest::prelude::*;
-use veil_core::relay::wire::{Part, RequestControl, ResponseControl};
-use veil_core::relay::{PartCipher, ReplayWindow};
+use veil_core::relay::v2::{
+    AnswerCipher, AnswerKind, Exchange, Part, RequestBinding, RequestCipher,
+};
+use veil_core::relay::ReplayWindow;
 
 proptest! {
     #[test]
@@ -49,22 +51,31 @@ proptest! {
         flip in any::<prop::sample::Index>(),
         status in 100u16..=599,
     ) {
-        let c = PartCipher::new(&key);
-        let pair_id = "AAAAAAAAAAAAAAAAAAAAAA";
-        let req = RequestControl { client_id: "c", pair_id, seq, body: true }.context("POST");
-        let sealed = c.seal(Part::RequestBody, &req, &body).unwrap();
+        let c = RequestCipher::new(&key);
+        let ex = Exchange {
+            pair_id: "AAAAAAAAAAAAAAAAAAAAAA",
+            seq,
+            method: "POST",
+            scheme: "https",
+            authority: "app.example",
+        };
+        let sealed = c.seal(&ex, Part::RequestBody, true, &body).unwrap();
         prop_assert_eq!(sealed.len(), body.len() + 16);
-        prop_assert_eq!(&c.open(Part::RequestBody, &req, &sealed).unwrap(), &body);
+        prop_assert_eq!(&c.open(&ex, Part::RequestBody, true, &sealed).unwrap(), &body);
         let mut bad = sealed.clone();
         let i = flip.index(bad.len());
         bad[i] ^= 0x01;
-        prop_assert!(c.open(Part::RequestBody, &req, &bad).is_err());
+        prop_assert!(c.open(&ex, Part::RequestBody, true, &bad).is_err());
 
-        let resp = ResponseControl { pair_id, seq, body: true }.context("POST", status);
-        let sealed = c.seal(Part::ResponseBody, &resp, &body).unwrap();
-        prop_assert_eq!(&c.open(Part::ResponseBody, &resp, &sealed).unwrap(), &body);
-        let other = ResponseControl { pair_id, seq, body: true }
-            .context("POST", if status == 599 { 100 } else { status + 1 });
-        prop_assert!(c.open(Part::ResponseBody, &other, &sealed).is_err());
+        let binding = RequestBinding([7; 32]);
+        let a = AnswerCipher::new(&key, &[seq as u8; 32]).unwrap();
+        let kind = AnswerKind::HeadersBody;
+        let sealed = a.seal(&ex, Part::ResponseBody, kind, status, &binding, &body).unwrap();
+        prop_assert_eq!(
+            &a.open(&ex, Part::ResponseBody, kind, status, &binding, &sealed).unwrap(),
+            &body
+        );
+        let other = if status == 599 { 100 } else { status + 1 };
+        prop_assert!(a.open(&ex, Part::ResponseBody, kind, other, &binding, &sealed).is_err());
     }
 }

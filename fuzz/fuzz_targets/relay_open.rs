@@ -1,26 +1,18 @@
-//! The relay's part cipher (AES-256-GCM, nonce and AD from the part context) with a fixed
-//! key. The input chooses the part, the context (pair id, seq, method, flags, status) and
-//! the bytes. Properties: opening bytes that were not sealed fails (a forgery would need the
-//! tag: 2^-128); seal → open gives back the plaintext for any plaintext and context; the
-//! sealed part does not open under another part, seq, method or status, nor with any one
-//! bit flipped; seal and open fail exactly when the context has no AD (a status outside
-//! 100..=999 on a response part, or a status on a request part); a failed open leaves no
-//! plaintext in the buffer.
+//! The relay's part ciphers (docs/relay-protocol.md §3–4) with a fixed key: the request
+//! cipher (`c2s`, nonce `part || seq`, AD with the request line) and an answer cipher (its
+//! key from `s2c` and a response nonce, AD with flags, status and the request binding). The
+//! input chooses the exchange, the answer's status and response nonce, and the bytes.
+//! Properties: bytes that were not sealed do not open; seal → open gives the plaintext back;
+//! a sealed part does not open under another part, seq, method, authority, status, binding
+//! or response nonce, nor with one bit flipped, nor truncated.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use veil_core::relay::v2::{
+    AnswerCipher, AnswerKind, Exchange, Part, RequestBinding, RequestCipher,
+};
 use veil_core::relay::wire::TAG_LEN;
-use veil_core::relay::{Part, PartCipher, PartContext};
 
-const PARTS: [Part; 5] = [
-    Part::RequestUrl,
-    Part::RequestHeaders,
-    Part::RequestBody,
-    Part::ResponseHeaders,
-    Part::ResponseBody,
-];
-
-/// Takes the first `n` bytes (fewer if the input is shorter).
 fn take<'a>(data: &mut &'a [u8], n: usize) -> &'a [u8] {
     let (head, rest) = data.split_at(n.min(data.len()));
     *data = rest;
@@ -33,10 +25,7 @@ fn byte(data: &mut &[u8]) -> u8 {
 
 fuzz_target!(|input: &[u8]| {
     let mut data = input;
-    let cipher = PartCipher::new(&[0x42; 32]);
     let mode = byte(&mut data);
-    let part = PARTS[usize::from(mode % 5)];
-    let other = PARTS[usize::from((mode / 5) % 5)];
     let pair_id = String::from_utf8_lossy(take(&mut data, 22)).into_owned();
     let mut seq = [0u8; 8];
     let s = take(&mut data, 8);
@@ -44,97 +33,124 @@ fuzz_target!(|input: &[u8]| {
     let seq = u64::from_le_bytes(seq);
     let mlen = usize::from(byte(&mut data) % 12);
     let method = String::from_utf8_lossy(take(&mut data, mlen)).into_owned();
-    let flags = ["uh", "uhb", "h", "hb"][usize::from(byte(&mut data) % 4)];
-    let st = take(&mut data, 2);
-    let status = match st {
-        [a, b] if b & 0x80 == 0 => Some(u16::from_le_bytes([*a, *b]) % 1100),
-        _ => None,
-    };
-    let ctx = PartContext {
+    let status = 100 + u16::from(byte(&mut data)) * 3;
+    let mut rn = [0u8; 32];
+    let r = take(&mut data, 32);
+    rn[..r.len()].copy_from_slice(r);
+    let ex = Exchange {
         pair_id: &pair_id,
         seq,
         method: &method,
-        flags,
-        status,
+        scheme: "https",
+        authority: "app.example",
     };
-    let has_ad = ctx.ad(part).is_ok();
-    assert_eq!(
-        has_ad,
-        match (part.is_response(), status) {
-            (false, None) => true,
-            (true, Some(s)) => (100..=999).contains(&s),
-            _ => false,
-        }
-    );
+    let body = mode & 1 == 1;
+    let part =
+        [Part::RequestUrl, Part::RequestHeaders, Part::RequestBody][usize::from(mode / 2 % 3)];
+    let c = RequestCipher::new(&[0x42; 32]);
+    let a = AnswerCipher::new(&[0x43; 32], &rn).unwrap();
+    let binding = RequestBinding([mode; 32]);
+    let kind = if mode & 4 == 0 {
+        AnswerKind::Headers
+    } else {
+        AnswerKind::HeadersBody
+    };
 
-    // The rest as a ciphertext that was never sealed: it must not open.
-    let mut buf = data.to_vec();
+    // The rest as a ciphertext that was never sealed: it opens under neither cipher.
     assert!(
-        cipher.open_in_place(part, &ctx, &mut buf).is_err(),
+        c.open(&ex, part, body, data).is_err(),
         "unsealed bytes opened"
     );
-    if data.len() < TAG_LEN {
-        assert!(cipher.open(part, &ctx, data).is_err());
+    assert!(a
+        .open(&ex, Part::ResponseHeaders, kind, status, &binding, data)
+        .is_err());
+
+    // Request parts.
+    let sealed = c.seal(&ex, part, body, data);
+    let fits = part != Part::RequestBody || body;
+    assert_eq!(
+        sealed.is_ok(),
+        fits,
+        "seal of a part the flags do not allow"
+    );
+    if let Ok(sealed) = sealed {
+        assert_eq!(sealed.len(), data.len() + TAG_LEN);
+        assert_eq!(c.open(&ex, part, body, &sealed).as_deref(), Ok(data));
+        let m2 = format!("{method}X");
+        for other in [
+            Exchange {
+                seq: seq.wrapping_add(1),
+                ..ex
+            },
+            Exchange { method: &m2, ..ex },
+            Exchange {
+                authority: "other.example",
+                ..ex
+            },
+            Exchange {
+                scheme: "http",
+                ..ex
+            },
+        ] {
+            assert!(
+                c.open(&other, part, body, &sealed).is_err(),
+                "opened elsewhere"
+            );
+        }
+        let bit = usize::from(mode) * 7 % (sealed.len() * 8);
+        let mut flipped = sealed.clone();
+        if let Some(b) = flipped.get_mut(bit / 8) {
+            *b ^= 1 << (bit % 8);
+        }
+        assert!(
+            c.open(&ex, part, body, &flipped).is_err(),
+            "a flipped bit opened"
+        );
+        if let Some(t) = sealed.get(..sealed.len().saturating_sub(1)) {
+            assert!(
+                c.open(&ex, part, body, t).is_err(),
+                "a truncated part opened"
+            );
+        }
     }
 
-    // The rest as a plaintext: seal → open round-trips, and nothing else opens it.
-    let sealed = cipher.seal(part, &ctx, data);
-    assert_eq!(sealed.is_ok(), has_ad, "seal without AD");
-    let Ok(sealed) = sealed else { return };
-    assert_eq!(sealed.len(), data.len() + TAG_LEN);
+    // Answer parts.
+    let sealed = a
+        .seal(&ex, Part::ResponseHeaders, kind, status, &binding, data)
+        .unwrap();
     assert_eq!(
-        cipher.open(part, &ctx, &sealed).as_deref(),
-        Ok(data),
-        "seal/open round trip"
+        a.open(&ex, Part::ResponseHeaders, kind, status, &binding, &sealed)
+            .as_deref(),
+        Ok(data)
     );
-    let b64 = cipher.seal_b64(part, &ctx, data).unwrap_or_default();
-    assert_eq!(cipher.open_b64(part, &ctx, &b64).as_deref(), Ok(data));
-    if other != part {
-        assert!(
-            cipher.open(other, &ctx, &sealed).is_err(),
-            "opened as another part"
-        );
-    }
-    let later = PartContext {
-        seq: seq.wrapping_add(1),
-        ..ctx
-    };
+    let other_status = if status == 999 { 100 } else { status + 1 };
+    assert!(a
+        .open(
+            &ex,
+            Part::ResponseHeaders,
+            kind,
+            other_status,
+            &binding,
+            &sealed
+        )
+        .is_err());
+    let other_binding = RequestBinding([mode ^ 1; 32]);
+    assert!(a
+        .open(
+            &ex,
+            Part::ResponseHeaders,
+            kind,
+            status,
+            &other_binding,
+            &sealed
+        )
+        .is_err());
+    let mut rn2 = rn;
+    rn2[0] ^= 1;
+    let a2 = AnswerCipher::new(&[0x43; 32], &rn2).unwrap();
     assert!(
-        cipher.open(part, &later, &sealed).is_err(),
-        "opened under another seq"
+        a2.open(&ex, Part::ResponseHeaders, kind, status, &binding, &sealed)
+            .is_err(),
+        "opened under another response nonce"
     );
-    let m2 = format!("{method}X");
-    let other_method = PartContext { method: &m2, ..ctx };
-    assert!(
-        cipher.open(part, &other_method, &sealed).is_err(),
-        "opened under another method"
-    );
-    if let Some(s) = status {
-        let st2 = PartContext {
-            status: Some(if s == 999 { 100 } else { s + 1 }),
-            ..ctx
-        };
-        assert!(
-            cipher.open(part, &st2, &sealed).is_err(),
-            "opened under another status"
-        );
-    }
-    let bit = usize::from(mode) * 7 % (sealed.len() * 8);
-    let mut flipped = sealed.clone();
-    if let Some(b) = flipped.get_mut(bit / 8) {
-        *b ^= 1 << (bit % 8);
-    }
-    let before = flipped.clone();
-    assert!(
-        cipher.open_in_place(part, &ctx, &mut flipped).is_err(),
-        "a flipped bit opened"
-    );
-    assert_eq!(flipped, before, "a failed open changed the buffer");
-    if sealed.len() > TAG_LEN {
-        let truncated = sealed.get(..sealed.len() - 1).unwrap_or_default();
-        assert!(
-            cipher.open(part, &ctx, truncated).is_err(),
-            "a truncated part opened"
-        );
-    }
 });

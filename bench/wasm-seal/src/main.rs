@@ -191,40 +191,41 @@ fn main() {
         });
     }
     // The relay's crypto for one 1 KB request and answer (relay-local): open the body part
-    // and seal the answer's body part, AES-256-GCM (software AES and GHASH in wasm).
-    let pc = veil_core::relay::PartCipher::new(&[0x42; 32]);
-    let ctx = veil_core::relay::PartContext {
+    // (under `c2s`) and seal the answer's body part under its own key (derived from `s2c` and
+    // a response nonce, per answer), AES-256-GCM (software AES and GHASH in wasm).
+    use veil_core::relay::v2;
+    let ex = v2::Exchange {
         pair_id: "AAAAAAAAAAAAAAAAAAAAAA",
         seq: 7,
         method: "POST",
-        flags: "hb",
-        status: Some(200),
+        scheme: "https",
+        authority: "app.example",
     };
-    let part = veil_core::relay::Part::ResponseBody;
+    let rc = v2::RequestCipher::new(&[0x42; 32]);
+    let binding = v2::RequestBinding([9; 32]);
     let body = vec![b'x'; 1024];
-    let mut sealed = body.clone();
-    pc.seal_in_place(part, &ctx, &mut sealed).expect("seal");
-    let mut rbuf: Vec<u8> = Vec::with_capacity(2048);
+    let sealed = rc.seal(&ex, v2::Part::RequestBody, true, &body).expect("seal");
     let n = "relay/gcm_seal_1k";
     if want(n) {
         time(n, warm, measure, || {
-            rbuf.clear();
-            rbuf.extend_from_slice(black_box(&body));
-            black_box(pc.seal_in_place(part, &ctx, &mut rbuf).is_ok());
+            let a = v2::AnswerCipher::new(&[0x43; 32], black_box(&[5; 32])).expect("answer key");
+            let kind = v2::AnswerKind::HeadersBody;
+            black_box(
+                a.seal(&ex, v2::Part::ResponseBody, kind, 200, &binding, black_box(&body))
+                    .is_ok(),
+            );
         });
     }
     let n = "relay/gcm_open_1k";
     if want(n) {
         time(n, warm, measure, || {
-            rbuf.clear();
-            rbuf.extend_from_slice(black_box(&sealed));
-            black_box(pc.open_in_place(part, &ctx, &mut rbuf).is_ok());
+            black_box(rc.open(&ex, v2::Part::RequestBody, true, black_box(&sealed)).is_ok());
         });
     }
     let n = "relay/key_schedule";
     if want(n) {
         time(n, warm, measure, || {
-            black_box(veil_core::relay::PartCipher::new(black_box(&[0x42; 32])));
+            black_box(v2::RequestCipher::new(black_box(&[0x42; 32])));
         });
     }
     // The relay's pair table in `local` mode: one shared-data read opens a set, one CAS

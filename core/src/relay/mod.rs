@@ -1,12 +1,12 @@
-//! Veil Relay, version 1 (docs/relay-protocol.md): the pure parts shared by the filter, the
-//! keyservice and the clients — client ids, the X-Wing KEM, the pair key derivation, the
-//! part sealing and control headers, the replay window and the route globs.
+//! Veil Relay (docs/relay-protocol.md, protocol version 2): the pure parts shared by the
+//! filter, the keyservice and the clients — client ids, the X-Wing KEM, the key
+//! configuration, pairing and part sealing ([`v2`]), the shared encodings ([`wire`]), the
+//! replay window, the pair slots and the route globs.
 
 pub mod clientid;
 pub mod error;
 pub mod kem;
 pub mod keys;
-pub mod pairing;
 pub mod routes;
 pub mod slots;
 pub mod v2;
@@ -18,10 +18,6 @@ pub use error::RelayError;
 pub use keys::PairKeys;
 pub use routes::RouteGlob;
 pub use window::ReplayWindow;
-pub use wire::{Part, PartCipher, PartContext, RequestControl, ResponseControl};
-
-/// The protocol label in the transcript hash, the KDF infos and every part's AD.
-pub const LABEL: &[u8] = b"veil-relay/v1";
 
 /// Request/response control header.
 pub const HEADER_RELAY: &str = "x-veil-relay";

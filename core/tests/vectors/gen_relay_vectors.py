@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Generate core/tests/vectors/relay-v1.json: known-answer vectors for Veil Relay v1
+"""X-Wing and HKDF written out independently of the Rust code, imported by
+gen_relay_v2_vectors.py. (Run as a script it still prints version 1's known answers — v1 is
+retired and its relay-v1.json no longer kept.) Originally: known-answer vectors for Veil Relay v1
 (docs/relay-protocol.md), computed by an implementation INDEPENDENT of the Rust code.
 
 Independent means: nothing here calls Veil code or the RustCrypto crates.
