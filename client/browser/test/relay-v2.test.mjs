@@ -73,6 +73,7 @@ function standIn() {
     const rn = crypto.getRandomValues(new Uint8Array(32));
     const ak = await v2.answerKeyBytes(k.s2c, rn);
     const key = await aes(ak.key, 'encrypt');
+    if (st.mode.refuse) st.refused = (st.refused ?? 0) + 1;
     const status = st.mode.refuse ? 409 : 200;
     const rflags = st.mode.refuse ? 'e' : 'hb';
     const seal = async (part, m) =>
@@ -92,7 +93,12 @@ function standIn() {
       });
     }
     const echo = encodeUtf8(JSON.stringify({ method: init.method, pq, headers, body: body && b64urlEncode(body) }));
-    return new Response(await seal(5, echo), {
+    const sealedBody = await seal(5, echo);
+    if (st.mode.tamper) {
+      st.mode.tamper = false;
+      sealedBody[3] ^= 1;
+    }
+    return new Response(sealedBody, {
       status,
       headers: {
         'x-veil-relay': control,
@@ -156,4 +162,45 @@ test('v2: an authenticated refusal carries its code', async () => {
   st.mode.refuse = true;
   await assert.rejects(relay.fetch('/app/x', { method: 'PATCH', body: '1' }), (e) => e.code === 'relay-replay' && e.authenticated && e.status === 409);
   assert.throws(() => createRelay({ url: 'http://relay.test/veil', serverKey: 'AAAA' }));
+});
+
+test('v2: the pin is required', () => {
+  assert.throws(() => createRelay({ url: 'http://relay.test/veil' }), TypeError);
+  assert.throws(() => createRelay({ url: 'http://relay.test/veil', serverKey: null }), TypeError);
+});
+
+test('v2: pairs the relay lost: a GET re-pairs and is sent again, a POST is reported once and the next one works', async () => {
+  const st = standIn();
+  const storage = memory();
+  const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage, serverKey: st.pin });
+  await relay.fetch('/warm-up');
+  assert.equal(storage.getItem('veil-relay:client-id:http://relay.test/veil'), 'cid-of-the-stand-in');
+  const first = relay.pairIds();
+  st.pairs.clear(); // the keyservice lost its sessions
+  assert.equal((await relay.fetch('/app/get')).status, 200);
+  assert.equal(relay.stats().retries, 1);
+  assert.notDeepEqual(relay.pairIds(), first, 'on a new pair');
+  st.pairs.clear();
+  st.runs.length = 0;
+  await assert.rejects(relay.fetch('/app/post', { method: 'POST', body: 'x' }), (e) => e.code === 'relay-pair-unknown');
+  assert.equal(relay.stats().retries, 1, 'the POST was not retried');
+  assert.equal((await relay.fetch('/app/post', { method: 'POST', body: 'y' })).status, 200, 'the dead pair was dropped');
+  assert.equal(st.runs.length, 1, 'only the second POST ran');
+});
+
+test('v2: an authenticated replay refusal on a GET is retried on a fresh seq', async () => {
+  const st = standIn();
+  const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage: memory(), serverKey: st.pin });
+  st.mode.refuse = true;
+  assert.equal((await relay.fetch('/app/x')).status, 200);
+  assert.equal(st.refused, 1);
+  assert.equal(relay.stats().retries, 1);
+  assert.equal(relay.stats().repairs, 0, 'same pair, fresh seq');
+});
+
+test('v2: an answer changed on the way is refused, not returned', async () => {
+  const st = standIn();
+  const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage: memory(), serverKey: st.pin });
+  st.mode.tamper = true;
+  await assert.rejects(relay.fetch('/app/x', { method: 'POST', body: '1' }), (e) => e.code === 'client-response-decode-failed');
 });
