@@ -111,11 +111,14 @@ fn signed_requests_are_accepted_once_and_bound_to_their_request() {
     let cid = ClientIdSecret::new(b"signed-auth-test-client-id-secret-0123")
         .unwrap()
         .issue([7; 16]);
+    // A pairing entry (relay v2): `enc` to the relay key `k1` that `keyring init` made (any
+    // X-Wing ciphertext decapsulates), `pk` the client's ephemeral key.
     let kem = ClientKem::generate_os().unwrap();
-    let body =
-        serde_json::json!({"client_id": cid, "keys": [URL_SAFE_NO_PAD.encode(kem.public_key())]})
-            .to_string();
-    let pairs = "/v1/relay/pairs";
+    let (enc, _) = veil_core::relay::kem::encapsulate_os(&kem.public_key()).unwrap();
+    let body = serde_json::json!({"client_id": cid, "key_id": 1, "pairs": [{
+        "enc": URL_SAFE_NO_PAD.encode(&enc), "pk": URL_SAFE_NO_PAD.encode(kem.public_key())}]})
+    .to_string();
+    let pairs = "/v1/relay/v2/pairs";
     let auth = signed("POST", pairs, body.as_bytes(), now());
     let tampered = body.replace(&cid, &cid.to_uppercase());
     assert_unauthorized(
