@@ -547,6 +547,15 @@ class Stack:
             )
             if r.returncode != 0:
                 raise BenchError(f"keyring init failed: {r.stderr.strip()}")
+        # The relay's pin, taken out of band as a client would (veil-bench-load --server-key).
+        if not (rd / "relay-server-key").exists():
+            r = subprocess.run(
+                [str(self.bins["keyservice"]), "relay-key", "show"],
+                env=ks_env, capture_output=True, text=True, timeout=30, cwd=rd,
+            )
+            if r.returncode != 0:
+                raise BenchError(f"relay-key show failed: {r.stderr.strip()}")
+            (rd / "relay-server-key").write_text(r.stdout.strip() + "\n")
 
         ks_port, up_port = free_port(), free_port()
         self.keyservice_addr = f"127.0.0.1:{ks_port}"
@@ -939,6 +948,8 @@ def load_argv(args, sc: Scenario, envoy: Envoy, extra: list[str], stack_dir: Pat
     relay = sc.loadgen == "relay" and envoy.role in SHELLS
     argv = [str(args.load_gen), "--mode", "relay" if relay else "plain",
             "--url", f"http://{envoy.listen}", "--method", sc.method, "--path", sc.path]
+    if relay:
+        argv += ["--server-key", str(stack_dir / "relay-server-key")]
     if sc.variants:
         argv += ["--bodies", str(variants_file(sc, stack_dir))]
     elif sc.body:

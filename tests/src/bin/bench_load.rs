@@ -61,6 +61,10 @@ struct Args {
     /// The relay prefix (relay mode).
     #[arg(long, default_value = "/veil")]
     prefix: String,
+    /// The relay's pinned server key (relay mode): `veil-keyservice relay-key show`'s line,
+    /// or a file holding it.
+    #[arg(long, env = "VEIL_RELAY_SERVER_KEY", value_name = "FILE|B64")]
+    server_key: Option<String>,
     #[arg(long, default_value = "POST")]
     method: String,
     /// The application's path (and query).
@@ -233,8 +237,13 @@ fn sender(a: &Args) -> Result<Sender, String> {
     Ok(match a.mode {
         Mode::Relay => {
             let base = format!("{}{}", a.url.trim_end_matches('/'), a.prefix);
+            let key = a
+                .server_key
+                .as_deref()
+                .ok_or("relay mode needs --server-key (veil-keyservice relay-key show)")?;
             let opts = veil_relay::Options {
                 pairs: 1,
+                server_key: Some(veil_relay::parse_server_key(key).map_err(|e| e.to_string())?),
                 ..Default::default()
             };
             let c = veil_relay::Client::new(&base, opts).map_err(|e| e.to_string())?;
