@@ -527,6 +527,18 @@ impl Client {
                     self.pool.give_back(ticket, fresh);
                     return outcome;
                 }
+                // Likewise an id the relay no longer accepts is re-validated (and the pool
+                // re-paired) for the next request, without sending this one again.
+                Recovery::GiveUp if code == "relay-bad-client-id" => {
+                    self.pool.give_back(ticket, pair);
+                    let _setup = self.setup.lock().unwrap_or_else(|p| p.into_inner());
+                    if self.client_id() == used_id
+                        && self.discover().and_then(|()| self.pair_all()).is_ok()
+                    {
+                        self.count(|s| s.repairs += 1);
+                    }
+                    return outcome;
+                }
                 Recovery::GiveUp => {
                     self.pool.give_back(ticket, pair);
                     return outcome;

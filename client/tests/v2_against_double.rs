@@ -547,3 +547,98 @@ fn server_keys_parse_from_b64_or_a_file() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_pin_is_required() {
+    let e = Client::new("http://127.0.0.1:1/veil", Options::default())
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("server key"), "{e}");
+}
+
+/// A rotated `CLIENT_ID_SECRET`: an idempotent request re-validates its id, re-pairs and is
+/// sent again; a `POST` gets the error (unauthenticated: it is never sent twice).
+#[test]
+fn a_rotated_client_id_secret_makes_a_get_revalidate_and_a_post_report() {
+    let (url, state) = start();
+    let c = client(&url, &state);
+    assert_eq!(c.request("GET", "/app/a", &[], None).unwrap().status, 200);
+    let old_id = c.client_id().unwrap();
+    state.lock().unwrap().secret = ClientIdSecret::new(&[2; 32]).unwrap();
+    assert_eq!(c.request("GET", "/app/b", &[], None).unwrap().status, 200);
+    assert_ne!(c.client_id().unwrap(), old_id, "a fresh id");
+    assert_eq!(c.stats().retries, 1);
+    state.lock().unwrap().secret = ClientIdSecret::new(&[3; 32]).unwrap();
+    let runs = state.lock().unwrap().runs.len();
+    let e = c.request("POST", "/app/c", &[], Some(b"once")).unwrap_err();
+    assert_eq!(e.relay_code(), Some("relay-bad-client-id"), "{e}");
+    assert_eq!(state.lock().unwrap().runs.len(), runs, "nothing ran");
+    assert_eq!(c.stats().retries, 1, "the POST was not sent again");
+    // ...but the client re-validated its id for the next request.
+    assert_eq!(
+        c.request("POST", "/app/d", &[], Some(b"next"))
+            .unwrap()
+            .status,
+        200
+    );
+}
+
+/// The relay lost the pairs: a `POST` is reported (never sent twice) and its pair replaced,
+/// so the next `POST` works.
+#[test]
+fn a_post_on_a_lost_pair_is_reported_and_the_pair_replaced() {
+    let (url, state) = start();
+    let c = Client::new(
+        &url,
+        Options {
+            pairs: 1,
+            server_key: Some(state.lock().unwrap().server.config().clone()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        c.request("POST", "/app/a", &[], Some(b"1")).unwrap().status,
+        200
+    );
+    state.lock().unwrap().pairs.clear();
+    let e = c.request("POST", "/app/b", &[], Some(b"2")).unwrap_err();
+    assert_eq!(e.relay_code(), Some("relay-pair-unknown"), "{e}");
+    assert_eq!(c.stats().retries, 0);
+    assert_eq!(
+        c.request("POST", "/app/c", &[], Some(b"3")).unwrap().status,
+        200
+    );
+    let runs: Vec<String> = state
+        .lock()
+        .unwrap()
+        .runs
+        .iter()
+        .map(|r| r.1.clone())
+        .collect();
+    assert_eq!(runs, ["/app/a", "/app/c"]);
+}
+
+/// Requests from many threads share the pool: each pair's `seq`s leave in order, none is
+/// refused as a replay, every request runs once.
+#[test]
+fn concurrent_requests_share_the_pool_without_replays() {
+    let (url, state) = start();
+    let c = client(&url, &state);
+    std::thread::scope(|s| {
+        for t in 0..6 {
+            let c = &c;
+            s.spawn(move || {
+                for i in 0..5 {
+                    let r = c
+                        .request("POST", &format!("/app/t{t}/{i}"), &[], Some(b"x"))
+                        .unwrap();
+                    assert_eq!(r.status, 200);
+                }
+            });
+        }
+    });
+    assert_eq!(state.lock().unwrap().runs.len(), 30);
+    assert_eq!(c.stats().retries, 0);
+    assert_eq!(c.stats().requests, 30);
+}
