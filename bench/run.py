@@ -1420,8 +1420,8 @@ def parse_args(argv=None):
     ap.add_argument("--envoy-log-level", default="warning", help="Envoy --log-level [warning]")
     ap.add_argument("--no-build", action="store_true", help="use the artefacts already built")
     ap.add_argument("--bin-dir", metavar="DIR",
-                    help="take veil-keyservice, veil-demo-upstream, veil-bench-load and "
-                         "veil-bench-seal-fixture from DIR (relative: to the repository), e.g. "
+                    help="take veil-keyservice, veil-demo-upstream, veil-bench-load, "
+                         "veil-bench-seal-fixture, veil-bench-transform from DIR (relative: to the repository), e.g. "
                          "target/debug with --no-build; the wasm stays the release build "
                          "[$CARGO_TARGET_DIR/release]")
     ap.add_argument("--wasm", metavar="FILE",
