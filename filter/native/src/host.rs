@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use veil_core::header_map::HeaderMap;
 use veil_roles::host::{
     BodyKind, CalloutId, CalloutRequest, Direction, HeaderKind, Host, HostError, HostResult, Level,
-    SharedData, StreamHost,
+    SharedData, SharedScope, StreamHost,
 };
 
 use crate::ffi::{self, CalloutStartError, ConfigHost, Dir, Http, Map};
@@ -34,6 +34,12 @@ static SHARED: LazyLock<Mutex<HashMap<String, Versioned>>> =
 pub struct Shared;
 
 impl SharedData for Shared {
+    /// libveil's own memory: no other filter of the proxy reaches it through Envoy, so the
+    /// roles store their records unsealed (docs/security.md, "Shared data").
+    fn shared_scope(&self) -> SharedScope {
+        SharedScope::Filter
+    }
+
     fn shared_get(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
         let map = SHARED.lock().map_err(|_| HostError::INTERNAL)?;
         Ok(map.get(key).map(|v| (v.value.clone(), v.version)))
@@ -113,6 +119,9 @@ pub struct ConfigCtx<'a> {
 }
 
 impl SharedData for ConfigCtx<'_> {
+    fn shared_scope(&self) -> SharedScope {
+        Shared.shared_scope()
+    }
     fn shared_get(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
         Shared.shared_get(key)
     }
@@ -190,6 +199,9 @@ fn dir(kind: BodyKind) -> Dir {
 }
 
 impl SharedData for StreamCtx<'_, '_> {
+    fn shared_scope(&self) -> SharedScope {
+        Shared.shared_scope()
+    }
     fn shared_get(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
         Shared.shared_get(key)
     }

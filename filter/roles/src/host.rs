@@ -119,9 +119,27 @@ pub struct CalloutAnswer {
 /// is ~30 KiB, a key answer well under 1 KiB per key).
 pub const MAX_CALLOUT_ANSWER: usize = 256 * 1024;
 
+/// Who besides this filter can read and write a host's shared data: it decides whether the
+/// roles seal their records there ([`crate::records`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedScope {
+    /// Every plugin of the proxy: proxy-wasm keeps one store per VM id, and Istio sets no
+    /// VM id. Records are sealed.
+    Proxy,
+    /// This filter alone: the native shell's own process memory, which Envoy exposes to no
+    /// other filter (code that could read it anyway, another dynamic module in the process,
+    /// could read the token too). Records are stored as they are.
+    Filter,
+}
+
 /// Data every worker sees, versioned for compare-and-swap (Envoy's shared data; natively a
 /// process-wide map behind a lock).
 pub trait SharedData {
+    /// Who else can read and write this data. [`SharedScope::Proxy`] unless the shell knows
+    /// better (fail closed: records are sealed).
+    fn shared_scope(&self) -> SharedScope {
+        SharedScope::Proxy
+    }
     /// The value of `key` and its version, `None` if absent.
     fn shared_get(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>>;
     /// Writes `key`. With `cas = Some(v)` the write fails with [`HostError::CAS_MISMATCH`]

@@ -14,7 +14,7 @@ use veil_core::header_map::{self, HeaderMap};
 
 use crate::host::{
     BodyKind, CalloutAnswer, CalloutId, CalloutRequest, Direction, HeaderKind, Host, HostError,
-    HostResult, Level, SharedData, StreamHost,
+    HostResult, Level, SharedData, SharedScope, StreamHost,
 };
 
 /// Shared data as Envoy keeps it: a value and a version per key.
@@ -71,6 +71,7 @@ pub struct FakeEnv {
     pub sent: RefCell<Vec<Sent>>,
     next_callout: Cell<u64>,
     failing: RefCell<HashSet<String>>,
+    scope: Cell<SharedScope>,
 }
 
 /// 2026-06-15T00:00:00Z, in unix ms: the fake clock's start.
@@ -86,6 +87,7 @@ impl FakeEnv {
             sent: RefCell::new(Vec::new()),
             next_callout: Cell::new(1),
             failing: RefCell::new(HashSet::new()),
+            scope: Cell::new(SharedScope::Proxy),
         })
     }
 
@@ -100,7 +102,14 @@ impl FakeEnv {
             sent: RefCell::new(Vec::new()),
             next_callout: Cell::new(1_000_001),
             failing: RefCell::new(HashSet::new()),
+            scope: Cell::new(self.scope.get()),
         })
+    }
+
+    /// Makes the shared data this filter's alone (as the native shell's) or the proxy's
+    /// (the default, as proxy-wasm's).
+    pub fn set_shared_scope(&self, scope: SharedScope) {
+        self.scope.set(scope);
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -156,6 +165,10 @@ impl FakeEnv {
 }
 
 impl SharedData for FakeEnv {
+    fn shared_scope(&self) -> SharedScope {
+        self.scope.get()
+    }
+
     fn shared_get(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
         self.check("shared_get")?;
         Ok(self.shared.map.borrow().get(key).cloned())
@@ -345,6 +358,10 @@ impl Default for FakeHost {
 }
 
 impl SharedData for FakeHost {
+    fn shared_scope(&self) -> SharedScope {
+        self.env.shared_scope()
+    }
+
     fn shared_get(&self, key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
         self.env.shared_get(key)
     }

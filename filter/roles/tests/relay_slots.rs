@@ -176,3 +176,69 @@ fn a_slot_another_plugin_published_is_not_adopted() {
         .unwrap()
         .is_some());
 }
+
+/// Task E: a `local`-mode request opened its set on every read (~28 µs in wasm). A set
+/// whose bytes are those this worker last opened or wrote is not opened again; a set
+/// another worker rewrote is.
+#[test]
+fn an_unchanged_set_is_not_opened_again_and_a_changed_one_is() {
+    let f = local();
+    let t = now(&f);
+    pairs::install(&*f.env, &f.worker, &keys(PAIR, t), false, t).unwrap();
+    let opens = f.worker.records.opens();
+    for seq in 1..=3 {
+        let ok = pairs::accept_local(&*f.env, &f.worker, PAIR, CLIENT, seq, t, |_| Ok(()));
+        assert!(ok.unwrap().is_some(), "seq {seq}");
+    }
+    assert_eq!(
+        f.worker.records.opens(),
+        opens,
+        "its own writes: not opened"
+    );
+
+    // Another worker moves the window: the bytes changed, so the next read opens them
+    // (and sees that worker's window: its seq is refused here).
+    let g = Fix::on(f.env.sibling(), config(relay("local")));
+    let ok = pairs::accept_local(&*g.env, &g.worker, PAIR, CLIENT, 4, t, |_| Ok(()));
+    assert!(ok.unwrap().is_some());
+    let replay = pairs::accept_local(&*f.env, &f.worker, PAIR, CLIENT, 4, t, |_| Ok(()));
+    assert!(replay.is_err(), "seq 4 seen by the other worker");
+    assert_eq!(f.worker.records.opens(), opens + 1, "changed bytes: opened");
+    // Sealed bytes that do not open are not answered from the cache.
+    let set_name = format!("veil.relay.set.{}", slots::set_index(PAIR, SETS));
+    let mut raw = f.env.shared.get(&set_name).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    f.env.shared_set(&set_name, &raw, None).unwrap();
+    let gone = pairs::accept_local(&*f.env, &f.worker, PAIR, CLIENT, 5, t, |_| Ok(()));
+    assert!(gone.unwrap().is_none(), "an altered set reads as empty");
+    f.worker.tick(&*f.env);
+    assert_eq!(f.counter("veil.shared.records_rejected"), 1);
+}
+
+/// Task E: where the shell's shared data is the filter's alone (native: libveil's own
+/// memory, no other plugin reaches it), the pair table is stored as it is: nothing sealed,
+/// nothing opened; another worker reads it the same way.
+#[test]
+fn a_private_shared_data_holds_the_pair_table_unsealed() {
+    let env = veil_roles::testing::FakeEnv::new();
+    env.set_shared_scope(veil_roles::host::SharedScope::Filter);
+    let f = Fix::on(env, config(relay("local")));
+    let t = now(&f);
+    pairs::install(&*f.env, &f.worker, &keys(PAIR, t), false, t).unwrap();
+    let ok = pairs::accept_local(&*f.env, &f.worker, PAIR, CLIENT, 1, t, |_| Ok(()));
+    assert!(ok.unwrap().is_some());
+    let set_name = format!("veil.relay.set.{}", slots::set_index(PAIR, SETS));
+    let raw = f.env.shared.get(&set_name).unwrap();
+    let set = Set::parse(&raw, None, 4);
+    assert!(set.find(PAIR).is_some(), "the set's own encoding, unsealed");
+    assert!(RecordKey::from_token(TOKEN.as_bytes())
+        .open(&set_name, &raw)
+        .is_err());
+    let g = Fix::on(f.env.sibling(), config(relay("local")));
+    let replay = pairs::accept_local(&*g.env, &g.worker, PAIR, CLIENT, 1, t, |_| Ok(()));
+    assert!(replay.is_err(), "the other worker reads the window");
+    let next = pairs::accept_local(&*g.env, &g.worker, PAIR, CLIENT, 2, t, |_| Ok(()));
+    assert!(next.unwrap().is_some());
+    assert_eq!(f.worker.records.opens() + g.worker.records.opens(), 0);
+}
