@@ -80,17 +80,60 @@ fn a_keyservice_that_does_not_answer_backs_off() {
     f.worker.tick(&*f.env);
     let sent = current_fetches(&f);
     assert_eq!(sent.len(), 1);
-    // A failed answer backs off from the start again (the count restarts with each
-    // fetch: as before the move; see the report of issue #15).
+    // A second failure in a row, an error status this time, backs off longer: 800 ms (the
+    // count used to restart with each fetch, so a keyservice answering 503 was asked every
+    // 400 ms forever).
     f.worker
         .on_root_callout(&*f.env, sent[0].id, &answer(503, b""));
     assert_eq!(f.counter("veil.keys.fetch_failed"), 2);
-    f.env.advance_ms(399);
+    f.env.advance_ms(799);
     f.worker.tick(&*f.env);
-    assert!(current_fetches(&f).is_empty());
+    assert!(current_fetches(&f).is_empty(), "still backing off");
     f.env.advance_ms(1);
     f.worker.tick(&*f.env);
     assert_eq!(current_fetches(&f).len(), 1);
+}
+
+/// Error statuses grow the backoff as failed calls do, to at most 5 s; keys installed
+/// reset it.
+#[test]
+fn error_statuses_back_off_longer_each_time_up_to_5_s() {
+    let f = fresh();
+    f.worker.tick(&*f.env);
+    let mut sent = current_fetches(&f);
+    for (status, wait) in [
+        (503, 400),
+        (500, 800),
+        (401, 1_600),
+        (503, 3_200),
+        (429, 5_000),
+        (503, 5_000),
+    ] {
+        f.worker
+            .on_root_callout(&*f.env, sent[0].id, &answer(status, b""));
+        f.env.advance_ms(wait - 1);
+        f.worker.tick(&*f.env);
+        assert!(current_fetches(&f).is_empty(), "{status}: before {wait} ms");
+        f.env.advance_ms(1);
+        f.worker.tick(&*f.env);
+        sent = current_fetches(&f);
+        assert_eq!(sent.len(), 1, "{status}: after {wait} ms");
+    }
+    f.worker.on_root_callout(
+        &*f.env,
+        sent[0].id,
+        &answer(200, &current_answer(1, &[f.current_kid(1)])),
+    );
+    assert_eq!(f.counter("veil.keys.fetch_ok"), 1);
+    // Stale again after refresh_secs; the next failure starts from 400 ms.
+    f.env.advance_ms(60_000);
+    f.worker.tick(&*f.env);
+    let sent = current_fetches(&f);
+    f.worker
+        .on_root_callout(&*f.env, sent[0].id, &answer(503, b""));
+    f.env.advance_ms(400);
+    f.worker.tick(&*f.env);
+    assert_eq!(current_fetches(&f).len(), 1, "reset by the success");
 }
 
 #[test]
@@ -285,4 +328,28 @@ fn a_forged_shared_record_is_ignored_and_counted() {
     assert_eq!(one.worker.keys.borrow().current_root(), None, "not adopted");
     assert_eq!(current_fetches(&one).len(), 1, "fetches its own");
     assert!(one.counter("veil.shared.records_rejected") >= 1);
+}
+
+/// Task E: where the shell's shared data is the filter's alone (native), the key record is
+/// published as it is, and another worker adopts it.
+#[test]
+fn a_private_shared_data_holds_the_key_record_unsealed() {
+    let env = veil_roles::testing::FakeEnv::new();
+    env.set_shared_scope(veil_roles::host::SharedScope::Filter);
+    let f = Fix::on(env, config(json!({})));
+    f.worker.tick(&*f.env);
+    let sent = current_fetches(&f);
+    let k = f.current_kid(1);
+    f.worker.on_root_callout(
+        &*f.env,
+        sent[0].id,
+        &answer(200, &current_answer(1, std::slice::from_ref(&k))),
+    );
+    let raw = f.env.shared.get("veil.keys.current.v1").unwrap();
+    let shared: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(shared["keys"][0]["kid"], json!(k));
+    let two = Fix::on(f.env.sibling(), config(json!({})));
+    two.worker.tick(&*two.env);
+    assert!(two.sent().is_empty(), "adopted, no fetch of its own");
+    assert_eq!(two.worker.records.opens(), 0);
 }

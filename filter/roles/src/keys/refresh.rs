@@ -4,9 +4,14 @@
 //! ```text
 //! Idle ──(no current key, or fetched_at older than refresh_secs)──► InFlight
 //! InFlight ──(200 + keys)──► Idle (installed, published)
-//!     │  └──(answer missing, bad status, bad body / timeout + 1 s)──► Backoff
+//!     │  └──(answer missing, error status, bad body / not sent)──► Backoff
+//!     └──(no answer after timeout + 1 s)──► may fetch again
 //! Backoff ──(200 ms · 2^failures, at most 5 s)──► may fetch again
 //! ```
+//!
+//! `failures` counts consecutive failed fetches, whatever failed (the call, the status, the
+//! body): a keyservice answering 503 is asked no more often than an unreachable one. Only
+//! keys installed reset it.
 //!
 //! Before fetching, the tick adopts what another worker published. The current epoch is
 //! chosen on the epoch clock (`test_clock_offset_secs` included), the refresh timers on the
@@ -30,6 +35,8 @@ pub enum Refresh {
     InFlight {
         id: CalloutId,
         started_ms: i64,
+        /// Consecutive failed fetches before this one.
+        failures: u32,
     },
     Backoff {
         until_ms: i64,
@@ -64,6 +71,10 @@ pub fn tick(k: &KeyCtx<'_>, h: &dyn Host) {
     let Ok(state) = k.refresh.try_borrow().map(|s| *s) else {
         return;
     };
+    let failures = match state {
+        Refresh::InFlight { failures, .. } | Refresh::Backoff { failures, .. } => failures,
+        Refresh::Idle => 0,
+    };
     match state {
         Refresh::InFlight { started_ms, .. } => {
             let timeout = i64::try_from(k.config.keyservice.timeout_ms).unwrap_or(2000);
@@ -86,11 +97,12 @@ pub fn tick(k: &KeyCtx<'_>, h: &dyn Host) {
             Refresh::InFlight {
                 id,
                 started_ms: now_ms,
+                failures,
             },
         ),
         Err(e) => {
             h.log(Level::Warn, &format!("veil: key refresh: {e}"));
-            failed(k, h, now_ms);
+            failed(k, h, now_ms, failures);
         }
     }
 }
@@ -101,12 +113,10 @@ fn set(k: &KeyCtx<'_>, state: Refresh) {
     }
 }
 
-fn failed(k: &KeyCtx<'_>, h: &dyn Host, now_ms: i64) {
+/// A fetch failed after `before` consecutive failures: back off longer.
+fn failed(k: &KeyCtx<'_>, h: &dyn Host, now_ms: i64, before: u32) {
     Metrics::add(h, k.metrics.key_fetch_failed, 1);
-    let failures = match k.refresh.try_borrow().map(|s| *s) {
-        Ok(Refresh::Backoff { failures, .. }) => failures.saturating_add(1),
-        _ => 1,
-    };
+    let failures = before.saturating_add(1);
     let delay = (200i64 << failures.min(5)).min(MAX_BACKOFF_MS);
     set(
         k,
@@ -119,19 +129,18 @@ fn failed(k: &KeyCtx<'_>, h: &dyn Host, now_ms: i64) {
 
 /// A root callout's answer. False if `id` is not the refresh's fetch.
 pub fn on_answer(k: &KeyCtx<'_>, h: &dyn Host, id: CalloutId, answer: &CalloutAnswer) -> bool {
-    let ours = k
-        .refresh
-        .try_borrow()
-        .is_ok_and(|s| matches!(*s, Refresh::InFlight { id: mine, .. } if mine == id));
-    if !ours {
-        return false;
-    }
+    let before = match k.refresh.try_borrow().map(|s| *s) {
+        Ok(Refresh::InFlight {
+            id: mine, failures, ..
+        }) if mine == id => failures,
+        _ => return false,
+    };
     set(k, Refresh::Idle);
     match install(k, h, answer) {
         Ok(()) => h.log(Level::Debug, "veil: data keys refreshed"),
         Err(e) => {
             h.log(Level::Warn, &format!("veil: key fetch failed: {e}"));
-            failed(k, h, clock::wall_ms(h).unwrap_or(0));
+            failed(k, h, clock::wall_ms(h).unwrap_or(0), before);
         }
     }
     true
