@@ -257,6 +257,16 @@ fn main() {
             black_box(record_key.open(name, black_box(&sealed_set)).is_ok());
         });
     }
+    // What a worker does instead of opening when the bytes read back are the ones it last
+    // opened or wrote (filter/roles/src/records.rs): compare them, copy the kept plaintext.
+    let n = "record/relay_set_reuse_4x";
+    if want(n) {
+        let kept = sealed_set.clone();
+        time(n, warm, measure, || {
+            let read = black_box(&sealed_set);
+            black_box(if *read == kept { Some(set.to_vec()) } else { None });
+        });
+    }
     let n = "record/relay_set_parse_4x";
     if want(n) {
         time(n, warm, measure, || {
