@@ -47,6 +47,11 @@ struct Double {
     /// Response nonces of the answers, in order.
     response_nonces: Vec<[u8; 32]>,
     pairings: usize,
+    /// The relay answers the next this many encoded requests `relay-unavailable` (its
+    /// keyservice did not answer), before it knows the pair: plaintext, nothing run.
+    unavailable: usize,
+    /// A hop answers the next encoded request itself, in plaintext, without any relay header.
+    plain_answer_once: bool,
 }
 
 type Shared = Arc<Mutex<Double>>;
@@ -207,6 +212,13 @@ async fn handle(
         }
         (_, p) if p.starts_with("/veil/x/") => {
             st.encoded += 1;
+            if st.unavailable > 0 {
+                st.unavailable -= 1;
+                return plain_problem(RelayError::Unavailable("the double's keyservice is down"));
+            }
+            if std::mem::take(&mut st.plain_answer_once) {
+                return (StatusCode::OK, "plaintext from a hop").into_response();
+            }
             decode_and_answer(st, method.as_str(), &uri, &headers, &body)
         }
         _ => StatusCode::NOT_FOUND.into_response(),
@@ -347,6 +359,8 @@ fn start() -> (String, Shared) {
         authority_seen: None,
         response_nonces: Vec::new(),
         pairings: 0,
+        unavailable: 0,
+        plain_answer_once: false,
     }));
     let (tx, rx) = std::sync::mpsc::channel();
     let s = state.clone();
@@ -367,14 +381,22 @@ fn start() -> (String, Shared) {
 }
 
 fn client(url: &str, state: &Shared) -> Client {
+    client_waiting(url, state, None)
+}
+
+/// A client pinned to the double's key that waits out `relay-unavailable` for `wait`.
+fn client_waiting(url: &str, state: &Shared, wait: Option<std::time::Duration>) -> Client {
+    Client::new(url, pinned(state, wait)).unwrap()
+}
+
+fn pinned(state: &Shared, wait: Option<std::time::Duration>) -> Options {
     let pin = state.lock().unwrap().server.config().to_b64();
-    let opts = Options {
+    Options {
         pairs: 2,
         server_key: Some(parse_server_key(&pin).unwrap()),
-        unavailable_retry_after: None,
+        unavailable_retry_after: wait,
         ..Options::default()
-    };
-    Client::new(url, opts).unwrap()
+    }
 }
 
 fn echo(r: &veil_relay::Response) -> serde_json::Value {
@@ -641,4 +663,62 @@ fn concurrent_requests_share_the_pool_without_replays() {
     assert_eq!(state.lock().unwrap().runs.len(), 30);
     assert_eq!(c.stats().retries, 0);
     assert_eq!(c.stats().requests, 30);
+}
+
+#[test]
+fn relay_unavailable_is_waited_out_once_for_a_get_then_given_up() {
+    let (url, state) = start();
+    let wait = std::time::Duration::from_millis(60);
+    let c = client_waiting(&url, &state, Some(wait));
+    c.request("GET", "/warm-up", &[], None).unwrap();
+    // down for one request: answered after one pause, on the same pair
+    state.lock().unwrap().unavailable = 1;
+    let t = std::time::Instant::now();
+    let r = c.request("GET", "/app/a", &[], None).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(t.elapsed() >= wait, "the retry waited");
+    assert_eq!((c.stats().retries, c.stats().repairs), (1, 0));
+    // down for longer: one retry, then the error reaches the caller
+    state.lock().unwrap().unavailable = 2;
+    let e = c.request("GET", "/app/a", &[], None).unwrap_err();
+    assert_eq!(e.relay_code(), Some("relay-unavailable"));
+    assert_eq!(c.stats().retries, 2);
+    assert_eq!(state.lock().unwrap().unavailable, 0);
+    // a POST is not sent again (the refusal is unauthenticated: a hop may have forged it)
+    let before = state.lock().unwrap().encoded;
+    state.lock().unwrap().unavailable = 1;
+    let e = c.request("POST", "/app/pay", &[], Some(b"1")).unwrap_err();
+    assert_eq!(e.relay_code(), Some("relay-unavailable"));
+    assert_eq!(state.lock().unwrap().encoded, before + 1);
+    assert_eq!(c.stats().retries, 2);
+    // no wait configured: the error at once, for a GET too
+    let c = client_waiting(&url, &state, None);
+    c.request("GET", "/warm-up", &[], None).unwrap();
+    state.lock().unwrap().unavailable = 1;
+    let e = c.request("GET", "/app/a", &[], None).unwrap_err();
+    assert_eq!(e.relay_code(), Some("relay-unavailable"));
+    assert_eq!(c.stats().retries, 0);
+}
+
+#[test]
+fn an_answer_that_is_not_encoded_is_a_protocol_error() {
+    let (url, state) = start();
+    let c = client(&url, &state);
+    c.request("GET", "/warm-up", &[], None).unwrap();
+    state.lock().unwrap().plain_answer_once = true;
+    let e = c.request("GET", "/app/a", &[], None).unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Protocol(m) if m.contains("not encoded")),
+        "{e}"
+    );
+    assert_eq!(c.stats().retries, 0);
+    // a relay URL that is not a relay, or not http(s), or not answering, is refused (pinned,
+    // so the missing pin is not what fails)
+    let nothing = Client::new(&url.replace("/veil", "/nothing"), pinned(&state, None)).unwrap();
+    assert!(matches!(
+        nothing.request("GET", "/a", &[], None),
+        Err(ClientError::Protocol(_))
+    ));
+    assert!(Client::new("ftp://x/veil", pinned(&state, None)).is_err());
+    assert!(Client::new("http://127.0.0.1:1", pinned(&state, None)).is_err());
 }
