@@ -15,7 +15,10 @@ function keyConfig(keyId, publicKey) {
   return concatBytes(new Uint8Array([keyId, 0x64, 0x7a]), publicKey, new Uint8Array([0, 4, 0, 1, 0, 2]));
 }
 
-/** A v2 relay in a function: `mode.mitm`, `mode.forge` (a code answered in plaintext after the upstream ran). */
+/**
+ * A v2 relay in a function: `mode.mitm`, `mode.forge` (a code answered in plaintext after the
+ * upstream ran); `expiresAt` (seconds) is what the pairs it makes announce.
+ */
 function standIn() {
   const server = generateKeyPair(new Uint8Array(32).fill(5));
   const config = keyConfig(1, server.publicKey);
@@ -32,7 +35,7 @@ function standIn() {
       const out = [];
       for (const e of body.pairs) {
         const pairId = String(++n).padStart(22, 'A');
-        const expiresAt = 4102444800;
+        const expiresAt = st.expiresAt ?? 4102444800;
         let encS = b64urlDecode(e.enc);
         if (st.mode.mitm) {
           // the hop pairs with the relay under its own encapsulation
@@ -203,4 +206,64 @@ test('v2: an answer changed on the way is refused, not returned', async () => {
   const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage: memory(), serverKey: st.pin });
   st.mode.tamper = true;
   await assert.rejects(relay.fetch('/app/x', { method: 'POST', body: '1' }), (e) => e.code === 'client-response-decode-failed');
+});
+
+test('v2 fetch semantics: other origins, x-veil-* headers and GET bodies are refused like fetch would; a Request works as input', async () => {
+  const st = standIn();
+  const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage: memory(), serverKey: st.pin });
+  await assert.rejects(relay.fetch('http://elsewhere.test/app/echo'), TypeError);
+  await assert.rejects(relay.fetch('/app/echo', { headers: { 'x-veil-relay': 'x' } }), TypeError);
+  await assert.rejects(relay.fetch('/app/echo', { method: 'GET', body: 'x' }), TypeError);
+  assert.equal(st.encoded, 0, 'nothing refused was sent');
+  // A Request object works as input, with its method, headers and body.
+  const r = await relay.fetch(new Request('http://relay.test/app/echo/req?q=1', { method: 'PATCH', body: 'r', headers: { 'x-one': '1' } }));
+  const j = await r.json();
+  assert.deepEqual([j.method, j.pq], ['PATCH', '/app/echo/req?q=1']);
+  assert.deepEqual(j.headers, [['content-type', 'text/plain;charset=UTF-8'], ['x-one', '1']]);
+  assert.equal(Buffer.from(j.body, 'base64url').toString(), 'r');
+});
+
+test('v2: browser-controlled headers (origin, referer, sec-*) never travel sealed, even where fetch lets a script set them', async () => {
+  // A browser's fetch drops these itself; Node's does not, so this is the module's own rule:
+  // a sealed header would replace the browser's wire header of the same name (CSRF).
+  const st = standIn();
+  const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage: memory(), serverKey: st.pin });
+  const r = await relay.fetch('/app/echo/forged', {
+    headers: [['Origin', 'https://evil.example'], ['referer', 'https://evil.example/'], ['sec-fetch-site', 'same-origin'],
+      ['sec-ch-ua', '"x"'], ['x-ok', '1'], ['secret', 's']],
+  });
+  assert.equal(r.status, 200);
+  assert.deepEqual((await r.json()).headers, [['x-ok', '1'], ['secret', 's']]);
+});
+
+test('v2: a pair whose sequence numbers are used up is replaced before use', async () => {
+  const st = standIn();
+  const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage: memory(), serverKey: st.pin });
+  await relay.fetch('/warm-up');
+  const first = relay.pairIds()[0];
+  relay.pool[0].seq = Number.MAX_SAFE_INTEGER; // the protocol's last seq (2^53 - 1) was used
+  assert.equal((await relay.fetch('/app/x')).status, 200);
+  assert.notEqual(relay.pairIds()[0], first);
+  assert.equal(relay.stats().pairings, 2);
+  assert.equal(relay.stats().retries, 0, 'replaced before use, not after a refusal');
+});
+
+test('v2: a pair past its lifetime is replaced before use', async () => {
+  const st = standIn();
+  let now = 1_900_000_000_000;
+  st.expiresAt = now / 1000 + 3600; // the stand-in's pairs live an hour
+  const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage: memory(), serverKey: st.pin, now: () => now });
+  await relay.fetch('/warm-up');
+  const first = relay.pairIds()[0];
+  now += 1800 * 1000; // half way: still used
+  await relay.fetch('/app/x');
+  assert.equal(relay.pairIds()[0], first);
+  now += 1800 * 1000; // at its end of life
+  st.expiresAt = now / 1000 + 3600;
+  const encodedBefore = st.encoded;
+  assert.equal((await relay.fetch('/app/x')).status, 200);
+  assert.notEqual(relay.pairIds()[0], first);
+  assert.equal(st.encoded, encodedBefore + 1, 'the expired pair was not tried first');
+  assert.equal(relay.stats().pairings, 2);
+  assert.equal(relay.stats().retries, 0);
 });
