@@ -3,7 +3,7 @@
 (docs/relay-protocol.md), computed by an implementation INDEPENDENT of the Rust code.
 
 Independent means: nothing here calls Veil code or the RustCrypto crates.
-  - X-Wing is gen_relay_vectors.py's (written out from draft-connolly-cfrg-xwing-kem-06 over
+  - X-Wing is relay_primitives.py's (written out from draft-connolly-cfrg-xwing-kem-06 over
     kyber-py's ML-KEM-768 and pyca/cryptography's X25519), checked against the draft's
     vectors first.
   - HKDF is written out from RFC 5869 over the stdlib `hmac` (checked against RFC 5869 test
@@ -26,7 +26,7 @@ import sys
 from importlib.metadata import version
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen_relay_vectors import (  # noqa: E402  (the v1 generator's X-Wing and HKDF)
+from relay_primitives import (  # noqa: E402  (X-Wing, HKDF, client ids)
     b64u, sha256, hmac_sha256, xwing_keygen, xwing_encaps, xwing_decaps, check_against_draft,
     hkdf_extract, hkdf_expand, check_hkdf, issue_client_id,
 )
