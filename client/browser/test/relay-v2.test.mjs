@@ -67,6 +67,10 @@ function standIn() {
     const headers = decodeHeaders(await open(2, sealedEh));
     const body = flags === 'uhb' ? await open(3, init.body) : null;
     st.runs.push([init.method, pq]);
+    if (st.mode.plain) {
+      st.mode.plain = false;
+      return new Response('plaintext!', { status: 200 });
+    }
     if (st.mode.forge) {
       const code = st.mode.forge;
       st.mode.forge = null;
@@ -266,4 +270,20 @@ test('v2: a pair past its lifetime is replaced before use', async () => {
   assert.equal(st.encoded, encodedBefore + 1, 'the expired pair was not tried first');
   assert.equal(relay.stats().pairings, 2);
   assert.equal(relay.stats().retries, 0);
+});
+
+test('v2: an answer that is not encoded is refused; give-up codes are reported without a retry', async () => {
+  const st = standIn();
+  const relay = createRelay({ url: 'http://relay.test/veil', pairs: 1, fetch: st.fetch, storage: memory(), serverKey: st.pin });
+  await relay.fetch('/warm-up');
+  st.mode.plain = true; // a hop answers in the relay's place, in plaintext, without any relay header
+  await assert.rejects(relay.fetch('/app/x'), (e) => e instanceof VeilRelayError && e.code === 'client-response-not-encoded');
+  for (const code of ['relay-route-not-allowed', 'relay-too-large']) {
+    const n = st.encoded;
+    st.mode.forge = code;
+    await assert.rejects(relay.fetch('/app/x'), (e) => e.code === code && !e.authenticated);
+    assert.equal(st.encoded, n + 1, `${code} retried`);
+  }
+  assert.equal(relay.stats().retries, 0);
+  assert.equal((await relay.fetch('/app/x')).status, 200);
 });
