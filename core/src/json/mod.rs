@@ -1,8 +1,10 @@
-//! JSON on the hot path: strict lexing, the streaming sealer and the unsealer.
+//! JSON on the hot path: strict lexing, the one structural walker, and its visitors: the
+//! streaming sealer and the unsealer (the search tree builder is one too).
 
 pub mod scan;
 pub mod seal;
 pub mod unseal;
+pub mod walk;
 
 pub use scan::JsonError;
 pub use seal::{

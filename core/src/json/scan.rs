@@ -1,9 +1,9 @@
 //! Strict RFC 8259 lexing primitives over bytes.
 //!
-//! The sealer never builds a tree: it walks the input once with these functions, copies
-//! structure bytes through unchanged and replaces only the leaves the policy seals. The input
-//! is checked to be UTF-8 once up front, so every slice between ASCII delimiters is valid
-//! UTF-8 too.
+//! The structural walker (`super::walk`) drives these over a document once; the sealer, a
+//! visitor of it, never builds a tree: it copies structure bytes through unchanged and
+//! replaces only the leaves the policy seals. The input is checked to be UTF-8 once up front,
+//! so every slice between ASCII delimiters is valid UTF-8 too.
 
 use thiserror::Error;
 
@@ -329,106 +329,6 @@ pub enum Literal {
     True,
     False,
     Null,
-}
-
-/// Skips one whole value starting at `i` (after whitespace) without interpreting it, with
-/// the same strictness and depth limit as the walker. Used for look-ahead.
-pub fn skip_value(input: &[u8], i: usize, max_depth: usize) -> Result<usize, JsonError> {
-    // true = object, false = array
-    let mut stack: Vec<bool> = Vec::new();
-    let mut i = skip_ws(input, i);
-    loop {
-        // A value starts at i.
-        match input.get(i) {
-            Some(&open @ (b'{' | b'[')) => {
-                if stack.len() >= max_depth {
-                    return Err(JsonError::TooDeep {
-                        offset: i,
-                        limit: max_depth,
-                    });
-                }
-                let is_obj = open == b'{';
-                let close = if is_obj { b'}' } else { b']' };
-                i = skip_ws(input, i + 1);
-                if input.get(i) == Some(&close) {
-                    i += 1;
-                } else {
-                    stack.push(is_obj);
-                    if is_obj {
-                        i = skip_key(input, i)?;
-                    }
-                    continue;
-                }
-            }
-            Some(b'"') => i = scan_string(input, i)?.1,
-            Some(b'-' | b'0'..=b'9') => i = scan_number(input, i)?,
-            Some(b't' | b'f' | b'n') => i = scan_literal(input, i)?.1,
-            Some(_) => {
-                return Err(JsonError::Unexpected {
-                    offset: i,
-                    expected: "a JSON value",
-                })
-            }
-            None => {
-                return Err(JsonError::Eof {
-                    offset: i,
-                    expected: "a JSON value",
-                })
-            }
-        }
-        // After a value: close containers or move to the next member.
-        loop {
-            let Some(&is_obj) = stack.last() else {
-                return Ok(i);
-            };
-            i = skip_ws(input, i);
-            let close = if is_obj { b'}' } else { b']' };
-            match input.get(i) {
-                Some(b',') => {
-                    i = skip_ws(input, i + 1);
-                    if is_obj {
-                        i = skip_key(input, i)?;
-                    }
-                    break;
-                }
-                Some(&c) if c == close => {
-                    i += 1;
-                    stack.pop();
-                }
-                Some(_) => {
-                    return Err(JsonError::Unexpected {
-                        offset: i,
-                        expected: "',' or a closing bracket",
-                    })
-                }
-                None => {
-                    return Err(JsonError::Eof {
-                        offset: i,
-                        expected: "',' or a closing bracket",
-                    })
-                }
-            }
-        }
-    }
-}
-
-/// `i` is at an object key: skips it and its colon; returns the index of the member's value.
-pub fn skip_key(input: &[u8], i: usize) -> Result<usize, JsonError> {
-    if input.get(i) != Some(&b'"') {
-        return Err(JsonError::Unexpected {
-            offset: i,
-            expected: "'\"' starting an object key",
-        });
-    }
-    let (_, after) = scan_string(input, i)?;
-    let k = skip_ws(input, after);
-    if input.get(k) != Some(&b':') {
-        return Err(JsonError::Unexpected {
-            offset: k,
-            expected: "':' after an object key",
-        });
-    }
-    Ok(skip_ws(input, k + 1))
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! The streaming sealer: one pass over the body, structure bytes copied through in runs,
 //! only the leaves the policy seals replaced. No tree, no per-value allocation beyond the
-//! output buffer; nesting is handled with an explicit stack (no recursion, so a body nested
-//! 10,000 deep is a clean error, not a stack overflow).
+//! output buffer. It is a visitor of the structural walker ([`super::walk`]), which holds the
+//! nesting (bounded, no recursion); the sealer keeps the policy node and the field path.
 
 use thiserror::Error;
 
-use super::scan::{self, JsonError, Literal};
+use super::scan::{self, JsonError, Literal, StrSpan};
+use super::walk::{self, Visitor};
 use crate::crypto::cipher::{CipherError, Padding, Scope, SealingKey, Spec, ValueType};
 use crate::crypto::value::Mode;
 use crate::memo::SealMemo;
@@ -128,11 +129,11 @@ pub struct SealStats {
     pub sealed: u32,
 }
 
+/// The sealer's frame of an open container: its policy node and the length of its field
+/// path (members append to it).
 #[derive(Clone, Copy)]
 struct Frame<N> {
     node: N,
-    object: bool,
-    /// Length of the field path of this container (members append to it).
     path_len: usize,
 }
 
@@ -197,7 +198,7 @@ pub fn seal_document_with<P: Policy, S: ValueSealer>(
     out: &mut Vec<u8>,
 ) -> Result<SealStats, SealError> {
     let text = scan::check_text(input)?;
-    let mut w = Walker {
+    let mut w = Sealer {
         input,
         text,
         policy,
@@ -206,16 +207,20 @@ pub fn seal_document_with<P: Policy, S: ValueSealer>(
         copied: 0,
         stats: SealStats::default(),
         scratch,
+        node: policy.root(),
+        max_depth,
     };
     w.out.reserve(input.len() * 2 + 64);
     w.scratch.path.clear();
-    w.walk(max_depth)?;
+    walk::walk_document(input, max_depth, &mut w)?;
     let rest = input.get(w.copied..).unwrap_or_default();
     w.out.extend_from_slice(rest);
     Ok(w.stats)
 }
 
-struct Walker<'a, 'p, 'k, 's, P: Policy, S: ValueSealer> {
+/// The sealer as a visitor of the walk: copies structure bytes through in runs and replaces
+/// the leaves the policy seals.
+struct Sealer<'a, 'p, 'k, 's, P: Policy, S: ValueSealer> {
     input: &'a [u8],
     /// `input` as text (validated once).
     text: &'a str,
@@ -226,205 +231,102 @@ struct Walker<'a, 'p, 'k, 's, P: Policy, S: ValueSealer> {
     copied: usize,
     stats: SealStats,
     scratch: &'s mut Scratch,
+    /// The policy node of the value the walk visits next.
+    node: P::Node,
+    max_depth: usize,
 }
 
-const EXPECT_VALUE: &str = "a JSON value";
+impl<P: Policy, S: ValueSealer> Visitor for Sealer<'_, '_, '_, '_, P, S> {
+    type Error = SealError;
+    type Frame = Frame<P::Node>;
 
-impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
-    fn walk(&mut self, max_depth: usize) -> Result<(), SealError> {
-        let input = self.input;
-        let mut stack: Vec<Frame<P::Node>> = Vec::with_capacity(16);
-        let mut i = scan::skip_ws(input, 0);
-        if i >= input.len() {
-            return Err(JsonError::Empty.into());
-        }
-        let mut node = self.policy.root();
-        'value: loop {
-            // A value starts at `i`, governed by `node`.
-            match input.get(i) {
-                Some(&open @ (b'{' | b'[')) => {
-                    if stack.len() >= max_depth {
-                        return Err(JsonError::TooDeep {
-                            offset: i,
-                            limit: max_depth,
-                        }
-                        .into());
-                    }
-                    let object = open == b'{';
-                    let close = if object { b'}' } else { b']' };
-                    if object {
-                        if let Some(name) = self.policy.lookahead(node) {
-                            let v = self.lookahead(i, name, max_depth)?;
-                            node = self.policy.with_lookahead(node, v.as_deref());
-                        }
-                    }
-                    i = scan::skip_ws(input, i + 1);
-                    if input.get(i) == Some(&close) {
-                        i += 1;
-                    } else {
-                        let path_len = self.scratch.path.len();
-                        stack.push(Frame {
-                            node,
-                            object,
-                            path_len,
-                        });
-                        node = if object {
-                            let (n, next) = self.member(node, path_len, i)?;
-                            i = next;
-                            n
-                        } else {
-                            self.policy.element(node)
-                        };
-                        continue 'value;
-                    }
-                }
-                Some(b'"') => {
-                    let (span, next) = scan::scan_string(input, i)?;
-                    self.string_leaf(node, i, span, next)?;
-                    i = next;
-                }
-                Some(b'-' | b'0'..=b'9') => {
-                    let next = scan::scan_number(input, i)?;
-                    let text = str_at(self.text, i, next);
-                    let action = self.policy.leaf(node, Leaf::Number(text));
-                    self.apply(action, ValueType::Number, text.as_bytes(), i, next)?;
-                    i = next;
-                }
-                Some(b't' | b'f' | b'n') => {
-                    let (lit, next) = scan::scan_literal(input, i)?;
-                    let leaf = match lit {
-                        Literal::True => Leaf::Bool(true),
-                        Literal::False => Leaf::Bool(false),
-                        Literal::Null => Leaf::Null,
-                    };
-                    let action = self.policy.leaf(node, leaf);
-                    if lit != Literal::Null {
-                        let text = str_at(self.text, i, next);
-                        self.apply(action, ValueType::Bool, text.as_bytes(), i, next)?;
-                    }
-                    i = next;
-                }
-                Some(_) => {
-                    return Err(JsonError::Unexpected {
-                        offset: i,
-                        expected: EXPECT_VALUE,
-                    }
-                    .into())
-                }
-                None => {
-                    return Err(JsonError::Eof {
-                        offset: i,
-                        expected: EXPECT_VALUE,
-                    }
-                    .into())
-                }
-            }
-            // After a value: close containers until one has another member.
-            loop {
-                i = scan::skip_ws(input, i);
-                let Some(top) = stack.last().copied() else {
-                    break 'value;
-                };
-                let close = if top.object { b'}' } else { b']' };
-                match input.get(i) {
-                    Some(b',') => {
-                        i = scan::skip_ws(input, i + 1);
-                        node = if top.object {
-                            let (n, next) = self.member(top.node, top.path_len, i)?;
-                            i = next;
-                            n
-                        } else {
-                            self.scratch.path.truncate(top.path_len);
-                            self.policy.element(top.node)
-                        };
-                        continue 'value;
-                    }
-                    Some(&c) if c == close => {
-                        i += 1;
-                        self.scratch.path.truncate(top.path_len);
-                        stack.pop();
-                    }
-                    Some(_) => {
-                        return Err(JsonError::Unexpected {
-                            offset: i,
-                            expected: if top.object {
-                                "',' or '}'"
-                            } else {
-                                "',' or ']'"
-                            },
-                        }
-                        .into())
-                    }
-                    None => {
-                        return Err(JsonError::Eof {
-                            offset: i,
-                            expected: "a closing bracket",
-                        }
-                        .into())
-                    }
-                }
+    #[inline]
+    fn open(&mut self, start: usize, object: bool) -> Result<Self::Frame, SealError> {
+        if object {
+            if let Some(name) = self.policy.lookahead(self.node) {
+                let v = self.lookahead(start, name)?;
+                self.node = self.policy.with_lookahead(self.node, v.as_deref());
             }
         }
-        if i != input.len() {
-            return Err(JsonError::Trailing { offset: i }.into());
-        }
-        Ok(())
+        Ok(Frame {
+            node: self.node,
+            path_len: self.scratch.path.len(),
+        })
     }
 
-    /// `i` is at a member's key. Returns the member's node and the index of its value, and
-    /// sets the field path to the parent's (`path_len` bytes) plus this name.
-    fn member(
-        &mut self,
-        parent: P::Node,
-        path_len: usize,
-        i: usize,
-    ) -> Result<(P::Node, usize), SealError> {
-        let input = self.input;
-        if input.get(i) != Some(&b'"') {
-            return Err(JsonError::Unexpected {
-                offset: i,
-                expected: "'\"' starting an object key",
-            }
-            .into());
-        }
-        let (span, after) = scan::scan_string(input, i)?;
-        let fold = self.policy.fold_case(parent);
+    /// Sets the member's node, and the field path to the parent's plus this name.
+    #[inline]
+    fn key(&mut self, frame: &Self::Frame, span: StrSpan) -> Result<(), SealError> {
+        let fold = self.policy.fold_case(frame.node);
         let path = &mut self.scratch.path;
-        path.truncate(path_len);
-        if path_len > 0 {
+        path.truncate(frame.path_len);
+        if frame.path_len > 0 {
             path.push('.');
         }
-        let node = if span.escaped {
+        self.node = if span.escaped {
             self.scratch.key.clear();
             scan::unescape(
-                input.get(span.start..span.end).unwrap_or_default(),
+                self.input.get(span.start..span.end).unwrap_or_default(),
                 span.start,
                 &mut self.scratch.key,
             )?;
             let key = core::str::from_utf8(&self.scratch.key).unwrap_or_default();
             push_name(path, key, fold);
-            self.policy.field(parent, key)
+            self.policy.field(frame.node, key)
         } else {
             let key = str_at(self.text, span.start, span.end);
             push_name(path, key, fold);
-            self.policy.field(parent, key)
+            self.policy.field(frame.node, key)
         };
-        let k = scan::skip_ws(input, after);
-        if input.get(k) != Some(&b':') {
-            return Err(JsonError::Unexpected {
-                offset: k,
-                expected: "':' after an object key",
-            }
-            .into());
-        }
-        Ok((node, scan::skip_ws(input, k + 1)))
+        Ok(())
     }
 
+    #[inline]
+    fn element(&mut self, frame: &Self::Frame) {
+        self.scratch.path.truncate(frame.path_len);
+        self.node = self.policy.element(frame.node);
+    }
+
+    #[inline]
+    fn close(&mut self, frame: Self::Frame, _end: usize) -> Result<(), SealError> {
+        self.scratch.path.truncate(frame.path_len);
+        Ok(())
+    }
+
+    #[inline]
+    fn string(&mut self, start: usize, span: StrSpan, end: usize) -> Result<(), SealError> {
+        self.string_leaf(self.node, start, span, end)
+    }
+
+    #[inline]
+    fn number(&mut self, start: usize, end: usize) -> Result<(), SealError> {
+        let text = str_at(self.text, start, end);
+        let action = self.policy.leaf(self.node, Leaf::Number(text));
+        self.apply(action, ValueType::Number, text.as_bytes(), start, end)
+    }
+
+    #[inline]
+    fn literal(&mut self, lit: Literal, start: usize, end: usize) -> Result<(), SealError> {
+        let leaf = match lit {
+            Literal::True => Leaf::Bool(true),
+            Literal::False => Leaf::Bool(false),
+            Literal::Null => Leaf::Null,
+        };
+        let action = self.policy.leaf(self.node, leaf);
+        if lit != Literal::Null {
+            let text = str_at(self.text, start, end);
+            self.apply(action, ValueType::Bool, text.as_bytes(), start, end)?;
+        }
+        Ok(())
+    }
+}
+
+impl<P: Policy, S: ValueSealer> Sealer<'_, '_, '_, '_, P, S> {
     fn string_leaf(
         &mut self,
         node: P::Node,
         start: usize,
-        span: scan::StrSpan,
+        span: StrSpan,
         end: usize,
     ) -> Result<(), SealError> {
         let input = self.input;
@@ -505,12 +407,7 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
     }
 
     /// Finds the string value of direct member `name` of the object starting at `i`.
-    fn lookahead(
-        &mut self,
-        i: usize,
-        name: &str,
-        max_depth: usize,
-    ) -> Result<Option<String>, SealError> {
+    fn lookahead(&mut self, i: usize, name: &str) -> Result<Option<String>, SealError> {
         let input = self.input;
         let mut j = scan::skip_ws(input, i + 1);
         if input.get(j) == Some(&b'}') {
@@ -550,7 +447,7 @@ impl<P: Policy, S: ValueSealer> Walker<'_, '_, '_, '_, P, S> {
                 )?;
                 return Ok(String::from_utf8(val).ok());
             }
-            let after_v = scan::skip_value(input, v, max_depth)?;
+            let after_v = walk::skip_value(input, v, self.max_depth)?;
             let n = scan::skip_ws(input, after_v);
             match input.get(n) {
                 Some(b',') => j = scan::skip_ws(input, n + 1),

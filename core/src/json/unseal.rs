@@ -5,7 +5,8 @@
 //! A value that does not authenticate, or whose kid is unknown, stays as it is and is
 //! counted: the response still arrives.
 
-use super::scan::{self, JsonError, Literal};
+use super::scan::{self, JsonError, StrSpan};
+use super::walk::{self, Visitor};
 use crate::crypto::cipher::{CipherError, Opened, SealingKey, ValueType};
 use crate::crypto::keys::Kid;
 use crate::crypto::value::{SealedValue, PREFIX_ANY};
@@ -49,119 +50,70 @@ pub fn unseal_document(
     max_depth: usize,
     out: &mut Vec<u8>,
 ) -> Result<UnsealStats, JsonError> {
-    let _text = scan::check_text(input)?;
-    let mut stats = UnsealStats::default();
-    let mut copied = 0;
-    // true = object, false = array
-    let mut stack: Vec<bool> = Vec::with_capacity(16);
-    let mut i = scan::skip_ws(input, 0);
-    if i >= input.len() {
-        return Err(JsonError::Empty);
-    }
+    scan::check_text(input)?;
     out.reserve(input.len());
-    let mut text = Vec::new();
-    'value: loop {
-        match input.get(i) {
-            Some(&open @ (b'{' | b'[')) => {
-                if stack.len() >= max_depth {
-                    return Err(JsonError::TooDeep {
-                        offset: i,
-                        limit: max_depth,
-                    });
-                }
-                let object = open == b'{';
-                let close = if object { b'}' } else { b']' };
-                i = scan::skip_ws(input, i + 1);
-                if input.get(i) == Some(&close) {
-                    i += 1;
-                } else {
-                    stack.push(object);
-                    if object {
-                        i = scan::skip_key(input, i)?;
-                    }
-                    continue 'value;
-                }
-            }
-            Some(b'"') => {
-                let (span, next) = scan::scan_string(input, i)?;
-                let raw = input.get(span.start..span.end).unwrap_or_default();
-                if contains_prefix(raw) {
-                    text.clear();
-                    if span.escaped {
-                        scan::unescape(raw, span.start, &mut text)?;
-                    } else {
-                        text.extend_from_slice(raw);
-                    }
-                    let s = core::str::from_utf8(&text).unwrap_or_default();
-                    let (mark, opened) = (out.len(), stats.opened);
-                    out.extend_from_slice(input.get(copied..i).unwrap_or_default());
-                    unseal_string(s, keys, &mut stats, out);
-                    if stats.opened == opened {
-                        // Nothing opened: the string stays byte for byte as sent (its
-                        // escapes unchanged), so it is copied with the rest later.
-                        out.truncate(mark);
-                    } else {
-                        copied = next;
-                    }
-                }
-                i = next;
-            }
-            Some(b'-' | b'0'..=b'9') => i = scan::scan_number(input, i)?,
-            Some(b't' | b'f' | b'n') => {
-                let (_, next): (Literal, usize) = scan::scan_literal(input, i)?;
-                i = next;
-            }
-            Some(_) => {
-                return Err(JsonError::Unexpected {
-                    offset: i,
-                    expected: "a JSON value",
-                })
-            }
-            None => {
-                return Err(JsonError::Eof {
-                    offset: i,
-                    expected: "a JSON value",
-                })
-            }
-        }
-        loop {
-            i = scan::skip_ws(input, i);
-            let Some(&object) = stack.last() else {
-                break 'value;
-            };
-            let close = if object { b'}' } else { b']' };
-            match input.get(i) {
-                Some(b',') => {
-                    i = scan::skip_ws(input, i + 1);
-                    if object {
-                        i = scan::skip_key(input, i)?;
-                    }
-                    continue 'value;
-                }
-                Some(&c) if c == close => {
-                    i += 1;
-                    stack.pop();
-                }
-                Some(_) => {
-                    return Err(JsonError::Unexpected {
-                        offset: i,
-                        expected: "',' or a closing bracket",
-                    })
-                }
-                None => {
-                    return Err(JsonError::Eof {
-                        offset: i,
-                        expected: "a closing bracket",
-                    })
-                }
-            }
-        }
+    let mut u = Unsealer {
+        input,
+        keys,
+        out,
+        copied: 0,
+        stats: UnsealStats::default(),
+        text: Vec::new(),
+    };
+    walk::walk_document(input, max_depth, &mut u)?;
+    u.out
+        .extend_from_slice(input.get(u.copied..).unwrap_or_default());
+    Ok(u.stats)
+}
+
+/// The unsealer as a visitor of the walk: only string values matter; everything else is
+/// copied through in runs.
+struct Unsealer<'a, 'k, 'o> {
+    input: &'a [u8],
+    keys: &'k dyn KeyLookup,
+    out: &'o mut Vec<u8>,
+    /// Input bytes before this index are already in `out`.
+    copied: usize,
+    stats: UnsealStats,
+    /// A string's decoded text (reused).
+    text: Vec<u8>,
+}
+
+impl Visitor for Unsealer<'_, '_, '_> {
+    type Error = JsonError;
+    type Frame = ();
+
+    #[inline]
+    fn open(&mut self, _: usize, _: bool) -> Result<(), JsonError> {
+        Ok(())
     }
-    if i != input.len() {
-        return Err(JsonError::Trailing { offset: i });
+
+    #[inline]
+    fn string(&mut self, start: usize, span: StrSpan, end: usize) -> Result<(), JsonError> {
+        let raw = self.input.get(span.start..span.end).unwrap_or_default();
+        if !contains_prefix(raw) {
+            return Ok(());
+        }
+        self.text.clear();
+        if span.escaped {
+            scan::unescape(raw, span.start, &mut self.text)?;
+        } else {
+            self.text.extend_from_slice(raw);
+        }
+        let s = core::str::from_utf8(&self.text).unwrap_or_default();
+        let (mark, opened) = (self.out.len(), self.stats.opened);
+        self.out
+            .extend_from_slice(self.input.get(self.copied..start).unwrap_or_default());
+        unseal_string(s, self.keys, &mut self.stats, self.out);
+        if self.stats.opened == opened {
+            // Nothing opened: the string stays byte for byte as sent (its escapes
+            // unchanged), so it is copied with the rest later.
+            self.out.truncate(mark);
+        } else {
+            self.copied = end;
+        }
+        Ok(())
     }
-    out.extend_from_slice(input.get(copied..).unwrap_or_default());
-    Ok(stats)
 }
 
 /// The distinct kids of the Veil values in `input` (a JSON document, or any text), at most

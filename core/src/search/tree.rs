@@ -1,8 +1,9 @@
 //! The search body as a JSON tree that keeps what matters for a faithful rewrite: member
-//! order and the exact text of numbers. Parsed strictly with the scanner the sealer uses
-//! (`crate::json::scan`), bounded in depth; written back compactly.
+//! order and the exact text of numbers. Built by a visitor of the walker the sealer uses
+//! (`crate::json::walk`), so strict and bounded in depth alike; written back compactly.
 
-use crate::json::scan::{self, JsonError, Literal};
+use crate::json::scan::{self, JsonError, Literal, StrSpan};
+use crate::json::walk::{self, Visitor};
 
 /// A JSON tree that keeps what matters for a faithful rewrite: member order and the exact
 /// text of numbers.
@@ -16,14 +17,22 @@ pub(super) enum J {
     Obj(Vec<(String, J)>),
 }
 
-struct Parser<'a> {
-    input: &'a [u8],
-    max_depth: usize,
+/// A container being built.
+enum Open {
+    /// Members so far; the last one's value is a placeholder until its value is visited.
+    Obj(Vec<(String, J)>),
+    Arr(Vec<J>),
 }
 
-impl Parser<'_> {
-    fn string(&self, i: usize) -> Result<(String, usize), JsonError> {
-        let (span, next) = scan::scan_string(self.input, i)?;
+/// The tree builder as a visitor of the walk (`crate::json::walk`).
+struct Builder<'a> {
+    input: &'a [u8],
+    open: Vec<Open>,
+    root: Option<J>,
+}
+
+impl Builder<'_> {
+    fn text(&self, span: StrSpan) -> Result<String, JsonError> {
         let raw = self.input.get(span.start..span.end).unwrap_or_default();
         let mut buf = Vec::new();
         if span.escaped {
@@ -31,111 +40,75 @@ impl Parser<'_> {
         } else {
             buf.extend_from_slice(raw);
         }
-        let s = String::from_utf8(buf).map_err(|_| JsonError::Utf8 { offset: span.start })?;
-        Ok((s, next))
+        String::from_utf8(buf).map_err(|_| JsonError::Utf8 { offset: span.start })
     }
 
-    fn value(&self, i: usize, depth: usize) -> Result<(J, usize), JsonError> {
-        let input = self.input;
-        match input.get(i) {
-            Some(&open @ (b'{' | b'[')) => {
-                if depth >= self.max_depth {
-                    return Err(JsonError::TooDeep {
-                        offset: i,
-                        limit: self.max_depth,
-                    });
-                }
-                let object = open == b'{';
-                let close = if object { b'}' } else { b']' };
-                let mut members = Vec::new();
-                let mut items = Vec::new();
-                let mut j = scan::skip_ws(input, i + 1);
-                if input.get(j) == Some(&close) {
-                    let v = if object {
-                        J::Obj(members)
-                    } else {
-                        J::Arr(items)
-                    };
-                    return Ok((v, j + 1));
-                }
-                loop {
-                    if object {
-                        if input.get(j) != Some(&b'"') {
-                            return Err(JsonError::Unexpected {
-                                offset: j,
-                                expected: "'\"' starting an object key",
-                            });
-                        }
-                        let (k, after) = self.string(j)?;
-                        let c = scan::skip_ws(input, after);
-                        if input.get(c) != Some(&b':') {
-                            return Err(JsonError::Unexpected {
-                                offset: c,
-                                expected: "':' after an object key",
-                            });
-                        }
-                        let (v, next) = self.value(scan::skip_ws(input, c + 1), depth + 1)?;
-                        members.push((k, v));
-                        j = next;
-                    } else {
-                        let (v, next) = self.value(j, depth + 1)?;
-                        items.push(v);
-                        j = next;
-                    }
-                    j = scan::skip_ws(input, j);
-                    match input.get(j) {
-                        Some(b',') => j = scan::skip_ws(input, j + 1),
-                        Some(&c) if c == close => {
-                            let v = if object {
-                                J::Obj(members)
-                            } else {
-                                J::Arr(items)
-                            };
-                            return Ok((v, j + 1));
-                        }
-                        Some(_) => {
-                            return Err(JsonError::Unexpected {
-                                offset: j,
-                                expected: "',' or a closing bracket",
-                            })
-                        }
-                        None => {
-                            return Err(JsonError::Eof {
-                                offset: j,
-                                expected: "a closing bracket",
-                            })
-                        }
-                    }
+    /// Puts a finished value where the walk is: the pending member, the next element, or
+    /// the root.
+    fn place(&mut self, v: J) {
+        match self.open.last_mut() {
+            Some(Open::Obj(members)) => {
+                if let Some(last) = members.last_mut() {
+                    last.1 = v;
                 }
             }
-            Some(b'"') => {
-                let (s, next) = self.string(i)?;
-                Ok((J::Str(s), next))
-            }
-            Some(b'-' | b'0'..=b'9') => {
-                let next = scan::scan_number(input, i)?;
-                let text = core::str::from_utf8(input.get(i..next).unwrap_or_default())
-                    .unwrap_or_default();
-                Ok((J::Num(text.to_string()), next))
-            }
-            Some(b't' | b'f' | b'n') => {
-                let (lit, next) = scan::scan_literal(input, i)?;
-                let v = match lit {
-                    Literal::True => J::Bool(true),
-                    Literal::False => J::Bool(false),
-                    Literal::Null => J::Null,
-                };
-                Ok((v, next))
-            }
-            Some(_) => Err(JsonError::Unexpected {
-                offset: i,
-                expected: "a JSON value",
-            }),
-            None => Err(JsonError::Eof {
-                offset: i,
-                expected: "a JSON value",
-            }),
+            Some(Open::Arr(items)) => items.push(v),
+            None => self.root = Some(v),
         }
+    }
+}
+
+impl Visitor for Builder<'_> {
+    type Error = JsonError;
+    type Frame = ();
+
+    fn open(&mut self, _: usize, object: bool) -> Result<(), JsonError> {
+        self.open.push(if object {
+            Open::Obj(Vec::new())
+        } else {
+            Open::Arr(Vec::new())
+        });
+        Ok(())
+    }
+
+    fn key(&mut self, _: &(), key: StrSpan) -> Result<(), JsonError> {
+        let k = self.text(key)?;
+        if let Some(Open::Obj(members)) = self.open.last_mut() {
+            members.push((k, J::Null));
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, _: (), _: usize) -> Result<(), JsonError> {
+        let v = match self.open.pop() {
+            Some(Open::Obj(members)) => J::Obj(members),
+            Some(Open::Arr(items)) => J::Arr(items),
+            None => return Ok(()),
+        };
+        self.place(v);
+        Ok(())
+    }
+
+    fn string(&mut self, _: usize, span: StrSpan, _: usize) -> Result<(), JsonError> {
+        let s = self.text(span)?;
+        self.place(J::Str(s));
+        Ok(())
+    }
+
+    fn number(&mut self, start: usize, end: usize) -> Result<(), JsonError> {
+        let text = core::str::from_utf8(self.input.get(start..end).unwrap_or_default())
+            .unwrap_or_default();
+        self.place(J::Num(text.to_string()));
+        Ok(())
+    }
+
+    fn literal(&mut self, lit: Literal, _: usize, _: usize) -> Result<(), JsonError> {
+        self.place(match lit {
+            Literal::True => J::Bool(true),
+            Literal::False => J::Bool(false),
+            Literal::Null => J::Null,
+        });
+        Ok(())
     }
 }
 
@@ -179,15 +152,11 @@ pub(super) fn write(j: &J, out: &mut Vec<u8>) {
 /// Parses strict JSON (nesting at most `max_depth`) into a tree.
 pub(super) fn parse(input: &[u8], max_depth: usize) -> Result<J, JsonError> {
     scan::check_text(input)?;
-    let p = Parser { input, max_depth };
-    let start = scan::skip_ws(input, 0);
-    if start >= input.len() {
-        return Err(JsonError::Empty);
-    }
-    let (j, next) = p.value(start, 0)?;
-    let end = scan::skip_ws(input, next);
-    if end != input.len() {
-        return Err(JsonError::Trailing { offset: end });
-    }
-    Ok(j)
+    let mut b = Builder {
+        input,
+        open: Vec::new(),
+        root: None,
+    };
+    walk::walk_document(input, max_depth, &mut b)?;
+    b.root.ok_or(JsonError::Empty)
 }
