@@ -93,9 +93,13 @@ fn seal_and_check(stack: &Stack, route: &str, fixture_name: &str) {
     assert_eq!(rec.len(), 1);
     let fwd = &rec[0];
     assert_eq!((fwd.method.as_str(), fwd.path.as_str()), ("POST", route));
-    if let Some(len) = fwd.header("content-length") {
-        assert_eq!(len.parse::<usize>().unwrap(), fwd.body.len());
-    }
+    // The client sent a length: the upstream gets the sealed body's length (the filter held
+    // the headers until the body was sealed), not chunked framing.
+    let len = fwd
+        .header("content-length")
+        .unwrap_or_else(|| panic!("no content-length forwarded: {:?}", fwd.headers));
+    assert_eq!(len.parse::<usize>().unwrap(), fwd.body.len());
+    assert_eq!(fwd.header("transfer-encoding"), None);
 
     let orig_v: Value = serde_json::from_slice(&original).unwrap();
     let fwd_v: Value = serde_json::from_slice(&fwd.body).expect("forwarded body is JSON");
@@ -135,7 +139,29 @@ fn events_are_sealed_per_policy_and_unseal_exactly() {
     let stack = Stack::start();
     seal_and_check(&stack, "/v1/events", "event.json");
     seal_and_check(&stack, "/v1/events/batch", "events-batch.json");
-    assert!(stack.stat("wasmcustom.veil.seal.requests") >= 2);
+    // A chunked request stays chunked: the filter adds no length the client did not send.
+    stack.clear_recorded();
+    let event = fixture("event.json");
+    let resp = stack.send(
+        "POST",
+        "/collector/v1/events",
+        &[
+            ("content-type", "application/json"),
+            ("transfer-encoding", "chunked"),
+        ],
+        &event,
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let rec = stack.recorded();
+    assert_eq!(
+        rec[0].header("content-length"),
+        None,
+        "{:?}",
+        rec[0].headers
+    );
+    assert_ne!(rec[0].body, event, "sealed");
+    assert_eq!(unseal(&stack, &rec[0].body), event, "round trip");
+    assert!(stack.stat("wasmcustom.veil.seal.requests") >= 3);
     assert!(stack.stat("wasmcustom.veil.seal.values_sealed") >= 31);
 }
 
@@ -344,6 +370,11 @@ fn compressed_bodies_are_decoded_sealed_and_forwarded_identity() {
             rec[0].header("content-encoding"),
             None,
             "{encoding}: forwarded as identity"
+        );
+        assert_eq!(
+            rec[0].header("content-length"),
+            Some(rec[0].body.len().to_string().as_str()),
+            "{encoding}: the sealed identity body's length"
         );
         let fwd: Value = serde_json::from_slice(&rec[0].body).expect("forwarded body is JSON");
         let ssn = fwd[0]["request"]["body"]["patient"]["ssn"]

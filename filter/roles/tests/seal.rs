@@ -23,7 +23,8 @@ fn sealed_event(f: &Fix) -> (veil_roles::testing::FakeHost, serde_json::Value) {
         ],
         EVENT.as_bytes(),
     );
-    assert_eq!((a, b), (Action::Continue, Action::Continue));
+    // The headers are held until the body is sealed, so its new length can be set.
+    assert_eq!((a, b), (Action::Pause, Action::Continue));
     assert!(h.reply().is_none());
     let v = json_of(&body(&h, BodyKind::Request));
     (h, v)
@@ -43,10 +44,35 @@ fn a_collector_event_is_sealed_under_the_current_kid() {
         "numbers are sealed by default"
     );
     assert_eq!(v["request"]["uri"], "https://x.test/a");
-    // The sealed body has another length: Envoy frames it anew.
-    assert_eq!(h.get(HeaderKind::RequestHeaders, "content-length"), None);
+    // The sealed body has another length, written into the held headers.
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, "content-length"),
+        Some(body(&h, BodyKind::Request).len().to_string())
+    );
     assert_eq!(f.counter("veil.seal.requests"), 1);
     assert_eq!(f.counter("veil.seal.values_sealed"), 2);
+}
+
+#[test]
+fn a_chunked_request_gets_no_length_it_did_not_have() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    let (a, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        "/collector/v1/events",
+        &[("transfer-encoding", "chunked")],
+        EVENT.as_bytes(),
+    );
+    assert_eq!((a, b), (Action::Pause, Action::Continue));
+    assert_eq!(h.get(HeaderKind::RequestHeaders, "content-length"), None);
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, "transfer-encoding")
+            .as_deref(),
+        Some("chunked")
+    );
+    assert_eq!(f.counter("veil.seal.requests"), 1);
 }
 
 #[test]
@@ -181,7 +207,7 @@ fn a_body_growing_over_the_limit_is_refused_while_buffering() {
     let f = Fix::ready();
     let (h, mut s) = f.stream();
     request(&h, "POST", "/patients", &[]);
-    assert_eq!(s.on_request_headers(&h, false), Action::Continue);
+    assert_eq!(s.on_request_headers(&h, false), Action::Pause);
     assert_eq!(s.on_request_body(&h, 100, false), Action::Pause);
     assert!(h.reply().is_none());
     assert_eq!(s.on_request_body(&h, 4097, false), Action::Pause);
@@ -212,11 +238,15 @@ fn a_gzip_body_is_decoded_sealed_and_forwarded_identity() {
         &mut s,
         "POST",
         "/patients",
-        &[("content-encoding", "gzip")],
+        &[("content-encoding", "gzip"), ("content-length", "999")],
         &gz,
     );
-    assert_eq!((a, b), (Action::Continue, Action::Continue));
+    assert_eq!((a, b), (Action::Pause, Action::Continue));
     assert_eq!(h.get(HeaderKind::RequestHeaders, "content-encoding"), None);
+    assert_eq!(
+        h.get(HeaderKind::RequestHeaders, "content-length"),
+        Some(body(&h, BodyKind::Request).len().to_string())
+    );
     let v = json_of(&body(&h, BodyKind::Request));
     assert!(v["name"].as_str().unwrap().starts_with("veil:"));
 }
@@ -295,13 +325,22 @@ fn a_body_that_cannot_be_replaced_is_a_seal_failure() {
 }
 
 #[test]
-fn a_length_header_that_cannot_be_removed_is_a_seal_failure() {
+fn a_length_header_that_cannot_be_set_is_a_seal_failure() {
     let f = Fix::ready();
-    f.env.fail("remove_header");
+    f.env.fail("replace_header");
     let (h, mut s) = f.stream();
-    request(&h, "POST", "/patients", &[("content-length", "5")]);
-    assert_eq!(s.on_request_headers(&h, false), Action::Pause);
+    let plain = br#"{"name":"Ann"}"#;
+    let (a, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        "/patients",
+        &[("content-length", "14")],
+        plain,
+    );
+    assert_eq!((a, b), (Action::Pause, Action::Pause));
     assert_eq!(refused(&h), (500, "seal-failed".into()));
+    assert_eq!(f.counter("veil.seal.requests"), 0);
 }
 
 #[test]

@@ -11,6 +11,11 @@
 //!
 //! Fail closed: every failure after `Buffering` answers a problem and stops the request, so
 //! a body the policy seals never reaches the upstream in plaintext.
+//!
+//! While `Buffering`, the request headers are held (the headers callback pauses), so the
+//! sealed body's length can still be written into `content-length`: the upstream gets the
+//! framing the client chose (a length stays a length, chunked stays chunked) rather than a
+//! length removed after the headers left (chunked framing Envoy would have to add).
 
 use std::sync::Arc;
 
@@ -40,6 +45,8 @@ enum SealPolicy {
 struct Pending {
     policy: SealPolicy,
     encoding: ContentEncoding,
+    /// The request came with `content-length` (not chunked): it gets the sealed length.
+    has_length: bool,
 }
 
 enum State {
@@ -71,6 +78,8 @@ impl SealRequest {
         end_of_stream: bool,
     ) -> (SealRequest, Action) {
         match Self::on_headers(h, w, head, rule, profile, rest, end_of_stream) {
+            // Held until the body is sealed: its new length goes into `content-length`.
+            Ok(state @ State::Buffering(_)) => (SealRequest { state }, Action::Pause),
             Ok(state) => (SealRequest { state }, Action::Continue),
             Err(r) => (
                 SealRequest {
@@ -127,7 +136,8 @@ impl SealRequest {
             Metrics::add(h, w.metrics.rejected_encoding, 1);
             Refusal::new(ProblemKind::UnsupportedEncoding, e.to_string())
         })?;
-        if let Some(len) = head.get("content-length") {
+        let length = head.get("content-length");
+        if let Some(len) = &length {
             if len
                 .trim()
                 .parse::<usize>()
@@ -137,17 +147,17 @@ impl SealRequest {
                 return Err(Refusal::too_large(w.config.max_body_bytes));
             }
         }
-        // The sealed body has another length; Envoy frames it anew. A compressed body is
-        // forwarded decompressed (sealed values do not compress anyway).
-        h.remove_header(req, "content-length").map_err(|e| {
-            Refusal::hostcall(ProblemKind::SealFailed, "removing content-length", e)
-        })?;
+        // A compressed body is forwarded decompressed (sealed values do not compress anyway).
         if encoding != ContentEncoding::Identity {
             h.remove_header(req, "content-encoding").map_err(|e| {
                 Refusal::hostcall(ProblemKind::SealFailed, "removing content-encoding", e)
             })?;
         }
-        Ok(State::Buffering(Pending { policy, encoding }))
+        Ok(State::Buffering(Pending {
+            policy,
+            encoding,
+            has_length: length.is_some(),
+        }))
     }
 
     /// Seals the whole buffered body in place.
@@ -204,7 +214,17 @@ impl SealRequest {
                 if b.out.len() > w.config.max_sealed_body_bytes {
                     return (stats, Err(None));
                 }
-                let r = h.replace_body(BodyKind::Request, size, &b.out);
+                let r = h
+                    .replace_body(BodyKind::Request, size, &b.out)
+                    .and_then(|()| {
+                        // The headers are still held (the headers callback paused).
+                        if pending.has_length {
+                            let len = b.out.len().to_string();
+                            h.replace_header(HeaderKind::RequestHeaders, "content-length", &len)
+                        } else {
+                            Ok(())
+                        }
+                    });
                 (stats, r.map_err(Some))
             })
         });
