@@ -68,6 +68,9 @@ TARGET_NATIVE_COST_TRANSFORM_FACTOR = 2.0
 
 SHELLS = ("wasm", "native")
 FLOOR = {"wasm": "floor-wasm", "native": "floor-native"}
+# The native body-rewriting floor (bench/floors/native with filter config `rewrite`): Veil's
+# body handling with an identity transform, what any native filter that rewrites the body costs.
+REWRITE_FLOOR = "floor-native-rewrite"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,7 +430,7 @@ def stat(stats: dict[str, int], suffix: str) -> int:
 
 @dataclasses.dataclass
 class Envoy:
-    role: str  # "control" | "wasm" | "native" | "floor-wasm" | "floor-native"
+    role: str  # "control" | "wasm" | "native" | "floor-wasm" | "floor-native" | REWRITE_FLOOR
     listen: str
     admin: str
     config: Path
@@ -470,19 +473,24 @@ def strip_veil_filter(cfg: dict, replacement: dict | None = None) -> int:
     return found
 
 
-def floor_entry(shell: str, bins: dict[str, Path]) -> dict:
-    """The empty filter of a shell, at the Veil filter's place in the chain."""
+def floor_entry(shell: str, bins: dict[str, Path], rewrite: bool = False) -> dict:
+    """The empty filter of a shell (or, `rewrite`, the native body-rewriting floor), at the Veil
+    filter's place in the chain."""
     if shell == "wasm":
         return {"name": "envoy.filters.http.wasm", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {"name": "floor", "root_id": "floor", "fail_open": False,
                        "vm_config": {"vm_id": "floor", "runtime": "envoy.wasm.runtime.v8",
                                      "code": {"local": {"filename": str(bins["floor_wasm"])}}}}}}
-    return {"name": "floor", "typed_config": {
+    entry = {"name": "floor", "typed_config": {
         "@type": DYNAMIC_MODULE_TYPE,
         "dynamic_module_config": {"module": {"local": {"filename": str(bins["floor_native_installed"])}},
                                   "do_not_close": True},
         "filter_name": "floor"}}
+    if rewrite:
+        entry["typed_config"]["filter_config"] = {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                                  "value": "rewrite"}
+    return entry
 
 
 def install_module(src: Path, dst: Path) -> Path:
@@ -596,6 +604,8 @@ class Stack:
         # shell; control: the same YAML with the Veil filter entry removed; floors: the empty
         # filter of each shell in its place. One listener and admin port each.
         roles = ["control"] + list(a.shells) + ([FLOOR[sh] for sh in a.shells] if a.floors else [])
+        if a.floors and a.rewrite_floor and "native" in a.shells:
+            roles.append(REWRITE_FLOOR)
         ports = {role: (free_port(), free_port()) for role in roles}
         up_listen_port = up_port
         self.envoys = {}
@@ -634,6 +644,9 @@ class Stack:
             if role == "control":
                 strip_veil_filter(cfg)
                 what = "the Veil filter entry removed"
+            elif role == REWRITE_FLOOR:
+                strip_veil_filter(cfg, floor_entry("native", self.bins, rewrite=True))
+                what = "the Veil filter replaced by the native body-rewriting floor (bench/floors/native, `rewrite`)"
             else:
                 shell = role.removeprefix("floor-")
                 strip_veil_filter(cfg, floor_entry(shell, self.bins))
@@ -1071,7 +1084,8 @@ def run_scenario(args, sc: Scenario, stack: Stack, procs: Procs) -> list[dict]:
     for sh in shells:
         out.append(summarize(args, sc, sh, rounds, envoys, sent[sh], s0_envoy[sh], s1_envoy[sh],
                              ks_callouts, all_sent, pairings, rate, rps_c, floor_rps.get(FLOOR[sh]),
-                             transform_us if sh == "native" else None))
+                             transform_us if sh == "native" else None,
+                             floor_rps.get(REWRITE_FLOOR) if sh == "native" else None))
     return out
 
 
@@ -1096,7 +1110,7 @@ def time_transform(args, sc: Scenario, stack) -> float | None:
 def summarize(args, sc: Scenario, shell: str, all_rounds: list, envoys: dict, t_requests: int,
               s0_envoy: dict, s1_envoy: dict, ks_callouts: int, all_sent: int, pairings: int,
               rate: float, rps_c: float, rps_floor: float | None,
-              transform_us: float | None = None) -> dict:
+              transform_us: float | None = None, rps_rewrite_floor: float | None = None) -> dict:
     """One shell's result: its rounds as "treatment" against the control's."""
     order = ["control", "treatment"]
     rounds = [dataclasses.replace(r, role="treatment") if r.role == shell else r
@@ -1140,6 +1154,13 @@ def summarize(args, sc: Scenario, shell: str, all_rounds: list, envoys: dict, t_
     floor_diffs = [f.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req
                    for c, f in zip(conc["control"], floor_rounds)]
     res["floor_cpu_us_per_req_added"] = med(floor_diffs) if floor_diffs else None
+    # The native body-rewriting floor (identity transform), the same way; reported, not a target.
+    if rps_rewrite_floor is not None:
+        rw_rounds = [r for r in all_rounds if r.phase == "concurrency" and r.role == REWRITE_FLOOR]
+        rw_diffs = [f.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req
+                    for c, f in zip(conc["control"], rw_rounds)]
+        res["rewrite_floor_ratio"] = rps_rewrite_floor / rps_c if rps_c else None
+        res["rewrite_floor_cpu_us_per_req_added"] = med(rw_diffs) if rw_diffs else None
     res["transform_us"] = transform_us
     res["filter_us_per_req_from_cpu_range"] = [cpu_diffs[0], cpu_diffs[-1]] if cpu_diffs else [0, 0]
     res["ratio_pairs"] = sorted(t.rps / c.rps for c, t in pairs if c.rps)
@@ -1186,6 +1207,9 @@ def report(sc: Scenario, res: dict) -> None:
     if res.get("floor_ratio") is not None:
         log(f"  {'  its floor (empty ' + res['filter'] + ' filter)':<34}{'':12}{res['rps_floor']:12.0f}"
             f"{res['floor_ratio']:14.3f}  (gap {res['floor_ratio'] - res['ratio']:+.3f})")
+    if res.get("rewrite_floor_ratio") is not None:
+        log(f"  {'  body-rewriting native floor':<34}{'':12}{res['rewrite_floor_ratio'] * res['rps_control']:12.0f}"
+            f"{res['rewrite_floor_ratio']:14.3f}  (+{res['rewrite_floor_cpu_us_per_req_added']:.1f} us Envoy CPU/req)")
     for p in ("50", "99", "99.9"):
         lc, lt = res["conc_latency_ms"][c][p], res["conc_latency_ms"][t][p]
         log(f"  {'  p' + p + ' at ' + str(ARGS.connections) + ' connections (ms)':<34}{lc:12.3f}{lt:12.3f}{lt - lc:14.3f}")
@@ -1312,6 +1336,9 @@ def machine_line(res: dict) -> str:
     ]
     if res.get("floor_ratio") is not None:
         parts += [f"floor_ratio={res['floor_ratio']:.3f}", f"floor_gap={res['floor_ratio'] - res['ratio']:.3f}"]
+    if res.get("rewrite_floor_ratio") is not None:
+        parts += [f"rewrite_floor_ratio={res['rewrite_floor_ratio']:.3f}",
+                  f"rewrite_floor_cpu_us_per_req_added={res['rewrite_floor_cpu_us_per_req_added']:.1f}"]
     bound = cost_bound_us(res)
     if bound is not None:
         parts += [f"transform_us={res['transform_us']:.1f}",
@@ -1434,6 +1461,10 @@ def parse_args(argv=None):
     ap.add_argument("--floors", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure each shell's floor: an empty proxy-wasm filter / an empty "
                          "dynamic module in the Veil filter's place (bench/floors/) [on]")
+    ap.add_argument("--rewrite-floor", action=argparse.BooleanOptionalAction, default=True,
+                    help="with --floors and the native shell, also measure the native body-rewriting floor "
+                         "(bench/floors/native, filter config `rewrite`: Veil's body handling with an identity "
+                         "transform) [on]")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (configs, logs, keyring)")
     ap.add_argument("--json", metavar="FILE", help="also write every number to FILE as JSON")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")

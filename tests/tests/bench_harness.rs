@@ -187,10 +187,13 @@ fn bench_harness_runs_seal_and_relay_local() {
     // The native cost target's inputs (issue #16): the seal transform timed natively, the
     // floor's own cost, and the bound the harness checks.
     let kv = machine_line(&text, "seal", "native");
+    // And the body-rewriting floor (identity transform) it is read against.
     for key in [
         "transform_us",
         "floor_cpu_us_per_req_added",
         "cost_bound_us",
+        "rewrite_floor_ratio",
+        "rewrite_floor_cpu_us_per_req_added",
     ] {
         let v = kv
             .get(key)
