@@ -1161,6 +1161,8 @@ def summarize(args, sc: Scenario, shell: str, all_rounds: list, envoys: dict, t_
                     for c, f in zip(conc["control"], rw_rounds)]
         res["rewrite_floor_ratio"] = rps_rewrite_floor / rps_c if rps_c else None
         res["rewrite_floor_cpu_us_per_req_added"] = med(rw_diffs) if rw_diffs else None
+        res["rewrite_floor_rss_delta_mib"] = (med(r.rss_mib for r in rw_rounds)
+                                              - med(r.rss_mib for r in conc["control"])) if rw_rounds else None
     res["transform_us"] = transform_us
     res["filter_us_per_req_from_cpu_range"] = [cpu_diffs[0], cpu_diffs[-1]] if cpu_diffs else [0, 0]
     res["ratio_pairs"] = sorted(t.rps / c.rps for c, t in pairs if c.rps)
@@ -1209,7 +1211,8 @@ def report(sc: Scenario, res: dict) -> None:
             f"{res['floor_ratio']:14.3f}  (gap {res['floor_ratio'] - res['ratio']:+.3f})")
     if res.get("rewrite_floor_ratio") is not None:
         log(f"  {'  body-rewriting native floor':<34}{'':12}{res['rewrite_floor_ratio'] * res['rps_control']:12.0f}"
-            f"{res['rewrite_floor_ratio']:14.3f}  (+{res['rewrite_floor_cpu_us_per_req_added']:.1f} us Envoy CPU/req)")
+            f"{res['rewrite_floor_ratio']:14.3f}  (+{res['rewrite_floor_cpu_us_per_req_added']:.1f} us Envoy CPU/req, "
+            f"RSS {res['rewrite_floor_rss_delta_mib']:+.1f} MiB)")
     for p in ("50", "99", "99.9"):
         lc, lt = res["conc_latency_ms"][c][p], res["conc_latency_ms"][t][p]
         log(f"  {'  p' + p + ' at ' + str(ARGS.connections) + ' connections (ms)':<34}{lc:12.3f}{lt:12.3f}{lt - lc:14.3f}")
@@ -1338,7 +1341,8 @@ def machine_line(res: dict) -> str:
         parts += [f"floor_ratio={res['floor_ratio']:.3f}", f"floor_gap={res['floor_ratio'] - res['ratio']:.3f}"]
     if res.get("rewrite_floor_ratio") is not None:
         parts += [f"rewrite_floor_ratio={res['rewrite_floor_ratio']:.3f}",
-                  f"rewrite_floor_cpu_us_per_req_added={res['rewrite_floor_cpu_us_per_req_added']:.1f}"]
+                  f"rewrite_floor_cpu_us_per_req_added={res['rewrite_floor_cpu_us_per_req_added']:.1f}",
+                  f"rewrite_floor_rss_delta_mib={res['rewrite_floor_rss_delta_mib']:.1f}"]
     bound = cost_bound_us(res)
     if bound is not None:
         parts += [f"transform_us={res['transform_us']:.1f}",

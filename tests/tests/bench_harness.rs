@@ -194,6 +194,7 @@ fn bench_harness_runs_seal_and_relay_local() {
         "cost_bound_us",
         "rewrite_floor_ratio",
         "rewrite_floor_cpu_us_per_req_added",
+        "rewrite_floor_rss_delta_mib",
     ] {
         let v = kv
             .get(key)
