@@ -1366,16 +1366,19 @@ def build(args) -> dict[str, Path]:
         target = ROOT / target
     # --bin-dir: native binaries built elsewhere (e.g. the debug ones the test suite runs); the
     # filter is always the release wasm, as in the end-to-end tests.
-    bin_dir = Path(args.bin_dir) if args.bin_dir else target / "release"
+    # Default: the helpers outside Envoy from the `bench-tools` profile (release without LTO,
+    # Cargo.toml), the transform timer from `release` (the profile libveil.so inherits).
+    bin_dir = Path(args.bin_dir) if args.bin_dir else target / "bench-tools"
     if not bin_dir.is_absolute():
         bin_dir = ROOT / bin_dir
+    transform_dir = bin_dir if args.bin_dir else target / "release"
     bins = {
         "wasm": ROOT / args.wasm if args.wasm else target / "wasm32-wasip1/release/veil_filter.wasm",
         "keyservice": bin_dir / "veil-keyservice",
         "upstream": bin_dir / "veil-demo-upstream",
         "seal_fixture": bin_dir / "veil-bench-seal-fixture",
         "load_gen": bin_dir / "veil-bench-load",
-        "transform": bin_dir / "veil-bench-transform",
+        "transform": transform_dir / "veil-bench-transform",
     }
     # The shells' filters and their floors (only what the selected shells need).
     if "native" in args.shells:
@@ -1393,7 +1396,9 @@ def build(args) -> dict[str, Path]:
         if "native" in bins:
             cmds.append(["cargo", "build", "-q", "--profile", "native", "-p", "veil-native"]
                         + (["-p", "veil-bench-floor-native"] if "floor_native" in bins else []))
-        cmds.append(["cargo", "build", "-q", "--release", "-p", "veil-keyservice", "-p", "veil-e2e", "--bins"])
+        cmds.append(["cargo", "build", "-q", "--release", "-p", "veil-bench-transform"])
+        cmds.append(["cargo", "build", "-q", "--profile", "bench-tools", "-p", "veil-keyservice", "-p", "veil-e2e",
+                     "--bins"])
         for cmd in cmds:
             log("    " + " ".join(cmd))
             r = subprocess.run(cmd, cwd=ROOT, timeout=1800)
@@ -1454,7 +1459,7 @@ def parse_args(argv=None):
                     help="take veil-keyservice, veil-demo-upstream, veil-bench-load, "
                          "veil-bench-seal-fixture, veil-bench-transform from DIR (relative: to the repository), e.g. "
                          "target/debug with --no-build; the wasm stays the release build "
-                         "[$CARGO_TARGET_DIR/release]")
+                         "[$CARGO_TARGET_DIR/bench-tools, veil-bench-transform from $CARGO_TARGET_DIR/release]")
     ap.add_argument("--wasm", metavar="FILE",
                     help="the filter's wasm [$CARGO_TARGET_DIR/wasm32-wasip1/release/veil_filter.wasm]")
     ap.add_argument("--native", metavar="FILE",

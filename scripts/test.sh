@@ -12,7 +12,7 @@ cargo build -q -p veil-filter -p veil-bench-floor-wasm --target wasm32-wasip1 --
 step "building the native filter (libveil.so, profile native: release with panic=unwind)"
 cargo build -q -p veil-native -p veil-bench-floor-native --profile native
 step "building the native binaries"
-cargo build -q -p veil-keyservice -p veil-e2e -p veil-relay --bins
+cargo build -q -p veil-keyservice -p veil-e2e -p veil-relay -p veil-bench-transform --bins
 step "lint"
 make -s lint
 step "fuzz: every target for a few seconds (scripts/fuzz.sh; longer runs: make fuzz)"

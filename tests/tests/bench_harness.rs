@@ -20,7 +20,7 @@ const SCENARIOS: [&str; 2] = ["seal", "relay-local"];
 
 /// The shells measured: `--filter` of bench/run.py (each with its floor). The native shell
 /// and its floor are target/native/libveil.so and libveilfloor.so (scripts/test.sh builds
-/// them); the native cost target's transform timer is `veil-bench-transform` (this package).
+/// them); the native cost target's transform timer is `veil-bench-transform` (bench/transform).
 const SHELLS: &[&str] = &["wasm", "native"];
 
 /// Every key of the machine-readable line with a fixed-rate phase (bench/README.md).
