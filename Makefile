@@ -28,10 +28,10 @@ test: ## install what is missing, build, lint and run every test
 
 lint: ## rustfmt and clippy (unwrap/expect/panic/indexing denied in core, the roles and both shells)
 	cargo fmt --all -- --check
-	cargo clippy -q -p veil-core -p veil-roles -p veil-keyservice -p veil-e2e -p veil-relay --all-targets -- -D warnings
+	cargo clippy -q -p veil-core -p veil-roles -p veil-keyservice -p veil-e2e -p veil-relay -p veil-bench-transform --all-targets -- -D warnings
 	cargo clippy -q -p veil-roles --features fake -- -D warnings
 	cargo clippy -q -p veil-filter --target wasm32-wasip1 -- -D warnings
-	cargo clippy -q -p veil-native --all-targets -- -D warnings
+	cargo clippy -q -p veil-native -p veil-bench-floor-native --all-targets -- -D warnings
 
 wasm: ## build the filter (target/wasm32-wasip1/release/veil_filter.wasm)
 	cargo build -p veil-filter --target wasm32-wasip1 --release

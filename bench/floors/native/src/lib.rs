@@ -9,7 +9,9 @@
 //!   appends the copy and sets `content-length` (if the message had one) — the request's body
 //!   if the request has one, else the response's (a GET's answer), the body Veil rewrites in
 //!   the `seal*`, `relay-*` and `unseal` scenarios (the relay also rewrites the answer).
-#![allow(clippy::missing_safety_doc)]
+// The hooks are called by Envoy with the pointers it owns, as the ABI says (they cannot be
+// `unsafe fn`s: they are the exported C entry points).
+#![allow(clippy::missing_safety_doc, clippy::not_unsafe_ptr_arg_deref)]
 
 use std::ffi::{c_char, c_void};
 
