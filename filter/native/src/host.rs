@@ -302,6 +302,11 @@ impl StreamHost for StreamCtx<'_, '_> {
         });
         Ok(())
     }
+
+    /// A paused headers hook is StopIteration: the body hooks still run (§6 of the ABI notes).
+    fn holds_headers(&self) -> bool {
+        true
+    }
 }
 
 fn ok(done: bool) -> HostResult<()> {

@@ -198,4 +198,11 @@ pub trait StreamHost: Host {
     ) -> HostResult<()>;
     /// Resumes a direction the role paused. Runs after the current callback returns.
     fn resume(&self, direction: Direction) -> HostResult<()>;
+    /// Whether a headers callback that answers [`Action::Pause`] still gets the body
+    /// callbacks (native StopIteration), so a role can hold the headers until the body is
+    /// rewritten and then give it its real `content-length`. False for proxy-wasm: Envoy turns
+    /// a paused headers callback into "stop all iteration", which starves the body callbacks.
+    fn holds_headers(&self) -> bool {
+        false
+    }
 }

@@ -43,4 +43,6 @@ pub struct UnsealJob {
     /// replaced by its decoded form whatever happens.
     pub(crate) decoded: bool,
     pub(crate) reject: bool,
+    /// The response headers are held: a new body also sets `content-length`.
+    pub(crate) held: bool,
 }

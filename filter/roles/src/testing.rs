@@ -275,6 +275,7 @@ pub struct FakeHost {
     pub response_body: RefCell<Vec<u8>>,
     pub reply: RefCell<Option<Reply>>,
     pub resumed: RefCell<Vec<Direction>>,
+    holds_headers: Cell<bool>,
 }
 
 fn map_name(kind: HeaderKind) -> &'static str {
@@ -300,7 +301,14 @@ impl FakeHost {
             response_body: RefCell::new(Vec::new()),
             reply: RefCell::new(None),
             resumed: RefCell::new(Vec::new()),
+            holds_headers: Cell::new(false),
         }
+    }
+
+    /// Acts as the native shell does: a paused headers callback still gets the body
+    /// callbacks (default: as proxy-wasm, it does not).
+    pub fn hold_headers(&self) {
+        self.holds_headers.set(true);
     }
 
     pub fn set_headers(&self, kind: HeaderKind, pairs: &[(&str, &str)]) {
@@ -484,6 +492,10 @@ impl StreamHost for FakeHost {
         self.env.check("resume")?;
         self.resumed.borrow_mut().push(direction);
         Ok(())
+    }
+
+    fn holds_headers(&self) -> bool {
+        self.holds_headers.get()
     }
 }
 

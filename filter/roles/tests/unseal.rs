@@ -234,6 +234,142 @@ fn trailers_finish_a_response() {
     assert_eq!(json_of(&body(&h, BodyKind::Response)), doc());
 }
 
+/// A GET whose response (headers as given) is answered on a host that holds paused headers
+/// (the native shell): the response headers' action and the body's.
+fn held_response(
+    f: &Fix,
+    path: &str,
+    extra: &[(&str, &str)],
+    sealed: &[u8],
+) -> (FakeHost, Stream, Action, Action) {
+    let (h, mut s) = f.stream();
+    h.hold_headers();
+    send(&h, &mut s, "GET", path, &[], b"");
+    let (a, b) = respond(&h, &mut s, "200", extra, sealed);
+    (h, s, a, b)
+}
+
+#[test]
+fn held_headers_get_the_unsealed_bodys_length() {
+    let f = Fix::ready();
+    let sealed = seal_with(&f, &doc());
+    let len = sealed.len().to_string();
+    let (h, _, a, b) = held_response(
+        &f,
+        "/api/v1/x",
+        &[
+            ("content-type", "application/json"),
+            ("content-length", &len),
+        ],
+        &sealed,
+    );
+    // Held until the body is rewritten, then released with it.
+    assert_eq!((a, b), (Action::Pause, Action::Continue));
+    let out = body(&h, BodyKind::Response);
+    assert_eq!(json_of(&out), doc());
+    assert_ne!(out.len(), sealed.len());
+    assert_eq!(
+        h.values(HeaderKind::ResponseHeaders, "content-length"),
+        vec![out.len().to_string()]
+    );
+    // No later filter needs to hold them.
+    assert_eq!(
+        h.get(HeaderKind::ResponseHeaders, "x-veil-hold-response"),
+        None
+    );
+}
+
+#[test]
+fn held_headers_of_an_untouched_response_keep_their_length() {
+    let f = Fix::ready();
+    let (h, _, a, b) = held_response(
+        &f,
+        "/api/v1/x",
+        &[
+            ("content-type", "application/json"),
+            ("content-length", "7"),
+        ],
+        br#"{"a":1}"#,
+    );
+    assert_eq!((a, b), (Action::Pause, Action::Continue));
+    assert_eq!(
+        h.get(HeaderKind::ResponseHeaders, "content-length")
+            .as_deref(),
+        Some("7")
+    );
+}
+
+#[test]
+fn held_headers_of_a_gzip_response_get_the_decoded_length() {
+    let f = Fix::ready();
+    let plain = br#"{"a":1,"b":"no sealed value here"}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let len = gz.len().to_string();
+    let (h, _, a, b) = held_response(
+        &f,
+        "/api/v1/x",
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+            ("content-length", &len),
+        ],
+        &gz,
+    );
+    assert_eq!((a, b), (Action::Pause, Action::Continue));
+    assert_eq!(body(&h, BodyKind::Response), plain);
+    assert_eq!(h.get(HeaderKind::ResponseHeaders, "content-encoding"), None);
+    assert_eq!(
+        h.get(HeaderKind::ResponseHeaders, "content-length")
+            .as_deref(),
+        Some(plain.len().to_string().as_str())
+    );
+}
+
+#[test]
+fn held_headers_of_a_tampered_value_on_a_reject_route_become_a_502() {
+    let f = Fix::ready();
+    let mut v = json_of(&seal_with(&f, &doc()));
+    v["email"] = json!(format!("{}A", &v["email"].as_str().unwrap()[..60]));
+    let (h, _, a, b) = held_response(
+        &f,
+        "/strict/x",
+        &[("content-type", "application/json")],
+        &serde_json::to_vec(&v).unwrap(),
+    );
+    assert_eq!((a, b), (Action::Pause, Action::Pause));
+    assert_eq!(
+        h.get(HeaderKind::ResponseHeaders, "x-veil-hold-response"),
+        None
+    );
+    assert_eq!(refused(&h), (502, "unseal-failed".into()));
+}
+
+#[test]
+fn held_headers_get_the_length_when_a_parked_response_is_unsealed() {
+    let (sealed, want) = old_response();
+    let f = Fix::ready();
+    let (h, mut s, a, b) = held_response(
+        &f,
+        "/api/v1/x",
+        &[("content-type", "application/json")],
+        &sealed,
+    );
+    assert_eq!((a, b), (Action::Pause, Action::Pause));
+    let sent = f.sent();
+    let ready = s.on_callout(&h, sent[0].id, &key_answer(&want));
+    assert_eq!(ready, vec![StreamId(1)]);
+    f.worker.run_parked(&h, StreamId(1));
+    let out = body(&h, BodyKind::Response);
+    assert_eq!(json_of(&out), doc());
+    assert_eq!(
+        h.get(HeaderKind::ResponseHeaders, "content-length"),
+        Some(out.len().to_string())
+    );
+    assert_eq!(*h.resumed.borrow(), vec![Direction::Response]);
+}
+
 /// A response sealed 400 days ago (a kid the worker does not hold), and its kid.
 fn old_response() -> (Vec<u8>, String) {
     let old = sealer_days_ago(400, 1);

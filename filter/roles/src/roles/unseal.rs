@@ -11,18 +11,25 @@
 //!                   any failure ─► Refused (problem+json; the plaintext search never leaves)
 //!
 //! response  headers ──(no body / not JSON / unsupported encoding / over the limit)──► Passing
-//!              │  (decided here for good: content-length and content-encoding removed)
+//!              │  (decided here for good: content-encoding removed; content-length removed
+//!              │   unless the host holds the headers, see below)
 //!              └──► Buffering ──(end of stream)──► kids in body? ──no──► Done (as it came)
 //!                                                      │ all held ─► unseal ─► Done
 //!                                                      └ missing ─► Waiting ─► unseal ─► resumed
 //! ```
 //!
-//! Headers always continue: Envoy's proxy-wasm host turns a paused header callback into
-//! "stop all iteration", which starves the body callbacks, so whatever the headers say is
-//! decided on the headers. A response's status can therefore only be replaced (`reject`, a
+//! On proxy-wasm, headers always continue: Envoy's proxy-wasm host turns a paused header
+//! callback into "stop all iteration", which starves the body callbacks, so whatever the
+//! headers say is decided on the headers. A response's status can therefore only be replaced (`reject`, a
 //! compressed body that does not decode) if a filter after Veil holds the headers until the
 //! body is complete; Veil asks for that with [`HOLD_HEADER`] (the demo's Envoy config has a
 //! small Lua filter that honours it). Without it, Envoy resets the stream instead.
+//!
+//! A host that can hold paused headers and still deliver the body
+//! ([`StreamHost::holds_headers`]: the native shell) gets `Pause` from the response headers
+//! of a buffered response instead: they go on with the rewritten body and its
+//! `content-length` (length framing, not the chunked answer Envoy frames when the length is
+//! removed), and a refusal is a plain local reply.
 //!
 //! Unsealing never fails a response (`on_unseal_error: keep`): a value that does not
 //! authenticate or whose kid is unknown stays as it is and is counted. With `reject` such a
@@ -47,7 +54,7 @@ use veil_core::search::{
 };
 
 use crate::clock;
-use crate::host::{Action, BodyKind, HeaderKind, Level, StreamHost, StreamId};
+use crate::host::{Action, BodyKind, HeaderKind, HostResult, Level, StreamHost, StreamId};
 use crate::keys::ondemand::{self, Waiter};
 use crate::metrics::Metrics;
 use crate::parked::{Job, SearchJob, UnsealJob};
@@ -84,7 +91,12 @@ enum Req {
 enum Resp {
     Idle,
     Passing,
-    Buffering { encoding: ContentEncoding },
+    Buffering {
+        encoding: ContentEncoding,
+        /// The response headers are held until the body is rewritten (a native host): the
+        /// new body gets its `content-length`, and a refusal can still be a local reply.
+        held: bool,
+    },
     Waiting,
     Done,
 }
@@ -310,11 +322,21 @@ impl UnsealStream {
             self.resp = Resp::Passing;
             return Action::Continue;
         }
-        self.resp = match response_plan(h, w, self.action.on_error) {
-            Some(encoding) => Resp::Buffering { encoding },
-            None => Resp::Passing,
-        };
-        Action::Continue
+        let held = h.holds_headers();
+        match response_plan(h, w, self.action.on_error, held) {
+            Some(encoding) => {
+                self.resp = Resp::Buffering { encoding, held };
+                if held {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
+            }
+            None => {
+                self.resp = Resp::Passing;
+                Action::Continue
+            }
+        }
     }
 
     pub fn on_response_body(
@@ -325,7 +347,7 @@ impl UnsealStream {
         end_of_stream: bool,
     ) -> Action {
         match self.resp {
-            Resp::Buffering { encoding } if body_size > w.config.max_body_bytes => {
+            Resp::Buffering { encoding, .. } if body_size > w.config.max_body_bytes => {
                 Metrics::add(h, w.metrics.unseal_too_large, 1);
                 if encoding == ContentEncoding::Identity {
                     // Ciphertext, not plaintext: it may pass, sealed.
@@ -352,10 +374,11 @@ impl UnsealStream {
     }
 
     fn finish_response(&mut self, h: &dyn StreamHost, w: &Worker) -> Action {
-        let Resp::Buffering { encoding } = std::mem::replace(&mut self.resp, Resp::Done) else {
+        let Resp::Buffering { encoding, held } = std::mem::replace(&mut self.resp, Resp::Done)
+        else {
             return Action::Continue;
         };
-        let job = match read_response(h, w, encoding, self.action.on_error) {
+        let job = match read_response(h, w, encoding, self.action.on_error, held) {
             Read::Pass => return Action::Continue,
             Read::Refuse(r) => return refuse(h, &w.metrics, &r),
             Read::Job(job) => job,
@@ -493,12 +516,15 @@ fn is_json(content_type: &str) -> bool {
 pub const HOLD_HEADER: &str = "x-veil-hold-response";
 
 /// Whether (and how encoded) a response is buffered for unsealing. Removes its
-/// `content-length` (the unsealed body has another length; Envoy frames it anew) and its
-/// `content-encoding` (the body is forwarded decoded).
+/// `content-encoding` (the body is forwarded decoded). Unless the headers are `held` until
+/// the body is rewritten (which then sets `content-length` itself), also removes its
+/// `content-length` (the unsealed body has another length; Envoy frames it anew) and asks a
+/// later filter to hold the headers where a refusal can follow.
 fn response_plan(
     h: &dyn StreamHost,
     w: &Worker,
     on_error: OnUnsealError,
+    held: bool,
 ) -> Option<ContentEncoding> {
     let resp = HeaderKind::ResponseHeaders;
     let read = |name: &str| match h.header(resp, name) {
@@ -529,7 +555,7 @@ fn response_plan(
             return None;
         }
     }
-    if h.remove_header(resp, "content-length").is_err() {
+    if !held && h.remove_header(resp, "content-length").is_err() {
         Metrics::add(h, w.metrics.hostcall_failed, 1);
         return None;
     }
@@ -538,7 +564,8 @@ fn response_plan(
         return None;
     }
     // Only where a refusal can follow: `reject`, or a compressed body that might not decode.
-    if (on_error == OnUnsealError::Reject || encoding != ContentEncoding::Identity)
+    if !held
+        && (on_error == OnUnsealError::Reject || encoding != ContentEncoding::Identity)
         && h.replace_header(resp, HOLD_HEADER, "1").is_err()
     {
         Metrics::add(h, w.metrics.hostcall_failed, 1);
@@ -559,6 +586,7 @@ fn read_response(
     w: &Worker,
     encoding: ContentEncoding,
     on_error: OnUnsealError,
+    held: bool,
 ) -> Read {
     let limit = w.config.max_body_bytes;
     let identity = encoding == ContentEncoding::Identity;
@@ -602,6 +630,7 @@ fn read_response(
         size,
         decoded: !identity,
         reject: on_error == OnUnsealError::Reject,
+        held,
     })
 }
 
@@ -609,7 +638,7 @@ fn read_response(
 /// `content-encoding` was dropped.
 fn finish_untouched(h: &dyn StreamHost, w: &Worker, job: &UnsealJob) -> Done {
     if job.decoded {
-        if let Err(e) = h.replace_body(BodyKind::Response, job.size, &job.body) {
+        if let Err(e) = replace_response(h, job, &job.body) {
             Metrics::add(h, w.metrics.hostcall_failed, 1);
             refuse(
                 h,
@@ -620,6 +649,18 @@ fn finish_untouched(h: &dyn StreamHost, w: &Worker, job: &UnsealJob) -> Done {
         }
     }
     Done::Continue
+}
+
+/// Replaces the whole response body with `value`; if the headers are still held, gives them
+/// its length (a length-framed answer instead of the chunked one Envoy frames when the
+/// length was removed).
+fn replace_response(h: &dyn StreamHost, job: &UnsealJob, value: &[u8]) -> HostResult<()> {
+    h.replace_body(BodyKind::Response, job.size, value)?;
+    if job.held {
+        let len = value.len().to_string();
+        h.replace_header(HeaderKind::ResponseHeaders, "content-length", &len)?;
+    }
+    Ok(())
 }
 
 /// Finishes a parked job on its own stream (`h` acts for it).
@@ -707,7 +748,7 @@ fn unseal_body(h: &dyn StreamHost, w: &Worker, job: UnsealJob) -> Done {
         if stats.opened == 0 {
             return finish_untouched(h, w, &job);
         }
-        if let Err(e) = h.replace_body(BodyKind::Response, job.size, out) {
+        if let Err(e) = replace_response(h, &job, out) {
             Metrics::add(h, w.metrics.hostcall_failed, 1);
             refuse(
                 h,
