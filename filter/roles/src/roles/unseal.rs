@@ -13,9 +13,10 @@
 //! response  headers ──(no body / not JSON / unsupported encoding / over the limit)──► Passing
 //!              │  (decided here for good: content-encoding removed; content-length removed
 //!              │   unless the host holds the headers, see below)
-//!              └──► Buffering ──(end of stream)──► kids in body? ──no──► Done (as it came)
-//!                                                      │ all held ─► unseal ─► Done
-//!                                                      └ missing ─► Waiting ─► unseal ─► resumed
+//!              └──► Buffering ──(end of stream)──► a Veil value? ──no──► Done (as it came)
+//!                                                      │ unseal with the keys held
+//!                                                      ├ no kid to fetch ─► Done
+//!                                                      └ kids fetched ─► Waiting ─► unseal ─► resumed
 //! ```
 //!
 //! On proxy-wasm, headers always continue: Envoy's proxy-wasm host turns a paused header
@@ -36,15 +37,18 @@
 //! response becomes `502 unseal-failed`. Bodies that are not JSON, or too large, pass
 //! untouched: they carry ciphertext, not plaintext.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use veil_core::config::{OnUnsealError, UnsealAction};
-use veil_core::crypto::cipher::SealingKey;
+use veil_core::crypto::cipher::{CipherError, Opened, SealingKey};
 use veil_core::crypto::keys::Epoch;
+use veil_core::crypto::keys::Kid;
+use veil_core::crypto::value::SealedValue;
 use veil_core::encoding::{self, ContentEncoding, DecodeError};
 use veil_core::header_map::HeaderMap;
-use veil_core::json::unseal::kids_in;
+use veil_core::json::unseal::{kids_in, KeyLookup, UnsealStats};
 use veil_core::json::unseal_document;
 use veil_core::policy::moesif::Entity;
 use veil_core::problem::ProblemKind;
@@ -56,6 +60,7 @@ use veil_core::search::{
 use crate::clock;
 use crate::host::{Action, BodyKind, HeaderKind, HostResult, Level, StreamHost, StreamId};
 use crate::keys::ondemand::{self, Waiter};
+use crate::keys::KeyCache;
 use crate::metrics::Metrics;
 use crate::parked::{Job, SearchJob, UnsealJob};
 use crate::reply::{refuse, Refusal};
@@ -383,28 +388,24 @@ impl UnsealStream {
             Read::Refuse(r) => return refuse(h, &w.metrics, &r),
             Read::Job(job) => job,
         };
-        let kids = kids_in(&job.body, MAX_KIDS_PER_BODY);
-        if kids.is_empty() {
+        // A body without a Veil value passes as it came, after one SIMD search.
+        if kids_in(&job.body, 1).is_empty() {
             return match finish_untouched(h, w, &job) {
                 Done::Continue => Action::Continue,
                 Done::Stopped => Action::Pause,
             };
         }
-        let now = now_ms(h);
-        let pending = ondemand::request(
-            &w.key_ctx(),
-            h,
-            self.stream,
-            &kids,
-            self.unknown_ttl_ms(),
-            now,
-        );
-        if pending.is_empty() {
-            return match complete(h, w, Job::Unseal(job)) {
-                Done::Continue => Action::Continue,
-                Done::Stopped => Action::Pause,
-            };
-        }
+        // Unsealed at once with the keys held; only if a value needs a kid that is neither
+        // held nor known to be unknown does the stream wait, and unseal again once it is in.
+        let fetch = Fetch {
+            stream: self.stream,
+            unknown_ttl_ms: self.unknown_ttl_ms(),
+        };
+        let (pending, now) = match unseal_body(h, w, &job, Some(&fetch)) {
+            Unsealed::Done(Done::Continue) => return Action::Continue,
+            Unsealed::Done(Done::Stopped) => return Action::Pause,
+            Unsealed::Waits { kids, now_ms } => (kids, now_ms),
+        };
         self.resp = Resp::Waiting;
         ondemand::park(
             &w.key_ctx(),
@@ -677,7 +678,11 @@ pub fn complete(h: &dyn StreamHost, w: &Worker, job: Job) -> Done {
                 Done::Stopped
             }
         },
-        Job::Unseal(job) => unseal_body(h, w, job),
+        Job::Unseal(job) => match unseal_body(h, w, &job, None) {
+            Unsealed::Done(done) => done,
+            // Without `fetch` it never waits.
+            Unsealed::Waits { .. } => finish_untouched(h, w, &job),
+        },
     }
 }
 
@@ -705,59 +710,156 @@ fn rewrite_search(h: &dyn StreamHost, w: &Worker, mut job: SearchJob) -> Result<
         .map_err(|e| Refusal::hostcall(ProblemKind::UnsealFailed, "replacing the body", e))
 }
 
-fn unseal_body(h: &dyn StreamHost, w: &Worker, job: UnsealJob) -> Done {
+/// Where a stream fetches the kids its response needs.
+struct Fetch {
+    stream: StreamId,
+    unknown_ttl_ms: i64,
+}
+
+enum Unsealed {
+    Done(Done),
+    /// Values need kids being fetched now (`fetch` was given): nothing was forwarded or
+    /// counted; park the job and unseal it again once they are in.
+    Waits {
+        kids: Vec<Kid>,
+        now_ms: i64,
+    },
+}
+
+/// The worker's keys as the unsealer sees them, noting (up to [`MAX_KIDS_PER_BODY`]) the
+/// distinct kids of values it could not open for want of a key.
+struct NoteMissing<'k> {
+    keys: &'k KeyCache,
+    missing: RefCell<Vec<Kid>>,
+}
+
+impl NoteMissing<'_> {
+    fn note(&self, kid: Kid) {
+        if let Ok(mut m) = self.missing.try_borrow_mut() {
+            if m.len() < MAX_KIDS_PER_BODY && !m.contains(&kid) {
+                m.push(kid);
+            }
+        }
+    }
+}
+
+impl KeyLookup for NoteMissing<'_> {
+    fn key(&self, kid: Kid) -> Option<&SealingKey> {
+        let key = self.keys.key(kid);
+        if key.is_none() {
+            self.note(kid);
+        }
+        key
+    }
+
+    fn open(&self, v: &SealedValue<'_>) -> Option<Result<Opened, CipherError>> {
+        let opened = self.keys.open(v);
+        if opened.is_none() {
+            self.note(v.kid);
+        }
+        opened
+    }
+
+    fn open_memoized(&self, text: &str) -> Option<Opened> {
+        self.keys.open_memoized(text)
+    }
+}
+
+/// Unseals a response body with the keys held and forwards it (or refuses it, with
+/// `reject`). With `fetch`, values under kids not held make the stream fetch them first
+/// (unless they are known to be unknown): then nothing is forwarded yet.
+fn unseal_body(h: &dyn StreamHost, w: &Worker, job: &UnsealJob, fetch: Option<&Fetch>) -> Unsealed {
     w.with_buffers(|b| {
         let out = &mut b.out;
-        let stats = match w.keys.try_borrow() {
-            Ok(keys) => unseal_document(&job.body, &*keys, w.config.max_depth, out),
-            Err(_) => return finish_untouched(h, w, &job),
+        let (stats, missing) = {
+            let Ok(keys) = w.keys.try_borrow() else {
+                return Unsealed::Done(finish_untouched(h, w, job));
+            };
+            let lookup = NoteMissing {
+                keys: &keys,
+                missing: RefCell::new(Vec::new()),
+            };
+            let stats = unseal_document(&job.body, &lookup, w.config.max_depth, out);
+            (stats, lookup.missing.into_inner())
         };
         let Ok(stats) = stats else {
             // Not JSON after all: it passes as it came.
             Metrics::add(h, w.metrics.unseal_passthrough, 1);
-            return finish_untouched(h, w, &job);
+            return Unsealed::Done(finish_untouched(h, w, job));
         };
-        Metrics::add(h, w.metrics.unseal_values, i64::from(stats.opened));
-        Metrics::add(h, w.metrics.unseal_failed, i64::from(stats.failed));
-        Metrics::add(h, w.metrics.unseal_unknown_kid, i64::from(stats.unknown_kid));
-        let kept = stats.failed.saturating_add(stats.unknown_kid);
-        if kept > 0 {
-            h.log(
-                Level::Debug,
-                &format!(
-                    "veil: {kept} sealed values kept in a response ({} failed authentication, {} under an unknown kid)",
-                    stats.failed, stats.unknown_kid
-                ),
+        if let Some(fetch) = fetch.filter(|_| !missing.is_empty()) {
+            let now = now_ms(h);
+            let pending = ondemand::request(
+                &w.key_ctx(),
+                h,
+                fetch.stream,
+                &missing,
+                fetch.unknown_ttl_ms,
+                now,
             );
-            if job.reject {
-                Metrics::add(h, w.metrics.unseal_rejected, 1);
-                refuse(
-                    h,
-                    &w.metrics,
-                    &Refusal::new(
-                        ProblemKind::UnsealFailed,
-                        format!(
-                            "{kept} sealed values could not be opened ({} failed authentication, {} under an unknown kid)",
-                            stats.failed, stats.unknown_kid
-                        ),
-                    ),
-                );
-                return Done::Stopped;
+            if !pending.is_empty() {
+                return Unsealed::Waits {
+                    kids: pending,
+                    now_ms: now,
+                };
             }
         }
-        if stats.opened == 0 {
-            return finish_untouched(h, w, &job);
-        }
-        if let Err(e) = replace_response(h, &job, out) {
-            Metrics::add(h, w.metrics.hostcall_failed, 1);
+        Unsealed::Done(forward_unsealed(h, w, job, stats, out))
+    })
+}
+
+/// Counts an unseal pass and forwards its output (or refuses the response, with `reject`).
+fn forward_unsealed(
+    h: &dyn StreamHost,
+    w: &Worker,
+    job: &UnsealJob,
+    stats: UnsealStats,
+    out: &[u8],
+) -> Done {
+    Metrics::add(h, w.metrics.unseal_values, i64::from(stats.opened));
+    Metrics::add(h, w.metrics.unseal_failed, i64::from(stats.failed));
+    Metrics::add(
+        h,
+        w.metrics.unseal_unknown_kid,
+        i64::from(stats.unknown_kid),
+    );
+    let kept = stats.failed.saturating_add(stats.unknown_kid);
+    if kept > 0 {
+        h.log(
+            Level::Debug,
+            &format!(
+                "veil: {kept} sealed values kept in a response ({} failed authentication, {} under an unknown kid)",
+                stats.failed, stats.unknown_kid
+            ),
+        );
+        if job.reject {
+            Metrics::add(h, w.metrics.unseal_rejected, 1);
             refuse(
                 h,
                 &w.metrics,
-                &Refusal::hostcall(ProblemKind::UnsealFailed, "replacing a response body", e),
+                &Refusal::new(
+                    ProblemKind::UnsealFailed,
+                    format!(
+                        "{kept} sealed values could not be opened ({} failed authentication, {} under an unknown kid)",
+                        stats.failed, stats.unknown_kid
+                    ),
+                ),
             );
             return Done::Stopped;
         }
-        Metrics::add(h, w.metrics.unseal_responses, 1);
-        Done::Continue
-    })
+    }
+    if stats.opened == 0 {
+        return finish_untouched(h, w, job);
+    }
+    if let Err(e) = replace_response(h, job, out) {
+        Metrics::add(h, w.metrics.hostcall_failed, 1);
+        refuse(
+            h,
+            &w.metrics,
+            &Refusal::hostcall(ProblemKind::UnsealFailed, "replacing a response body", e),
+        );
+        return Done::Stopped;
+    }
+    Metrics::add(h, w.metrics.unseal_responses, 1);
+    Done::Continue
 }
