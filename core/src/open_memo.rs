@@ -119,13 +119,29 @@ impl OpenMemo {
         text: &str,
         key_of: impl Fn(Kid) -> Option<&'k SealingKey>,
     ) -> Option<Opened> {
+        self.read_text(text, key_of, |ty, plain| Opened {
+            ty,
+            value: Zeroizing::new(plain.to_vec()),
+        })
+    }
+
+    /// [`OpenMemo::open_text`] without copying the plaintext out: a hit hands its type and
+    /// plaintext to `read` (the unsealer writes it straight into its output).
+    pub fn read_text<'k, R>(
+        &mut self,
+        text: &str,
+        key_of: impl Fn(Kid) -> Option<&'k SealingKey>,
+        read: impl FnOnce(ValueType, &[u8]) -> R,
+    ) -> Option<R> {
         if self.max_entries == 0 || text.len() > self.max_payload_len.saturating_add(64) {
             return None;
         }
         let accept = |e: &Entry| key_of(e.kid).is_some_and(|k| k.fingerprint() == e.key);
-        let o = self.cache.get(text.as_bytes(), accept, opened)?;
+        let r = self
+            .cache
+            .get(text.as_bytes(), accept, |e| read(e.ty, &e.plain))?;
         self.hits += 1;
-        Some(o)
+        Some(r)
     }
 
     fn open_probe(

@@ -22,7 +22,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
-use veil_core::crypto::cipher::{CipherError, Opened, SealingKey};
+use veil_core::crypto::cipher::{CipherError, Opened, SealingKey, ValueType};
 use veil_core::crypto::keys::{Dek, Kid};
 use veil_core::crypto::value::SealedValue;
 use veil_core::json::{
@@ -60,8 +60,11 @@ impl KeyLookup for Keys {
         let key = self.key(v.kid)?;
         Some(self.memo.borrow_mut().open(key, v))
     }
-    fn open_memoized(&self, text: &str) -> Option<Opened> {
-        self.memo.borrow_mut().open_text(text, |kid| self.key(kid))
+    fn read_memoized(&self, text: &str, read: &mut dyn FnMut(ValueType, &[u8])) -> bool {
+        self.memo
+            .borrow_mut()
+            .read_text(text, |kid| self.key(kid), read)
+            .is_some()
     }
 }
 

@@ -21,10 +21,12 @@ pub trait KeyLookup {
         self.key(v.kid).map(|k| k.open(v))
     }
 
-    /// What the whole string `text` opened to before, if a memo holds it under its kid's
-    /// current key (see [`crate::open_memo::OpenMemo::open_text`]); `None`: parse and open.
-    fn open_memoized(&self, _text: &str) -> Option<Opened> {
-        None
+    /// Hands what the whole string `text` opened to before (its type and plaintext) to
+    /// `read`, if a memo holds it under its kid's current key (see
+    /// [`crate::open_memo::OpenMemo::read_text`]; no copy of the plaintext); `false`: parse
+    /// and open.
+    fn read_memoized(&self, _text: &str, _read: &mut dyn FnMut(ValueType, &[u8])) -> bool {
+        false
     }
 }
 
@@ -197,25 +199,18 @@ fn is_token_char(c: u8) -> bool {
 /// replaced by its string plaintext.
 fn unseal_string(s: &str, keys: &dyn KeyLookup, stats: &mut UnsealStats, out: &mut Vec<u8>) {
     // `s` is one Veil value: a value opened before is answered by its whole text, without
-    // parsing it again; else parsed and opened.
-    let whole = match keys.open_memoized(s) {
-        Some(o) => Some(accept(Ok(o), stats)),
-        None => SealedValue::parse(s).map(|v| open(&v, keys, stats)),
-    };
-    if let Some(opened) = whole {
-        match opened {
-            Some((ValueType::String, plain)) => {
-                out.push(b'"');
-                scan::escape_into(&plain, out);
-                out.push(b'"');
-            }
-            Some((_, plain)) => out.extend_from_slice(&plain),
-            None => {
-                out.push(b'"');
-                scan::escape_into(s.as_bytes(), out);
-                out.push(b'"');
-            }
-        }
+    // parsing it again (and written from the memo, without a copy); else parsed and opened.
+    let hit = keys.read_memoized(s, &mut |ty, plain| {
+        let ok = valid_json(ty, plain);
+        count(ok, stats);
+        write_value(ok.then_some((ty, plain)), s, out);
+    });
+    if hit {
+        return;
+    }
+    if let Some(v) = SealedValue::parse(s) {
+        let opened = open(&v, keys, stats);
+        write_value(opened.as_ref().map(|(ty, p)| (*ty, p.as_slice())), s, out);
         return;
     }
     // Embedded values: each starts at a version prefix and runs over token characters.
@@ -271,6 +266,43 @@ fn open(
     accept(opened, stats)
 }
 
+/// Writes the JSON value a whole-string Veil value `s` stands for: what it opened to, or
+/// (`None`: not opened) the string as it was.
+fn write_value(opened: Option<(ValueType, &[u8])>, s: &str, out: &mut Vec<u8>) {
+    match opened {
+        Some((ValueType::String, plain)) => {
+            out.push(b'"');
+            scan::escape_into(plain, out);
+            out.push(b'"');
+        }
+        Some((_, plain)) => out.extend_from_slice(plain),
+        None => {
+            out.push(b'"');
+            scan::escape_into(s.as_bytes(), out);
+            out.push(b'"');
+        }
+    }
+}
+
+/// Whether an opened plaintext is valid JSON for its type: never emit invalid JSON, even
+/// for a value that authenticated.
+fn valid_json(ty: ValueType, plain: &[u8]) -> bool {
+    match ty {
+        ValueType::String => core::str::from_utf8(plain).is_ok(),
+        ValueType::Number => !plain.is_empty() && scan::scan_number(plain, 0) == Ok(plain.len()),
+        ValueType::Bool => plain == b"true" || plain == b"false",
+    }
+}
+
+/// Counts an authenticated value as opened (valid) or failed.
+fn count(valid: bool, stats: &mut UnsealStats) {
+    if valid {
+        stats.opened += 1;
+    } else {
+        stats.failed += 1;
+    }
+}
+
 /// An opened value that is valid JSON for its type (counted as opened), or `None` (counted
 /// as failed).
 fn accept(
@@ -279,21 +311,9 @@ fn accept(
 ) -> Option<(ValueType, zeroize::Zeroizing<Vec<u8>>)> {
     match opened {
         Ok(o) => {
-            // Never emit invalid JSON, even for a value that authenticated.
-            let valid = match o.ty {
-                ValueType::String => core::str::from_utf8(&o.value).is_ok(),
-                ValueType::Number => {
-                    !o.value.is_empty() && scan::scan_number(&o.value, 0) == Ok(o.value.len())
-                }
-                ValueType::Bool => o.value.as_slice() == b"true" || o.value.as_slice() == b"false",
-            };
-            if valid {
-                stats.opened += 1;
-                Some((o.ty, o.value))
-            } else {
-                stats.failed += 1;
-                None
-            }
+            let valid = valid_json(o.ty, &o.value);
+            count(valid, stats);
+            valid.then_some((o.ty, o.value))
         }
         Err(_) => {
             stats.failed += 1;

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use veil_core::crypto::cipher::{CipherError, Opened, SealingKey};
+use veil_core::crypto::cipher::{CipherError, Opened, SealingKey, ValueType};
 use veil_core::crypto::keys::{Epoch, Kid, RotationMonths};
 use veil_core::crypto::value::SealedValue;
 use veil_core::json::KeyLookup;
@@ -228,8 +228,10 @@ impl KeyLookup for KeyCache {
         })
     }
 
-    fn open_memoized(&self, text: &str) -> Option<Opened> {
-        let mut memo = self.open_memo.try_borrow_mut().ok()?;
-        memo.open_text(text, |kid| self.key(kid))
+    fn read_memoized(&self, text: &str, read: &mut dyn FnMut(ValueType, &[u8])) -> bool {
+        let Ok(mut memo) = self.open_memo.try_borrow_mut() else {
+            return false;
+        };
+        memo.read_text(text, |kid| self.key(kid), read).is_some()
     }
 }

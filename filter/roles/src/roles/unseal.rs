@@ -42,7 +42,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use veil_core::config::{OnUnsealError, UnsealAction};
-use veil_core::crypto::cipher::{CipherError, Opened, SealingKey};
+use veil_core::crypto::cipher::{CipherError, Opened, SealingKey, ValueType};
 use veil_core::crypto::keys::Epoch;
 use veil_core::crypto::keys::Kid;
 use veil_core::crypto::value::SealedValue;
@@ -760,8 +760,8 @@ impl KeyLookup for NoteMissing<'_> {
         opened
     }
 
-    fn open_memoized(&self, text: &str) -> Option<Opened> {
-        self.keys.open_memoized(text)
+    fn read_memoized(&self, text: &str, read: &mut dyn FnMut(ValueType, &[u8])) -> bool {
+        self.keys.read_memoized(text, read)
     }
 }
 
