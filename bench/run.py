@@ -619,7 +619,7 @@ class Stack:
                 VEIL_ADMIN_ADDR="127.0.0.1", VEIL_ADMIN_PORT=str(ports[shell][1]),
                 VEIL_UPSTREAM_ADDR="127.0.0.1", VEIL_UPSTREAM_PORT=str(up_listen_port),
                 VEIL_KEYSERVICE_ADDR="127.0.0.1", VEIL_KEYSERVICE_PORT=str(ks_port),
-                VEIL_WASM=str(self.bins["wasm"]),
+                VEIL_WASM=str(self.bins.get("wasm", "")),
                 VEIL_NATIVE_MODULE=str(self.bins.get("native_installed", "")),
                 VEIL_FILTER_CONFIG_FILE=str(ROOT / self.filter_config),
             )
@@ -1373,7 +1373,6 @@ def build(args) -> dict[str, Path]:
         bin_dir = ROOT / bin_dir
     transform_dir = bin_dir if args.bin_dir else target / "release"
     bins = {
-        "wasm": ROOT / args.wasm if args.wasm else target / "wasm32-wasip1/release/veil_filter.wasm",
         "keyservice": bin_dir / "veil-keyservice",
         "upstream": bin_dir / "veil-demo-upstream",
         "seal_fixture": bin_dir / "veil-bench-seal-fixture",
@@ -1381,6 +1380,8 @@ def build(args) -> dict[str, Path]:
         "transform": transform_dir / "veil-bench-transform",
     }
     # The shells' filters and their floors (only what the selected shells need).
+    if "wasm" in args.shells:
+        bins["wasm"] = ROOT / args.wasm if args.wasm else target / "wasm32-wasip1/release/veil_filter.wasm"
     if "native" in args.shells:
         bins["native"] = ROOT / args.native if args.native else target / "native/libveil.so"
         if args.floors:
@@ -1389,7 +1390,9 @@ def build(args) -> dict[str, Path]:
         bins["floor_wasm"] = target / "wasm32-wasip1/release/veil_bench_floor_wasm.wasm"
     if not args.no_build:
         step("building release artefacts (filters, floors, keyservice, demo upstream)")
-        cmds = [["cargo", "build", "-q", "-p", "veil-filter", "--target", "wasm32-wasip1", "--release"]]
+        cmds = []
+        if "wasm" in bins:
+            cmds.append(["cargo", "build", "-q", "-p", "veil-filter", "--target", "wasm32-wasip1", "--release"])
         if "floor_wasm" in bins:
             cmds.append(["cargo", "build", "-q", "-p", "veil-bench-floor-wasm", "--target", "wasm32-wasip1",
                          "--release"])
