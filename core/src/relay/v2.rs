@@ -241,10 +241,22 @@ pub fn labeled_expand(
     out: &mut [u8],
 ) -> Result<(), RelayError> {
     const TOO_LONG: RelayError = RelayError::BadRequest("HKDF-Expand: output over 255 blocks");
+    let hk = hkdf::Hkdf::<Sha256>::from_prk(prk).map_err(|_| TOO_LONG)?;
+    labeled_expand_from(&hk, label, info, out)
+}
+
+/// [`labeled_expand`] from a PRK already keyed into HMAC: several outputs of one PRK share
+/// the keyed state (the inner and outer pad blocks are hashed once, not per output).
+fn labeled_expand_from(
+    hk: &hkdf::Hkdf<Sha256>,
+    label: &[u8],
+    info: &[u8],
+    out: &mut [u8],
+) -> Result<(), RelayError> {
+    const TOO_LONG: RelayError = RelayError::BadRequest("HKDF-Expand: output over 255 blocks");
     let len = u16::try_from(out.len())
         .map_err(|_| TOO_LONG)?
         .to_be_bytes();
-    let hk = hkdf::Hkdf::<Sha256>::from_prk(prk).map_err(|_| TOO_LONG)?;
     hk.expand_multi_info(&[&len, LABEL, &SUITE_ID, label, info], out)
         .map_err(|_| TOO_LONG)
 }
@@ -983,10 +995,13 @@ impl AnswerCipher {
         response_nonce: &[u8; RESPONSE_NONCE_LEN],
     ) -> Result<Self, RelayError> {
         let rs = labeled_extract(response_nonce, b"response", s2c);
+        // One keyed PRK for both outputs (a PRK of 32 bytes is always accepted).
+        let hk = hkdf::Hkdf::<Sha256>::from_prk(rs.as_slice())
+            .map_err(|_| RelayError::BadRequest("HKDF-Expand: output over 255 blocks"))?;
         let mut key = Zeroizing::new([0u8; 32]);
-        labeled_expand(&rs, b"key", b"", key.as_mut_slice())?;
+        labeled_expand_from(&hk, b"key", b"", key.as_mut_slice())?;
         let mut base_nonce = [0u8; 12];
-        labeled_expand(&rs, b"nonce", b"", &mut base_nonce)?;
+        labeled_expand_from(&hk, b"nonce", b"", &mut base_nonce)?;
         Ok(AnswerCipher {
             gcm: Aes256Gcm::new(&(*key).into()),
             base_nonce,

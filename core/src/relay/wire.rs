@@ -65,7 +65,7 @@ pub fn is_forbidden_request_header(name: &str) -> bool {
 }
 
 /// The headers JSON: `[[name, value], ...]` in order.
-pub fn encode_headers(list: &[(String, String)]) -> Vec<u8> {
+pub fn encode_headers<N: serde::Serialize, V: serde::Serialize>(list: &[(N, V)]) -> Vec<u8> {
     serde_json::to_vec(list).unwrap_or_default()
 }
 

@@ -477,6 +477,9 @@ pub struct Http<'a> {
     /// Directions to resume once the current hook returned (request, response): resuming
     /// from inside a hook is deferred, as proxy-wasm does it.
     resume_after: Cell<[bool; 2]>,
+    /// A request header changed during this hook: the route cache is cleared once when the
+    /// hook returns (not once per header: the relay sets and removes about ten).
+    route_stale: Cell<bool>,
 }
 
 impl Http<'_> {
@@ -572,11 +575,22 @@ impl Http<'_> {
 
     /// A changed request header (`:path` rewritten by the relay, ...) may change the route:
     /// Envoy picks it again, as it does after a proxy-wasm filter changes request headers.
+    /// The cache is cleared when the hook returns ([`Http::finish_hook`]), before Envoy or a
+    /// resume can read the route.
     fn headers_changed(&self, map: Map) {
         if map == Map::RequestHeaders {
+            self.route_stale.set(true);
+        }
+    }
+
+    /// Ends a hook: clears the route cache if request headers changed, then applies the
+    /// resumes asked for.
+    fn finish_hook(&self) {
+        if self.route_stale.replace(false) {
             // SAFETY: fe live; a no-op outside the request path.
             unsafe { envoy_dynamic_module_callback_http_clear_route_cache(self.fe()) }
         }
+        self.apply_resumes();
     }
 
     fn read_body(&self, kind: u32, out: &mut Vec<u8>) -> bool {
@@ -1171,11 +1185,12 @@ fn on_stream<T: Copy>(
         fe,
         sched: &sb.sched,
         resume_after: Cell::new([false, false]),
+        route_stale: Cell::new(false),
     };
     let exchange = &mut sb.exchange;
     match catch_unwind(AssertUnwindSafe(|| body(exchange, &http))) {
         Ok(v) => {
-            http.apply_resumes();
+            http.finish_hook();
             v
         }
         Err(_) => {

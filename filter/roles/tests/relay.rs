@@ -1173,3 +1173,74 @@ fn an_announced_oversized_body_is_refused_authenticated() {
     assert_eq!(sealed_code(&h, &sent).as_deref(), Some("relay-too-large"));
     assert_eq!(next_request(&f, 2).2, Action::Continue, "seq 2 is unused");
 }
+
+/// One relayed exchange as `make bench`'s relay-local runs it (a 1 KB JSON body POSTed, a
+/// 1 KB JSON answer), on a pair the worker holds: the request is encoded beforehand, so only
+/// the filter's callbacks run here.
+#[inline(never)]
+fn relay_drive_one(h: &FakeHost, s: &mut Stream, n: usize, answer: &[u8]) {
+    assert_eq!(s.on_request_headers(h, false), Action::Pause);
+    assert_eq!(s.on_request_body(h, n, true), Action::Continue);
+    h.set_headers(
+        HeaderKind::ResponseHeaders,
+        &[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", "1024"),
+            ("date", "Mon, 07 Dec 2026 02:00:00 GMT"),
+            ("x-envoy-upstream-service-time", "1"),
+        ],
+    );
+    assert_eq!(s.on_response_headers(h, false), Action::Continue);
+    *h.response_body.borrow_mut() = answer.to_vec();
+    assert_eq!(s.on_response_body(h, answer.len(), true), Action::Continue);
+}
+
+/// Not a check: the driver for instruction counts of the relay path (bench/RESULTS.md), e.g.
+/// `VEIL_RELAY_DRIVE=400 valgrind --tool=callgrind --collect-atstart=no
+/// --toggle-collect='*relay_drive_one*' <the relay test binary, --release> --ignored --exact
+/// relay_drive_for_instruction_counts`, divided by the count.
+#[test]
+#[ignore]
+fn relay_drive_for_instruction_counts() {
+    let runs: u64 = std::env::var("VEIL_RELAY_DRIVE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let f = relay_fix("local");
+    first_request(&f, 1);
+    let cid = client_id();
+    let body = vec![b'a'; 1024];
+    let answer = vec![b'b'; 1024];
+    let streams: Vec<(FakeHost, Stream, usize)> = (0..runs)
+        .map(|i| {
+            let (h, s) = f.stream();
+            encode_on_wire(
+                &h,
+                &cid,
+                PAIR,
+                i + 2,
+                "POST",
+                "/app/reflect",
+                &[("content-type", "application/json"), ("accept", "*/*")],
+                Some(&body),
+                &[
+                    ("user-agent", "veil-relay/0.1"),
+                    ("x-forwarded-proto", "http"),
+                    ("x-request-id", "2f1c7a9e-5b7e-4f7e-9d0a-1c2b3d4e5f60"),
+                    ("x-envoy-expected-rq-timeout-ms", "15000"),
+                ],
+            );
+            let n = h.request_body.borrow().len();
+            (h, s, n)
+        })
+        .collect();
+    for (h, mut s, n) in streams {
+        relay_drive_one(&h, &mut s, n, &answer);
+        assert_eq!(body_of(&h), answer.len() + TAG_LEN);
+    }
+}
+
+fn body_of(h: &FakeHost) -> usize {
+    h.response_body.borrow().len()
+}

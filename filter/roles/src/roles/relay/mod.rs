@@ -34,6 +34,7 @@
 pub mod endpoints;
 pub mod pairs;
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -591,20 +592,24 @@ impl RelayStream {
         wire: &HeaderMap,
     ) -> Result<(), RelayError> {
         let relay = relay_of(w)?;
-        let wire = wire.to_pairs();
         let wire_len = wire
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.trim().parse::<usize>().ok());
-        let mut removed: Vec<&str> = Vec::new();
-        for (name, _) in &wire {
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        // Names are read in place (no owned copy of the map); a decoded header replaces the
+        // wire header of its name anyway, so that one is not removed first.
+        let mut removed: Vec<Cow<'_, str>> = Vec::new();
+        for (name, _) in wire.iter() {
+            let name = String::from_utf8_lossy(name);
             let keep = name.starts_with(':')
                 || name == "transfer-encoding"
                 || (name != "content-length"
                     && name != "content-type"
-                    && v2::is_forwarded_wire_header(name, &relay.forward_wire_headers));
-            if !keep && !removed.contains(&name.as_str()) {
-                h.remove_header(REQ, name)
+                    && v2::is_forwarded_wire_header(&name, &relay.forward_wire_headers));
+            let replaced = name == "x-forwarded-proto"
+                || (name == "content-length" && ctl.body && wire_len.is_some())
+                || plain.headers.iter().any(|(n, _)| *n == *name);
+            if !keep && !replaced && !removed.contains(&name) {
+                h.remove_header(REQ, &name)
                     .map_err(hostcall("removing a header failed"))?;
                 removed.push(name);
             }
@@ -911,20 +916,21 @@ impl RelayStream {
             .ok_or(RelayError::Unavailable("no session"))?;
         let headers = h
             .headers(RESP)
-            .map(|m| m.to_pairs())
             .map_err(hostcall("reading the response failed"))?;
         let status = headers
-            .iter()
-            .find(|(n, _)| n == ":status")
-            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .get(":status")
+            .and_then(|v| v.parse::<u16>().ok())
             .ok_or(RelayError::Unavailable("the response has no status"))?;
         let body = !eos;
         let mut len = None;
-        let mut sealed = Vec::new();
-        for (name, value) in headers {
+        // Names and values are read in place (borrowed when UTF-8, as they are from Envoy).
+        let mut sealed: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
+        for (name, value) in headers.iter() {
+            let name = String::from_utf8_lossy(name);
             if is_visible_response_header(&name, &relay.visible_response_headers) {
                 continue;
             }
+            let value = String::from_utf8_lossy(value);
             if name == "content-length" {
                 len = value.trim().parse::<usize>().ok();
             }
@@ -947,9 +953,13 @@ impl RelayStream {
             &to.binding,
             &encode_headers(&sealed),
         )?;
+        // `content-type` (and `content-length` of a body) are set below: replaced, not
+        // removed first.
         let mut removed: Vec<&str> = Vec::new();
         for (name, _) in &sealed {
-            if !removed.contains(&name.as_str()) {
+            let replaced =
+                name == "content-type" || (name == "content-length" && body && len.is_some());
+            if !replaced && !removed.contains(&name.as_ref()) {
                 h.remove_header(RESP, name)
                     .map_err(hostcall("removing a header failed"))?;
                 removed.push(name);
