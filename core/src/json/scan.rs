@@ -225,11 +225,19 @@ pub fn unescape(raw: &[u8], base: usize, out: &mut Vec<u8>) -> Result<(), JsonEr
     Ok(())
 }
 
-/// Writes `s` as JSON string content (no quotes), escaping what JSON requires.
+/// Writes `s` as JSON string content (no quotes), escaping what JSON requires. The bytes
+/// that need it (`"`, `\\`, controls) are the lexer's special bytes: runs without one are
+/// skipped 8 at a time ([`skip_plain`]) and copied whole.
 pub fn escape_into(s: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut run = 0;
-    for (i, &c) in s.iter().enumerate() {
+    let mut i = 0;
+    loop {
+        i = skip_plain(s, i);
+        let Some(&c) = s.get(i) else {
+            break;
+        };
+        i += 1;
         let esc: Option<&[u8]> = match c {
             b'"' => Some(b"\\\""),
             b'\\' => Some(b"\\\\"),
@@ -243,8 +251,8 @@ pub fn escape_into(s: &[u8], out: &mut Vec<u8>) {
         if esc.is_none() && c >= 0x20 {
             continue;
         }
-        out.extend_from_slice(s.get(run..i).unwrap_or_default());
-        run = i + 1;
+        out.extend_from_slice(s.get(run..i - 1).unwrap_or_default());
+        run = i;
         match esc {
             Some(e) => out.extend_from_slice(e),
             None => {
@@ -356,6 +364,47 @@ mod swar_tests {
                         let mask = special_mask(u64::from_le_bytes(w));
                         let got = (mask != 0).then(|| (mask.trailing_zeros() / 8) as usize);
                         assert_eq!(got, expect, "{w:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `escape_into` as it was before it skipped plain runs a word at a time: one byte at a
+    /// time.
+    fn escape_bytewise(s: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &c in s {
+            match c {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0C => out.extend_from_slice(b"\\f"),
+                c if c < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c).as_bytes()),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_skips_plain_runs_and_escapes_every_special_byte_at_every_position() {
+        for len in 0..20 {
+            for pos in 0..len.max(1) {
+                for b in 0..=255u8 {
+                    for filler in [b'a', 0x7f, 0xc3, b'"'] {
+                        let mut s = vec![filler; len];
+                        if let Some(x) = s.get_mut(pos) {
+                            *x = b;
+                        }
+                        let mut out = b"prefix".to_vec();
+                        escape_into(&s, &mut out);
+                        let mut want = b"prefix".to_vec();
+                        want.extend(escape_bytewise(&s));
+                        assert_eq!(out, want, "{s:?}");
                     }
                 }
             }

@@ -52,10 +52,11 @@ pub fn unseal_document(
     max_depth: usize,
     out: &mut Vec<u8>,
 ) -> Result<UnsealStats, JsonError> {
-    scan::check_text(input)?;
+    let text_in = scan::check_text(input)?;
     out.reserve(input.len());
     let mut u = Unsealer {
         input,
+        text_in,
         keys,
         out,
         copied: 0,
@@ -72,6 +73,9 @@ pub fn unseal_document(
 /// copied through in runs.
 struct Unsealer<'a, 'k, 'o> {
     input: &'a [u8],
+    /// `input` as the text it was checked to be: an unescaped string is a slice of it, with
+    /// no copy and no second UTF-8 check.
+    text_in: &'a str,
     keys: &'k dyn KeyLookup,
     out: &'o mut Vec<u8>,
     /// Input bytes before this index are already in `out`.
@@ -96,13 +100,13 @@ impl Visitor for Unsealer<'_, '_, '_> {
         if !contains_prefix(raw) {
             return Ok(());
         }
-        self.text.clear();
-        if span.escaped {
+        let s = if span.escaped {
+            self.text.clear();
             scan::unescape(raw, span.start, &mut self.text)?;
+            core::str::from_utf8(&self.text).unwrap_or_default()
         } else {
-            self.text.extend_from_slice(raw);
-        }
-        let s = core::str::from_utf8(&self.text).unwrap_or_default();
+            self.text_in.get(span.start..span.end).unwrap_or_default()
+        };
         let (mark, opened) = (self.out.len(), self.stats.opened);
         self.out
             .extend_from_slice(self.input.get(self.copied..start).unwrap_or_default());
