@@ -71,8 +71,11 @@ impl ClientIdSecret {
         if !is_v4_uuid(uuid) || mac_hex.len() != 64 {
             return false;
         }
-        let expected = hex::encode(self.mac(uuid.as_bytes()));
-        expected.as_bytes().ct_eq(mac_hex.as_bytes()).into()
+        let mut expected = [0u8; 64];
+        if hex::encode_to_slice(self.mac(uuid.as_bytes()), &mut expected).is_err() {
+            return false;
+        }
+        expected.ct_eq(mac_hex.as_bytes()).into()
     }
 
     fn mac(&self, msg: &[u8]) -> [u8; 32] {

@@ -56,13 +56,24 @@ impl SharedData for Shared {
             }
         }
         let version = current.unwrap_or(0).wrapping_add(1).max(1);
-        map.insert(
-            key.to_string(),
-            Versioned {
-                value: value.to_vec(),
-                version,
-            },
-        );
+        // A key written before (a relay set, on every request in local replay mode) is
+        // updated in place: no new key string, and its buffer is reused.
+        match map.get_mut(key) {
+            Some(v) => {
+                v.value.clear();
+                v.value.extend_from_slice(value);
+                v.version = version;
+            }
+            None => {
+                map.insert(
+                    key.to_string(),
+                    Versioned {
+                        value: value.to_vec(),
+                        version,
+                    },
+                );
+            }
+        }
         Ok(())
     }
 }
