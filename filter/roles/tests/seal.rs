@@ -23,8 +23,8 @@ fn sealed_event(f: &Fix) -> (veil_roles::testing::FakeHost, serde_json::Value) {
         ],
         EVENT.as_bytes(),
     );
-    // The headers are held until the body is sealed, so its new length can be set.
-    assert_eq!((a, b), (Action::Pause, Action::Continue));
+    // A proxy-wasm-like host (the fake's default): the headers go on at once.
+    assert_eq!((a, b), (Action::Continue, Action::Continue));
     assert!(h.reply().is_none());
     let v = json_of(&body(&h, BodyKind::Request));
     (h, v)
@@ -44,19 +44,40 @@ fn a_collector_event_is_sealed_under_the_current_kid() {
         "numbers are sealed by default"
     );
     assert_eq!(v["request"]["uri"], "https://x.test/a");
-    // The sealed body has another length, written into the held headers.
+    // The sealed body has another length; the headers left without one (Envoy frames it).
+    assert_eq!(h.get(HeaderKind::RequestHeaders, "content-length"), None);
+    assert_eq!(f.counter("veil.seal.requests"), 1);
+    assert_eq!(f.counter("veil.seal.values_sealed"), 2);
+}
+
+#[test]
+fn a_host_that_holds_headers_gets_the_sealed_length() {
+    let f = Fix::ready();
+    let (h, mut s) = f.stream();
+    h.hold_headers();
+    let (a, b) = send(
+        &h,
+        &mut s,
+        "POST",
+        "/collector/v1/events",
+        &[("content-length", "120")],
+        EVENT.as_bytes(),
+    );
+    // The native shell: the headers wait for the sealed body and get its length.
+    assert_eq!((a, b), (Action::Pause, Action::Continue));
+    assert!(h.reply().is_none());
     assert_eq!(
         h.get(HeaderKind::RequestHeaders, "content-length"),
         Some(body(&h, BodyKind::Request).len().to_string())
     );
     assert_eq!(f.counter("veil.seal.requests"), 1);
-    assert_eq!(f.counter("veil.seal.values_sealed"), 2);
 }
 
 #[test]
 fn a_chunked_request_gets_no_length_it_did_not_have() {
     let f = Fix::ready();
     let (h, mut s) = f.stream();
+    h.hold_headers();
     let (a, b) = send(
         &h,
         &mut s,
@@ -207,7 +228,7 @@ fn a_body_growing_over_the_limit_is_refused_while_buffering() {
     let f = Fix::ready();
     let (h, mut s) = f.stream();
     request(&h, "POST", "/patients", &[]);
-    assert_eq!(s.on_request_headers(&h, false), Action::Pause);
+    assert_eq!(s.on_request_headers(&h, false), Action::Continue);
     assert_eq!(s.on_request_body(&h, 100, false), Action::Pause);
     assert!(h.reply().is_none());
     assert_eq!(s.on_request_body(&h, 4097, false), Action::Pause);
@@ -241,12 +262,9 @@ fn a_gzip_body_is_decoded_sealed_and_forwarded_identity() {
         &[("content-encoding", "gzip"), ("content-length", "999")],
         &gz,
     );
-    assert_eq!((a, b), (Action::Pause, Action::Continue));
+    assert_eq!((a, b), (Action::Continue, Action::Continue));
     assert_eq!(h.get(HeaderKind::RequestHeaders, "content-encoding"), None);
-    assert_eq!(
-        h.get(HeaderKind::RequestHeaders, "content-length"),
-        Some(body(&h, BodyKind::Request).len().to_string())
-    );
+    assert_eq!(h.get(HeaderKind::RequestHeaders, "content-length"), None);
     let v = json_of(&body(&h, BodyKind::Request));
     assert!(v["name"].as_str().unwrap().starts_with("veil:"));
 }
@@ -325,10 +343,21 @@ fn a_body_that_cannot_be_replaced_is_a_seal_failure() {
 }
 
 #[test]
+fn a_length_header_that_cannot_be_removed_is_a_seal_failure() {
+    let f = Fix::ready();
+    f.env.fail("remove_header");
+    let (h, mut s) = f.stream();
+    request(&h, "POST", "/patients", &[("content-length", "5")]);
+    assert_eq!(s.on_request_headers(&h, false), Action::Pause);
+    assert_eq!(refused(&h), (500, "seal-failed".into()));
+}
+
+#[test]
 fn a_length_header_that_cannot_be_set_is_a_seal_failure() {
     let f = Fix::ready();
     f.env.fail("replace_header");
     let (h, mut s) = f.stream();
+    h.hold_headers();
     let plain = br#"{"name":"Ann"}"#;
     let (a, b) = send(
         &h,

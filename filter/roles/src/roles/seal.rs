@@ -12,10 +12,13 @@
 //! Fail closed: every failure after `Buffering` answers a problem and stops the request, so
 //! a body the policy seals never reaches the upstream in plaintext.
 //!
-//! While `Buffering`, the request headers are held (the headers callback pauses), so the
-//! sealed body's length can still be written into `content-length`: the upstream gets the
-//! framing the client chose (a length stays a length, chunked stays chunked) rather than a
-//! length removed after the headers left (chunked framing Envoy would have to add).
+//! Framing: where the host can hold the headers and still hand over the body (the native
+//! shell, [`StreamHost::holds_headers`]), the headers wait while `Buffering` and the sealed
+//! body's length goes into `content-length` (a length stays a length, chunked stays chunked).
+//! Under proxy-wasm a paused headers callback starves the body callbacks unless Envoy runs the
+//! filter with `allow_on_headers_stop_iteration` (which Istio's WasmPlugin cannot set), so
+//! there the headers go on at once with `content-length` removed and Envoy frames the sealed
+//! body anew (chunked on HTTP/1.1).
 
 use std::sync::Arc;
 
@@ -45,8 +48,8 @@ enum SealPolicy {
 struct Pending {
     policy: SealPolicy,
     encoding: ContentEncoding,
-    /// The request came with `content-length` (not chunked): it gets the sealed length.
-    has_length: bool,
+    /// The headers are held and had `content-length`: it gets the sealed body's length.
+    set_length: bool,
 }
 
 enum State {
@@ -79,7 +82,9 @@ impl SealRequest {
     ) -> (SealRequest, Action) {
         match Self::on_headers(h, w, head, rule, profile, rest, end_of_stream) {
             // Held until the body is sealed: its new length goes into `content-length`.
-            Ok(state @ State::Buffering(_)) => (SealRequest { state }, Action::Pause),
+            Ok(state @ State::Buffering(_)) if h.holds_headers() => {
+                (SealRequest { state }, Action::Pause)
+            }
             Ok(state) => (SealRequest { state }, Action::Continue),
             Err(r) => (
                 SealRequest {
@@ -147,6 +152,13 @@ impl SealRequest {
                 return Err(Refusal::too_large(w.config.max_body_bytes));
             }
         }
+        // The headers leave now unless the host holds them: then no length may go with them.
+        let hold = h.holds_headers();
+        if !hold {
+            h.remove_header(req, "content-length").map_err(|e| {
+                Refusal::hostcall(ProblemKind::SealFailed, "removing content-length", e)
+            })?;
+        }
         // A compressed body is forwarded decompressed (sealed values do not compress anyway).
         if encoding != ContentEncoding::Identity {
             h.remove_header(req, "content-encoding").map_err(|e| {
@@ -156,7 +168,7 @@ impl SealRequest {
         Ok(State::Buffering(Pending {
             policy,
             encoding,
-            has_length: length.is_some(),
+            set_length: hold && length.is_some(),
         }))
     }
 
@@ -218,7 +230,7 @@ impl SealRequest {
                     .replace_body(BodyKind::Request, size, &b.out)
                     .and_then(|()| {
                         // The headers are still held (the headers callback paused).
-                        if pending.has_length {
+                        if pending.set_length {
                             let len = b.out.len().to_string();
                             h.replace_header(HeaderKind::RequestHeaders, "content-length", &len)
                         } else {
