@@ -1149,20 +1149,20 @@ def summarize(args, sc: Scenario, shell: str, all_rounds: list, envoys: dict, t_
     pairs = list(zip(conc["control"], conc["treatment"]))
     cpu_diffs = sorted(t.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req for c, t in pairs)
     res["filter_us_per_req_from_cpu"] = med(cpu_diffs)
-    # The floor's own Envoy CPU per request over control's, per pair as above.
-    floor_rounds = [r for r in all_rounds if r.phase == "concurrency" and r.role == FLOOR[shell]]
-    floor_diffs = [f.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req
-                   for c, f in zip(conc["control"], floor_rounds)]
-    res["floor_cpu_us_per_req_added"] = med(floor_diffs) if floor_diffs else None
+    def added_cpu(role: str) -> float | None:
+        """A floor's own Envoy CPU per request over control's, per pair as above."""
+        diffs = [f.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req
+                 for c, f in zip(conc["control"], (r for r in all_rounds
+                                                   if r.phase == "concurrency" and r.role == role))]
+        return med(diffs) if diffs else None
+
+    res["floor_cpu_us_per_req_added"] = added_cpu(FLOOR[shell])
     # The native body-rewriting floor (identity transform), the same way; reported, not a target.
     if rps_rewrite_floor is not None:
-        rw_rounds = [r for r in all_rounds if r.phase == "concurrency" and r.role == REWRITE_FLOOR]
-        rw_diffs = [f.envoy_cpu_us_per_req - c.envoy_cpu_us_per_req
-                    for c, f in zip(conc["control"], rw_rounds)]
+        rw_rss = [r.rss_mib for r in all_rounds if r.phase == "concurrency" and r.role == REWRITE_FLOOR]
         res["rewrite_floor_ratio"] = rps_rewrite_floor / rps_c if rps_c else None
-        res["rewrite_floor_cpu_us_per_req_added"] = med(rw_diffs) if rw_diffs else None
-        res["rewrite_floor_rss_delta_mib"] = (med(r.rss_mib for r in rw_rounds)
-                                              - med(r.rss_mib for r in conc["control"])) if rw_rounds else None
+        res["rewrite_floor_cpu_us_per_req_added"] = added_cpu(REWRITE_FLOOR)
+        res["rewrite_floor_rss_delta_mib"] = (med(rw_rss) - med(r.rss_mib for r in conc["control"])) if rw_rss else None
     res["transform_us"] = transform_us
     res["filter_us_per_req_from_cpu_range"] = [cpu_diffs[0], cpu_diffs[-1]] if cpu_diffs else [0, 0]
     res["ratio_pairs"] = sorted(t.rps / c.rps for c, t in pairs if c.rps)

@@ -114,6 +114,8 @@ extern "C" {
     fn envoy_dynamic_module_callback_http_received_buffered_response_body(fe: *mut c_void) -> bool;
 }
 
+/// Safety: `ptr` is NULL or points to `len` readable bytes that outlive `'a` (Envoy's views
+/// are valid during the hook that hands them out).
 unsafe fn view<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
     if ptr.is_null() || len == 0 {
         &[]
@@ -122,7 +124,8 @@ unsafe fn view<'a>(ptr: *const c_char, len: usize) -> &'a [u8] {
     }
 }
 
-/// Appends the chunks of body `kind` to `out`.
+/// Appends the chunks of body `kind` to `out`. Safety: `fe` is the live stream of the
+/// current hook; the chunk views Envoy fills in are copied before the hook returns.
 unsafe fn read_body(fe: *mut c_void, kind: u32, out: &mut Vec<u8>) {
     let n = envoy_dynamic_module_callback_http_get_body_chunks_size(fe, kind);
     if n == 0 {
@@ -143,6 +146,8 @@ unsafe fn read_body(fe: *mut c_void, kind: u32, out: &mut Vec<u8>) {
 
 /// Veil's body handling with an identity transform: copy out, drain, append the copy, set
 /// `content-length` in the held headers (header map `headers`) if the message has one.
+/// Safety: `fe` is the live stream of the current body hook; every buffer passed to Envoy
+/// outlives the call that reads it.
 unsafe fn rewrite(fe: *mut c_void, request: bool) {
     let (received, buffered, headers) = if request { (0, 1, 0) } else { (2, 3, 2) };
     let is_buffered = if request {

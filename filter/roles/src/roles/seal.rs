@@ -48,7 +48,9 @@ enum SealPolicy {
 struct Pending {
     policy: SealPolicy,
     encoding: ContentEncoding,
-    /// The headers are held and had `content-length`: it gets the sealed body's length.
+    /// The headers wait for the sealed body (the host holds them, [`StreamHost::holds_headers`]).
+    held: bool,
+    /// Held headers with `content-length`: it gets the sealed body's length.
     set_length: bool,
 }
 
@@ -82,7 +84,7 @@ impl SealRequest {
     ) -> (SealRequest, Action) {
         match Self::on_headers(h, w, head, rule, profile, rest, end_of_stream) {
             // Held until the body is sealed: its new length goes into `content-length`.
-            Ok(state @ State::Buffering(_)) if h.holds_headers() => {
+            Ok(state @ State::Buffering(Pending { held: true, .. })) => {
                 (SealRequest { state }, Action::Pause)
             }
             Ok(state) => (SealRequest { state }, Action::Continue),
@@ -152,9 +154,9 @@ impl SealRequest {
                 return Err(Refusal::too_large(w.config.max_body_bytes));
             }
         }
-        // The headers leave now unless the host holds them: then no length may go with them.
-        let hold = h.holds_headers();
-        if !hold {
+        // Headers the host cannot hold leave now, before the sealed length is known: without one.
+        let held = h.holds_headers();
+        if !held {
             h.remove_header(req, "content-length").map_err(|e| {
                 Refusal::hostcall(ProblemKind::SealFailed, "removing content-length", e)
             })?;
@@ -168,7 +170,8 @@ impl SealRequest {
         Ok(State::Buffering(Pending {
             policy,
             encoding,
-            set_length: hold && length.is_some(),
+            held,
+            set_length: held && length.is_some(),
         }))
     }
 
