@@ -91,9 +91,17 @@ impl core::fmt::Display for KeysError {
 }
 
 /// Parses `/v1/data-keys/current` (or the shared record made from it): at least one key.
+/// An answer as JSON text. serde_json does not check the UTF-8 of strings it skips (an
+/// unknown field's value), so an answer it parsed could still be refused later by
+/// [`with_fetched_at`]; JSON text is UTF-8 (RFC 8259 §8.1), so any other bytes are refused here.
+fn json_text(body: &[u8]) -> Option<&str> {
+    core::str::from_utf8(body).ok()
+}
+
 pub fn parse_current(body: &[u8]) -> Result<CurrentKeys, KeysError> {
+    let text = json_text(body).ok_or_else(|| KeysError::Json("answer is not UTF-8".into()))?;
     let keys: CurrentKeys =
-        serde_json::from_slice(body).map_err(|e| KeysError::Json(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| KeysError::Json(e.to_string()))?;
     if keys.keys.is_empty() {
         return Err(KeysError::Empty);
     }
@@ -102,7 +110,9 @@ pub fn parse_current(body: &[u8]) -> Result<CurrentKeys, KeysError> {
 
 /// Parses `/v1/data-keys/{kid}`: one key entry.
 pub fn parse_key(body: &[u8]) -> Result<KeyEntry, KeysError> {
-    serde_json::from_slice(body).map_err(|_| KeysError::Json("answer is not a key".into()))
+    json_text(body)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or_else(|| KeysError::Json("answer is not a key".into()))
 }
 
 /// Adds `fetched_at` to a keyservice answer for shared data, without re-serializing keys
@@ -193,7 +203,9 @@ pub struct PairingAnswer {
 /// Parses a relay answer (`PairAnswer`, `PairingAnswer`); anything else is
 /// `relay-unavailable` (the keyservice misbehaves, not the client).
 pub fn parse_relay<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, RelayError> {
-    serde_json::from_slice(body).map_err(|_| RelayError::Unavailable("bad keyservice answer"))
+    json_text(body)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or(RelayError::Unavailable("bad keyservice answer"))
 }
 
 #[cfg(test)]
@@ -209,6 +221,28 @@ mod tests {
         let k = parse_current(br#"{"current_root":2,"keys":[{"kid":"r2.2026-01","dek":"x"}]}"#)
             .unwrap();
         assert_eq!((k.current_root, k.keys.len(), k.fetched_at), (2, 1, None));
+    }
+
+    /// Found by the `keyservice_answer` fuzz target: serde_json skips an unknown field's
+    /// string without checking its UTF-8, so the answer parsed but could not be stored.
+    #[test]
+    fn an_answer_that_is_not_utf8_is_refused_even_in_an_unknown_field() {
+        let body = b"{\"current_root\":1,\"keys\":[{\"kid\":\"r1.2026-01\",\"dek\":\"x\"}],\"x\":\"\xfd\xff\"}";
+        assert!(matches!(parse_current(body), Err(KeysError::Json(_))));
+        assert!(with_fetched_at(body, 1).is_none());
+        assert!(parse_key(b"{\"kid\":\"r1.2026-01\",\"dek\":\"x\",\"x\":\"\xfd\"}").is_err());
+        let a = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        let pair = |extra: &[u8]| {
+            let mut b = format!(
+                r#"{{"pair_id":"p","c2s":"{a}","s2c":"{a}","expires_at":5,"idle_ttl_secs":9,"x":""#
+            )
+            .into_bytes();
+            b.extend_from_slice(extra);
+            b.extend_from_slice(b"\"}");
+            b
+        };
+        assert!(parse_relay::<PairAnswer>(&pair(b"ok")).is_ok());
+        assert!(parse_relay::<PairAnswer>(&pair(b"\xfd")).is_err());
     }
 
     #[test]
